@@ -1,0 +1,424 @@
+import KVCore
+import NIOCore
+import RESP
+
+/// What a connection knows about itself between commands.
+public struct ConnectionState: Sendable {
+    public let id: Int
+    public var version: RESPVersion = .v2
+    public var name: String = ""
+    /// Keys this connection is subscribed to.
+    public var subscriptions: Set<[UInt8]> = []
+    /// Set by QUIT: close once the reply is written.
+    public var closeAfterReply = false
+
+    public init(id: Int) {
+        self.id = id
+    }
+
+    /// RESP2 connections with subscriptions accept only pub/sub commands (as in Redis).
+    var inSubscriberMode: Bool { version == .v2 && !subscriptions.isEmpty }
+}
+
+/// Executes kv-stored's commands (the RESP subset documented in docs/protocol.md) and writes
+/// each reply. It has no I/O of its own: the connection handler feeds it commands and flushes
+/// what it wrote, so every command's behaviour is testable without a socket.
+public struct CommandProcessor: Sendable {
+    public let store: Store
+    public let limits: Limits
+    public let statistics: ServerStatistics
+    /// Shown by INFO server.
+    public let socketPath: String
+
+    public static let serverVersion = "0.1.0"
+    /// What `redis_version` reports, so tools that gate features on it treat us as modern.
+    public static let compatibleRedisVersion = "7.0.0"
+
+    public init(store: Store, limits: Limits, statistics: ServerStatistics, socketPath: String) {
+        self.store = store
+        self.limits = limits
+        self.statistics = statistics
+        self.socketPath = socketPath
+    }
+
+    /// Runs one command for `connection`, appending its reply (or replies) to `out`.
+    public func execute(_ command: RESPCommand, connection: inout ConnectionState, subscriber: SubscriberOutbox, out: inout ByteBuffer) {
+        statistics.totalCommands.wrappingIncrement(ordering: .relaxed)
+        let args = command.arguments
+        let name = command.name
+        if connection.inSubscriberMode && !Self.subscriberModeCommands.contains(name) {
+            out.writeRESPError("ERR Can't execute '\(name.lowercased())': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context")
+            return
+        }
+        switch name {
+        case "GET": get(args, connection, &out)
+        case "SET": set(args, connection, &out)
+        case "DEL": del(args, &out)
+        case "EXISTS": exists(args, &out)
+        case "PTTL", "TTL": ttl(args, milliseconds: name == "PTTL", &out)
+        case "PERSIST": persist(args, &out)
+        case "DBSIZE": dbsize(args, &out)
+        case "PING": ping(args, connection, &out)
+        case "ECHO": echo(args, &out)
+        case "HELLO": hello(args, &connection, &out)
+        case "SELECT": select(args, &out)
+        case "SUBSCRIBE": subscribe(args, &connection, subscriber, &out)
+        case "UNSUBSCRIBE": unsubscribe(args, &connection, subscriber, &out)
+        case "INFO": info(args, &out)
+        case "CLIENT": client(args, &connection, &out)
+        case "COMMAND": commandCommand(args, connection, &out)
+        case "CONFIG": config(args, connection, &out)
+        case "RESET": reset(&connection, subscriber, &out)
+        case "QUIT":
+            out.writeRESPOK()
+            connection.closeAfterReply = true
+        default:
+            let shown = args.dropFirst().prefix(8).map { "'\(String(buffer: $0).prefix(64))'" }.joined(separator: " ")
+            out.writeRESPError("ERR unknown command '\(String(buffer: args[0]).prefix(128))', with args beginning with: \(shown)")
+        }
+    }
+
+    static let subscriberModeCommands: Set<String> = [
+        "SUBSCRIBE", "UNSUBSCRIBE", "PSUBSCRIBE", "PUNSUBSCRIBE", "SSUBSCRIBE", "SUNSUBSCRIBE", "PING", "QUIT", "RESET",
+    ]
+
+    private func wrongArity(_ args: [ByteBuffer], _ out: inout ByteBuffer) {
+        out.writeRESPError("ERR wrong number of arguments for '\(String(buffer: args[0]).lowercased())' command")
+    }
+
+    /// Checks a key argument against the key limit; writes the error and returns false when over.
+    private func checkKey(_ key: ByteBuffer, _ out: inout ByteBuffer) -> Bool {
+        guard key.readableBytes <= limits.maxKeyBytes else {
+            out.writeRESPError("ERR key is \(key.readableBytes) bytes, the limit is \(limits.maxKeyBytes)")
+            return false
+        }
+        return true
+    }
+
+    // MARK: - Keyspace commands
+
+    private func get(_ args: [ByteBuffer], _ connection: ConnectionState, _ out: inout ByteBuffer) {
+        guard args.count == 2 else { return wrongArity(args, &out) }
+        guard checkKey(args[1], &out) else { return }
+        let entry = store.withKeyspace { ks in args[1].withUnsafeReadableBytes { ks.lookup($0) } }
+        // The entry is immutable: copy its value out after releasing the keyspace.
+        if let entry {
+            entry.withValue { out.writeRESPBulkString($0) }
+        } else {
+            out.writeRESPNull(connection.version)
+        }
+    }
+
+    private func set(_ args: [ByteBuffer], _ connection: ConnectionState, _ out: inout ByteBuffer) {
+        guard args.count >= 3 else { return wrongArity(args, &out) }
+        guard checkKey(args[1], &out) else { return }
+        guard args[2].readableBytes <= limits.maxValueBytes else {
+            return out.writeRESPError("ERR value is \(args[2].readableBytes) bytes, the limit is \(limits.maxValueBytes)")
+        }
+        let options: SetOptions
+        switch SetOptions.parse(args.dropFirst(3)) {
+        case .success(let parsed): options = parsed
+        case .failure(let error): return out.writeRESPError(error.message)
+        }
+        let outcome = store.withKeyspace { ks in
+            args[1].withUnsafeReadableBytes { key in
+                args[2].withUnsafeReadableBytes { value in
+                    ks.set(key, value: value, expiry: options.expiry, condition: options.condition)
+                }
+            }
+        }
+        if options.returnPrevious {
+            if let previous = outcome.previous {
+                previous.withValue { out.writeRESPBulkString($0) }
+            } else {
+                out.writeRESPNull(connection.version)
+            }
+        } else if outcome.applied {
+            out.writeRESPOK()
+        } else {
+            out.writeRESPNull(connection.version)
+        }
+    }
+
+    private func del(_ args: [ByteBuffer], _ out: inout ByteBuffer) {
+        guard args.count >= 2 else { return wrongArity(args, &out) }
+        let deleted = store.withKeyspace { ks in
+            args.dropFirst().reduce(0) { n, key in n + (key.withUnsafeReadableBytes { ks.delete($0) } ? 1 : 0) }
+        }
+        out.writeRESPInteger(deleted)
+    }
+
+    private func exists(_ args: [ByteBuffer], _ out: inout ByteBuffer) {
+        guard args.count >= 2 else { return wrongArity(args, &out) }
+        let found = store.withKeyspace { ks in
+            args.dropFirst().reduce(0) { n, key in n + (key.withUnsafeReadableBytes { ks.lookup($0) } != nil ? 1 : 0) }
+        }
+        out.writeRESPInteger(found)
+    }
+
+    private func ttl(_ args: [ByteBuffer], milliseconds: Bool, _ out: inout ByteBuffer) {
+        guard args.count == 2 else { return wrongArity(args, &out) }
+        let remaining: Int64 = store.withKeyspace { ks in
+            guard let entry = args[1].withUnsafeReadableBytes({ ks.lookup($0) }) else { return -2 }
+            guard let ms = ks.remainingMilliseconds(of: entry) else { return -1 }
+            return milliseconds ? ms : (ms + 500) / 1000
+        }
+        out.writeRESPInteger(Int(remaining))
+    }
+
+    private func persist(_ args: [ByteBuffer], _ out: inout ByteBuffer) {
+        guard args.count == 2 else { return wrongArity(args, &out) }
+        let cleared = store.withKeyspace { ks in args[1].withUnsafeReadableBytes { ks.persist($0) } }
+        out.writeRESPInteger(cleared ? 1 : 0)
+    }
+
+    private func dbsize(_ args: [ByteBuffer], _ out: inout ByteBuffer) {
+        guard args.count == 1 else { return wrongArity(args, &out) }
+        out.writeRESPInteger(store.withKeyspace { $0.count })
+    }
+
+    // MARK: - Change feed
+
+    private func subscribe(_ args: [ByteBuffer], _ connection: inout ConnectionState, _ subscriber: SubscriberOutbox, _ out: inout ByteBuffer) {
+        guard args.count >= 2 else { return wrongArity(args, &out) }
+        for key in args.dropFirst() {
+            let bytes = Array(key.readableBytesView)
+            // Registered under the keyspace lock before the acknowledgement is written, so every
+            // change applied after this point reaches the subscriber, after the acknowledgement.
+            if connection.subscriptions.insert(bytes).inserted {
+                store.withKeyspace { _ = $0.subscribe(bytes, subscriber) }
+            }
+            writePubSubReply("subscribe", key: key, count: connection.subscriptions.count, connection.version, &out)
+        }
+    }
+
+    private func unsubscribe(_ args: [ByteBuffer], _ connection: inout ConnectionState, _ subscriber: SubscriberOutbox, _ out: inout ByteBuffer) {
+        let keys: [[UInt8]] = args.count > 1 ? args.dropFirst().map { Array($0.readableBytesView) } : Array(connection.subscriptions)
+        if keys.isEmpty {
+            out.writeRESPPushHeader(count: 3, version: connection.version)
+            out.writeRESPBulkString("unsubscribe")
+            out.writeRESPNull(connection.version)
+            out.writeRESPInteger(0)
+            return
+        }
+        for key in keys {
+            if connection.subscriptions.remove(key) != nil {
+                store.withKeyspace { _ = $0.unsubscribe(key, subscriber) }
+            }
+            key.withUnsafeBytes { raw in
+                writePubSubReply("unsubscribe", key: ByteBuffer(bytes: raw), count: connection.subscriptions.count, connection.version, &out)
+            }
+        }
+    }
+
+    /// Drops every subscription of a connection (on close and RESET).
+    public func dropSubscriptions(_ connection: inout ConnectionState, _ subscriber: SubscriberOutbox) {
+        guard !connection.subscriptions.isEmpty else { return }
+        let keys = connection.subscriptions
+        connection.subscriptions.removeAll()
+        store.withKeyspace { ks in
+            for key in keys { ks.unsubscribe(key, subscriber) }
+        }
+    }
+
+    private func writePubSubReply(_ kind: String, key: ByteBuffer, count: Int, _ version: RESPVersion, _ out: inout ByteBuffer) {
+        out.writeRESPPushHeader(count: 3, version: version)
+        out.writeRESPBulkString(kind)
+        out.writeRESPBulkString(key)
+        out.writeRESPInteger(count)
+    }
+
+    /// Encodes one change as a pub/sub `message` push on the channel named after its key.
+    public static func writeChange(_ event: ChangeEvent, version: RESPVersion, into out: inout ByteBuffer) {
+        out.writeRESPPushHeader(count: 3, version: version)
+        out.writeRESPBulkString("message")
+        event.entry.withKey { out.writeRESPBulkString($0) }
+        let header = ChangePayload.header(kind: event.kind, revision: event.revision)
+        if event.kind == .set {
+            out.writeRESPBulkHeader(length: header.utf8.count + event.entry.valueCount)
+            out.writeString(header)
+            event.entry.withValue { _ = out.writeBytes($0) }
+            out.writeStaticString("\r\n")
+        } else {
+            out.writeRESPBulkString(header)
+        }
+    }
+
+    // MARK: - Connection commands
+
+    private func ping(_ args: [ByteBuffer], _ connection: ConnectionState, _ out: inout ByteBuffer) {
+        guard args.count <= 2 else { return wrongArity(args, &out) }
+        if connection.inSubscriberMode {
+            out.writeRESPArrayHeader(count: 2)
+            out.writeRESPBulkString("pong")
+            if args.count == 2 { out.writeRESPBulkString(args[1]) } else { out.writeRESPBulkString("") }
+        } else if args.count == 2 {
+            out.writeRESPBulkString(args[1])
+        } else {
+            out.writeRESPSimpleString("PONG")
+        }
+    }
+
+    private func echo(_ args: [ByteBuffer], _ out: inout ByteBuffer) {
+        guard args.count == 2 else { return wrongArity(args, &out) }
+        out.writeRESPBulkString(args[1])
+    }
+
+    private func select(_ args: [ByteBuffer], _ out: inout ByteBuffer) {
+        guard args.count == 2 else { return wrongArity(args, &out) }
+        if String(buffer: args[1]) == "0" { out.writeRESPOK() } else { out.writeRESPError("ERR DB index is out of range") }
+    }
+
+    private func hello(_ args: [ByteBuffer], _ connection: inout ConnectionState, _ out: inout ByteBuffer) {
+        var i = 1
+        if args.count > 1 {
+            switch String(buffer: args[1]) {
+            case "2": connection.version = .v2
+            case "3": connection.version = .v3
+            default:
+                guard Int(String(buffer: args[1])) != nil else {
+                    return out.writeRESPError("ERR Protocol version is not an integer or out of range")
+                }
+                return out.writeRESPError("NOPROTO unsupported protocol version")
+            }
+            i = 2
+        }
+        while i < args.count {
+            switch String(buffer: args[i]).uppercased() {
+            case "AUTH" where i + 2 < args.count: i += 3  // no authentication: access is the socket's file mode
+            case "SETNAME" where i + 1 < args.count:
+                connection.name = String(buffer: args[i + 1])
+                i += 2
+            default:
+                return out.writeRESPError("ERR Syntax error in HELLO option '\(String(buffer: args[i]))'")
+            }
+        }
+        let v = connection.version
+        out.writeRESPMapHeader(count: 7, version: v)
+        out.writeRESPBulkString("server"); out.writeRESPBulkString("kv-stored")
+        out.writeRESPBulkString("version"); out.writeRESPBulkString(Self.compatibleRedisVersion)
+        out.writeRESPBulkString("proto"); out.writeRESPInteger(v.rawValue)
+        out.writeRESPBulkString("id"); out.writeRESPInteger(connection.id)
+        out.writeRESPBulkString("mode"); out.writeRESPBulkString("standalone")
+        out.writeRESPBulkString("role"); out.writeRESPBulkString("master")
+        out.writeRESPBulkString("modules"); out.writeRESPArrayHeader(count: 0)
+    }
+
+    private func reset(_ connection: inout ConnectionState, _ subscriber: SubscriberOutbox, _ out: inout ByteBuffer) {
+        dropSubscriptions(&connection, subscriber)
+        connection.version = .v2
+        connection.name = ""
+        out.writeRESPSimpleString("RESET")
+    }
+
+    private func client(_ args: [ByteBuffer], _ connection: inout ConnectionState, _ out: inout ByteBuffer) {
+        guard args.count >= 2 else { return wrongArity(args, &out) }
+        switch String(buffer: args[1]).uppercased() {
+        case "ID": out.writeRESPInteger(connection.id)
+        case "SETNAME" where args.count == 3:
+            let name = String(buffer: args[2])
+            guard !name.contains(where: { $0 == " " || $0 == "\n" }) else {
+                return out.writeRESPError("ERR Client names cannot contain spaces, newlines or special characters.")
+            }
+            connection.name = name
+            out.writeRESPOK()
+        case "GETNAME":
+            if connection.name.isEmpty { out.writeRESPNull(connection.version) } else { out.writeRESPBulkString(connection.name) }
+        case "SETINFO" where args.count == 4: out.writeRESPOK()
+        case "INFO":
+            out.writeRESPBulkString("id=\(connection.id) name=\(connection.name) resp=\(connection.version.rawValue) sub=\(connection.subscriptions.count)\n")
+        default:
+            out.writeRESPError("ERR unknown subcommand or wrong number of arguments for 'client|\(String(buffer: args[1]).lowercased())'")
+        }
+    }
+
+    static let commandNames = [
+        "get", "set", "del", "exists", "pttl", "ttl", "persist", "dbsize", "ping", "echo", "hello", "select",
+        "subscribe", "unsubscribe", "info", "client", "command", "config", "reset", "quit",
+    ]
+
+    private func commandCommand(_ args: [ByteBuffer], _ connection: ConnectionState, _ out: inout ByteBuffer) {
+        let sub = args.count > 1 ? String(buffer: args[1]).uppercased() : ""
+        switch sub {
+        case "COUNT": out.writeRESPInteger(Self.commandNames.count)
+        case "DOCS": out.writeRESPMapHeader(count: 0, version: connection.version)  // redis-cli asks at start-up for hints
+        default: out.writeRESPArrayHeader(count: 0)
+        }
+    }
+
+    /// The parameters redis-benchmark and redis-cli ask about, answered truthfully for kv-stored.
+    private func config(_ args: [ByteBuffer], _ connection: ConnectionState, _ out: inout ByteBuffer) {
+        guard args.count >= 3, String(buffer: args[1]).uppercased() == "GET" else {
+            return out.writeRESPError("ERR CONFIG supports only GET in kv-stored")
+        }
+        let known: [(String, String)] = [
+            ("save", ""), ("appendonly", "no"), ("databases", "1"), ("maxmemory", "0"),
+            ("proto-max-bulk-len", String(max(limits.maxKeyBytes, limits.maxValueBytes))),
+        ]
+        var matches: [(String, String)] = []
+        for pattern in args.dropFirst(2).map({ String(buffer: $0).lowercased() }) {
+            for (name, value) in known where (pattern == "*" || pattern == name) && !matches.contains(where: { $0.0 == name }) {
+                matches.append((name, value))
+            }
+        }
+        out.writeRESPMapHeader(count: matches.count, version: connection.version)
+        for (name, value) in matches {
+            out.writeRESPBulkString(name)
+            out.writeRESPBulkString(value)
+        }
+    }
+
+    // MARK: - INFO
+
+    private func info(_ args: [ByteBuffer], _ out: inout ByteBuffer) {
+        let requested = Set(args.dropFirst().map { String(buffer: $0).lowercased() })
+        let all = requested.isEmpty || requested.contains("all") || requested.contains("everything") || requested.contains("default")
+        let snapshot = store.withKeyspace { ks in
+            (count: ks.count, expiring: ks.expiringCount, revision: ks.revision, stats: ks.stats,
+             subscriptions: ks.subscriptionCount, watchedKeys: ks.watchedKeyCount, dataset: ks.datasetBytes, index: ks.indexBytes)
+        }
+        var text = ""
+        func section(_ name: String, _ lines: [(String, String)]) {
+            guard all || requested.contains(name.lowercased()) else { return }
+            if !text.isEmpty { text += "\r\n" }
+            text += "# \(name)\r\n"
+            for (k, v) in lines { text += "\(k):\(v)\r\n" }
+        }
+        let now = store.withKeyspace { $0.clock.monotonicNanoseconds() }
+        let uptime = (now - statistics.startedAtMonotonicNanoseconds) / 1_000_000_000
+        section("Server", [
+            ("redis_version", Self.compatibleRedisVersion), ("kv_stored_version", Self.serverVersion),
+            ("redis_mode", "standalone"), ("process_id", String(getpid())), ("unix_socket", socketPath),
+            ("tcp_port", "0"), ("uptime_in_seconds", String(uptime)),
+        ])
+        section("Clients", [
+            ("connected_clients", String(statistics.connectedClients.load(ordering: .relaxed))),
+            ("pubsub_clients_keys", String(snapshot.watchedKeys)),
+        ])
+        let rss = ServerStatistics.residentBytes()
+        section("Memory", [
+            // glibc exposes no 64-bit allocator total to Swift here, so used_memory is the RSS.
+            ("used_memory", String(rss)), ("used_memory_rss", String(rss)),
+            ("used_memory_dataset", String(snapshot.dataset)), ("used_memory_index", String(snapshot.index)),
+            ("maxmemory", "0"),
+        ])
+        section("Stats", [
+            ("total_connections_received", String(statistics.totalConnections.load(ordering: .relaxed))),
+            ("total_commands_processed", String(statistics.totalCommands.load(ordering: .relaxed))),
+            ("keyspace_hits", String(snapshot.stats.hits)), ("keyspace_misses", String(snapshot.stats.misses)),
+            ("expired_keys", String(snapshot.stats.expiredKeys)), ("total_changes", String(snapshot.stats.changes)),
+            ("pubsub_channels", String(snapshot.watchedKeys)), ("pubsub_subscriptions", String(snapshot.subscriptions)),
+            ("subscriber_conflated_changes", String(statistics.conflatedChanges.load(ordering: .relaxed))),
+            ("subscriber_output_limit_disconnects", String(statistics.outputLimitDisconnects.load(ordering: .relaxed))),
+            ("protocol_errors", String(statistics.protocolErrors.load(ordering: .relaxed))),
+        ])
+        section("Keyspace", snapshot.count > 0
+            ? [("db0", "keys=\(snapshot.count),expires=\(snapshot.expiring),avg_ttl=0"), ("revision", String(snapshot.revision))]
+            : [("revision", String(snapshot.revision))])
+        out.writeRESPBulkString(text)
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif

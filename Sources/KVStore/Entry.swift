@@ -1,0 +1,78 @@
+/// The fixed part of an entry, stored in front of its key and value bytes.
+public struct EntryHeader: Sendable {
+    /// The revision of the change that wrote this entry.
+    public let revision: UInt64
+    /// Monotonic deadline in nanoseconds (`StoreClock`), or 0 for "never expires".
+    /// Mutable only under the keyspace's owner; 0 also marks an entry that left the keyspace,
+    /// which is how the expiry queue recognises stale items.
+    var deadline: Int64
+    let keyCount: UInt32
+    let valueCount: UInt32
+}
+
+/// One key and its value in a single allocation: a header, the key bytes, then the value bytes.
+///
+/// One allocation per key (instead of a dictionary slot plus two arrays) is what keeps
+/// kv-stored's memory per key near redis-server's. Key, value and revision never change after
+/// creation, so an entry may be read from any thread (a change event carries it to subscribers
+/// without copying the value); `deadline` is only touched by the keyspace's owner.
+///
+/// `@unchecked Sendable` holds because of that split: the immutable bytes are shared freely,
+/// and `deadline` is read and written only under the `Store` lock.
+public struct Entry: @unchecked Sendable {
+    final class Storage: ManagedBuffer<EntryHeader, UInt8> {}
+    let storage: Storage
+
+    /// Makes an entry holding copies of `key` and `value`.
+    static func make(key: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer, revision: UInt64, deadline: Int64) -> Entry {
+        let buffer = Storage.create(minimumCapacity: key.count + value.count) { _ in
+            EntryHeader(revision: revision, deadline: deadline, keyCount: UInt32(key.count), valueCount: UInt32(value.count))
+        }
+        let storage = unsafeDowncast(buffer, to: Storage.self)
+        storage.withUnsafeMutablePointerToElements { bytes in
+            if let base = key.baseAddress { (bytes).initialize(from: base.assumingMemoryBound(to: UInt8.self), count: key.count) }
+            if let base = value.baseAddress {
+                (bytes + key.count).initialize(from: base.assumingMemoryBound(to: UInt8.self), count: value.count)
+            }
+        }
+        return Entry(storage: storage)
+    }
+
+    /// True when both are the same entry (not merely equal bytes).
+    static func === (a: Entry, b: Entry) -> Bool { a.storage === b.storage }
+
+    public var revision: UInt64 { storage.header.revision }
+    var deadline: Int64 {
+        get { storage.header.deadline }
+        nonmutating set { storage.header.deadline = newValue }
+    }
+    public var keyCount: Int { Int(storage.header.keyCount) }
+    public var valueCount: Int { Int(storage.header.valueCount) }
+
+    public func withKey<T>(_ body: (UnsafeRawBufferPointer) throws -> T) rethrows -> T {
+        let count = keyCount
+        return try storage.withUnsafeMutablePointerToElements { try body(UnsafeRawBufferPointer(start: $0, count: count)) }
+    }
+
+    public func withValue<T>(_ body: (UnsafeRawBufferPointer) throws -> T) rethrows -> T {
+        let offset = keyCount, count = valueCount
+        return try storage.withUnsafeMutablePointerToElements { try body(UnsafeRawBufferPointer(start: $0 + offset, count: count)) }
+    }
+
+    public var keyBytes: [UInt8] { withKey { Array($0) } }
+    public var valueBytes: [UInt8] { withValue { Array($0) } }
+
+    func hasKey(_ key: UnsafeRawBufferPointer) -> Bool {
+        guard key.count == keyCount else { return false }
+        return withKey { own in
+            guard let a = own.baseAddress, let b = key.baseAddress else { return true }  // both empty
+            return memcmp(a, b, key.count) == 0
+        }
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif

@@ -1,0 +1,225 @@
+import KVCore
+
+/// How a write treats the key's TTL.
+public enum Expiry: Sendable, Equatable {
+    /// No TTL: the key never expires, and any TTL it had is cleared (Redis `SET`).
+    case none
+    /// Keep the TTL the key already has (Redis `KEEPTTL`).
+    case keep
+    /// Expire this many milliseconds from now (`PX`, `EX`).
+    case after(milliseconds: Int64)
+    /// Expire at this Unix time in milliseconds (`PXAT`, `EXAT`).
+    case atUnixMilliseconds(Int64)
+}
+
+/// When a write applies (Redis `NX` / `XX`).
+public enum SetCondition: Sendable, Equatable {
+    case always
+    case ifAbsent
+    case ifPresent
+}
+
+public struct SetOutcome: Sendable {
+    /// False when the condition did not hold; nothing changed then.
+    public var applied: Bool
+    /// The live entry the key had before (for `SET … GET`).
+    public var previous: Entry?
+}
+
+/// Counters for INFO.
+public struct KeyspaceStats: Sendable, Equatable {
+    public var hits = 0
+    public var misses = 0
+    public var expiredKeys = 0
+    public var changes = 0
+}
+
+/// The keyspace: every key, its value, revision and deadline, and who watches it.
+///
+/// As in Redis's `db.c`, there is one read path (`lookup`, which never returns an expired
+/// entry), one write path (`set`/`remove` through `replace`), and one notify path (`notify`).
+/// Nothing else touches the table. Not thread-safe: its owner serialises access (`Store`).
+public struct Keyspace: Sendable {
+    public let clock: any StoreClock
+    private var table = KeyTable()
+    private var expiries = ExpiryQueue()
+    private var feed = ChangeFeed()
+    /// The revision of the latest change; every set, delete of an existing key and expiry takes the next one.
+    public private(set) var revision: UInt64 = 0
+    public private(set) var stats = KeyspaceStats()
+    /// Sum of key and value bytes of live entries.
+    public private(set) var datasetBytes = 0
+
+    public init(clock: any StoreClock = SystemClock()) {
+        self.clock = clock
+    }
+
+    public var count: Int { table.count }
+    public var expiringCount: Int { expiries.liveCount }
+    public var subscriptionCount: Int { feed.subscriptionCount }
+    public var watchedKeyCount: Int { feed.keyCount }
+    /// Memory of the index structures (table slots), for INFO.
+    public var indexBytes: Int { table.slotBytes }
+
+    // MARK: - Read path
+
+    /// The live entry for `key`, or nil. An entry whose deadline has passed is expired here
+    /// (removed and published) before the timer gets to it, so no reader ever sees it.
+    public mutating func lookup(_ key: UnsafeRawBufferPointer) -> Entry? {
+        guard let entry = table.find(key) else {
+            stats.misses += 1
+            return nil
+        }
+        if entry.deadline != 0 && entry.deadline <= clock.monotonicNanoseconds() {
+            expire(entry)
+            stats.misses += 1
+            return nil
+        }
+        stats.hits += 1
+        return entry
+    }
+
+    /// Milliseconds left before `key` expires (rounded up), nil when it has no TTL.
+    /// The caller has looked the entry up, so it is live.
+    public func remainingMilliseconds(of entry: Entry) -> Int64? {
+        guard entry.deadline != 0 else { return nil }
+        let left = entry.deadline - clock.monotonicNanoseconds()
+        return max(0, (left + 999_999) / 1_000_000)
+    }
+
+    // MARK: - Write path
+
+    /// Writes `value` under `key` when `condition` holds. This is the one place a value is stored.
+    ///
+    /// The TTL rule (as Redis `SET`): a write with `.none` clears any TTL the key had; `.keep`
+    /// carries it over; `.after`/`.atUnixMilliseconds` set a new one. A deadline that has already
+    /// passed (an `atUnixMilliseconds` in the past) makes the write an immediate expiry of the key.
+    /// Every applied write is a change with a new revision, even when the value is equal.
+    public mutating func set(
+        _ key: UnsafeRawBufferPointer,
+        value: UnsafeRawBufferPointer,
+        expiry: Expiry = .none,
+        condition: SetCondition = .always
+    ) -> SetOutcome {
+        let previous = lookup(key)
+        switch condition {
+        case .always: break
+        case .ifAbsent where previous != nil: return SetOutcome(applied: false, previous: previous)
+        case .ifPresent where previous == nil: return SetOutcome(applied: false, previous: previous)
+        default: break
+        }
+        let now = clock.monotonicNanoseconds()
+        let deadline: Int64
+        switch expiry {
+        case .none: deadline = 0
+        case .keep: deadline = previous?.deadline ?? 0
+        case .after(let ms): deadline = now + ms * 1_000_000
+        case .atUnixMilliseconds(let at):
+            let delta = at - clock.unixMilliseconds()
+            guard delta > 0 else {
+                if let previous { expire(previous) }
+                return SetOutcome(applied: true, previous: previous)
+            }
+            deadline = now + delta * 1_000_000
+        }
+        let revision = nextRevision()
+        let entry = Entry.make(key: key, value: value, revision: revision, deadline: deadline)
+        if let old = table.upsert(entry) { forget(old) }
+        datasetBytes += entry.keyCount + entry.valueCount
+        if deadline != 0 { expiries.add(entry) }
+        notify(.set, revision: revision, entry: entry)
+        return SetOutcome(applied: true, previous: previous)
+    }
+
+    /// Deletes `key`. Returns false (and changes nothing, publishes nothing) when it did not exist.
+    @discardableResult
+    public mutating func delete(_ key: UnsafeRawBufferPointer) -> Bool {
+        guard let entry = lookup(key) else { return false }
+        remove(entry, kind: .deleted)
+        return true
+    }
+
+    /// Clears the TTL of `key`. Not a change of the value: no revision, no event (as Redis
+    /// `PERSIST` touches no value). Returns false when the key is missing or had no TTL.
+    public mutating func persist(_ key: UnsafeRawBufferPointer) -> Bool {
+        guard let entry = lookup(key), entry.deadline != 0 else { return false }
+        entry.deadline = 0
+        expiries.markStale()
+        return true
+    }
+
+    // MARK: - Active expiry
+
+    /// The earliest deadline of any key, for the owner's timer.
+    public mutating func nextDeadline() -> Int64? {
+        expiries.nextDeadline()
+    }
+
+    /// Removes up to `limit` keys whose deadline has passed, publishing `expired` for each,
+    /// in deadline order. Returns how many it removed.
+    @discardableResult
+    public mutating func expireDue(limit: Int = .max) -> Int {
+        let now = clock.monotonicNanoseconds()
+        var removed = 0
+        while removed < limit, let entry = expiries.popDue(now: now) {
+            entry.deadline = 0  // its queue item is gone already; not stale
+            remove(entry, kind: .expired, countStale: false)
+            removed += 1
+        }
+        return removed
+    }
+
+    private mutating func expire(_ entry: Entry) {
+        remove(entry, kind: .expired)
+    }
+
+    // MARK: - Subscriptions
+
+    /// Starts delivering changes of `key` to `subscriber`. In force as soon as this returns.
+    @discardableResult
+    public mutating func subscribe(_ key: [UInt8], _ subscriber: any ChangeSubscriber) -> Bool {
+        feed.subscribe(key: key, subscriber)
+    }
+
+    @discardableResult
+    public mutating func unsubscribe(_ key: [UInt8], _ subscriber: any ChangeSubscriber) -> Bool {
+        feed.unsubscribe(key: key, subscriber)
+    }
+
+    // MARK: - Internals of the write and notify paths
+
+    private mutating func remove(_ entry: Entry, kind: ChangeKind, countStale: Bool = true) {
+        entry.withKey { _ = table.remove($0) }
+        if countStale { forget(entry) } else { datasetBytes -= entry.keyCount + entry.valueCount }
+        if kind == .expired { stats.expiredKeys += 1 }
+        notify(kind, revision: nextRevision(), entry: entry)
+    }
+
+    /// Accounts for an entry leaving the table (replaced or removed).
+    private mutating func forget(_ entry: Entry) {
+        datasetBytes -= entry.keyCount + entry.valueCount
+        if entry.deadline != 0 {
+            entry.deadline = 0
+            expiries.markStale()
+        }
+    }
+
+    private mutating func nextRevision() -> UInt64 {
+        revision += 1
+        return revision
+    }
+
+    /// The one notify path: every change goes through here, in revision order.
+    private mutating func notify(_ kind: ChangeKind, revision: UInt64, entry: Entry) {
+        stats.changes += 1
+        feed.publish(ChangeEvent(kind: kind, revision: revision, entry: entry))
+    }
+
+    /// Every live entry (tests, INFO). Expired-but-not-yet-removed entries are skipped.
+    public func forEachLive(_ body: (Entry) throws -> Void) rethrows {
+        let now = clock.monotonicNanoseconds()
+        try table.forEach { entry in
+            if entry.deadline == 0 || entry.deadline > now { try body(entry) }
+        }
+    }
+}

@@ -1,0 +1,63 @@
+import NIOConcurrencyHelpers
+import NIOCore
+
+/// The single owner of the keyspace in a running kv-stored: one lock around it, and the
+/// active-expiry timer that removes each key at its deadline.
+///
+/// One lock (rather than one event loop owning the data) lets connections live on any event
+/// loop; every operation is short, and a change's subscriber deliveries are enqueued under the
+/// same lock, which is what keeps pushes for one key in revision order.
+public final class Store: Sendable {
+    private struct State: Sendable {
+        var keyspace: Keyspace
+        /// The deadline the timer is set for, and the timer.
+        var timer: (deadline: Int64, task: Scheduled<Void>)?
+    }
+
+    private let state: NIOLockedValueBox<State>
+    private let timerLoop: any EventLoop
+    /// Most keys one timer tick expires before yielding the lock (and rescheduling at once).
+    public let expiryBatch: Int
+
+    public init(clock: any StoreClock = SystemClock(), timerLoop: any EventLoop, expiryBatch: Int = 4096) {
+        self.state = NIOLockedValueBox(State(keyspace: Keyspace(clock: clock), timer: nil))
+        self.timerLoop = timerLoop
+        self.expiryBatch = expiryBatch
+    }
+
+    /// Runs `body` with exclusive access to the keyspace, then makes sure the expiry timer is
+    /// set for the earliest deadline (a write may have added an earlier one).
+    public func withKeyspace<T>(_ body: (inout Keyspace) throws -> T) rethrows -> T {
+        try state.withLockedValue { state in
+            let result = try body(&state.keyspace)
+            armTimer(&state)
+            return result
+        }
+    }
+
+    private func armTimer(_ state: inout State) {
+        guard let next = state.keyspace.nextDeadline() else { return }
+        if let timer = state.timer, timer.deadline <= next { return }
+        state.timer?.task.cancel()
+        let task = timerLoop.scheduleTask(deadline: .uptimeNanoseconds(UInt64(max(0, next)))) { [weak self] () -> Void in
+            self?.timerFired()
+        }
+        state.timer = (next, task)
+    }
+
+    private func timerFired() {
+        state.withLockedValue { state in
+            state.timer = nil
+            state.keyspace.expireDue(limit: expiryBatch)
+            armTimer(&state)
+        }
+    }
+
+    /// Cancels the timer (shutdown).
+    public func stop() {
+        state.withLockedValue { state in
+            state.timer?.task.cancel()
+            state.timer = nil
+        }
+    }
+}

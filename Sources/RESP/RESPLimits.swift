@@ -1,0 +1,25 @@
+/// Hard limits a decoder checks before allocating anything for a frame.
+public struct RESPLimits: Sendable, Equatable {
+    /// Longest bulk string (`$<n>`), in bytes.
+    public var maxBulkBytes: Int
+    /// Most elements in one aggregate (`*<n>`, `%<n>` …) or arguments in one command.
+    public var maxElements: Int
+    /// Longest type line or inline command before its CRLF.
+    public var maxLineBytes: Int
+    /// Deepest nesting of aggregates (replies only; commands are flat).
+    public var maxDepth: Int
+
+    public init(maxBulkBytes: Int, maxElements: Int = 1 << 20, maxLineBytes: Int = 64 << 10, maxDepth: Int = 64) {
+        self.maxBulkBytes = maxBulkBytes
+        self.maxElements = maxElements
+        self.maxLineBytes = maxLineBytes
+        self.maxDepth = maxDepth
+    }
+}
+
+/// A frame that breaks the protocol or a limit. The connection cannot continue after it.
+public struct RESPProtocolError: Error, Equatable, Sendable, CustomStringConvertible {
+    public var message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { "Protocol error: \(message)" }
+}

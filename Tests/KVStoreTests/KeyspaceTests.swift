@@ -1,0 +1,200 @@
+import KVCore
+import Testing
+@testable import KVStore
+
+@Suite("Keyspace reads and writes")
+struct KeyspaceWriteTests {
+    @Test("a written value is read back; every write takes the next revision")
+    func setGet() throws {
+        var ks = Keyspace(clock: ManualClock())
+        _ = ks.set("a", "1")
+        _ = ks.set("b", "2")
+        _ = ks.set("a", "1")  // an equal value is still a change
+        #expect(ks.get("a") == "1")
+        #expect(ks.get("missing") == nil)
+        #expect(ks.revision == 3)
+        #expect(ks.count == 2)
+        let entry = try #require(Array("a".utf8).withUnsafeBytes { ks.lookup($0) })
+        #expect(entry.revision == 3)
+    }
+
+    @Test("deleting an existing key is a change; deleting a missing key is not")
+    func delete() {
+        let feed = RecordingSubscriber()
+        var ks = Keyspace(clock: ManualClock())
+        ks.subscribe("a", feed)
+        _ = ks.set("a", "1")
+        #expect(ks.delete("a") == true)
+        #expect(ks.delete("a") == false)
+        #expect(ks.get("a") == nil)
+        #expect(ks.revision == 2)
+        #expect(feed.summary == ["set a=1 @1", "deleted a @2"])
+    }
+
+    @Test("NX writes only absent keys, XX only present ones")
+    func conditions() {
+        var ks = Keyspace(clock: ManualClock())
+        #expect(!ks.set("a", "1", condition: .ifPresent).applied)
+        #expect(ks.get("a") == nil)
+        #expect(ks.set("a", "1", condition: .ifAbsent).applied)
+        #expect(!ks.set("a", "2", condition: .ifAbsent).applied)
+        #expect(ks.get("a") == "1")
+        let outcome = ks.set("a", "3", condition: .ifPresent)
+        #expect(outcome.applied)
+        #expect(outcome.previous.map { String(decoding: $0.valueBytes, as: UTF8.self) } == "1")
+        #expect(ks.revision == 2)
+    }
+
+    @Test("keys and values are arbitrary bytes of any size")
+    func bytes() throws {
+        var ks = Keyspace(clock: ManualClock())
+        let key: [UInt8] = [0, 255, 13, 10]
+        let value = [UInt8](repeating: 7, count: 3 << 20)
+        _ = key.withUnsafeBytes { k in value.withUnsafeBytes { v in ks.set(k, value: v) } }
+        let entry = try #require(key.withUnsafeBytes { ks.lookup($0) })
+        #expect(entry.keyBytes == key)
+        #expect(entry.valueBytes == value)
+        #expect(ks.datasetBytes == key.count + value.count)
+    }
+}
+
+@Suite("Keyspace expiry")
+struct KeyspaceExpiryTests {
+    @Test("a key is gone once its TTL elapses, even before the timer runs")
+    func lazyExpiry() {
+        let clock = ManualClock()
+        let feed = RecordingSubscriber()
+        var ks = Keyspace(clock: clock)
+        ks.subscribe("a", feed)
+        _ = ks.set("a", "1", expiry: .after(milliseconds: 100))
+        clock.advance(milliseconds: 99)
+        #expect(ks.get("a") == "1")
+        clock.advance(milliseconds: 1)
+        #expect(ks.get("a") == nil)
+        #expect(feed.summary == ["set a=1 @1", "expired a @2"])
+        #expect(ks.stats.expiredKeys == 1)
+    }
+
+    @Test("active expiry removes keys at their deadlines, in deadline order, and publishes each")
+    func activeExpiry() {
+        let clock = ManualClock()
+        let feed = RecordingSubscriber()
+        var ks = Keyspace(clock: clock)
+        for key in ["a", "b", "c"] { ks.subscribe(key, feed) }
+        _ = ks.set("c", "3", expiry: .after(milliseconds: 30))
+        _ = ks.set("a", "1", expiry: .after(milliseconds: 10))
+        _ = ks.set("b", "2", expiry: .after(milliseconds: 20))
+        #expect(ks.nextDeadline() == clock.monotonicNanoseconds() + 10_000_000)
+        #expect(ks.expireDue() == 0)
+        clock.advance(milliseconds: 20)
+        #expect(ks.expireDue() == 2)
+        #expect(ks.count == 1)
+        clock.advance(milliseconds: 10)
+        #expect(ks.expireDue(limit: 1) == 1)
+        #expect(ks.nextDeadline() == nil)
+        #expect(Array(feed.summary.suffix(3)) == ["expired a @4", "expired b @5", "expired c @6"])
+    }
+
+    @Test("a plain write clears the TTL; KEEPTTL keeps it; a new TTL replaces it")
+    func ttlRule() throws {
+        let clock = ManualClock()
+        var ks = Keyspace(clock: clock)
+        _ = ks.set("a", "1", expiry: .after(milliseconds: 100))
+        _ = ks.set("a", "2")
+        clock.advance(milliseconds: 200)
+        #expect(ks.expireDue() == 0)
+        #expect(ks.get("a") == "2")
+
+        _ = ks.set("b", "1", expiry: .after(milliseconds: 100))
+        _ = ks.set("b", "2", expiry: .keep)
+        let entry = try #require(Array("b".utf8).withUnsafeBytes { ks.lookup($0) })
+        #expect(ks.remainingMilliseconds(of: entry) == 100)
+        clock.advance(milliseconds: 100)
+        #expect(ks.expireDue() == 1)
+        #expect(ks.get("b") == nil)
+
+        _ = ks.set("c", "1", expiry: .after(milliseconds: 100))
+        _ = ks.set("c", "2", expiry: .after(milliseconds: 1000))
+        clock.advance(milliseconds: 500)
+        #expect(ks.expireDue() == 0)
+        #expect(ks.get("c") == "2")
+    }
+
+    @Test("an absolute deadline in the past expires the key at once")
+    func pastDeadline() {
+        let clock = ManualClock()
+        let feed = RecordingSubscriber()
+        var ks = Keyspace(clock: clock)
+        ks.subscribe("a", feed)
+        _ = ks.set("a", "1")
+        _ = ks.set("a", "2", expiry: .atUnixMilliseconds(clock.unixMilliseconds() - 1))
+        #expect(ks.get("a") == nil)
+        _ = ks.set("b", "2", expiry: .atUnixMilliseconds(clock.unixMilliseconds()))
+        #expect(ks.get("b") == nil)
+        _ = ks.set("c", "3", expiry: .atUnixMilliseconds(clock.unixMilliseconds() + 50))
+        clock.advance(milliseconds: 50)
+        #expect(ks.get("c") == nil)
+        #expect(feed.summary == ["set a=1 @1", "expired a @2"])
+    }
+
+    @Test("a key that expires and is deleted at about the same moment yields one event")
+    func expireThenDelete() {
+        let clock = ManualClock()
+        let feed = RecordingSubscriber()
+        var ks = Keyspace(clock: clock)
+        ks.subscribe("a", feed)
+        _ = ks.set("a", "1", expiry: .after(milliseconds: 5))
+        clock.advance(milliseconds: 5)
+        #expect(ks.delete("a") == false)
+        #expect(ks.expireDue() == 0)
+        #expect(feed.summary == ["set a=1 @1", "expired a @2"])
+    }
+
+    @Test("PERSIST clears the TTL without a change")
+    func persist() {
+        let clock = ManualClock()
+        let feed = RecordingSubscriber()
+        var ks = Keyspace(clock: clock)
+        ks.subscribe("a", feed)
+        _ = ks.set("a", "1", expiry: .after(milliseconds: 5))
+        #expect(ks.persist("a") == true)
+        #expect(ks.persist("a") == false)
+        #expect(ks.persist("missing") == false)
+        clock.advance(milliseconds: 10)
+        #expect(ks.expireDue() == 0)
+        #expect(ks.get("a") == "1")
+        #expect(ks.expiringCount == 0)
+        #expect(feed.summary == ["set a=1 @1"])
+    }
+
+    @Test("rewriting a key with a long TTL over and over does not grow the expiry queue without bound")
+    func staleItemsAreSwept() {
+        var ks = Keyspace(clock: ManualClock())
+        for i in 0..<100_000 { _ = ks.set("a", String(i), expiry: .after(milliseconds: TTL.maxMilliseconds)) }
+        #expect(ks.expiringCount == 1)
+        #expect(ks.count == 1)
+        #expect(ks.nextDeadline() != nil)
+    }
+}
+
+@Suite("Change feed")
+struct ChangeFeedTests {
+    @Test("subscribers get only their keys' changes, in revision order, until they unsubscribe")
+    func ordering() {
+        let a = RecordingSubscriber(), b = RecordingSubscriber()
+        var ks = Keyspace(clock: ManualClock())
+        ks.subscribe("x", a)
+        ks.subscribe("x", b)
+        ks.subscribe("y", b)
+        for i in 0..<200 { _ = ks.set(i % 2 == 0 ? "x" : "y", String(i)) }
+        #expect(a.events.count == 100)
+        #expect(a.events.map(\.revision) == a.events.map(\.revision).sorted())
+        #expect(b.events.count == 200)
+        #expect(ks.subscriptionCount == 3)
+        ks.unsubscribe(Array("x".utf8), b)
+        _ = ks.set("x", "last")
+        #expect(a.events.count == 101)
+        #expect(b.events.count == 200)
+        #expect(ks.watchedKeyCount == 2)
+    }
+}

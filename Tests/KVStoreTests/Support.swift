@@ -1,0 +1,58 @@
+import NIOConcurrencyHelpers
+import NIOCore
+@testable import KVStore
+
+/// A clock that moves only when a test says so.
+final class ManualClock: StoreClock, Sendable {
+    private let nanoseconds: NIOLockedValueBox<Int64>
+    private let unixOffsetMilliseconds: Int64
+
+    init(startNanoseconds: Int64 = 1_000_000_000, unixMilliseconds: Int64 = 1_700_000_000_000) {
+        nanoseconds = NIOLockedValueBox(startNanoseconds)
+        unixOffsetMilliseconds = unixMilliseconds - startNanoseconds / 1_000_000
+    }
+
+    func advance(milliseconds: Int64) {
+        nanoseconds.withLockedValue { $0 += milliseconds * 1_000_000 }
+    }
+
+    func monotonicNanoseconds() -> Int64 { nanoseconds.withLockedValue { $0 } }
+    func unixMilliseconds() -> Int64 { monotonicNanoseconds() / 1_000_000 + unixOffsetMilliseconds }
+}
+
+/// Collects every change it is given, for assertions.
+final class RecordingSubscriber: ChangeSubscriber, Sendable {
+    private let box = NIOLockedValueBox<[ChangeEvent]>([])
+    func deliver(_ event: ChangeEvent) { box.withLockedValue { $0.append(event) } }
+    var events: [ChangeEvent] { box.withLockedValue { $0 } }
+    var summary: [String] {
+        events.map { e in
+            let key = String(decoding: e.entry.keyBytes, as: UTF8.self)
+            let value = e.kind == .set ? "=" + String(decoding: e.entry.valueBytes, as: UTF8.self) : ""
+            return "\(e.kind.rawValue) \(key)\(value) @\(e.revision)"
+        }
+    }
+}
+
+extension Keyspace {
+    mutating func set(_ key: String, _ value: String, expiry: Expiry = .none, condition: SetCondition = .always) -> SetOutcome {
+        Array(key.utf8).withUnsafeBytes { k in Array(value.utf8).withUnsafeBytes { v in set(k, value: v, expiry: expiry, condition: condition) } }
+    }
+
+    mutating func get(_ key: String) -> String? {
+        Array(key.utf8).withUnsafeBytes { lookup($0) }.map { String(decoding: $0.valueBytes, as: UTF8.self) }
+    }
+
+    @discardableResult
+    mutating func delete(_ key: String) -> Bool {
+        Array(key.utf8).withUnsafeBytes { delete($0) }
+    }
+
+    mutating func persist(_ key: String) -> Bool {
+        Array(key.utf8).withUnsafeBytes { persist($0) }
+    }
+
+    mutating func subscribe(_ key: String, _ subscriber: any ChangeSubscriber) {
+        subscribe(Array(key.utf8), subscriber)
+    }
+}

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs the Debian packages KvServer's build, tests and local stack need.
+# As root it installs what is missing; otherwise it prints the exact apt-get line and fails.
+set -euo pipefail
+
+packages=(
+  redis-tools   # redis-cli: end-to-end tests drive kv-stored with it
+  redis-server  # the baseline bench/ measures kv-stored against
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+line="apt-get update && apt-get install -y ${missing[*]}"
+if [ "$(id -u)" -ne 0 ]; then
+  echo "KvServer needs these Debian packages: ${missing[*]}" >&2
+  echo "Run as root:  $line" >&2
+  exit 1
+fi
+echo "Installing: ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}"
