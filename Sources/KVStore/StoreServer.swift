@@ -61,8 +61,25 @@ public final class StoreServer: Service, Sendable {
     }
 
     public func run() async throws {
+        // Checked before any thread starts, so a refusal is just an error message and exit 1.
+        try Self.removeStaleSocket(at: configuration.socketPath)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.threads))
         let store = Store(clock: clock, timerLoop: group.next())
+        do {
+            try await serve(group: group, store: store)
+        } catch {
+            store.stop()
+            try? await group.shutdownGracefully()
+            throw error
+        }
+        store.stop()
+        try await group.shutdownGracefully()
+        logger.notice("kv-stored stopped")
+    }
+
+    /// Binds, serves until graceful shutdown, then quiesces. Everything that needs the event
+    /// loops (the quiescing helper among them) is gone when this returns.
+    private func serve(group: MultiThreadedEventLoopGroup, store: Store) async throws {
         let statistics = ServerStatistics(now: clock.monotonicNanoseconds())
         let processor = CommandProcessor(
             store: store, limits: configuration.limits, statistics: statistics, socketPath: configuration.socketPath)
@@ -71,54 +88,49 @@ public final class StoreServer: Service, Sendable {
         let logger = self.logger
         let path = configuration.socketPath
 
-        do {
-            try Self.removeStaleSocket(at: path)
-            let channel = try await ServerBootstrap(group: group)
-                .serverChannelOption(.backlog, value: 1024)
-                .serverChannelInitializer { channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.addHandler(quiesce.makeServerChannelHandler(channel: channel))
-                    }
+        let channel = try await ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 1024)
+            .serverChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(quiesce.makeServerChannelHandler(channel: channel))
                 }
-                .childChannelOption(.maxMessagesPerRead, value: 16)
-                .childChannelInitializer { channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.addHandlers([
-                            ByteToMessageHandler(RESPCommandDecoder(limits: configuration.respLimits)),
-                            BackPressureHandler(),
-                            StoreConnectionHandler(processor: processor, outboxLimits: configuration.outboxLimits, logger: logger),
-                        ])
-                    }
-                }
-                .bind(unixDomainSocketPath: path, cleanupExistingSocketFile: false)
-                .get()
-            try Self.applyPermissions(path: path, mode: mode_t(configuration.socketMode), group: configuration.socketGroup)
-            logger.notice("kv-stored ready", metadata: [
-                "socket": "\(path)", "threads": "\(configuration.threads)",
-                "kv.max_key_bytes": "\(configuration.limits.maxKeyBytes)",
-                "kv.max_value_bytes": "\(configuration.limits.maxValueBytes)",
-            ])
-            onReady()
-
-            try await withGracefulShutdownHandler {
-                try await channel.closeFuture.get()
-            } onGracefulShutdown: {
-                logger.notice("shutting down: no new connections, closing clients")
-                quiesce.initiateShutdown(promise: nil)
             }
-            // Every child has closed once the quiescing helper is done with the server channel.
-            let done = group.next().makePromise(of: Void.self)
-            quiesce.initiateShutdown(promise: done)
-            try? await done.futureResult.get()
+            .childChannelOption(.maxMessagesPerRead, value: 16)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandlers([
+                        ByteToMessageHandler(RESPCommandDecoder(limits: configuration.respLimits)),
+                        BackPressureHandler(),
+                        StoreConnectionHandler(processor: processor, outboxLimits: configuration.outboxLimits, logger: logger),
+                    ])
+                }
+            }
+            .bind(unixDomainSocketPath: path, cleanupExistingSocketFile: false)
+            .get()
+        defer { unlink(path) }
+        do {
+            try Self.applyPermissions(path: path, mode: mode_t(configuration.socketMode), group: configuration.socketGroup)
         } catch {
-            store.stop()
-            try? await group.shutdownGracefully()
+            quiesce.initiateShutdown(promise: nil)
             throw error
         }
-        store.stop()
-        unlink(path)
-        try await group.shutdownGracefully()
-        logger.notice("kv-stored stopped")
+        logger.notice("kv-stored ready", metadata: [
+            "socket": "\(path)", "threads": "\(configuration.threads)",
+            "kv.max_key_bytes": "\(configuration.limits.maxKeyBytes)",
+            "kv.max_value_bytes": "\(configuration.limits.maxValueBytes)",
+        ])
+        onReady()
+
+        try await withGracefulShutdownHandler {
+            try await channel.closeFuture.get()
+        } onGracefulShutdown: {
+            logger.notice("shutting down: no new connections, closing clients")
+            quiesce.initiateShutdown(promise: nil)
+        }
+        // Every child has closed once the quiescing helper is done with the server channel.
+        let done = group.next().makePromise(of: Void.self)
+        quiesce.initiateShutdown(promise: done)
+        try? await done.futureResult.get()
     }
 
     /// A socket file left by a process that died is removed; a live server's socket, or a file

@@ -1,0 +1,238 @@
+import KVCore
+import NIOCore
+import RESP
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A blocking client of kv-stored over a plain POSIX unix socket, for kv-fcgi's worker threads
+/// (one client per thread; not thread-safe).
+///
+/// It never hangs: every send and receive has a timeout, and while kv-stored is unreachable
+/// calls fail at once with `KVError.Code.storageUnavailable`, retrying the connection with
+/// backoff. A connection found dead when reused (kv-stored restarted) is replaced and the
+/// request retried once, because nothing of it can have been applied.
+public final class BlockingStoreClient {
+    public let socketPath: String
+    public let limits: RESPLimits
+    /// Longest wait for one send or receive.
+    public let timeoutMilliseconds: Int
+
+    private var fd: Int32 = -1
+    private var backoff = ReconnectBackoff()
+    private var nextAttemptAt: Int64 = 0
+    private var readBuffer = ByteBuffer()
+
+    public init(socketPath: String, limits: RESPLimits, timeoutMilliseconds: Int = 5000) {
+        self.socketPath = socketPath
+        self.limits = limits
+        self.timeoutMilliseconds = timeoutMilliseconds
+    }
+
+    deinit {
+        if fd >= 0 { close(fd) }
+    }
+
+    // MARK: - Key-value operations
+
+    /// The value stored under `key`, or nil.
+    public func get(_ key: [UInt8]) throws(KVError) -> ByteBuffer? {
+        switch try request([Array("GET".utf8), key]) {
+        case .bulkString(let value): return value
+        case .null: return nil
+        case let other: throw Self.unexpected(other)
+        }
+    }
+
+    /// Stores `value` under `key`; with `ttl` nil the key never expires (and loses any TTL it had).
+    public func set(_ key: [UInt8], value: [UInt8], ttl: TTL?) throws(KVError) {
+        var args = [Array("SET".utf8), key, value]
+        if let ttl { args += [Array("PX".utf8), Array(String(ttl.milliseconds).utf8)] }
+        switch try request(args) {
+        case .simpleString: return
+        case let other: throw Self.unexpected(other)
+        }
+    }
+
+    /// Deletes `key`; returns whether it existed.
+    @discardableResult
+    public func delete(_ key: [UInt8]) throws(KVError) -> Bool {
+        switch try request([Array("DEL".utf8), key]) {
+        case .integer(let n): return n > 0
+        case let other: throw Self.unexpected(other)
+        }
+    }
+
+    static func unexpected(_ reply: RESPValue) -> KVError {
+        if case .error(let text) = reply {
+            return KVError(.storageError, "kv-stored: \(String(buffer: text))")
+        }
+        return KVError(.storageError, "kv-stored sent an unexpected reply")
+    }
+
+    // MARK: - Requests
+
+    /// Sends one command and waits for its reply.
+    public func request(_ arguments: [[UInt8]]) throws(KVError) -> RESPValue {
+        let reused = fd >= 0
+        try connectIfNeeded()
+        do {
+            return try exchange(arguments)
+        } catch let failure as StaleConnection where reused {
+            _ = failure
+            disconnect()
+            try connectIfNeeded()
+            do { return try exchange(arguments) } catch { throw fail(error) }
+        } catch {
+            throw fail(error)
+        }
+    }
+
+    /// The connection died before any byte of the reply arrived.
+    private struct StaleConnection: Error { var errno: Int32 }
+    private struct IOFailure: Error { var message: String }
+
+    private func fail(_ error: Error) -> KVError {
+        disconnect()
+        switch error {
+        case let e as StaleConnection: return unavailable(String(cString: strerror(e.errno)))
+        case let e as IOFailure: return unavailable(e.message)
+        case let e as RESPProtocolError: return KVError(.storageError, "kv-stored broke the protocol: \(e.message)")
+        case let e as KVError: return e
+        default: return unavailable("\(error)")
+        }
+    }
+
+    private func unavailable(_ reason: String) -> KVError {
+        KVError(.storageUnavailable, "storage unavailable: \(reason)")
+    }
+
+    private func exchange(_ arguments: [[UInt8]]) throws -> RESPValue {
+        var header = ByteBuffer()
+        header.writeRESPArrayHeader(count: arguments.count)
+        // Large values are written from their own storage rather than copied into one frame.
+        var pieces: [(ByteBuffer?, [UInt8]?)] = []
+        for argument in arguments {
+            header.writeRESPBulkHeader(length: argument.count)
+            if argument.count > 64 << 10 {
+                pieces.append((header, nil))
+                pieces.append((nil, argument))
+                header = ByteBuffer()
+                header.writeStaticString("\r\n")
+            } else {
+                header.writeBytes(argument)
+                header.writeStaticString("\r\n")
+            }
+        }
+        pieces.append((header, nil))
+        for (buffer, bytes) in pieces {
+            if let buffer { try buffer.withUnsafeReadableBytes { try sendAll($0) } }
+            if let bytes { try bytes.withUnsafeBytes { try sendAll($0) } }
+        }
+        return try receiveReply()
+    }
+
+    private func sendAll(_ bytes: UnsafeRawBufferPointer) throws {
+        var offset = 0
+        while offset < bytes.count {
+            let n = send(fd, bytes.baseAddress! + offset, bytes.count - offset, Int32(MSG_NOSIGNAL))
+            if n < 0 {
+                if errno == EINTR { continue }
+                if errno == EPIPE || errno == ECONNRESET || errno == ENOTCONN { throw StaleConnection(errno: errno) }
+                if errno == EAGAIN || errno == EWOULDBLOCK { throw IOFailure(message: "timed out sending to kv-stored") }
+                throw IOFailure(message: String(cString: strerror(errno)))
+            }
+            offset += n
+        }
+    }
+
+    private func receiveReply() throws -> RESPValue {
+        var receivedAny = false
+        while true {
+            if readBuffer.readableBytes > 0, let value = try RESPValueDecoder.decode(buffer: &readBuffer, limits: limits) {
+                readBuffer.discardReadBytes()
+                return value
+            }
+            readBuffer.reserveCapacity(minimumWritableBytes: 64 << 10)
+            let n = readBuffer.withUnsafeMutableWritableBytes { raw in recv(fd, raw.baseAddress, raw.count, 0) }
+            if n > 0 {
+                readBuffer.moveWriterIndex(forwardBy: n)
+                receivedAny = true
+            } else if n == 0 {
+                if !receivedAny { throw StaleConnection(errno: ECONNRESET) }
+                throw IOFailure(message: "kv-stored closed the connection mid-reply")
+            } else if errno == EINTR {
+                continue
+            } else if errno == EAGAIN || errno == EWOULDBLOCK {
+                throw IOFailure(message: "timed out waiting for kv-stored")
+            } else if !receivedAny && errno == ECONNRESET {
+                throw StaleConnection(errno: errno)
+            } else {
+                throw IOFailure(message: String(cString: strerror(errno)))
+            }
+        }
+    }
+
+    // MARK: - Connection
+
+    private func connectIfNeeded() throws(KVError) {
+        guard fd < 0 else { return }
+        let now = Self.monotonicMilliseconds()
+        guard now >= nextAttemptAt else {
+            throw unavailable("kv-stored at \(socketPath) is unreachable; retrying in \(nextAttemptAt - now) ms")
+        }
+        let socketFD = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard socketFD >= 0 else { throw unavailable(String(cString: strerror(errno))) }
+        var timeout = timeval(tv_sec: timeoutMilliseconds / 1000, tv_usec: (timeoutMilliseconds % 1000) * 1000)
+        setsockopt(socketFD, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(socketFD, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        guard var address = UnixSocketAddress(path: socketPath) else {
+            close(socketFD)
+            throw KVError(.storageUnavailable, "storage unavailable: socket path too long: \(socketPath)")
+        }
+        let result = address.withSockaddr { connect(socketFD, $0, $1) }
+        guard result == 0 else {
+            let reason = String(cString: strerror(errno))
+            close(socketFD)
+            nextAttemptAt = now + backoff.failed()
+            throw unavailable("cannot connect to kv-stored at \(socketPath): \(reason)")
+        }
+        fd = socketFD
+        backoff.succeeded()
+        readBuffer.clear()
+    }
+
+    private func disconnect() {
+        if fd >= 0 { close(fd) }
+        fd = -1
+        readBuffer.clear()
+    }
+
+    static func monotonicMilliseconds() -> Int64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000
+    }
+}
+
+/// A `sockaddr_un` for a path.
+struct UnixSocketAddress {
+    private var storage = sockaddr_un()
+
+    init?(path: String) {
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: storage.sun_path) else { return nil }
+        storage.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &storage.sun_path) { raw in
+            raw.copyBytes(from: bytes)
+            raw[bytes.count] = 0
+        }
+    }
+
+    mutating func withSockaddr<T>(_ body: (UnsafePointer<sockaddr>, socklen_t) -> T) -> T {
+        withUnsafePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+    }
+}

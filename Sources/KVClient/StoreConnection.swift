@@ -1,0 +1,249 @@
+import KVCore
+import Logging
+import NIOCore
+import NIOPosix
+import RESP
+
+/// What a `StoreConnection` tells its owner besides replies.
+public enum StoreConnectionEvent: Sendable, Equatable {
+    /// A change of a subscribed key.
+    case change(StoreChange)
+    /// The connection to kv-stored was lost while subscriptions were active: changes are being
+    /// missed until `.restored`.
+    case disconnected
+    /// Reconnected and every subscription re-established. Changes between `.disconnected` and
+    /// now may have been missed; a subscriber should re-read what it cares about.
+    case restored(subscriptions: Int)
+}
+
+/// An asynchronous, pipelined RESP3 connection to kv-stored for kv-ws: requests and change-feed
+/// subscriptions on one socket, so a `subscribe` followed by a `get` is answered in that order.
+///
+/// Connects lazily and reconnects with backoff. While kv-stored is unreachable, requests fail at
+/// once with `storageUnavailable` (never hang; a request unanswered within `requestTimeout`
+/// closes the connection). After a reconnect, every subscription is restored and `.restored`
+/// is reported. All mutable state lives on `eventLoop`.
+public final class StoreConnection: @unchecked Sendable {
+    public let socketPath: String
+    public let eventLoop: any EventLoop
+    private let limits: RESPLimits
+    private let logger: Logger
+    private let requestTimeout: TimeAmount
+    private let onEvent: @Sendable (StoreConnectionEvent) -> Void
+
+    private enum State {
+        case idle
+        case connecting(EventLoopFuture<Channel>)
+        case connected(Channel)
+        case waiting(until: NIODeadline)
+        case closed
+    }
+
+    // Event-loop confined.
+    private var state = State.idle
+    private var subscriptions = Set<ByteBuffer>()
+    private var backoff = ReconnectBackoff()
+    private var lostSubscriptions = false
+    private var reconnectTask: Scheduled<Void>?
+
+    public init(
+        socketPath: String,
+        eventLoop: any EventLoop,
+        limits: RESPLimits,
+        logger: Logger,
+        requestTimeout: TimeAmount = .seconds(5),
+        onEvent: @escaping @Sendable (StoreConnectionEvent) -> Void = { _ in }
+    ) {
+        self.socketPath = socketPath
+        self.eventLoop = eventLoop
+        self.limits = limits
+        self.logger = logger
+        self.requestTimeout = requestTimeout
+        self.onEvent = onEvent
+    }
+
+    // MARK: - Operations
+
+    public func get(_ key: ByteBuffer) async throws(KVError) -> ByteBuffer? {
+        switch try await request([ByteBuffer(string: "GET"), key]) {
+        case .bulkString(let value): return value
+        case .null: return nil
+        case let other: throw BlockingStoreClient.unexpected(other)
+        }
+    }
+
+    public func set(_ key: ByteBuffer, value: ByteBuffer, ttl: TTL?) async throws(KVError) {
+        var args = [ByteBuffer(string: "SET"), key, value]
+        if let ttl { args += [ByteBuffer(string: "PX"), ByteBuffer(string: String(ttl.milliseconds))] }
+        switch try await request(args) {
+        case .simpleString: return
+        case let other: throw BlockingStoreClient.unexpected(other)
+        }
+    }
+
+    @discardableResult
+    public func delete(_ key: ByteBuffer) async throws(KVError) -> Bool {
+        switch try await request([ByteBuffer(string: "DEL"), key]) {
+        case .integer(let n): return n > 0
+        case let other: throw BlockingStoreClient.unexpected(other)
+        }
+    }
+
+    /// Subscribes to `key`'s changes; every change applied after this returns is delivered.
+    public func subscribe(_ key: ByteBuffer) async throws(KVError) {
+        let reply = try await request([ByteBuffer(string: "SUBSCRIBE"), key]) { [self] in
+            self.subscriptions.insert(key)
+        }
+        guard case .push = reply else { throw BlockingStoreClient.unexpected(reply) }
+    }
+
+    public func unsubscribe(_ key: ByteBuffer) async throws(KVError) {
+        let wasConnected: Bool = await withCheckedContinuation { continuation in
+            eventLoop.execute {
+                self.subscriptions.remove(key)
+                if case .connected = self.state { continuation.resume(returning: true) } else { continuation.resume(returning: false) }
+            }
+        }
+        guard wasConnected else { return }  // nothing to undo on a connection that is gone
+        _ = try await request([ByteBuffer(string: "UNSUBSCRIBE"), key])
+    }
+
+    /// Sends one command and returns its reply.
+    public func request(_ arguments: [ByteBuffer]) async throws(KVError) -> RESPValue {
+        try await request(arguments, onReply: nil)
+    }
+
+    private func request(_ arguments: [ByteBuffer], onReply: (@Sendable () -> Void)?) async throws(KVError) -> RESPValue {
+        let future = eventLoop.flatSubmit { self.send(arguments, onReply: onReply) }
+        do {
+            return try await future.get()
+        } catch let error as KVError {
+            throw error
+        } catch {
+            throw KVError(.storageUnavailable, "storage unavailable: \(error)")
+        }
+    }
+
+    /// Closes the connection; later requests fail.
+    public func close() async {
+        let channel: Channel? = try? await eventLoop.submit { () -> Channel? in
+            self.reconnectTask?.cancel()
+            defer { self.state = .closed }
+            if case .connected(let channel) = self.state { return channel }
+            return nil
+        }.get()
+        try? await channel?.close()
+    }
+
+    // MARK: - Event-loop side
+
+    private func send(_ arguments: [ByteBuffer], onReply: (@Sendable () -> Void)?) -> EventLoopFuture<RESPValue> {
+        channel().flatMap { channel in
+            let promise = self.eventLoop.makePromise(of: RESPValue.self)
+            let timeout = self.eventLoop.scheduleTask(in: self.requestTimeout) {
+                self.logger.warning("kv-stored did not answer in time; reconnecting", metadata: ["kv.timeout": "\(self.requestTimeout)"])
+                channel.close(promise: nil)
+            }
+            promise.futureResult.whenComplete { result in
+                timeout.cancel()
+                if case .success = result { onReply?() }
+            }
+            channel.writeAndFlush(StoreRequest(arguments: arguments, promise: promise), promise: nil)
+            return promise.futureResult
+        }
+    }
+
+    /// The live channel, connecting first if needed; fails fast while backing off.
+    private func channel() -> EventLoopFuture<Channel> {
+        switch state {
+        case .connected(let channel):
+            return eventLoop.makeSucceededFuture(channel)
+        case .connecting(let future):
+            return future
+        case .closed:
+            return eventLoop.makeFailedFuture(KVError(.storageUnavailable, "storage unavailable: the client is closed"))
+        case .waiting(let until) where NIODeadline.now() < until:
+            let ms = (until - .now()).nanoseconds / 1_000_000
+            return eventLoop.makeFailedFuture(KVError(
+                .storageUnavailable, "storage unavailable: kv-stored at \(socketPath) is unreachable; retrying in \(ms) ms"))
+        case .idle, .waiting:
+            return connect()
+        }
+    }
+
+    private func connect() -> EventLoopFuture<Channel> {
+        let loop = eventLoop
+        let bound = NIOLoopBound(self, eventLoop: loop)
+        let limits = self.limits
+        let future = ClientBootstrap(group: loop)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandlers([
+                        ByteToMessageHandler(RESPValueDecoder(limits: limits)),
+                        StoreClientHandler(onChange: { bound.value.onEvent(.change($0)) }),
+                    ])
+                }
+            }
+            .connect(unixDomainSocketPath: socketPath)
+            .flatMap { channel in self.handshake(channel).map { channel } }
+        state = .connecting(future)
+        future.whenComplete { result in
+            switch result {
+            case .success(let channel):
+                guard case .connecting = self.state else { channel.close(promise: nil); return }
+                self.state = .connected(channel)
+                self.backoff.succeeded()
+                channel.closeFuture.whenComplete { _ in self.connectionLost(channel) }
+                if self.lostSubscriptions {
+                    self.lostSubscriptions = false
+                    self.logger.notice("reconnected to kv-stored; subscriptions restored", metadata: ["kv.subscriptions": "\(self.subscriptions.count)"])
+                    self.onEvent(.restored(subscriptions: self.subscriptions.count))
+                }
+            case .failure(let error):
+                guard case .connecting = self.state else { return }
+                let delay = self.backoff.failed()
+                self.state = .waiting(until: .now() + .milliseconds(delay))
+                self.logger.debug("cannot reach kv-stored", metadata: ["error": "\(error)", "retry.ms": "\(delay)"])
+                if self.lostSubscriptions { self.scheduleReconnect(in: delay) }
+            }
+        }
+        return future.flatMapErrorThrowing { error in
+            if let error = error as? KVError { throw error }
+            throw KVError(.storageUnavailable, "storage unavailable: cannot connect to kv-stored at \(self.socketPath): \(error)")
+        }
+    }
+
+    /// RESP3 (so pushes are told apart from replies), then every subscription again.
+    private func handshake(_ channel: Channel) -> EventLoopFuture<Void> {
+        var steps: [[ByteBuffer]] = [[ByteBuffer(string: "HELLO"), ByteBuffer(string: "3")]]
+        for key in subscriptions { steps.append([ByteBuffer(string: "SUBSCRIBE"), key]) }
+        let replies = steps.map { args -> EventLoopFuture<RESPValue> in
+            let promise = eventLoop.makePromise(of: RESPValue.self)
+            channel.write(StoreRequest(arguments: args, promise: promise), promise: nil)
+            return promise.futureResult
+        }
+        channel.flush()
+        return EventLoopFuture.andAllSucceed(replies, on: eventLoop)
+    }
+
+    private func connectionLost(_ channel: Channel) {
+        guard case .connected(let current) = state, current === channel else { return }
+        state = .idle
+        guard !subscriptions.isEmpty else { return }
+        lostSubscriptions = true
+        logger.warning("lost the connection to kv-stored; changes may be missed until it returns", metadata: ["kv.subscriptions": "\(subscriptions.count)"])
+        onEvent(.disconnected)
+        scheduleReconnect(in: 0)
+    }
+
+    /// Subscriptions need the connection back even when no request asks for it.
+    private func scheduleReconnect(in milliseconds: Int64) {
+        reconnectTask?.cancel()
+        reconnectTask = eventLoop.scheduleTask(in: .milliseconds(milliseconds)) {
+            switch self.state {
+            case .idle, .waiting: _ = self.connect()
+            default: break
+            }
+        }
+    }
+}

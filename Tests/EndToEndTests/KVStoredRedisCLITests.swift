@@ -1,0 +1,94 @@
+import Foundation
+import Testing
+
+/// kv-stored driven with redis-cli, as an admin would.
+@Suite("kv-stored with redis-cli")
+struct KVStoredRedisCLITests {
+    func cli(_ socket: String, _ args: String...) throws -> String {
+        let result = try run("redis-cli", ["-s", socket] + args)
+        #expect(result.status == 0, "redis-cli \(args) exited \(result.status): \(result.output)")
+        return result.output.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    @Test("the commands of the subset answer as Redis does")
+    func commands() throws {
+        let dir = try TempDirectory()
+        let store = try StoreProcess(socketPath: dir.file("s"))
+        let s = store.socketPath
+        #expect(try cli(s, "ping") == "PONG")
+        #expect(try cli(s, "echo", "hi") == "hi")
+        #expect(try cli(s, "select", "0") == "OK")
+        #expect(try cli(s, "select", "1").contains("out of range"))
+        #expect(try cli(s, "set", "k", "{\"a\":1}") == "OK")
+        #expect(try cli(s, "get", "k") == "{\"a\":1}")
+        #expect(try cli(s, "set", "k", "v2", "get") == "{\"a\":1}")
+        #expect(try cli(s, "set", "k", "v3", "nx") == "")
+        #expect(try cli(s, "set", "other", "v", "xx") == "")
+        #expect(try cli(s, "exists", "k", "other", "k") == "2")
+        #expect(try cli(s, "pttl", "k") == "-1")
+        #expect(try cli(s, "pttl", "missing") == "-2")
+        #expect(try cli(s, "set", "k", "v4", "px", "60000") == "OK")
+        let pttl = Int(try cli(s, "pttl", "k")) ?? 0
+        #expect(pttl > 59_000 && pttl <= 60_000)
+        #expect(try cli(s, "ttl", "k") == "60")
+        #expect(try cli(s, "set", "k", "v5", "keepttl") == "OK")
+        #expect((Int(try cli(s, "pttl", "k")) ?? 0) > 59_000)
+        #expect(try cli(s, "persist", "k") == "1")
+        #expect(try cli(s, "pttl", "k") == "-1")
+        #expect(try cli(s, "dbsize") == "1")
+        #expect(try cli(s, "del", "k", "missing") == "1")
+        #expect(try cli(s, "dbsize") == "0")
+        #expect(try cli(s, "set", "k", "v", "px", "0").contains("invalid expire time"))
+        #expect(try cli(s, "set", "k", "v", "nx", "xx").contains("syntax error"))
+        #expect(try cli(s, "get").contains("wrong number of arguments"))
+        #expect(try cli(s, "flushall").contains("unknown command 'flushall'"))
+        #expect(try cli(s, "client", "setname", "admin") == "OK")
+        #expect(try cli(s, "config", "get", "appendonly").contains("no"))
+        let info = try cli(s, "info")
+        for section in ["# Server", "# Clients", "# Memory", "# Stats", "# Keyspace"] { #expect(info.contains(section)) }
+        #expect(info.contains("redis_version:"))
+        #expect(try cli(s, "-3", "hello", "3").contains("kv-stored"))
+        #expect(try cli(s, "quit") == "OK")
+    }
+
+    @Test("keys expire actively, and redis-benchmark runs against kv-stored unchanged")
+    func expiryAndBenchmark() throws {
+        let dir = try TempDirectory()
+        let store = try StoreProcess(socketPath: dir.file("s"))
+        #expect(try cli(store.socketPath, "set", "t", "1", "px", "50") == "OK")
+        #expect(try eventually { try cli(store.socketPath, "info", "stats").contains("expired_keys:1") })
+        #expect(try cli(store.socketPath, "dbsize") == "0")
+
+        let bench = try run("redis-benchmark", ["-s", store.socketPath, "-t", "set,get", "-n", "2000", "-c", "4", "-q"])
+        #expect(bench.status == 0, "\(bench.output)")
+        #expect(bench.output.contains("SET:") && bench.output.contains("GET:"))
+    }
+
+    @Test("SUBSCRIBE delivers every set, delete and expiry of a key, in revision order")
+    func changeFeed() throws {
+        let dir = try TempDirectory()
+        let store = try StoreProcess(socketPath: dir.file("s"))
+        let subscriber = Process()
+        subscriber.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        subscriber.arguments = ["redis-cli", "-s", store.socketPath, "subscribe", "watched"]
+        let out = Pipe()
+        subscriber.standardOutput = out
+        try subscriber.run()
+        defer { subscriber.terminate() }
+        #expect(try eventually { try cli(store.socketPath, "info", "stats").contains("pubsub_subscriptions:1") })
+        _ = try cli(store.socketPath, "set", "watched", "a")
+        _ = try cli(store.socketPath, "set", "other", "x")
+        _ = try cli(store.socketPath, "set", "watched", "a")
+        _ = try cli(store.socketPath, "del", "watched")
+        _ = try cli(store.socketPath, "del", "watched")  // not a change
+        _ = try cli(store.socketPath, "set", "watched", "b", "px", "20")
+        var text = ""
+        let done = eventually {
+            text += String(decoding: out.fileHandleForReading.availableData, as: UTF8.self)
+            return text.contains("expired:")
+        }
+        #expect(done, "got: \(text)")
+        let payloads = text.split(separator: "\n").filter { $0.contains(":") }
+        #expect(payloads == ["set:1:a", "set:3:a", "deleted:4", "set:5:b", "expired:6"])
+    }
+}

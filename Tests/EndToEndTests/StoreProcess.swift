@@ -1,0 +1,141 @@
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Where the built executables are: `KV_BIN_DIR` when set (the Makefile sets it),
+/// otherwise this package's debug build folder.
+enum Binaries {
+    static var directory: URL {
+        if let dir = ProcessInfo.processInfo.environment["KV_BIN_DIR"] { return URL(fileURLWithPath: dir) }
+        return URL(fileURLWithPath: #filePath)
+            .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent(".build/debug")
+    }
+
+    static func path(_ name: String) -> String { directory.appendingPathComponent(name).path }
+}
+
+/// A short temporary folder for sockets (unix socket paths are limited to 107 bytes).
+final class TempDirectory {
+    let path: String
+
+    init() throws {
+        var template = Array("/tmp/kvt-XXXXXX".utf8CString)
+        guard let made = mkdtemp(&template) else { throw POSIXFailure(what: "mkdtemp") }
+        path = String(cString: made)
+    }
+
+    deinit {
+        try? FileManager.default.removeItem(atPath: path)
+    }
+
+    func file(_ name: String) -> String { path + "/" + name }
+}
+
+struct POSIXFailure: Error, CustomStringConvertible {
+    var what: String
+    var description: String { "\(what): \(String(cString: strerror(errno)))" }
+}
+
+/// A real kv-stored process on a temp socket.
+final class StoreProcess {
+    let socketPath: String
+    let logPath: String
+    let process = Process()
+
+    init(socketPath: String, arguments: [String] = []) throws {
+        self.socketPath = socketPath
+        self.logPath = socketPath + ".log"
+        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
+        process.executableURL = URL(fileURLWithPath: Binaries.path("kv-stored"))
+        process.arguments = ["--socket", socketPath, "--threads", "2", "--log-level", "debug"] + arguments
+        process.standardError = FileHandle(forWritingAtPath: logPath)
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        try waitUntilReady()
+    }
+
+    /// Ready means the socket accepts a connection, not that some time has passed.
+    private func waitUntilReady() throws {
+        let deadline = Date().addingTimeInterval(20)
+        while Date() < deadline {
+            if isAccepting(socketPath) { return }
+            guard process.isRunning else { throw StartFailure(log: log) }
+            usleep(10_000)
+        }
+        throw StartFailure(log: "kv-stored did not accept connections within 20 s\n" + log)
+    }
+
+    struct StartFailure: Error, CustomStringConvertible {
+        var log: String
+        var description: String { "kv-stored failed to start:\n\(log)" }
+    }
+
+    var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+
+    /// Sends SIGTERM and waits for the exit; returns the status and how long it took.
+    @discardableResult
+    func terminate() -> (status: Int32, seconds: Double) {
+        guard process.isRunning else { return (process.terminationStatus, 0) }
+        let start = Date()
+        process.terminate()
+        process.waitUntilExit()
+        return (process.terminationStatus, Date().timeIntervalSince(start))
+    }
+
+    deinit {
+        if process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
+    }
+}
+
+func isAccepting(_ path: String) -> Bool {
+    let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { return false }
+    defer { close(fd) }
+    var address = sockaddr_un()
+    address.sun_family = sa_family_t(AF_UNIX)
+    let bytes = Array(path.utf8)
+    withUnsafeMutableBytes(of: &address.sun_path) { raw in
+        raw.copyBytes(from: bytes)
+        raw[bytes.count] = 0
+    }
+    return withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+    } == 0
+}
+
+/// Runs a command line tool and returns its standard output.
+func run(_ tool: String, _ arguments: [String], input: Data? = nil) throws -> (output: String, status: Int32) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    process.arguments = [tool] + arguments
+    let out = Pipe()
+    process.standardOutput = out
+    process.standardError = out
+    let inPipe = Pipe()
+    process.standardInput = input == nil ? FileHandle.nullDevice : inPipe
+    try process.run()
+    if let input {
+        inPipe.fileHandleForWriting.write(input)
+        try inPipe.fileHandleForWriting.close()
+    }
+    let data = out.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return (String(decoding: data, as: UTF8.self), process.terminationStatus)
+}
+
+/// Polls `condition` until it holds or `seconds` pass: for waiting on another process's reaction.
+func eventually(within seconds: Double = 10, _ condition: () throws -> Bool) rethrows -> Bool {
+    let deadline = Date().addingTimeInterval(seconds)
+    repeat {
+        if try condition() { return true }
+        usleep(5_000)
+    } while Date() < deadline
+    return false
+}
