@@ -78,8 +78,13 @@ let package = Package(
                 "KVStore", "KVCore", "RESP",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOExtras", package: "swift-nio-extras"),
                 .product(name: "Logging", package: "swift-log"),
             ]
+        ),
+        .testTarget(
+            name: "KVClientTests",
+            dependencies: ["KVClient", "KVCore", "RESP", .product(name: "NIOCore", package: "swift-nio")]
         ),
         .testTarget(
             name: "EndToEndTests",

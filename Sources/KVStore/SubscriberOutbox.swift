@@ -60,6 +60,9 @@ public struct OutboxBuffer: Sendable {
             conflate()
             nextConflation = max(limits.conflateBytes, pendingBytes * 2)
         }
+        if pendingBytes > limits.maxBytes {
+            conflate()  // always before giving up on a subscriber, whatever the doubling guard says
+        }
         if pendingBytes > limits.maxBytes && pending.count > 1 {
             overflowed = true
             pending.removeAll()

@@ -56,3 +56,30 @@ extension Keyspace {
         subscribe(Array(key.utf8), subscriber)
     }
 }
+
+import Logging
+
+/// An in-memory log handler: tests read what was logged instead of bootstrapping LoggingSystem.
+final class RecordingLogHandler: LogHandler, @unchecked Sendable {
+    struct Record: Sendable {
+        var level: Logger.Level
+        var message: String
+    }
+
+    private let records = NIOLockedValueBox<[Record]>([])
+    var metadata: Logger.Metadata = [:]
+    var logLevel: Logger.Level = .trace
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    func log(event: LogEvent) {
+        records.withLockedValue { $0.append(Record(level: event.level, message: event.message.description)) }
+    }
+
+    var logged: [Record] { records.withLockedValue { $0 } }
+
+    var logger: Logger { Logger(label: "test") { _ in self } }
+}

@@ -1,0 +1,153 @@
+import KVCore
+import Logging
+import NIOCore
+import NIOEmbedded
+import NIOExtras
+import RESP
+import Testing
+@testable import KVStore
+
+/// Channel-level tests: bytes in, bytes out, through the real pipeline on EmbeddedChannels.
+@Suite("kv-stored connection handling")
+struct ConnectionHandlerTests {
+    let loop = EmbeddedEventLoop()
+    // The embedded loop's time starts at 0; the keyspace's clock moves with it.
+    let clock = ManualClock(startNanoseconds: 0)
+    let statistics = ServerStatistics(now: 0)
+    let log = RecordingLogHandler()
+
+    func makeStore() -> Store { Store(clock: clock, timerLoop: loop) }
+
+    func makeChannel(_ store: Store, limits: Limits = Limits(), outbox: OutboxBuffer.Limits = .init()) throws -> EmbeddedChannel {
+        let processor = CommandProcessor(store: store, limits: limits, statistics: statistics, socketPath: "/test")
+        let channel = EmbeddedChannel(loop: loop)
+        let resp = RESPLimits(maxBulkBytes: max(limits.maxKeyBytes, limits.maxValueBytes), maxElements: 1024)
+        try channel.pipeline.syncOperations.addHandlers([
+            ByteToMessageHandler(RESPCommandDecoder(limits: resp)),
+            BackPressureHandler(),
+            StoreConnectionHandler(processor: processor, outboxLimits: outbox, logger: log.logger),
+        ])
+        try channel.connect(to: SocketAddress(unixDomainSocketPath: "/test")).wait()
+        return channel
+    }
+
+    func send(_ channel: EmbeddedChannel, _ args: [String]) throws {
+        var buffer = ByteBuffer()
+        buffer.writeRESPCommand(args.map { ByteBuffer(string: $0) })
+        try channel.writeInbound(buffer)
+    }
+
+    func output(_ channel: EmbeddedChannel) throws -> String {
+        var text = ""
+        while let buffer = try channel.readOutbound(as: ByteBuffer.self) { text += String(buffer: buffer) }
+        return text
+    }
+
+    @Test("pipelined commands are answered in order, in one write per read")
+    func pipelining() throws {
+        let channel = try makeChannel(makeStore())
+        var buffer = ByteBuffer()
+        for args in [["SET", "k", "v"], ["GET", "k"], ["DEL", "k"], ["GET", "k"], ["PING"]] {
+            buffer.writeRESPCommand(args.map { ByteBuffer(string: $0) })
+        }
+        try channel.writeInbound(buffer)
+        #expect(try channel.readOutbound(as: ByteBuffer.self).map { String(buffer: $0) } == "+OK\r\n$1\r\nv\r\n:1\r\n$-1\r\n+PONG\r\n")
+        #expect(try channel.readOutbound(as: ByteBuffer.self) == nil)
+    }
+
+    @Test("a subscription acknowledgement precedes the changes, which arrive in revision order")
+    func subscription() throws {
+        let store = makeStore()
+        let subscriber = try makeChannel(store)
+        let writer = try makeChannel(store)
+        try send(subscriber, ["SUBSCRIBE", "k"])
+        try send(writer, ["SET", "k", "1"])
+        try send(writer, ["SET", "k", "2", "PX", "10"])
+        try send(writer, ["DEL", "nothing"])
+        loop.run()
+        #expect(try output(subscriber) == "*3\r\n$9\r\nsubscribe\r\n$1\r\nk\r\n:1\r\n"
+            + "*3\r\n$7\r\nmessage\r\n$1\r\nk\r\n$7\r\nset:1:1\r\n"
+            + "*3\r\n$7\r\nmessage\r\n$1\r\nk\r\n$7\r\nset:2:2\r\n")
+        // The expiry timer fires at the deadline: the clock and the loop move together.
+        clock.advance(milliseconds: 10)
+        loop.advanceTime(by: .milliseconds(10))
+        #expect(try output(subscriber) == "*3\r\n$7\r\nmessage\r\n$1\r\nk\r\n$9\r\nexpired:3\r\n")
+        try send(subscriber, ["GET", "k"])
+        #expect(try output(subscriber).contains("only (P|S)SUBSCRIBE"))
+        try send(subscriber, ["UNSUBSCRIBE"])
+        #expect(try output(subscriber) == "*3\r\n$11\r\nunsubscribe\r\n$1\r\nk\r\n:0\r\n")
+        #expect(store.withKeyspace { $0.subscriptionCount } == 0)
+    }
+
+    @Test("on RESP3, pushes are '>' frames and commands may interleave with subscriptions")
+    func resp3() throws {
+        let store = makeStore()
+        let channel = try makeChannel(store)
+        try send(channel, ["HELLO", "3"])
+        #expect(try output(channel).hasPrefix("%7\r\n"))
+        try send(channel, ["SUBSCRIBE", "k"])
+        try send(channel, ["GET", "k"])
+        try send(channel, ["SET", "k", "v"])
+        loop.run()
+        #expect(try output(channel) == ">3\r\n$9\r\nsubscribe\r\n$1\r\nk\r\n:1\r\n_\r\n+OK\r\n"
+            + ">3\r\n$7\r\nmessage\r\n$1\r\nk\r\n$7\r\nset:1:v\r\n")
+    }
+
+    @Test("closing a connection drops its subscriptions")
+    func closeDropsSubscriptions() throws {
+        let store = makeStore()
+        let channel = try makeChannel(store)
+        try send(channel, ["SUBSCRIBE", "a", "b"])
+        #expect(store.withKeyspace { $0.subscriptionCount } == 2)
+        _ = try channel.finish()
+        #expect(store.withKeyspace { $0.subscriptionCount } == 0)
+    }
+
+    @Test("a subscriber that cannot be written to gets the newest value per key, or is cut off")
+    func slowSubscriber() throws {
+        let store = makeStore()
+        let subscriber = try makeChannel(store, outbox: .init(conflateBytes: 1000, maxBytes: 4000))
+        let writer = try makeChannel(store)
+        try send(subscriber, ["SUBSCRIBE", "k"])
+        _ = try output(subscriber)
+        subscriber.isWritable = false
+        for i in 0..<500 { try send(writer, ["SET", "k", "value-\(i)"]) }
+        loop.run()
+        #expect(try output(subscriber).isEmpty)
+        subscriber.isWritable = true
+        subscriber.pipeline.fireChannelWritabilityChanged()
+        let delivered = try output(subscriber)
+        #expect(delivered.hasSuffix("set:500:value-499\r\n"), "the final value must arrive")
+        #expect(delivered.ranges(of: "message").count < 100, "superseded values are dropped")
+        #expect(statistics.conflatedChanges.load(ordering: .relaxed) > 400)
+
+        // Many distinct keys cannot be conflated away: past the hard limit the subscriber is closed.
+        try send(subscriber, (0..<200).map { "key\($0)" }.reduce(into: ["SUBSCRIBE"]) { $0.append($1) })
+        _ = try output(subscriber)
+        subscriber.isWritable = false
+        for i in 0..<200 { try send(writer, ["SET", "key\(i)", "x"]) }
+        loop.run()
+        #expect(!subscriber.isActive)
+        #expect(statistics.outputLimitDisconnects.load(ordering: .relaxed) == 1)
+        #expect(log.logged.contains { $0.level == .warning && $0.message.contains("output queue exceeded the limit") })
+        #expect(store.withKeyspace { $0.subscriptionCount } == 0)
+    }
+
+    @Test("a protocol error is answered and closes only that connection")
+    func protocolError() throws {
+        let channel = try makeChannel(makeStore(), limits: Limits(maxKeyBytes: 16, maxValueBytes: 16))
+        try channel.writeInbound(ByteBuffer(string: "*1\r\n$999\r\n"))
+        #expect(try output(channel).hasPrefix("-ERR Protocol error: bulk of 999 exceeds the limit of 16"))
+        #expect(log.logged.contains { $0.level == .info && $0.message.contains("protocol error") })
+        #expect(!channel.isActive)
+    }
+
+    @Test("graceful shutdown answers what was read, then closes")
+    func quiesce() throws {
+        let channel = try makeChannel(makeStore())
+        try send(channel, ["SET", "k", "v"])
+        channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+        #expect(try output(channel) == "+OK\r\n")
+        #expect(!channel.isActive)
+    }
+}
