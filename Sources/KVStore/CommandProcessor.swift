@@ -41,55 +41,96 @@ public struct CommandProcessor: Sendable {
         self.socketPath = socketPath
     }
 
-    /// Runs one command for `connection`, appending its reply (or replies) to `out`.
-    public func execute(_ command: RESPCommand, connection: inout ConnectionState, subscriber: SubscriberOutbox, out: inout ByteBuffer) {
-        statistics.totalCommands.wrappingIncrement(ordering: .relaxed)
-        let args = command.arguments
-        let name = command.name
-        if connection.inSubscriberMode && !Self.subscriberModeCommands.contains(name) {
-            out.writeRESPError("ERR Can't execute '\(name.lowercased())': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context")
-            return
+    /// The commands of the subset. Matching is by bytes, ignoring case, with no allocation.
+    enum Command: CaseIterable {
+        case get, set, del, exists, pttl, ttl, persist, dbsize, ping, echo, hello, select
+        case subscribe, unsubscribe, info, client, command, config, reset, quit
+
+        /// Names are letters only, which `RESPArguments.matches` relies on.
+        var name: StaticString {
+            switch self {
+            case .get: "GET"
+            case .set: "SET"
+            case .del: "DEL"
+            case .exists: "EXISTS"
+            case .pttl: "PTTL"
+            case .ttl: "TTL"
+            case .persist: "PERSIST"
+            case .dbsize: "DBSIZE"
+            case .ping: "PING"
+            case .echo: "ECHO"
+            case .hello: "HELLO"
+            case .select: "SELECT"
+            case .subscribe: "SUBSCRIBE"
+            case .unsubscribe: "UNSUBSCRIBE"
+            case .info: "INFO"
+            case .client: "CLIENT"
+            case .command: "COMMAND"
+            case .config: "CONFIG"
+            case .reset: "RESET"
+            case .quit: "QUIT"
+            }
         }
-        switch name {
-        case "GET": get(args, connection, &out)
-        case "SET": set(args, connection, &out)
-        case "DEL": del(args, &out)
-        case "EXISTS": exists(args, &out)
-        case "PTTL", "TTL": ttl(args, milliseconds: name == "PTTL", &out)
-        case "PERSIST": persist(args, &out)
-        case "DBSIZE": dbsize(args, &out)
-        case "PING": ping(args, connection, &out)
-        case "ECHO": echo(args, &out)
-        case "HELLO": hello(args, &connection, &out)
-        case "SELECT": select(args, &out)
-        case "SUBSCRIBE": subscribe(args, &connection, subscriber, &out)
-        case "UNSUBSCRIBE": unsubscribe(args, &connection, subscriber, &out)
-        case "INFO": info(args, &out)
-        case "CLIENT": client(args, &connection, &out)
-        case "COMMAND": commandCommand(args, connection, &out)
-        case "CONFIG": config(args, connection, &out)
-        case "RESET": reset(&connection, subscriber, &out)
-        case "QUIT":
-            out.writeRESPOK()
-            connection.closeAfterReply = true
-        default:
-            let shown = args.dropFirst().prefix(8).map { "'\(String(buffer: $0).prefix(64))'" }.joined(separator: " ")
-            out.writeRESPError("ERR unknown command '\(String(buffer: args[0]).prefix(128))', with args beginning with: \(shown)")
+
+        /// Allowed while a RESP2 connection has subscriptions (Redis's rule).
+        var allowedInSubscriberMode: Bool {
+            switch self {
+            case .subscribe, .unsubscribe, .ping, .quit, .reset: true
+            default: false
+            }
+        }
+
+        init?(_ args: RESPArguments) {
+            guard let found = Self.allCases.first(where: { args.matches(0, $0.name) }) else { return nil }
+            self = found
         }
     }
 
-    static let subscriberModeCommands: Set<String> = [
-        "SUBSCRIBE", "UNSUBSCRIBE", "PSUBSCRIBE", "PUNSUBSCRIBE", "SSUBSCRIBE", "SUNSUBSCRIBE", "PING", "QUIT", "RESET",
-    ]
+    /// Runs one command for `connection`, appending its reply (or replies) to `out`.
+    /// `args` points into the read buffer and is valid only during this call.
+    public func execute(_ args: RESPArguments, connection: inout ConnectionState, subscriber: SubscriberOutbox, out: inout ByteBuffer) {
+        guard let command = Command(args) else {
+            let shown = (1..<min(args.count, 9)).map { "'\(args.string($0).prefix(64))'" }.joined(separator: " ")
+            out.writeRESPError("ERR unknown command '\(args.string(0).prefix(128))', with args beginning with: \(shown)")
+            return
+        }
+        if connection.inSubscriberMode && !command.allowedInSubscriberMode {
+            out.writeRESPError("ERR Can't execute '\(args.string(0).lowercased())': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context")
+            return
+        }
+        switch command {
+        case .get: get(args, connection, &out)
+        case .set: set(args, connection, &out)
+        case .del: del(args, &out)
+        case .exists: exists(args, &out)
+        case .pttl, .ttl: ttl(args, milliseconds: command == .pttl, &out)
+        case .persist: persist(args, &out)
+        case .dbsize: dbsize(args, &out)
+        case .ping: ping(args, connection, &out)
+        case .echo: echo(args, &out)
+        case .hello: hello(args, &connection, &out)
+        case .select: select(args, &out)
+        case .subscribe: subscribe(args, &connection, subscriber, &out)
+        case .unsubscribe: unsubscribe(args, &connection, subscriber, &out)
+        case .info: info(args, &out)
+        case .client: client(args, &connection, &out)
+        case .command: commandCommand(args, connection, &out)
+        case .config: config(args, connection, &out)
+        case .reset: reset(&connection, subscriber, &out)
+        case .quit:
+            out.writeRESPOK()
+            connection.closeAfterReply = true
+        }
+    }
 
-    private func wrongArity(_ args: [ByteBuffer], _ out: inout ByteBuffer) {
-        out.writeRESPError("ERR wrong number of arguments for '\(String(buffer: args[0]).lowercased())' command")
+    private func wrongArity(_ args: RESPArguments, _ out: inout ByteBuffer) {
+        out.writeRESPError("ERR wrong number of arguments for '\(args.string(0).lowercased())' command")
     }
 
     /// Checks a key argument against the key limit; writes the error and returns false when over.
-    private func checkKey(_ key: ByteBuffer, _ out: inout ByteBuffer) -> Bool {
-        guard key.readableBytes <= limits.maxKeyBytes else {
-            out.writeRESPError("ERR key is \(key.readableBytes) bytes, the limit is \(limits.maxKeyBytes)")
+    private func checkKey(_ key: UnsafeRawBufferPointer, _ out: inout ByteBuffer) -> Bool {
+        guard key.count <= limits.maxKeyBytes else {
+            out.writeRESPError("ERR key is \(key.count) bytes, the limit is \(limits.maxKeyBytes)")
             return false
         }
         return true
@@ -97,10 +138,10 @@ public struct CommandProcessor: Sendable {
 
     // MARK: - Keyspace commands
 
-    private func get(_ args: [ByteBuffer], _ connection: ConnectionState, _ out: inout ByteBuffer) {
+    private func get(_ args: RESPArguments, _ connection: ConnectionState, _ out: inout ByteBuffer) {
         guard args.count == 2 else { return wrongArity(args, &out) }
         guard checkKey(args[1], &out) else { return }
-        let entry = store.withKeyspace { ks in args[1].withUnsafeReadableBytes { ks.lookup($0) } }
+        let entry = store.withKeyspace { ks in ks.lookup(args[1]) }
         // The entry is immutable: copy its value out after releasing the keyspace.
         if let entry {
             entry.withValue { out.writeRESPBulkString($0) }
@@ -109,23 +150,19 @@ public struct CommandProcessor: Sendable {
         }
     }
 
-    private func set(_ args: [ByteBuffer], _ connection: ConnectionState, _ out: inout ByteBuffer) {
+    private func set(_ args: RESPArguments, _ connection: ConnectionState, _ out: inout ByteBuffer) {
         guard args.count >= 3 else { return wrongArity(args, &out) }
         guard checkKey(args[1], &out) else { return }
-        guard args[2].readableBytes <= limits.maxValueBytes else {
-            return out.writeRESPError("ERR value is \(args[2].readableBytes) bytes, the limit is \(limits.maxValueBytes)")
+        guard args[2].count <= limits.maxValueBytes else {
+            return out.writeRESPError("ERR value is \(args[2].count) bytes, the limit is \(limits.maxValueBytes)")
         }
         let options: SetOptions
-        switch SetOptions.parse(args.dropFirst(3)) {
+        switch SetOptions.parse(args, from: 3) {
         case .success(let parsed): options = parsed
         case .failure(let error): return out.writeRESPError(error.message)
         }
         let outcome = store.withKeyspace { ks in
-            args[1].withUnsafeReadableBytes { key in
-                args[2].withUnsafeReadableBytes { value in
-                    ks.set(key, value: value, expiry: options.expiry, condition: options.condition)
-                }
-            }
+            ks.set(args[1], value: args[2], expiry: options.expiry, condition: options.condition)
         }
         if options.returnPrevious {
             if let previous = outcome.previous {
@@ -140,60 +177,60 @@ public struct CommandProcessor: Sendable {
         }
     }
 
-    private func del(_ args: [ByteBuffer], _ out: inout ByteBuffer) {
+    private func del(_ args: RESPArguments, _ out: inout ByteBuffer) {
         guard args.count >= 2 else { return wrongArity(args, &out) }
         let deleted = store.withKeyspace { ks in
-            args.dropFirst().reduce(0) { n, key in n + (key.withUnsafeReadableBytes { ks.delete($0) } ? 1 : 0) }
+            (1..<args.count).reduce(0) { n, i in n + (ks.delete(args[i]) ? 1 : 0) }
         }
         out.writeRESPInteger(deleted)
     }
 
-    private func exists(_ args: [ByteBuffer], _ out: inout ByteBuffer) {
+    private func exists(_ args: RESPArguments, _ out: inout ByteBuffer) {
         guard args.count >= 2 else { return wrongArity(args, &out) }
         let found = store.withKeyspace { ks in
-            args.dropFirst().reduce(0) { n, key in n + (key.withUnsafeReadableBytes { ks.lookup($0) } != nil ? 1 : 0) }
+            (1..<args.count).reduce(0) { n, i in n + (ks.lookup(args[i]) != nil ? 1 : 0) }
         }
         out.writeRESPInteger(found)
     }
 
-    private func ttl(_ args: [ByteBuffer], milliseconds: Bool, _ out: inout ByteBuffer) {
+    private func ttl(_ args: RESPArguments, milliseconds: Bool, _ out: inout ByteBuffer) {
         guard args.count == 2 else { return wrongArity(args, &out) }
         let remaining: Int64 = store.withKeyspace { ks in
-            guard let entry = args[1].withUnsafeReadableBytes({ ks.lookup($0) }) else { return -2 }
+            guard let entry = ks.lookup(args[1]) else { return -2 }
             guard let ms = ks.remainingMilliseconds(of: entry) else { return -1 }
             return milliseconds ? ms : (ms + 500) / 1000
         }
         out.writeRESPInteger(Int(remaining))
     }
 
-    private func persist(_ args: [ByteBuffer], _ out: inout ByteBuffer) {
+    private func persist(_ args: RESPArguments, _ out: inout ByteBuffer) {
         guard args.count == 2 else { return wrongArity(args, &out) }
-        let cleared = store.withKeyspace { ks in args[1].withUnsafeReadableBytes { ks.persist($0) } }
+        let cleared = store.withKeyspace { ks in ks.persist(args[1]) }
         out.writeRESPInteger(cleared ? 1 : 0)
     }
 
-    private func dbsize(_ args: [ByteBuffer], _ out: inout ByteBuffer) {
+    private func dbsize(_ args: RESPArguments, _ out: inout ByteBuffer) {
         guard args.count == 1 else { return wrongArity(args, &out) }
         out.writeRESPInteger(store.withKeyspace { $0.count })
     }
 
     // MARK: - Change feed
 
-    private func subscribe(_ args: [ByteBuffer], _ connection: inout ConnectionState, _ subscriber: SubscriberOutbox, _ out: inout ByteBuffer) {
+    private func subscribe(_ args: RESPArguments, _ connection: inout ConnectionState, _ subscriber: SubscriberOutbox, _ out: inout ByteBuffer) {
         guard args.count >= 2 else { return wrongArity(args, &out) }
-        for key in args.dropFirst() {
-            let bytes = Array(key.readableBytesView)
+        for i in 1..<args.count {
+            let bytes = args.array(i)
             // Registered under the keyspace lock before the acknowledgement is written, so every
             // change applied after this point reaches the subscriber, after the acknowledgement.
             if connection.subscriptions.insert(bytes).inserted {
                 store.withKeyspace { _ = $0.subscribe(bytes, subscriber) }
             }
-            writePubSubReply("subscribe", key: key, count: connection.subscriptions.count, connection.version, &out)
+            writePubSubReply("subscribe", key: args[i], count: connection.subscriptions.count, connection.version, &out)
         }
     }
 
-    private func unsubscribe(_ args: [ByteBuffer], _ connection: inout ConnectionState, _ subscriber: SubscriberOutbox, _ out: inout ByteBuffer) {
-        let keys: [[UInt8]] = args.count > 1 ? args.dropFirst().map { Array($0.readableBytesView) } : Array(connection.subscriptions)
+    private func unsubscribe(_ args: RESPArguments, _ connection: inout ConnectionState, _ subscriber: SubscriberOutbox, _ out: inout ByteBuffer) {
+        let keys: [[UInt8]] = args.count > 1 ? (1..<args.count).map { args.array($0) } : Array(connection.subscriptions)
         if keys.isEmpty {
             out.writeRESPPushHeader(count: 3, version: connection.version)
             out.writeRESPBulkString("unsubscribe")
@@ -206,7 +243,7 @@ public struct CommandProcessor: Sendable {
                 store.withKeyspace { _ = $0.unsubscribe(key, subscriber) }
             }
             key.withUnsafeBytes { raw in
-                writePubSubReply("unsubscribe", key: ByteBuffer(bytes: raw), count: connection.subscriptions.count, connection.version, &out)
+                writePubSubReply("unsubscribe", key: raw, count: connection.subscriptions.count, connection.version, &out)
             }
         }
     }
@@ -221,7 +258,7 @@ public struct CommandProcessor: Sendable {
         }
     }
 
-    private func writePubSubReply(_ kind: String, key: ByteBuffer, count: Int, _ version: RESPVersion, _ out: inout ByteBuffer) {
+    private func writePubSubReply(_ kind: String, key: UnsafeRawBufferPointer, count: Int, _ version: RESPVersion, _ out: inout ByteBuffer) {
         out.writeRESPPushHeader(count: 3, version: version)
         out.writeRESPBulkString(kind)
         out.writeRESPBulkString(key)
@@ -246,7 +283,7 @@ public struct CommandProcessor: Sendable {
 
     // MARK: - Connection commands
 
-    private func ping(_ args: [ByteBuffer], _ connection: ConnectionState, _ out: inout ByteBuffer) {
+    private func ping(_ args: RESPArguments, _ connection: ConnectionState, _ out: inout ByteBuffer) {
         guard args.count <= 2 else { return wrongArity(args, &out) }
         if connection.inSubscriberMode {
             out.writeRESPArrayHeader(count: 2)
@@ -259,24 +296,24 @@ public struct CommandProcessor: Sendable {
         }
     }
 
-    private func echo(_ args: [ByteBuffer], _ out: inout ByteBuffer) {
+    private func echo(_ args: RESPArguments, _ out: inout ByteBuffer) {
         guard args.count == 2 else { return wrongArity(args, &out) }
         out.writeRESPBulkString(args[1])
     }
 
-    private func select(_ args: [ByteBuffer], _ out: inout ByteBuffer) {
+    private func select(_ args: RESPArguments, _ out: inout ByteBuffer) {
         guard args.count == 2 else { return wrongArity(args, &out) }
-        if String(buffer: args[1]) == "0" { out.writeRESPOK() } else { out.writeRESPError("ERR DB index is out of range") }
+        if args.string(1) == "0" { out.writeRESPOK() } else { out.writeRESPError("ERR DB index is out of range") }
     }
 
-    private func hello(_ args: [ByteBuffer], _ connection: inout ConnectionState, _ out: inout ByteBuffer) {
+    private func hello(_ args: RESPArguments, _ connection: inout ConnectionState, _ out: inout ByteBuffer) {
         var i = 1
         if args.count > 1 {
-            switch String(buffer: args[1]) {
+            switch args.string(1) {
             case "2": connection.version = .v2
             case "3": connection.version = .v3
             default:
-                guard Int(String(buffer: args[1])) != nil else {
+                guard args.integer(1) != nil else {
                     return out.writeRESPError("ERR Protocol version is not an integer or out of range")
                 }
                 return out.writeRESPError("NOPROTO unsupported protocol version")
@@ -284,13 +321,13 @@ public struct CommandProcessor: Sendable {
             i = 2
         }
         while i < args.count {
-            switch String(buffer: args[i]).uppercased() {
+            switch args.string(i).uppercased() {
             case "AUTH" where i + 2 < args.count: i += 3  // no authentication: access is the socket's file mode
             case "SETNAME" where i + 1 < args.count:
-                connection.name = String(buffer: args[i + 1])
+                connection.name = args.string(i + 1)
                 i += 2
             default:
-                return out.writeRESPError("ERR Syntax error in HELLO option '\(String(buffer: args[i]))'")
+                return out.writeRESPError("ERR Syntax error in HELLO option '\(args.string(i))'")
             }
         }
         let v = connection.version
@@ -311,12 +348,12 @@ public struct CommandProcessor: Sendable {
         out.writeRESPSimpleString("RESET")
     }
 
-    private func client(_ args: [ByteBuffer], _ connection: inout ConnectionState, _ out: inout ByteBuffer) {
+    private func client(_ args: RESPArguments, _ connection: inout ConnectionState, _ out: inout ByteBuffer) {
         guard args.count >= 2 else { return wrongArity(args, &out) }
-        switch String(buffer: args[1]).uppercased() {
+        switch args.string(1).uppercased() {
         case "ID": out.writeRESPInteger(connection.id)
         case "SETNAME" where args.count == 3:
-            let name = String(buffer: args[2])
+            let name = args.string(2)
             guard !name.contains(where: { $0 == " " || $0 == "\n" }) else {
                 return out.writeRESPError("ERR Client names cannot contain spaces, newlines or special characters.")
             }
@@ -328,27 +365,22 @@ public struct CommandProcessor: Sendable {
         case "INFO":
             out.writeRESPBulkString("id=\(connection.id) name=\(connection.name) resp=\(connection.version.rawValue) sub=\(connection.subscriptions.count)\n")
         default:
-            out.writeRESPError("ERR unknown subcommand or wrong number of arguments for 'client|\(String(buffer: args[1]).lowercased())'")
+            out.writeRESPError("ERR unknown subcommand or wrong number of arguments for 'client|\(args.string(1).lowercased())'")
         }
     }
 
-    static let commandNames = [
-        "get", "set", "del", "exists", "pttl", "ttl", "persist", "dbsize", "ping", "echo", "hello", "select",
-        "subscribe", "unsubscribe", "info", "client", "command", "config", "reset", "quit",
-    ]
-
-    private func commandCommand(_ args: [ByteBuffer], _ connection: ConnectionState, _ out: inout ByteBuffer) {
-        let sub = args.count > 1 ? String(buffer: args[1]).uppercased() : ""
+    private func commandCommand(_ args: RESPArguments, _ connection: ConnectionState, _ out: inout ByteBuffer) {
+        let sub = args.count > 1 ? args.string(1).uppercased() : ""
         switch sub {
-        case "COUNT": out.writeRESPInteger(Self.commandNames.count)
+        case "COUNT": out.writeRESPInteger(Command.allCases.count)
         case "DOCS": out.writeRESPMapHeader(count: 0, version: connection.version)  // redis-cli asks at start-up for hints
         default: out.writeRESPArrayHeader(count: 0)
         }
     }
 
     /// The parameters redis-benchmark and redis-cli ask about, answered truthfully for kv-stored.
-    private func config(_ args: [ByteBuffer], _ connection: ConnectionState, _ out: inout ByteBuffer) {
-        guard args.count >= 3, String(buffer: args[1]).uppercased() == "GET" else {
+    private func config(_ args: RESPArguments, _ connection: ConnectionState, _ out: inout ByteBuffer) {
+        guard args.count >= 3, args.matches(1, "GET") else {
             return out.writeRESPError("ERR CONFIG supports only GET in kv-stored")
         }
         let known: [(String, String)] = [
@@ -356,7 +388,7 @@ public struct CommandProcessor: Sendable {
             ("proto-max-bulk-len", String(max(limits.maxKeyBytes, limits.maxValueBytes))),
         ]
         var matches: [(String, String)] = []
-        for pattern in args.dropFirst(2).map({ String(buffer: $0).lowercased() }) {
+        for pattern in (2..<args.count).map({ args.string($0).lowercased() }) {
             for (name, value) in known where (pattern == "*" || pattern == name) && !matches.contains(where: { $0.0 == name }) {
                 matches.append((name, value))
             }
@@ -370,8 +402,8 @@ public struct CommandProcessor: Sendable {
 
     // MARK: - INFO
 
-    private func info(_ args: [ByteBuffer], _ out: inout ByteBuffer) {
-        let requested = Set(args.dropFirst().map { String(buffer: $0).lowercased() })
+    private func info(_ args: RESPArguments, _ out: inout ByteBuffer) {
+        let requested = Set((1..<args.count).map { args.string($0).lowercased() })
         let all = requested.isEmpty || requested.contains("all") || requested.contains("everything") || requested.contains("default")
         let snapshot = store.withKeyspace { ks in
             (count: ks.count, expiring: ks.expiringCount, revision: ks.revision, stats: ks.stats,

@@ -1,5 +1,5 @@
 import KVCore
-import NIOCore
+import RESP
 
 /// The options of `SET key value [NX|XX] [GET] [EX s|PX ms|EXAT s|PXAT ms|KEEPTTL]`, as Redis reads them.
 struct SetOptions: Equatable {
@@ -14,12 +14,13 @@ struct SetOptions: Equatable {
     static let syntaxError = Failure(message: "ERR syntax error")
     static let badExpire = Failure(message: "ERR invalid expire time in 'set' command")
 
-    static func parse(_ words: ArraySlice<ByteBuffer>) -> Result<SetOptions, Failure> {
+    /// Reads the options in `args` from index `start` on.
+    static func parse(_ args: RESPArguments, from start: Int) -> Result<SetOptions, Failure> {
         var options = SetOptions()
         var expirySeen = false
-        var i = words.startIndex
-        while i < words.endIndex {
-            let word = String(buffer: words[i]).uppercased()
+        var i = start
+        while i < args.count {
+            let word = args.string(i).uppercased()
             switch word {
             case "NX", "XX":
                 guard options.condition == .always else { return .failure(syntaxError) }
@@ -31,10 +32,10 @@ struct SetOptions: Equatable {
                 expirySeen = true
                 options.expiry = .keep
             case "EX", "PX", "EXAT", "PXAT":
-                guard !expirySeen, i + 1 < words.endIndex else { return .failure(syntaxError) }
+                guard !expirySeen, i + 1 < args.count else { return .failure(syntaxError) }
                 expirySeen = true
                 i += 1
-                guard let n = Int64(String(buffer: words[i])) else {
+                guard let n = args.integer(i) else {
                     return .failure(Failure(message: "ERR value is not an integer or out of range"))
                 }
                 // Bounded so deadlines in nanoseconds cannot overflow; the front ends allow at most 100 years.

@@ -3,26 +3,40 @@ import NIOCore
 import NIOExtras
 import RESP
 
-/// One client connection of kv-stored: runs its commands in order through `CommandProcessor`,
-/// batches replies per read burst, and drains its change pushes while the socket is writable.
-/// A bad client is answered, logged and disconnected; it never affects another connection.
-final class StoreConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = RESPCommand
+/// One client connection of kv-stored. It is the whole pipeline: it parses commands in place
+/// in the read buffer (no per-command allocation), runs them in order through
+/// `CommandProcessor`, writes the replies of one read burst in one write, and drains change
+/// pushes while the socket is writable.
+///
+/// Back-pressure: while the socket is not writable (the client does not read its replies), no
+/// further command is executed and no further read is requested, so a pipelining client that
+/// never reads cannot grow kv-stored's memory. A bad client is answered, logged and
+/// disconnected; it never affects another connection.
+final class StoreConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
     /// Most bytes of pushes encoded per drain step, so one subscriber cannot monopolise its loop.
     static let drainChunkBytes = 256 << 10
 
     private let processor: CommandProcessor
+    private let limits: RESPLimits
     private let outboxLimits: OutboxBuffer.Limits
     private var logger: Logger
     private var connection: ConnectionState
     private var outbox: SubscriberOutbox?
     private var context: ChannelHandlerContext?
     private var replies: ByteBuffer
+    private var inbound: ByteBuffer?
+    private var argumentRanges: [Range<Int>] = []
+    /// A `read` held back while the socket is not writable.
+    private var pendingRead = false
+    private var closing = false
 
-    init(processor: CommandProcessor, outboxLimits: OutboxBuffer.Limits, logger: Logger) {
+    init(processor: CommandProcessor, limits: RESPLimits, outboxLimits: OutboxBuffer.Limits, logger: Logger) {
         self.processor = processor
+        self.limits = limits
         self.outboxLimits = outboxLimits
         self.connection = ConnectionState(id: processor.statistics.makeClientID())
         self.logger = logger
@@ -53,13 +67,63 @@ final class StoreConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
         logger.debug("client disconnected")
     }
 
+    // MARK: - Commands
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard let outbox else { return }
-        let command = unwrapInboundIn(data)
-        processor.execute(command, connection: &connection, subscriber: outbox, out: &replies)
-        if connection.closeAfterReply {
-            flushReplies(context)
-            context.close(promise: nil)
+        var incoming = unwrapInboundIn(data)
+        if inbound == nil || inbound?.readableBytes == 0 {
+            inbound = incoming
+        } else {
+            inbound?.writeBuffer(&incoming)
+        }
+        executeBufferedCommands(context)
+    }
+
+    /// Runs every complete command in `inbound`, unless back-pressure or a close stops it.
+    private func executeBufferedCommands(_ context: ChannelHandlerContext) {
+        guard let outbox, var buffer = inbound else { return }
+        inbound = nil
+        var executed = 0
+        defer {
+            if buffer.readableBytes > 0 {
+                buffer.discardReadBytes()
+                inbound = buffer
+            }  // else nothing is kept: an idle connection holds no read buffer
+            processor.statistics.totalCommands.wrappingIncrement(by: executed, ordering: .relaxed)
+        }
+        while buffer.readableBytes > 0, !closing, context.channel.isWritable {
+            let step: Result<RESPCommandParser.Outcome, RESPProtocolError> = buffer.withUnsafeReadableBytes { raw in
+                do throws(RESPProtocolError) {
+                    let outcome = try RESPCommandParser.parse(raw, limits: limits, arguments: &argumentRanges)
+                    if case .command = outcome {
+                        processor.execute(
+                            RESPArguments(bytes: raw, ranges: argumentRanges),
+                            connection: &connection, subscriber: outbox, out: &replies)
+                    }
+                    return .success(outcome)
+                } catch {
+                    return .failure(error)
+                }
+            }
+            switch step {
+            case .success(.command(let consumed)):
+                buffer.moveReaderIndex(forwardBy: consumed)
+                executed += 1
+                if connection.closeAfterReply {
+                    closing = true
+                    flushReplies(context)
+                    context.close(promise: nil)
+                }
+            case .success(.nothing(let consumed)):
+                buffer.moveReaderIndex(forwardBy: consumed)
+            case .success(.incomplete):
+                return
+            case .failure(let error):
+                protocolError(error, context)
+                return
+            }
+            // Large replies are handed to the socket as they are made, not held for the burst.
+            if replies.readableBytes >= 1 << 20 { flushReplies(context) }
         }
     }
 
@@ -68,14 +132,31 @@ final class StoreConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
         context.fireChannelReadComplete()
     }
 
+    func read(context: ChannelHandlerContext) {
+        if context.channel.isWritable && !closing {
+            context.read()
+        } else {
+            pendingRead = true
+        }
+    }
+
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if context.channel.isWritable { drainChanges() }
+        if context.channel.isWritable {
+            executeBufferedCommands(context)
+            flushReplies(context)
+            drainChanges()
+            if pendingRead && context.channel.isWritable {
+                pendingRead = false
+                context.read()
+            }
+        }
         context.fireChannelWritabilityChanged()
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if event is ChannelShouldQuiesceEvent {
             // Shutdown: what has been read is answered, then the connection closes.
+            closing = true
             flushReplies(context)
             context.close(promise: nil)
             return
@@ -83,15 +164,17 @@ final class StoreConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
         context.fireUserInboundEventTriggered(event)
     }
 
+    private func protocolError(_ error: RESPProtocolError, _ context: ChannelHandlerContext) {
+        processor.statistics.protocolErrors.wrappingIncrement(ordering: .relaxed)
+        logger.info("closing connection after a protocol error", metadata: ["error": "\(error.message)"])
+        replies.writeRESPError("ERR \(error.description)")
+        closing = true
+        flushReplies(context)
+        context.close(promise: nil)
+    }
+
     func errorCaught(context: ChannelHandlerContext, error: Error) {
-        if let protocolError = error as? RESPProtocolError {
-            processor.statistics.protocolErrors.wrappingIncrement(ordering: .relaxed)
-            logger.info("closing connection after a protocol error", metadata: ["error": "\(protocolError.message)"])
-            replies.writeRESPError("ERR \(protocolError.description)")
-            flushReplies(context)
-        } else {
-            logger.debug("connection error", metadata: ["error": "\(error)"])
-        }
+        logger.debug("connection error", metadata: ["error": "\(error)"])
         context.close(promise: nil)
     }
 
@@ -101,6 +184,8 @@ final class StoreConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
         replies = context.channel.allocator.buffer(capacity: 1024)
         context.writeAndFlush(wrapOutboundOut(chunk), promise: nil)
     }
+
+    // MARK: - Change pushes
 
     /// Writes pending change pushes while the socket accepts them. What does not fit stays in
     /// the outbox, where the output-limit policy applies, until writability returns.
@@ -125,6 +210,7 @@ final class StoreConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
         logger.warning("closing subscriber: its output queue exceeded the limit", metadata: [
             "kv.limit_bytes": "\(outboxLimits.maxBytes)", "kv.subscriptions": "\(connection.subscriptions.count)",
         ])
+        closing = true
         context.close(promise: nil)
     }
 }

@@ -98,11 +98,10 @@ public final class StoreServer: Service, Sendable {
             .childChannelOption(.maxMessagesPerRead, value: 16)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandlers([
-                        ByteToMessageHandler(RESPCommandDecoder(limits: configuration.respLimits)),
-                        BackPressureHandler(),
-                        StoreConnectionHandler(processor: processor, outboxLimits: configuration.outboxLimits, logger: logger),
-                    ])
+                    try channel.pipeline.syncOperations.addHandler(
+                        StoreConnectionHandler(
+                            processor: processor, limits: configuration.respLimits,
+                            outboxLimits: configuration.outboxLimits, logger: logger))
                 }
             }
             .bind(unixDomainSocketPath: path, cleanupExistingSocketFile: false)

@@ -22,11 +22,8 @@ struct ConnectionHandlerTests {
         let processor = CommandProcessor(store: store, limits: limits, statistics: statistics, socketPath: "/test")
         let channel = EmbeddedChannel(loop: loop)
         let resp = RESPLimits(maxBulkBytes: max(limits.maxKeyBytes, limits.maxValueBytes), maxElements: 1024)
-        try channel.pipeline.syncOperations.addHandlers([
-            ByteToMessageHandler(RESPCommandDecoder(limits: resp)),
-            BackPressureHandler(),
-            StoreConnectionHandler(processor: processor, outboxLimits: outbox, logger: log.logger),
-        ])
+        try channel.pipeline.syncOperations.addHandler(
+            StoreConnectionHandler(processor: processor, limits: resp, outboxLimits: outbox, logger: log.logger))
         try channel.connect(to: SocketAddress(unixDomainSocketPath: "/test")).wait()
         return channel
     }
@@ -53,6 +50,20 @@ struct ConnectionHandlerTests {
         try channel.writeInbound(buffer)
         #expect(try channel.readOutbound(as: ByteBuffer.self).map { String(buffer: $0) } == "+OK\r\n$1\r\nv\r\n:1\r\n$-1\r\n+PONG\r\n")
         #expect(try channel.readOutbound(as: ByteBuffer.self) == nil)
+    }
+
+    @Test("a client that does not read its replies gets nothing executed until it does")
+    func backPressure() throws {
+        let store = makeStore()
+        let channel = try makeChannel(store)
+        channel.isWritable = false
+        try send(channel, ["SET", "k", "1"])
+        try send(channel, ["GET", "k"])
+        #expect(try output(channel).isEmpty)
+        #expect(store.withKeyspace { $0.count } == 0, "no command runs while replies cannot be written")
+        channel.isWritable = true
+        channel.pipeline.fireChannelWritabilityChanged()
+        #expect(try output(channel) == "+OK\r\n$1\r\n1\r\n")
     }
 
     @Test("a subscription acknowledgement precedes the changes, which arrive in revision order")

@@ -69,34 +69,79 @@ struct RESPValueCodecTests {
     }
 }
 
-@Suite("RESP command decoder")
-struct RESPCommandDecoderTests {
-    @Test("array commands and inline commands decode, split at every byte")
-    func verifier() throws {
-        var set = ByteBuffer()
-        set.writeRESPCommand([ByteBuffer(string: "SET"), ByteBuffer(string: "k\r\n"), ByteBuffer(string: "")])
-        let pairs: [(ByteBuffer, [RESPCommand])] = [
-            (set, [RESPCommand(arguments: [ByteBuffer(string: "SET"), ByteBuffer(string: "k\r\n"), ByteBuffer(string: "")])]),
-            (ByteBuffer(string: "PING\r\n"), [RESPCommand("PING")]),
-            (ByteBuffer(string: "get  key \r\n"), [RESPCommand("get", "key")]),
-            (ByteBuffer(string: "\r\n*0\r\nPING\r\n"), [RESPCommand("PING")]),
-            (ByteBuffer(string: "*1\r\n$4\r\nPING\r\n*2\r\n$4\r\nECHO\r\n$1\r\nx\r\n"), [RESPCommand("PING"), RESPCommand("ECHO", "x")]),
-        ]
-        try ByteToMessageDecoderVerifier.verifyDecoder(inputOutputPairs: pairs) { RESPCommandDecoder(limits: limits) }
+/// Parses one command from `text`, returning its arguments as strings and the bytes consumed.
+private func parseCommand(_ bytes: [UInt8]) throws(RESPProtocolError) -> (arguments: [String], outcome: RESPCommandParser.Outcome) {
+    var ranges: [Range<Int>] = []
+    let result: Result<([String], RESPCommandParser.Outcome), RESPProtocolError> = bytes.withUnsafeBytes { raw in
+        do throws(RESPProtocolError) {
+            let outcome = try RESPCommandParser.parse(raw, limits: limits, arguments: &ranges)
+            let args = RESPArguments(bytes: raw, ranges: ranges)
+            return .success(((0..<args.count).map { args.string($0) }, outcome))
+        } catch {
+            return .failure(error)
+        }
+    }
+    return try result.get()
+}
+
+@Suite("RESP command parser")
+struct RESPCommandParserTests {
+    static let commands: [(String, [String])] = [
+        ("*3\r\n$3\r\nSET\r\n$3\r\nk\r\n\r\n$0\r\n\r\n", ["SET", "k\r\n", ""]),
+        ("PING\r\n", ["PING"]), ("get  key \r\n", ["get", "key"]), ("ping\n", ["ping"]),
+        ("*2\r\n$4\r\nECHO\r\n$1\r\nx\r\n", ["ECHO", "x"]),
+    ]
+
+    @Test("array and inline commands parse, and are incomplete at every earlier split", arguments: commands)
+    func everySplit(text: String, expected: [String]) throws {
+        let bytes = Array(text.utf8)
+        for length in 0..<bytes.count {
+            #expect(try parseCommand(Array(bytes[0..<length])).outcome == .incomplete, "complete at \(length) of \(text)")
+        }
+        let parsed = try parseCommand(bytes + Array("*1\r\n".utf8))
+        #expect(parsed.outcome == .command(consumed: bytes.count))
+        #expect(parsed.arguments == expected)
     }
 
-    @Test("the command name is matched case-insensitively")
-    func name() {
-        #expect(RESPCommand("sEt", "k").name == "SET")
+    @Test("blank lines, *0 and null arrays are skipped", arguments: ["\r\n", "*0\r\n", "*-1\r\n", "  \n"])
+    func nothing(text: String) throws {
+        #expect(try parseCommand(Array(text.utf8)).outcome == .nothing(consumed: text.utf8.count))
     }
 
     @Test("oversize and malformed commands are refused from their header", arguments: [
         "*1001\r\n", "*1\r\n$1048577\r\n", "*1\r\n:1\r\n", "*1\r\n$-1\r\n", "*x\r\n", "*1\r\n$3\r\nGETxx",
-        String(repeating: "a", count: 1025),
+        "*1\r\n$3x\r\n", "*\r\n", "*99999999999999999999\r\n", "*-2\r\n", String(repeating: "a", count: 1025),
+        "*1\r\n$" + String(repeating: "1", count: 2000),
     ])
     func refused(text: String) {
-        var buffer = ByteBuffer(string: text)
-        #expect(throws: RESPProtocolError.self) { try RESPCommandDecoder.decode(buffer: &buffer, limits: limits) }
+        #expect(throws: RESPProtocolError.self) { try parseCommand(Array(text.utf8)) }
+    }
+
+    @Test("arguments match words ignoring case")
+    func matching() throws {
+        let bytes = Array("*2\r\n$3\r\nsEt\r\n$2\r\npx\r\n".utf8)
+        bytes.withUnsafeBytes { raw in
+            var ranges: [Range<Int>] = []
+            _ = try? RESPCommandParser.parse(raw, limits: limits, arguments: &ranges)
+            let args = RESPArguments(bytes: raw, ranges: ranges)
+            #expect(args.matches(0, "SET") && args.matches(1, "PX"))
+            #expect(!args.matches(0, "GET") && !args.matches(1, "PXAT"))
+        }
+    }
+
+    @Test("random bytes never crash the parser")
+    func fuzz() {
+        var state: UInt64 = 1
+        let alphabet = Array("*$\r\n0123456789-abc ".utf8)
+        for _ in 0..<20_000 {
+            var bytes: [UInt8] = []
+            for _ in 0..<Int(state % 40) {
+                state = state &* 6364136223846793005 &+ 1442695040888963407
+                bytes.append(alphabet[Int((state >> 33) % UInt64(alphabet.count))])
+            }
+            state = state &* 6364136223846793005 &+ 1442695040888963407
+            _ = try? parseCommand(bytes)
+        }
     }
 }
 

@@ -1,0 +1,143 @@
+/// Finds one client command in a read buffer without copying it: the arguments are recorded as
+/// byte ranges of the buffer, and the caller executes the command against the buffer in place.
+///
+/// Accepts what redis-server accepts: arrays of bulk strings (what every client library sends)
+/// and inline commands (space-separated words ending in LF, what `nc` users type). Every length
+/// is checked against `RESPLimits` as soon as its header is read, before anything is reserved.
+public enum RESPCommandParser {
+    public enum Outcome: Equatable, Sendable {
+        /// A whole command of `consumed` bytes; its arguments are in the ranges array.
+        case command(consumed: Int)
+        /// `consumed` bytes held no command (a blank line, `*0`): skip them.
+        case nothing(consumed: Int)
+        /// The command is not complete yet.
+        case incomplete
+    }
+
+    /// Parses the command at the start of `bytes`, replacing the contents of `arguments` with the
+    /// ranges of its arguments (the name first).
+    public static func parse(
+        _ bytes: UnsafeRawBufferPointer,
+        limits: RESPLimits,
+        arguments: inout [Range<Int>]
+    ) throws(RESPProtocolError) -> Outcome {
+        arguments.removeAll(keepingCapacity: true)
+        guard let first = bytes.first else { return .incomplete }
+        if first != UInt8(ascii: "*") { return try parseInline(bytes, limits: limits, arguments: &arguments) }
+
+        var position = 1
+        guard let count = try readNumber(bytes, at: &position, limits: limits) else { return .incomplete }
+        guard count >= 0 else {
+            if count == -1 { return .nothing(consumed: position) }  // a null array, as Redis skips it
+            throw RESPProtocolError("invalid multibulk length \(count)")
+        }
+        guard count <= limits.maxElements else {
+            throw RESPProtocolError("multibulk of \(count) exceeds the limit of \(limits.maxElements)")
+        }
+        if count == 0 { return .nothing(consumed: position) }
+        for _ in 0..<count {
+            guard position < bytes.count else { return .incomplete }
+            guard bytes[position] == UInt8(ascii: "$") else {
+                throw RESPProtocolError("expected '$' in a command, got '\(Character(Unicode.Scalar(bytes[position])))'")
+            }
+            position += 1
+            guard let length = try readNumber(bytes, at: &position, limits: limits) else { return .incomplete }
+            guard length >= 0 else { throw RESPProtocolError("invalid bulk length \(length)") }
+            guard length <= limits.maxBulkBytes else {
+                throw RESPProtocolError("bulk of \(length) exceeds the limit of \(limits.maxBulkBytes)")
+            }
+            guard bytes.count - position >= length + 2 else { return .incomplete }
+            arguments.append(position..<(position + length))
+            position += length
+            guard bytes[position] == 0x0D, bytes[position + 1] == 0x0A else {
+                throw RESPProtocolError("bulk string not followed by CRLF")
+            }
+            position += 2
+        }
+        return .command(consumed: position)
+    }
+
+    /// Reads a decimal number ending in CRLF at `position`; nil when the CRLF has not arrived.
+    private static func readNumber(_ bytes: UnsafeRawBufferPointer, at position: inout Int, limits: RESPLimits) throws(RESPProtocolError) -> Int? {
+        var i = position
+        var negative = false
+        if i < bytes.count, bytes[i] == UInt8(ascii: "-") { negative = true; i += 1 }
+        var value = 0
+        var digits = 0
+        while i < bytes.count {
+            let b = bytes[i]
+            if b == 0x0D {
+                guard i + 1 < bytes.count else { return nil }
+                guard bytes[i + 1] == 0x0A, digits > 0 else { throw RESPProtocolError("invalid length line") }
+                position = i + 2
+                return negative ? -value : value
+            }
+            let d = b &- 0x30
+            guard d <= 9, digits < 18 else { throw RESPProtocolError("invalid length line") }
+            value = value * 10 + Int(d)
+            digits += 1
+            i += 1
+        }
+        if i - position > limits.maxLineBytes { throw RESPProtocolError("line longer than \(limits.maxLineBytes) bytes") }
+        return nil
+    }
+
+    private static func parseInline(_ bytes: UnsafeRawBufferPointer, limits: RESPLimits, arguments: inout [Range<Int>]) throws(RESPProtocolError) -> Outcome {
+        guard let lf = bytes.firstIndex(of: 0x0A) else {
+            if bytes.count > limits.maxLineBytes { throw RESPProtocolError("line longer than \(limits.maxLineBytes) bytes") }
+            return .incomplete
+        }
+        if lf > limits.maxLineBytes { throw RESPProtocolError("line longer than \(limits.maxLineBytes) bytes") }
+        let end = lf > 0 && bytes[lf - 1] == 0x0D ? lf - 1 : lf
+        var i = 0
+        while i < end {
+            while i < end, bytes[i] == UInt8(ascii: " ") { i += 1 }
+            let start = i
+            while i < end, bytes[i] != UInt8(ascii: " ") { i += 1 }
+            if i > start { arguments.append(start..<i) }
+        }
+        return arguments.isEmpty ? .nothing(consumed: lf + 1) : .command(consumed: lf + 1)
+    }
+}
+
+/// The arguments of one command, viewed in the read buffer. Valid only while that buffer is
+/// (inside the parser's caller's `withUnsafeReadableBytes`); copy what must outlive it.
+public struct RESPArguments {
+    public let bytes: UnsafeRawBufferPointer
+    public let ranges: [Range<Int>]
+
+    public init(bytes: UnsafeRawBufferPointer, ranges: [Range<Int>]) {
+        self.bytes = bytes
+        self.ranges = ranges
+    }
+
+    public var count: Int { ranges.count }
+
+    public subscript(index: Int) -> UnsafeRawBufferPointer {
+        UnsafeRawBufferPointer(rebasing: bytes[ranges[index]])
+    }
+
+    /// The argument as text (invalid UTF-8 repaired), for names, options and messages.
+    public func string(_ index: Int) -> String {
+        String(decoding: self[index], as: UTF8.self)
+    }
+
+    /// The argument's bytes, copied.
+    public func array(_ index: Int) -> [UInt8] {
+        Array(self[index])
+    }
+
+    /// The argument as a decimal integer, if it is one.
+    public func integer(_ index: Int) -> Int64? {
+        Int64(string(index))
+    }
+
+    /// Whether the argument equals `word`, ignoring ASCII case.
+    public func matches(_ index: Int, _ word: StaticString) -> Bool {
+        let arg = self[index]
+        guard arg.count == word.utf8CodeUnitCount else { return false }
+        let w = UnsafeRawBufferPointer(start: word.utf8Start, count: word.utf8CodeUnitCount)
+        for i in 0..<arg.count where arg[i] | 0x20 != w[i] | 0x20 { return false }
+        return true
+    }
+}
