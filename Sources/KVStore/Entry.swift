@@ -41,13 +41,15 @@ public struct Entry: @unchecked Sendable {
     /// True when both are the same entry (not merely equal bytes).
     static func === (a: Entry, b: Entry) -> Bool { a.storage === b.storage }
 
-    public var revision: UInt64 { storage.header.revision }
+    // Header reads go through the pointer: `ManagedBuffer.header` is a class stored property,
+    // and its dynamic exclusivity check showed up in every key comparison of a lookup.
+    public var revision: UInt64 { storage.withUnsafeMutablePointerToHeader { $0.pointee.revision } }
     var deadline: Int64 {
-        get { storage.header.deadline }
-        nonmutating set { storage.header.deadline = newValue }
+        get { storage.withUnsafeMutablePointerToHeader { $0.pointee.deadline } }
+        nonmutating set { storage.withUnsafeMutablePointerToHeader { $0.pointee.deadline = newValue } }
     }
-    public var keyCount: Int { Int(storage.header.keyCount) }
-    public var valueCount: Int { Int(storage.header.valueCount) }
+    public var keyCount: Int { Int(storage.withUnsafeMutablePointerToHeader { $0.pointee.keyCount }) }
+    public var valueCount: Int { Int(storage.withUnsafeMutablePointerToHeader { $0.pointee.valueCount }) }
 
     public func withKey<T>(_ body: (UnsafeRawBufferPointer) throws -> T) rethrows -> T {
         let count = keyCount
