@@ -80,8 +80,11 @@ public struct CommandProcessor: Sendable {
             }
         }
 
+        /// Most frequent first. Stored once: `allCases` would build a new array per command.
+        static let dispatchOrder: [Command] = [.get, .set] + allCases.filter { $0 != .get && $0 != .set }
+
         init?(_ args: RESPArguments) {
-            guard let found = Self.allCases.first(where: { args.matches(0, $0.name) }) else { return nil }
+            guard let found = Self.dispatchOrder.first(where: { args.matches(0, $0.name) }) else { return nil }
             self = found
         }
     }

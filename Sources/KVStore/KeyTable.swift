@@ -40,15 +40,25 @@ struct KeyTable: Sendable {
         return (i, false)
     }
 
-    func find(_ key: UnsafeRawBufferPointer) -> Entry? {
-        let (i, found) = probe(key, hash: Self.hash(key))
+    /// The entry for `key`; `hash` is `KeyTable.hash(key)`, passed in so a write hashes once.
+    func find(_ key: UnsafeRawBufferPointer, hash: UInt32) -> Entry? {
+        let (i, found) = probe(key, hash: hash)
         return found ? slots[i] : nil
+    }
+
+    func find(_ key: UnsafeRawBufferPointer) -> Entry? {
+        find(key, hash: Self.hash(key))
     }
 
     /// Inserts `entry`, replacing and returning the entry with the same key if there was one.
     @discardableResult
     mutating func upsert(_ entry: Entry) -> Entry? {
-        let hash = entry.withKey { Self.hash($0) }
+        upsert(entry, hash: entry.withKey { Self.hash($0) })
+    }
+
+    /// `upsert` with the entry's key hash already computed.
+    @discardableResult
+    mutating func upsert(_ entry: Entry, hash: UInt32) -> Entry? {
         let (i, found) = entry.withKey { probe($0, hash: hash) }
         if found {
             let old = slots[i]

@@ -66,7 +66,11 @@ public struct Keyspace: Sendable {
     /// The live entry for `key`, or nil. An entry whose deadline has passed is expired here
     /// (removed and published) before the timer gets to it, so no reader ever sees it.
     public mutating func lookup(_ key: UnsafeRawBufferPointer) -> Entry? {
-        guard let entry = table.find(key) else {
+        lookup(key, hash: KeyTable.hash(key))
+    }
+
+    private mutating func lookup(_ key: UnsafeRawBufferPointer, hash: UInt32) -> Entry? {
+        guard let entry = table.find(key, hash: hash) else {
             stats.misses += 1
             return nil
         }
@@ -101,7 +105,8 @@ public struct Keyspace: Sendable {
         expiry: Expiry = .none,
         condition: SetCondition = .always
     ) -> SetOutcome {
-        let previous = lookup(key)
+        let hash = KeyTable.hash(key)
+        let previous = lookup(key, hash: hash)
         switch condition {
         case .always: break
         case .ifAbsent where previous != nil: return SetOutcome(applied: false, previous: previous)
@@ -124,7 +129,7 @@ public struct Keyspace: Sendable {
         }
         let revision = nextRevision()
         let entry = Entry.make(key: key, value: value, revision: revision, deadline: deadline)
-        if let old = table.upsert(entry) { forget(old) }
+        if let old = table.upsert(entry, hash: hash) { forget(old) }
         datasetBytes += entry.keyCount + entry.valueCount
         if deadline != 0 { expiries.add(entry) }
         notify(.set, revision: revision, entry: entry)

@@ -14,13 +14,15 @@ public final class Store: Sendable {
         var timer: (deadline: Int64, task: Scheduled<Void>)?
     }
 
-    private let state: NIOLockedValueBox<State>
+    private let lock = KeyspaceLock()
+    /// Guarded by `lock`.
+    nonisolated(unsafe) private var state: State
     private let timerLoop: any EventLoop
     /// Most keys one timer tick expires before yielding the lock (and rescheduling at once).
     public let expiryBatch: Int
 
     public init(clock: any StoreClock = SystemClock(), timerLoop: any EventLoop, expiryBatch: Int = 4096) {
-        self.state = NIOLockedValueBox(State(keyspace: Keyspace(clock: clock), timer: nil))
+        self.state = State(keyspace: Keyspace(clock: clock), timer: nil)
         self.timerLoop = timerLoop
         self.expiryBatch = expiryBatch
     }
@@ -28,7 +30,7 @@ public final class Store: Sendable {
     /// Runs `body` with exclusive access to the keyspace, then makes sure the expiry timer is
     /// set for the earliest deadline (a write may have added an earlier one).
     public func withKeyspace<T>(_ body: (inout Keyspace) throws -> T) rethrows -> T {
-        try state.withLockedValue { state in
+        try lock.withLock {
             let result = try body(&state.keyspace)
             armTimer(&state)
             return result
@@ -46,7 +48,7 @@ public final class Store: Sendable {
     }
 
     private func timerFired() {
-        state.withLockedValue { state in
+        lock.withLock {
             state.timer = nil
             state.keyspace.expireDue(limit: expiryBatch)
             armTimer(&state)
@@ -55,7 +57,7 @@ public final class Store: Sendable {
 
     /// Cancels the timer (shutdown).
     public func stop() {
-        state.withLockedValue { state in
+        lock.withLock {
             state.timer?.task.cancel()
             state.timer = nil
         }
