@@ -4,12 +4,15 @@
 # then resident memory after loading 1M keys with 32-byte values into each.
 #
 # Usage: bench/store-vs-redis.sh            (after `make release`; `make bench` does both)
-# Env:   REQUESTS_P1 (default 300000), REQUESTS_P16 (default 3000000), KEYS (default 1000000)
+# Env:   REQUESTS_P1 (default 300000), REQUESTS_P16 (default 3000000), KEYS (default 1000000),
+#        ROUNDS (default 3): each figure is the median of ROUNDS runs, kv-stored and redis-server
+#        alternating, because single short runs on a 2-core machine vary by ±15%.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 requests_p1=${REQUESTS_P1:-300000}
 requests_p16=${REQUESTS_P16:-3000000}
 keys=${KEYS:-1000000}
+rounds=${ROUNDS:-3}
 bin=$(swift build -c release --show-bin-path)/kv-stored
 [ -x "$bin" ] || { echo "build first: make release" >&2; exit 1; }
 command -v redis-server >/dev/null || { echo "needs redis-server and redis-tools (make deps)" >&2; exit 1; }
@@ -36,6 +39,7 @@ start_redis() {
   redis_pid=$!
   until redis-cli -s "$dir/redis.sock" ping >/dev/null 2>&1; do sleep 0.05; done
 }
+median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 rss_mib() { awk '/VmRSS/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
 
 # rps SOCKET TEST PIPELINE SIZE REQUESTS -> requests per second of that test
@@ -44,7 +48,7 @@ rps() {
     | awk -F'"' -v t="$(echo "$2" | tr a-z A-Z)" '$2 == t { print $4 }'
 }
 
-echo "machine: $(nproc) cores, $(uname -r); $(redis-server --version | cut -d' ' -f1-3); kv-stored $(git rev-parse --short HEAD)"
+echo "machine: $(nproc) cores, $(uname -r); $(redis-server --version | cut -d' ' -f1-3); kv-stored $(git rev-parse --short HEAD) (default --threads $(nproc)); median of $rounds runs"
 echo
 echo "| test | pipeline | value | kv-stored ops/s | redis-server ops/s | ratio |"
 echo "| --- | --- | --- | ---: | ---: | ---: |"
@@ -54,8 +58,13 @@ for pipeline in 1 16; do
   n=$requests_p1; [ "$pipeline" = 16 ] && n=$requests_p16
   for size in 32 1024; do
     for t in set get; do
-      kv=$(rps "$dir/kv.sock" "$t" "$pipeline" "$size" "$n")
-      rd=$(rps "$dir/redis.sock" "$t" "$pipeline" "$size" "$n")
+      kv_runs=(); rd_runs=()
+      for _ in $(seq 1 "$rounds"); do
+        kv_runs+=("$(rps "$dir/kv.sock" "$t" "$pipeline" "$size" "$n")")
+        rd_runs+=("$(rps "$dir/redis.sock" "$t" "$pipeline" "$size" "$n")")
+      done
+      kv=$(printf '%s\n' "${kv_runs[@]}" | median)
+      rd=$(printf '%s\n' "${rd_runs[@]}" | median)
       ratio=$(awk -v a="$kv" -v b="$rd" 'BEGIN { printf "%.2f", a / b }')
       echo "| $(echo $t | tr a-z A-Z) | $pipeline | $size B | $kv | $rd | ${ratio}× |"
     done

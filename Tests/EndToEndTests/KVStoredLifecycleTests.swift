@@ -61,6 +61,25 @@ struct KVStoredLifecycleTests {
         _ = store
     }
 
+    @Test("the socket gets the configured mode and group; an unknown group is refused")
+    func socketModeAndGroup() throws {
+        let dir = try TempDirectory()
+        guard let daemon = getgrnam("daemon") else { Issue.record("Debian's 'daemon' group is missing"); return }
+        let store = try StoreProcess(socketPath: dir.file("s"), arguments: ["--socket-mode", "0620", "--socket-group", "daemon"])
+        var info = stat()
+        #expect(stat(store.socketPath, &info) == 0)
+        #expect(info.st_mode & 0o777 == 0o620)
+        #expect(info.st_gid == daemon.pointee.gr_gid)
+
+        let refused = try run(Binaries.path("kv-stored"), ["--socket", dir.file("t"), "--socket-group", "no-such-group-kv"])
+        #expect(refused.status != 0)
+        #expect(refused.output.contains("socket group \"no-such-group-kv\" does not exist"), "\(refused.output)")
+        #expect(!FileManager.default.fileExists(atPath: dir.file("t")), "a refused start must not leave its socket behind")
+        let badMode = try run(Binaries.path("kv-stored"), ["--socket", dir.file("u"), "--socket-mode", "999"])
+        #expect(badMode.status != 0)
+        #expect(badMode.output.contains("--socket-mode must be an octal file mode"))
+    }
+
     @Test("an oversize frame is refused from its header and only that connection is closed")
     func oversizeFrame() throws {
         let dir = try TempDirectory()
