@@ -8,10 +8,10 @@ SWIFT ?= swift
 deps:
 	@scripts/install-deps.sh
 
-build:
+build: deps
 	$(SWIFT) build
 
-release:
+release: deps
 	$(SWIFT) build -c release
 
 # Unit, channel-level and end-to-end tests. The end-to-end suites start the real daemons,

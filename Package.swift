@@ -12,6 +12,7 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .executable(name: "kv-stored", targets: ["kv-stored"]),
+        .executable(name: "kv-fcgi", targets: ["kv-fcgi"]),
         .library(name: "KVCore", targets: ["KVCore"]),
         .library(name: "KVClient", targets: ["KVClient"]),
     ],
@@ -26,6 +27,26 @@ let package = Package(
     ],
     targets: [
         .target(name: "KVCore"),
+        .target(name: "KVDaemon"),
+        .target(name: "KVHTTP", dependencies: ["KVCore"]),
+        .systemLibrary(name: "CFastCGI", pkgConfig: "fcgi", providers: [.apt(["libfcgi-dev"])]),
+        .target(name: "FastCGI", dependencies: ["CFastCGI", .product(name: "Logging", package: "swift-log")]),
+        .target(
+            name: "KVFCGI",
+            dependencies: [
+                "FastCGI", "KVHTTP", "KVClient", "KVCore", "KVDaemon", "RESP",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "kv-fcgi",
+            dependencies: [
+                "KVFCGI", "KVCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .target(
             name: "RESP",
             dependencies: [.product(name: "NIOCore", package: "swift-nio")]
@@ -33,7 +54,7 @@ let package = Package(
         .target(
             name: "KVStore",
             dependencies: [
-                "KVCore", "RESP",
+                "KVCore", "KVDaemon", "RESP",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOExtras", package: "swift-nio-extras"),
@@ -47,7 +68,7 @@ let package = Package(
         .target(
             name: "KVClient",
             dependencies: [
-                "KVCore", "RESP",
+                "KVCore", "KVDaemon", "RESP",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "DequeModule", package: "swift-collections"),
@@ -64,6 +85,7 @@ let package = Package(
             ]
         ),
         .testTarget(name: "KVCoreTests", dependencies: ["KVCore"]),
+        .testTarget(name: "KVHTTPTests", dependencies: ["KVHTTP", "KVCore"]),
         .testTarget(
             name: "RESPTests",
             dependencies: [

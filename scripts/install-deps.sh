@@ -4,6 +4,8 @@
 set -euo pipefail
 
 packages=(
+  libfcgi-dev   # kv-fcgi is built on libfcgi
+  nginx-light   # the front of the stack, in `make run` and the end-to-end tests
   redis-tools   # redis-cli: end-to-end tests drive kv-stored with it
   redis-server  # the baseline bench/ measures kv-stored against
 )

@@ -1,4 +1,5 @@
 import KVCore
+import KVDaemon
 import NIOCore
 import RESP
 
@@ -187,7 +188,7 @@ public final class BlockingStoreClient {
         var timeout = timeval(tv_sec: timeoutMilliseconds / 1000, tv_usec: (timeoutMilliseconds % 1000) * 1000)
         setsockopt(socketFD, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         setsockopt(socketFD, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        guard var address = UnixSocketAddress(path: socketPath) else {
+        guard var address = UnixAddress(path: socketPath) else {
             close(socketFD)
             throw KVError(.storageUnavailable, "storage unavailable: socket path too long: \(socketPath)")
         }
@@ -213,26 +214,5 @@ public final class BlockingStoreClient {
         var ts = timespec()
         clock_gettime(CLOCK_MONOTONIC, &ts)
         return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000
-    }
-}
-
-/// A `sockaddr_un` for a path.
-struct UnixSocketAddress {
-    private var storage = sockaddr_un()
-
-    init?(path: String) {
-        let bytes = Array(path.utf8)
-        guard bytes.count < MemoryLayout.size(ofValue: storage.sun_path) else { return nil }
-        storage.sun_family = sa_family_t(AF_UNIX)
-        withUnsafeMutableBytes(of: &storage.sun_path) { raw in
-            raw.copyBytes(from: bytes)
-            raw[bytes.count] = 0
-        }
-    }
-
-    mutating func withSockaddr<T>(_ body: (UnsafePointer<sockaddr>, socklen_t) -> T) -> T {
-        withUnsafePointer(to: &storage) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
     }
 }

@@ -1,4 +1,5 @@
 import KVCore
+import KVDaemon
 import Logging
 import NIOCore
 import NIOExtras
@@ -36,10 +37,6 @@ public struct StoreServerConfiguration: Sendable {
     }
 }
 
-public struct StoreServerError: Error, CustomStringConvertible {
-    public var description: String
-}
-
 /// kv-stored as a service: binds its unix socket, serves until graceful shutdown, then stops
 /// accepting, answers what it has read, closes every connection and removes the socket.
 public final class StoreServer: Service, Sendable {
@@ -62,7 +59,7 @@ public final class StoreServer: Service, Sendable {
 
     public func run() async throws {
         // Checked before any thread starts, so a refusal is just an error message and exit 1.
-        try Self.removeStaleSocket(at: configuration.socketPath)
+        try SocketFile.removeStale(at: configuration.socketPath)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.threads))
         let store = Store(clock: clock, timerLoop: group.next())
         do {
@@ -108,7 +105,7 @@ public final class StoreServer: Service, Sendable {
             .get()
         defer { unlink(path) }
         do {
-            try Self.applyPermissions(path: path, mode: mode_t(configuration.socketMode), group: configuration.socketGroup)
+            try SocketFile.applyPermissions(path: path, mode: configuration.socketMode, group: configuration.socketGroup)
         } catch {
             quiesce.initiateShutdown(promise: nil)
             throw error
@@ -130,57 +127,5 @@ public final class StoreServer: Service, Sendable {
         let done = group.next().makePromise(of: Void.self)
         quiesce.initiateShutdown(promise: done)
         try? await done.futureResult.get()
-    }
-
-    /// A socket file left by a process that died is removed; a live server's socket, or a file
-    /// that is not a socket, is an error (never delete what we do not own).
-    static func removeStaleSocket(at path: String) throws {
-        var info = stat()
-        guard lstat(path, &info) == 0 else { return }
-        guard (info.st_mode & S_IFMT) == S_IFSOCK else {
-            throw StoreServerError(description: "\(path) exists and is not a socket; refusing to replace it")
-        }
-        if UnixSocket.isAcceptingConnections(path: path) {
-            throw StoreServerError(description: "another process is already serving on \(path)")
-        }
-        unlink(path)
-    }
-
-    static func applyPermissions(path: String, mode: mode_t, group: String?) throws {
-        if let group {
-            guard let entry = getgrnam(group) else {
-                throw StoreServerError(description: "socket group \"\(group)\" does not exist")
-            }
-            guard chown(path, uid_t.max, entry.pointee.gr_gid) == 0 else {
-                throw StoreServerError(description: "cannot give \(path) to group \(group): \(String(cString: strerror(errno)))")
-            }
-        }
-        guard chmod(path, mode) == 0 else {
-            throw StoreServerError(description: "cannot chmod \(path): \(String(cString: strerror(errno)))")
-        }
-    }
-}
-
-/// Small POSIX helpers for unix-domain sockets.
-enum UnixSocket {
-    /// Whether something accepts connections on `path` right now.
-    static func isAcceptingConnections(path: String) -> Bool {
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { return false }
-        defer { close(fd) }
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.utf8)
-        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else { return false }
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            raw.copyBytes(from: bytes)
-            raw[bytes.count] = 0
-        }
-        let result = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
-            }
-        }
-        return result == 0
     }
 }

@@ -1,0 +1,2 @@
+// libfcgi's thread-safe API (Debian libfcgi-dev).
+#include <fcgiapp.h>

@@ -1,0 +1,61 @@
+import CFastCGI
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The request a worker is answering: its FastCGI params, its body stream, its output stream.
+/// Valid only inside `FastCGIServer`'s handler call.
+public struct FastCGIRequest {
+    let raw: UnsafeMutablePointer<FCGX_Request>
+
+    /// A FastCGI param (`REQUEST_METHOD`, `REQUEST_URI`, `CONTENT_LENGTH`, …) as raw bytes.
+    public func paramBytes(_ name: String) -> [UInt8]? {
+        guard let value = FCGX_GetParam(name, raw.pointee.envp) else { return nil }
+        return Array(UnsafeRawBufferPointer(start: value, count: strlen(value)))
+    }
+
+    public func param(_ name: String) -> String? {
+        paramBytes(name).map { String(decoding: $0, as: UTF8.self) }
+    }
+
+    public enum BodyError: Error, Equatable {
+        /// The declared length is above the limit; nothing was read.
+        case tooLarge(Int)
+        /// The stream ended before the declared length.
+        case truncated(Int)
+    }
+
+    /// Reads the whole body (`CONTENT_LENGTH` bytes), refusing lengths above `limit` unread.
+    public func readBody(limit: Int) throws(BodyError) -> [UInt8] {
+        let declared = Int(param("CONTENT_LENGTH") ?? "") ?? 0
+        guard declared <= limit else { throw .tooLarge(declared) }
+        guard declared > 0 else { return [] }
+        var body = [UInt8](repeating: 0, count: declared)
+        var filled = 0
+        while filled < declared {
+            let n = body.withUnsafeMutableBytes { buffer in
+                let chunk = min(declared - filled, 1 << 20)
+                return FCGX_GetStr(buffer.baseAddress!.advanced(by: filled).assumingMemoryBound(to: CChar.self), Int32(chunk), raw.pointee.in)
+            }
+            if n <= 0 { throw .truncated(filled) }
+            filled += Int(n)
+        }
+        return body
+    }
+
+    /// Writes bytes to the response; false when nginx has gone away.
+    @discardableResult
+    public func write(_ bytes: [UInt8]) -> Bool {
+        var offset = 0
+        while offset < bytes.count {
+            let chunk = min(bytes.count - offset, 1 << 20)
+            let n = bytes.withUnsafeBytes { raw in
+                FCGX_PutStr(raw.baseAddress!.advanced(by: offset).assumingMemoryBound(to: CChar.self), Int32(chunk), self.raw.pointee.out)
+            }
+            if n < 0 { return false }
+            offset += chunk
+        }
+        return true
+    }
+}

@@ -1,0 +1,39 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A plain POSIX thread. Started from a library function on purpose: closures written in
+/// top-level `main.swift` code inherit main-actor isolation and trap when run on a pthread
+/// (see PLATFORM.md).
+public final class WorkerThread: @unchecked Sendable {
+    private var thread = pthread_t()
+    private let body: @Sendable () -> Void
+
+    private init(body: @escaping @Sendable () -> Void) {
+        self.body = body
+    }
+
+    /// Starts `body` on a new thread with a stack of `stackBytes`.
+    public static func start(stackBytes: Int = 1 << 20, _ body: @escaping @Sendable () -> Void) -> WorkerThread? {
+        let worker = WorkerThread(body: body)
+        var attributes = pthread_attr_t()
+        pthread_attr_init(&attributes)
+        defer { pthread_attr_destroy(&attributes) }
+        pthread_attr_setstacksize(&attributes, stackBytes)
+        let context = Unmanaged.passRetained(worker).toOpaque()
+        let result = pthread_create(&worker.thread, &attributes, { context in
+            let worker = Unmanaged<WorkerThread>.fromOpaque(context!).takeRetainedValue()
+            worker.body()
+            return nil
+        }, context)
+        guard result == 0 else {
+            Unmanaged<WorkerThread>.fromOpaque(context).release()
+            return nil
+        }
+        return worker
+    }
+
+    public func join() {
+        pthread_join(thread, nil)
+    }
+}

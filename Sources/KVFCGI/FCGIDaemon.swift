@@ -1,0 +1,59 @@
+import FastCGI
+import KVCore
+import KVDaemon
+import KVHTTP
+import Logging
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// kv-fcgi's settings.
+public struct FCGIConfiguration: Sendable {
+    /// Where to listen; nil means an inherited socket (systemd `LISTEN_FDS` or spawn-fcgi's fd 0).
+    public var socketPath: String?
+    public var socketMode: UInt32 = 0o660
+    public var socketGroup: String?
+    public var backlog: Int32 = 1024
+    public var storeSocket: String
+    public var threads = 16
+    public var limits = Limits()
+    public var storeTimeoutMilliseconds = 5000
+
+    public init(socketPath: String?, storeSocket: String) {
+        self.socketPath = socketPath
+        self.storeSocket = storeSocket
+    }
+}
+
+/// kv-fcgi's whole life: listen, serve with worker threads, stop cleanly on SIGTERM/SIGINT
+/// (in-flight requests finish, the socket is removed), exit.
+public enum FCGIDaemon {
+    public static func run(_ configuration: FCGIConfiguration, logger: Logger) throws {
+        TerminationSignals.block()
+        FastCGIServer.initialise()
+        let listenFD: Int32
+        if let path = configuration.socketPath {
+            listenFD = try SocketFile.listen(path: path, mode: configuration.socketMode, group: configuration.socketGroup, backlog: configuration.backlog)
+        } else if let inherited = FastCGIServer.inheritedListener() {
+            listenFD = inherited
+        } else {
+            throw FastCGIServer.SocketFailure("no --socket given and no inherited listening socket (LISTEN_FDS or fd 0)")
+        }
+        let api = StorageAPI(limits: configuration.limits)
+        let server = FastCGIServer(listenFD: listenFD, threads: configuration.threads, logger: logger) {
+            StorageWorker(api: api, storeSocket: configuration.storeSocket,
+                          storeTimeoutMilliseconds: configuration.storeTimeoutMilliseconds, logger: logger)
+        }
+        try server.start()
+        logger.notice("kv-fcgi ready", metadata: [
+            "socket": "\(configuration.socketPath ?? "inherited fd \(listenFD)")", "threads": "\(configuration.threads)",
+            "store": "\(configuration.storeSocket)",
+        ])
+        let signal = TerminationSignals.wait()
+        logger.notice("shutting down: finishing requests in flight", metadata: ["signal": "\(TerminationSignals.name(signal))"])
+        server.stop()
+        if let path = configuration.socketPath { unlink(path) }
+        logger.notice("kv-fcgi stopped")
+    }
+}

@@ -1,0 +1,163 @@
+import KVCore
+import Testing
+@testable import KVHTTP
+
+/// An in-memory store, so the HTTP rules are tested without sockets.
+final class MemoryStore: KeyValueStore {
+    var values: [[UInt8]: [UInt8]] = [:]
+    var ttls: [[UInt8]: TTL] = [:]
+    var failure: KVError?
+
+    func get(_ key: [UInt8]) throws(KVError) -> [UInt8]? {
+        if let failure { throw failure }
+        return values[key]
+    }
+
+    func set(_ key: [UInt8], value: [UInt8], ttl: TTL?) throws(KVError) {
+        if let failure { throw failure }
+        values[key] = value
+        ttls[key] = ttl
+    }
+
+    func delete(_ key: [UInt8]) throws(KVError) -> Bool {
+        if let failure { throw failure }
+        return values.removeValue(forKey: key) != nil
+    }
+}
+
+@Suite("HTTP API rules")
+struct StorageAPITests {
+    let api = StorageAPI(limits: Limits(maxKeyBytes: 64, maxValueBytes: 1024))
+
+    func call(_ store: MemoryStore, _ method: String, _ uri: String, _ body: String = "") -> HTTPResponse {
+        api.handle(HTTPRequest(method: method, uri: uri, body: body), store: store)
+    }
+
+    @Test("POST stores the value exactly as written; GET returns it wrapped; HEAD has no body", arguments: [
+        #"123456789012345678901234567890"#, "1.0", "1", "true", "null", #""h\u00e9\n\"""#, #"{"a":[1,{"b":null}]}"#, "[]", "-0.5e-7",
+    ])
+    func roundTrip(value: String) {
+        let store = MemoryStore()
+        #expect(call(store, "POST", "/storage/k", "{ \"value\" : \(value) }").status == 202)
+        let get = call(store, "GET", "/storage/k")
+        #expect(get.status == 200)
+        #expect(get.header("Content-Type") == "application/json")
+        #expect(get.bodyText == "{\"value\":\(value)}")
+        let head = call(store, "HEAD", "/storage/k")
+        #expect(head.status == 200 && head.body.isEmpty && head.header("Content-Length") == String(get.body.count))
+    }
+
+    @Test("a missing key is 204 with an empty body; DELETE is always 200")
+    func missingAndDelete() {
+        let store = MemoryStore()
+        let missing = call(store, "GET", "/storage/nothing")
+        #expect(missing.status == 204 && missing.body.isEmpty)
+        #expect(call(store, "DELETE", "/storage/nothing").status == 200)
+        _ = call(store, "POST", "/storage/k", #"{"value":1}"#)
+        #expect(call(store, "DELETE", "/storage/k").status == 200)
+        #expect(call(store, "GET", "/storage/k").status == 204)
+    }
+
+    @Test("the key is the raw path after /storage/, up to '?', percent-decoded once", arguments: [
+        ("/storage/a/b", "a/b"), ("/storage/a%2Fb", "a/b"), ("/storage/%2541", "%41"), ("/storage/a?x=1", "a"),
+        ("/storage/a%20b", "a b"), ("/storage/%D0%BA%D0%BB%D1%8E%D1%87", "ключ"), ("/storage/a+b", "a+b"),
+        ("/storage/..%2F..", "../.."), ("/storage//x", "/x"), ("/storage/a%3Fb?c", "a?b"),
+    ])
+    func keys(uri: String, key: String) {
+        let store = MemoryStore()
+        #expect(call(store, "POST", uri, #"{"value":1}"#).status == 202)
+        #expect(store.values[Array(key.utf8)] == Array("1".utf8), "\(uri) → \(store.values.keys.map { String(decoding: $0, as: UTF8.self) })")
+    }
+
+    @Test("bad keys are 400 (or 413 over the limit) and store nothing", arguments: [
+        ("/storage/", 400), ("/storage/?a", 400), ("/storage/%FF", 400), ("/storage/%zz", 400), ("/storage/a%2", 400),
+        ("/storage/" + String(repeating: "k", count: 65), 413), ("/other/a", 400),
+    ])
+    func badKeys(uri: String, status: Int) {
+        let store = MemoryStore()
+        let response = call(store, "POST", uri, #"{"value":1}"#)
+        #expect(response.status == status)
+        #expect(response.bodyText.hasPrefix(#"{"error":""#))
+        #expect(store.values.isEmpty)
+        #expect(call(store, "GET", uri).status == status)
+    }
+
+    @Test("bad bodies are 400 with a message that says what is wrong, and store nothing", arguments: [
+        ("", "invalid JSON"), ("[1]", "must be a JSON object"), ("1", "must be a JSON object"), (#"{"ttl":5}"#, #"\"value\" is required"#),
+        (#"{"value":1,}"#, "invalid JSON"), (#"{"value":NaN}"#, "invalid JSON"), (#"{"value":"\ud800"}"#, "surrogate"),
+        (#"{"value":1, "ttl": 0}"#, "ttl: must be greater than 0"), (#"{"value":1, "ttl": -5}"#, "greater than 0"),
+        (#"{"value":1, "ttl": "10 parsecs"}"#, #"ttl: unknown unit \"parsecs\""#), (#"{"value":1, "ttl": true}"#, "ttl: must be a number"),
+        (#"{"value":1, "ttl": [1]}"#, "ttl: must be a number"), (#"{"value":1, "ttl": "1h,,2m"}"#, "ttl:"),
+        (#"{"value":1, "ttl": 3155760000001}"#, "100 years"), (#"{"value":1,"value":2}"#, "duplicate"),
+    ])
+    func badBodies(body: String, message: String) {
+        let store = MemoryStore()
+        let response = call(store, "POST", "/storage/k", body)
+        #expect(response.status == 400)
+        #expect(response.header("Content-Type") == "application/json")
+        #expect(response.bodyText.contains(message), "\(response.bodyText)")
+        #expect(store.values.isEmpty)
+    }
+
+    @Test("TTL numbers and strings reach the store; null or absent means none; unknown members are ignored")
+    func ttls() {
+        let store = MemoryStore()
+        _ = call(store, "POST", "/storage/a", #"{"value":1,"ttl":1500}"#)
+        _ = call(store, "POST", "/storage/b", #"{"value":1,"ttl":"10 hours 1m 5s"}"#)
+        _ = call(store, "POST", "/storage/c", #"{"value":1,"ttl":null,"extra":{"x":1}}"#)
+        _ = call(store, "POST", "/storage/d", #"{"value":1,"ttl":0.5}"#)
+        #expect(store.ttls[Array("a".utf8)]?.milliseconds == 1500)
+        #expect(store.ttls[Array("b".utf8)]?.milliseconds == 36_065_000)
+        #expect(store.ttls[Array("c".utf8)] == nil && store.values[Array("c".utf8)] != nil)
+        #expect(store.ttls[Array("d".utf8)]?.milliseconds == 1)
+    }
+
+    @Test("a value over the limit is 413 and nothing is stored")
+    func valueTooLarge() {
+        let store = MemoryStore()
+        let big = "\"" + String(repeating: "x", count: 1100) + "\""
+        #expect(call(store, "POST", "/storage/k", "{\"value\":\(big)}").status == 413)
+        #expect(store.values.isEmpty)
+    }
+
+    @Test("other methods are 405 with Allow", arguments: ["PUT", "PATCH", "OPTIONS", "TRACE", "FOO"])
+    func methods(method: String) {
+        let response = call(MemoryStore(), method, "/storage/k")
+        #expect(response.status == 405)
+        #expect(response.header("Allow") == "GET, HEAD, POST, DELETE")
+    }
+
+    @Test("storage unreachable is 503 with a JSON error")
+    func unavailable() {
+        let store = MemoryStore()
+        store.failure = KVError(.storageUnavailable, "storage unavailable: connection refused")
+        for method in ["GET", "POST", "DELETE"] {
+            let response = call(store, method, "/storage/k", #"{"value":1}"#)
+            #expect(response.status == 503)
+            #expect(response.bodyText == #"{"error":"storage unavailable: connection refused"}"#)
+        }
+    }
+
+    @Test("every error code maps to one status")
+    func statusMapping() {
+        let expected: [KVError.Code: Int] = [
+            .invalidKey: 400, .invalidJSON: 400, .invalidRequest: 400, .invalidTTL: 400,
+            .tooLarge: 413, .storageUnavailable: 503, .storageError: 500,
+        ]
+        for code in KVError.Code.allCases { #expect(StorageAPI.status(for: code) == expected[code]) }
+    }
+
+    @Test("error messages are valid JSON strings whatever they contain")
+    func errorEscaping() throws {
+        let response = StorageAPI.errorResponse(status: 400, message: "a \"quote\" \\ and\nnewline \u{01} é")
+        let document = try JSONReader().read(response.body)
+        #expect(document.string(try #require(document.root[member: "error"])) == "a \"quote\" \\ and\nnewline \u{01} é")
+    }
+
+    @Test("the CGI head carries the status line and headers")
+    func cgiHead() {
+        let head = StorageAPI.errorResponse(status: 503, message: "x").cgiHead
+        #expect(head.hasPrefix("Status: 503 Service Unavailable\r\nContent-Type: application/json\r\n"))
+        #expect(head.hasSuffix("\r\n\r\n"))
+    }
+}
