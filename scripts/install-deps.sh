@@ -8,6 +8,7 @@ packages=(
   nginx-light   # the front of the stack, in `make run` and the end-to-end tests
   redis-tools   # redis-cli: end-to-end tests drive kv-stored with it
   redis-server  # the baseline bench/ measures kv-stored against
+  curl          # make run waits for the stack with it and shows how to use it
 )
 
 missing=()

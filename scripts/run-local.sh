@@ -1,31 +1,66 @@
 #!/usr/bin/env bash
-# The local stack for `make run`: release binaries, sockets and logs under RUN_DIR,
-# logs in this terminal, and every process stopped on Ctrl-C or SIGTERM.
+# The local stack for `make run`: kv-stored, kv-fcgi and nginx (the production site file with
+# local socket paths and port), release binaries, everything under RUN_DIR, logs in this
+# terminal, and every process stopped on Ctrl-C or SIGTERM.
 set -euo pipefail
 run_dir=${1:?run directory}
 port=${2:-8080}
-bin=$(swift build -c release --show-bin-path)
+here=$(cd "$(dirname "$0")/.." && pwd)
+bin=$(cd "$here" && swift build -c release --show-bin-path)
 mkdir -p "$run_dir"
+chmod 755 "$run_dir"   # nginx's workers must reach the sockets in it
+for s in kv-stored.sock kv-fcgi.sock; do
+  [ -S "$run_dir/$s" ] && { echo "$run_dir/$s exists: is another 'make run' still running?" >&2; }
+done
+
+group_args=()
+[ "$(id -u)" -eq 0 ] && group_args=(--socket-group nogroup)   # as in production: nginx reaches the sockets through their group
 
 pids=()
 stop() {
   trap - INT TERM EXIT
+  echo "stopping..."
+  [ -f "$run_dir/nginx/nginx.pid" ] && nginx -p "$run_dir/nginx" -c "$run_dir/nginx.conf" -s quit 2>/dev/null || true
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
   echo "stopped."
 }
 trap stop INT TERM EXIT
 
-"$bin/kv-stored" --socket "$run_dir/kv-stored.sock" &
+wait_for_socket() {
+  for _ in $(seq 1 200); do [ -S "$1" ] && return 0; sleep 0.05; done
+  echo "timed out waiting for $1" >&2
+  exit 1
+}
+
+"$bin/kv-stored" --socket "$run_dir/kv-stored.sock" "${group_args[@]}" &
+pids+=($!)
+wait_for_socket "$run_dir/kv-stored.sock"
+
+"$bin/kv-fcgi" --socket "$run_dir/kv-fcgi.sock" --store "$run_dir/kv-stored.sock" "${group_args[@]}" &
+pids+=($!)
+wait_for_socket "$run_dir/kv-fcgi.sock"
+
+"$here/scripts/nginx-local-conf.sh" "$run_dir" "$port" > "$run_dir/nginx.conf"
+nginx -t -q -p "$run_dir/nginx" -c "$run_dir/nginx.conf"
+nginx -p "$run_dir/nginx" -c "$run_dir/nginx.conf" -g 'daemon off;' &
+pids+=($!)
+tail -n 0 -F "$run_dir/nginx/error.log" 2>/dev/null &
 pids+=($!)
 
-for _ in $(seq 1 100); do [ -S "$run_dir/kv-stored.sock" ] && break; sleep 0.05; done
+for _ in $(seq 1 100); do
+  curl -s -o /dev/null "http://127.0.0.1:$port/storage/ready" 2>/dev/null && break
+  sleep 0.05
+done
 cat <<MSG
 
-kv-stored is listening on $run_dir/kv-stored.sock
-  redis-cli -s $run_dir/kv-stored.sock set greeting '"hello"'
-  redis-cli -s $run_dir/kv-stored.sock get greeting
-(HTTP on 127.0.0.1:$port arrives with kv-fcgi and nginx; see README.)
-Ctrl-C stops it.
+KvServer is running on http://127.0.0.1:$port  (files in $run_dir)
+  curl -i -X POST -d '{"value": {"hello": "world"}, "ttl": "1h"}' http://127.0.0.1:$port/storage/greeting
+  curl -i http://127.0.0.1:$port/storage/greeting
+  curl -i -X DELETE http://127.0.0.1:$port/storage/greeting
+  redis-cli -s $run_dir/kv-stored.sock info keyspace
+Ctrl-C stops everything.
+
 MSG
-wait
+wait -n "${pids[@]}"
+echo "a process of the stack exited; stopping the rest" >&2

@@ -36,11 +36,11 @@ public struct StorageAPI: Sendable {
                 let key = try StorageKeyPath.key(fromRequestURI: request.requestURI, limits: limits)
                 let (value, ttl) = try parseWrite(request.body)
                 try store.set(key, value: value, ttl: ttl)
-                return HTTPResponse(status: 202)
+                return Self.empty(202)
             case "DELETE":
                 let key = try StorageKeyPath.key(fromRequestURI: request.requestURI, limits: limits)
                 _ = try store.delete(key)
-                return HTTPResponse(status: 200)
+                return Self.empty(200)
             default:
                 var response = Self.errorResponse(status: 405, message: "method \(request.method) is not allowed; use \(Self.allowedMethods)")
                 response.headers.append(("Allow", Self.allowedMethods))
@@ -82,6 +82,11 @@ public struct StorageAPI: Sendable {
         default:
             throw KVError(.invalidTTL, "ttl: must be a number of milliseconds or a duration string, not \(member.kind.rawValue)")
         }
+    }
+
+    /// A response with an empty body, said explicitly so nginx does not fall back to chunking.
+    static func empty(_ status: Int) -> HTTPResponse {
+        HTTPResponse(status: status, headers: [("Content-Length", "0")])
     }
 
     /// The one mapping from error codes to HTTP statuses.

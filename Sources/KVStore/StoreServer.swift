@@ -84,6 +84,8 @@ public final class StoreServer: Service, Sendable {
         let configuration = self.configuration
         let logger = self.logger
         let path = configuration.socketPath
+        // Bound at a staging name and renamed into place once its mode and group are set.
+        let staged = SocketFile.stagingPath(for: path)
 
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)
@@ -101,15 +103,15 @@ public final class StoreServer: Service, Sendable {
                             outboxLimits: configuration.outboxLimits, logger: logger))
                 }
             }
-            .bind(unixDomainSocketPath: path, cleanupExistingSocketFile: false)
+            .bind(unixDomainSocketPath: staged, cleanupExistingSocketFile: true)
             .get()
-        defer { unlink(path) }
         do {
-            try SocketFile.applyPermissions(path: path, mode: configuration.socketMode, group: configuration.socketGroup)
+            try SocketFile.publish(staged: staged, at: path, mode: configuration.socketMode, group: configuration.socketGroup)
         } catch {
             quiesce.initiateShutdown(promise: nil)
             throw error
         }
+        defer { unlink(path) }
         logger.notice("kv-stored ready", metadata: [
             "socket": "\(path)", "threads": "\(configuration.threads)",
             "kv.max_key_bytes": "\(configuration.limits.maxKeyBytes)",

@@ -1,0 +1,210 @@
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Every HTTP rule of API.md, through the real nginx, kv-fcgi and kv-stored.
+@Suite("HTTP API through nginx")
+struct HTTPAPITests {
+    func cli(_ stack: HTTPStack, _ args: String...) throws -> String {
+        try run("redis-cli", ["-s", stack.storeSocket] + args).output.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    @Test("each JSON type round-trips exactly; HEAD, 204 and DELETE behave as documented")
+    func roundTrips() throws {
+        let stack = try HTTPStack()
+        let http = stack.client()
+        let values = [
+            "123456789012345678901234567890", "1.0", "1", "-0.5e-7", "true", "false", "null", #""h\u00e9 \"q\" \n 😀""#,
+            #"{"a":[1,2,{"b":null}],"c":{}}"#, "[]", #""""#,
+        ]
+        for (i, value) in values.enumerated() {
+            let post = try http.send("POST", "/storage/v\(i)", json: "{ \"value\" : \(value) , \"unknown\": [1] }")
+            #expect(post.status == 202, "\(post)")
+            let get = try http.send("GET", "/storage/v\(i)")
+            #expect(get.status == 200)
+            #expect(get.headers["content-type"] == "application/json")
+            #expect(get.text == "{\"value\":\(value)}")
+            let head = try http.send("HEAD", "/storage/v\(i)")
+            #expect(head.status == 200 && head.body.isEmpty)
+        }
+        // Whitespace outside strings is dropped; inside strings it is kept.
+        _ = try http.send("POST", "/storage/ws", json: "{\"value\": { \"a b\" : [ 1 ,\n 2 ] } }")
+        #expect(try http.send("GET", "/storage/ws").text == #"{"value":{"a b":[1,2]}}"#)
+
+        let missing = try http.send("GET", "/storage/missing")
+        #expect(missing.status == 204 && missing.body.isEmpty)
+        #expect(try http.send("DELETE", "/storage/missing").status == 200)
+        #expect(try http.send("DELETE", "/storage/v0").status == 200)
+        #expect(try http.send("GET", "/storage/v0").status == 204)
+        #expect(try http.send("GET", "/storage/v1?ignored=1").text == #"{"value":1.0}"#)
+    }
+
+    @Test("bad bodies and bad TTLs are 400 with a JSON error, and nothing is stored")
+    func badRequests() throws {
+        let stack = try HTTPStack()
+        let http = stack.client()
+        let bodies = [
+            "", "not json", "[1]", #"{"ttl":1}"#, #"{"value":1,}"#, #"{"value":NaN}"#, #"{"value":"\ud800"}"#,
+            #"{"value":1,"ttl":0}"#, #"{"value":1,"ttl":-1}"#, #"{"value":1,"ttl":"10 parsecs"}"#, #"{"value":1,"ttl":"1h,,2m"}"#,
+            #"{"value":1,"ttl":true}"#, #"{"value":1,"ttl":"101y"}"#, #"{"value":1} trailing"#,
+            String(repeating: "[", count: 600) + String(repeating: "]", count: 600),
+        ]
+        for body in bodies {
+            let response = try http.send("POST", "/storage/k", json: body)
+            #expect(response.status == 400, "\(body.prefix(40)) → \(response)")
+            #expect(response.headers["content-type"] == "application/json")
+            #expect(response.text.hasPrefix(#"{"error":""#))
+        }
+        #expect(try http.send("POST", "/storage/k", json: #"{"value":1,"ttl":"10 parsecs"}"#).text.contains(#"unknown unit \"parsecs\""#))
+        #expect(try cli(stack, "dbsize") == "0")
+    }
+
+    @Test("TTL numbers and strings expire; a plain write clears the TTL")
+    func ttl() throws {
+        let stack = try HTTPStack()
+        let http = stack.client()
+        #expect(try http.send("POST", "/storage/n", json: #"{"value":1,"ttl":150}"#).status == 202)
+        #expect(try http.send("POST", "/storage/s", json: #"{"value":2,"ttl":"0.2s"}"#).status == 202)
+        #expect(try http.send("GET", "/storage/n").status == 200)
+        #expect(eventually { (try? http.send("GET", "/storage/n").status) == 204 })
+        #expect(eventually { (try? http.send("GET", "/storage/s").status) == 204 })
+
+        #expect(try http.send("POST", "/storage/c", json: #"{"value":1,"ttl":"10 hours 1m 5s"}"#).status == 202)
+        let pttl = Int(try cli(stack, "pttl", "c")) ?? 0
+        #expect(pttl > 36_000_000 && pttl <= 36_065_000)
+        #expect(try http.send("POST", "/storage/c", json: #"{"value":2}"#).status == 202)
+        #expect(try cli(stack, "pttl", "c") == "-1")
+        #expect(try http.send("POST", "/storage/c", json: #"{"value":3,"ttl":null}"#).status == 202)
+        #expect(try cli(stack, "pttl", "c") == "-1")
+    }
+
+    @Test("unusual keys: the raw path after /storage/, decoded once, shared with kv-stored's key space")
+    func keys() throws {
+        let stack = try HTTPStack()
+        let http = stack.client()
+        let cases: [(target: String, key: String)] = [
+            ("/storage/a%2Fb", "a/b"), ("/storage/%2541", "%41"), ("/storage/with%20space", "with space"),
+            ("/storage/%D0%BA%D0%BB%D1%8E%D1%87", "ключ"), ("/storage/x/../y", "x/../y"), ("/storage//lead", "/lead"),
+            ("/storage/q%3Fmark?query=1", "q?mark"), ("/storage/plus+sign", "plus+sign"),
+        ]
+        for (i, c) in cases.enumerated() {
+            #expect(try http.send("POST", c.target, json: "{\"value\":\(i)}").status == 202, "\(c.target)")
+            #expect(try cli(stack, "get", c.key) == String(i), "\(c.target) should be the key \(c.key)")
+        }
+        // Raw '/' and '%2F' name the same key; '%2541' is not '%41'.
+        #expect(try http.send("GET", "/storage/a/b").text == #"{"value":0}"#)
+        #expect(try http.send("GET", "/storage/%41").status == 204)
+        // Raw UTF-8 bytes in the request line work like their percent-encoding.
+        #expect(try http.send("GET", Array("/storage/ключ".utf8)).text == #"{"value":3}"#)
+
+        let long = String(repeating: "k", count: 32 << 10)
+        #expect(try http.send("POST", "/storage/" + long, json: #"{"value":"long"}"#).status == 202)
+        #expect(try http.send("GET", "/storage/" + long).text == #"{"value":"long"}"#)
+
+        for bad in ["/storage/", "/storage/%FF", "/storage/%C3%28", "/storage/%zz", "/storage/?only=query"] {
+            let response = try http.send("GET", bad)
+            #expect(response.status == 400, "\(bad) → \(response)")
+        }
+        #expect(try http.send("GET", [UInt8]("/storage/".utf8) + [0xFF]).status == 400)
+    }
+
+    @Test("an 8 MiB value round-trips; 405 with Allow; 413 over the limits")
+    func sizesAndMethods() throws {
+        let stack = try HTTPStack(fcgiArguments: ["--max-key-bytes", "40000", "--max-value-bytes", String(9 << 20)])
+        let http = stack.client()
+        let big = "\"" + String(repeating: "0123456789abcdef", count: (8 << 20) / 16) + "\""
+        #expect(try http.send("POST", "/storage/big", json: "{\"value\":\(big)}").status == 202)
+        let get = try http.send("GET", "/storage/big")
+        #expect(get.status == 200)
+        #expect(get.body.count == big.utf8.count + 10)
+        #expect(get.text.hasSuffix("cdef\"}"))
+
+        for method in ["PUT", "PATCH", "OPTIONS"] {
+            let response = try http.send(method, "/storage/big")
+            #expect(response.status == 405)
+            #expect(response.headers["allow"] == "GET, HEAD, POST, DELETE")
+        }
+        // Over kv-fcgi's value limit.
+        let tooBig = "\"" + String(repeating: "x", count: 10 << 20) + "\""
+        let refused = try http.send("POST", "/storage/tooBig", json: "{\"value\":\(tooBig)}")
+        #expect(refused.status == 413, "\(refused)")
+        // Over kv-fcgi's key limit, and over what nginx accepts in a request line.
+        #expect(try http.send("GET", "/storage/" + String(repeating: "k", count: 40_001)).status == 413)
+        let overNginx = try http.send("GET", "/storage/" + String(repeating: "k", count: 70_000))
+        #expect(overNginx.status == 413)
+        #expect(overNginx.text.contains("larger than the configured limit"))
+        #expect(try http.send("GET", "/storage/tooBig").status == 204)
+    }
+
+    @Test("503 with a JSON error while kv-stored is down, and recovery without a restart when it returns")
+    func storageDown() throws {
+        let stack = try HTTPStack()
+        let http = stack.client()
+        #expect(try http.send("POST", "/storage/k", json: #"{"value":1}"#).status == 202)
+        stack.store?.terminate()
+        stack.store = nil
+        for method in ["GET", "POST", "DELETE"] {
+            let start = Date()
+            let response = try http.send(method, "/storage/k", json: #"{"value":2}"#)
+            #expect(response.status == 503, "\(response)")
+            #expect(response.text.contains("storage unavailable"))
+            #expect(Date().timeIntervalSince(start) < 5, "503 must come at once, not after a timeout")
+        }
+        try stack.restartStore()
+        #expect(eventually(within: 10) { (try? http.send("POST", "/storage/k", json: #"{"value":3}"#).status) == 202 })
+        #expect(eventually(within: 10) { (try? http.send("GET", "/storage/k").text) == #"{"value":3}"# })
+    }
+
+    @Test("8× more concurrent requests than kv-fcgi threads all complete; concurrent writers leave one of their values")
+    func concurrency() throws {
+        let stack = try HTTPStack(fcgiThreads: 4)
+        let http = stack.client()
+        let value = "\"" + String(repeating: "v", count: 256 << 10) + "\""
+        let writes = try (0..<32).map { i in try http.start("POST", "/storage/c\(i)", json: "{\"value\":\(value)}") }
+        for pending in writes { #expect(try pending.finish().status == 202) }
+        let reads = try (0..<32).map { i in try http.start("GET", Array("/storage/c\(i)".utf8)) }
+        for pending in reads {
+            let response = try pending.finish()
+            #expect(response.status == 200 && response.body.count == value.utf8.count + 10)
+        }
+        let writers = try (0..<24).map { i in try http.start("POST", "/storage/same", json: "{\"value\":\(i)}") }
+        for pending in writers { #expect(try pending.finish().status == 202) }
+        let final = try http.send("GET", "/storage/same").text
+        #expect((0..<24).map { "{\"value\":\($0)}" }.contains(final))
+    }
+
+    @Test("kv-fcgi stops promptly and cleanly on SIGTERM, and nginx answers 503 meanwhile")
+    func fcgiStops() throws {
+        let stack = try HTTPStack()
+        let http = stack.client()
+        #expect(try http.send("POST", "/storage/k", json: #"{"value":1}"#).status == 202)
+        let stopped = try #require(stack.fcgi).terminate()
+        #expect(stopped.status == 0, "\(stack.fcgi?.log ?? "")")
+        #expect(stopped.seconds < 2, "took \(stopped.seconds) s")
+        #expect(!FileManager.default.fileExists(atPath: stack.fcgiSocket))
+        #expect(stack.fcgi?.log.contains("kv-fcgi stopped") == true)
+        let down = try http.send("GET", "/storage/k")
+        #expect(down.status == 503 && down.text.contains("kv-fcgi"))
+        try stack.startFCGI()
+        #expect(try http.send("GET", "/storage/k").text == #"{"value":1}"#)
+    }
+
+    @Test("nginx -t accepts the production site file as shipped")
+    func nginxConfigChecks() throws {
+        let dir = try TempDirectory()
+        let site = Binaries.packageRoot.appendingPathComponent("nginx/kvserver.conf").path
+        let wrapper = """
+            pid \(dir.path)/nginx.pid;
+            error_log \(dir.path)/error.log;
+            events {}
+            http { include \(site); }
+            """
+        try wrapper.write(toFile: dir.file("nginx.conf"), atomically: true, encoding: .utf8)
+        let check = try run("/usr/sbin/nginx", ["-t", "-p", dir.path, "-c", dir.file("nginx.conf")])
+        #expect(check.status == 0, "\(check.output)")
+        #expect(check.output.contains("test is successful"))
+    }
+}

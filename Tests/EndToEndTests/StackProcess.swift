@@ -1,0 +1,239 @@
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A free TCP port on 127.0.0.1 (bound and released; the kernel does not hand it out again at once).
+func freeLoopbackPort() throws -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    address.sin_port = 0
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let bound = withUnsafeMutablePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
+    }
+    guard bound else { throw POSIXFailure(what: "bind 127.0.0.1:0") }
+    return Int(UInt16(bigEndian: address.sin_port))
+}
+
+/// A child process with its stderr in a log file.
+final class DaemonProcess {
+    let process = Process()
+    let logPath: String
+
+    init(_ executable: String, _ arguments: [String], logPath: String) throws {
+        self.logPath = logPath
+        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        process.standardError = FileHandle(forWritingAtPath: logPath)
+        process.standardOutput = FileHandle(forWritingAtPath: logPath)
+        try process.run()
+    }
+
+    var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+
+    @discardableResult
+    func terminate() -> (status: Int32, seconds: Double) {
+        guard process.isRunning else { return (process.terminationStatus, 0) }
+        let start = Date()
+        process.terminate()
+        process.waitUntilExit()
+        return (process.terminationStatus, Date().timeIntervalSince(start))
+    }
+
+    deinit {
+        if process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
+    }
+}
+
+/// The whole HTTP stack as users deploy it: kv-stored, kv-fcgi and a real nginx running the
+/// production site file (socket folder and port substituted by scripts/nginx-local-conf.sh,
+/// the same generator `make run` uses), on a free loopback port.
+final class HTTPStack {
+    let dir: TempDirectory
+    let port: Int
+    var store: StoreProcess?
+    var fcgi: DaemonProcess?
+    var nginx: DaemonProcess?
+    let fcgiThreads: Int
+    let groupArguments: [String]
+
+    var storeSocket: String { dir.file("kv-stored.sock") }
+    var fcgiSocket: String { dir.file("kv-fcgi.sock") }
+
+    init(fcgiThreads: Int = 4, fcgiArguments: [String] = []) throws {
+        dir = try TempDirectory()
+        chmod(dir.path, 0o755)  // nginx's workers (nobody when we are root) must reach the sockets
+        port = try freeLoopbackPort()
+        self.fcgiThreads = fcgiThreads
+        groupArguments = getuid() == 0 ? ["--socket-group", "nogroup"] : []
+        store = try StoreProcess(socketPath: storeSocket, arguments: groupArguments)
+        try startFCGI(fcgiArguments)
+
+        let generator = Binaries.packageRoot.appendingPathComponent("scripts/nginx-local-conf.sh").path
+        let conf = try run(generator, [dir.path, String(port)])
+        #expect(conf.status == 0, "\(conf.output)")
+        try conf.output.write(toFile: dir.file("nginx.conf"), atomically: true, encoding: .utf8)
+        nginx = try DaemonProcess("/usr/sbin/nginx", ["-p", dir.file("nginx"), "-c", dir.file("nginx.conf"), "-g", "daemon off;"],
+                                  logPath: dir.file("nginx.out"))
+        let ready = eventually(within: 20) {
+            (try? HTTPClient(port: port).send("GET", "/storage/.ready"))?.status == 204
+        }
+        guard ready else { throw StartFailure(description: "the stack did not answer: \(nginxLog)\n\(fcgi?.log ?? "")") }
+    }
+
+    func startFCGI(_ extra: [String] = []) throws {
+        fcgi = try DaemonProcess(
+            Binaries.path("kv-fcgi"),
+            ["--socket", fcgiSocket, "--store", storeSocket, "--threads", String(fcgiThreads), "--log-level", "debug"] + groupArguments + extra,
+            logPath: dir.file("kv-fcgi.log"))
+        guard eventually(within: 20, { isAccepting(fcgiSocket) }) else {
+            throw StartFailure(description: "kv-fcgi did not start: \(fcgi?.log ?? "")")
+        }
+    }
+
+    func restartStore() throws {
+        store = try StoreProcess(socketPath: storeSocket, arguments: groupArguments)
+    }
+
+    var nginxLog: String { (try? String(contentsOfFile: dir.file("nginx/error.log"), encoding: .utf8)) ?? "" }
+
+    struct StartFailure: Error, CustomStringConvertible { var description: String }
+
+    func client() -> HTTPClient { HTTPClient(port: port) }
+
+    deinit {
+        nginx?.terminate()
+        fcgi?.terminate()
+        store?.terminate()
+    }
+}
+
+extension Binaries {
+    static var packageRoot: URL {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    }
+}
+
+/// A deliberately raw HTTP/1.1 client: it sends the request target byte for byte (URLSession
+/// would normalise `%2541` or `/a/../b`), one connection per request.
+struct HTTPClient {
+    let port: Int
+
+    struct Response: CustomStringConvertible {
+        var status: Int
+        var headers: [String: String]
+        var body: [UInt8]
+        var text: String { String(decoding: body, as: UTF8.self) }
+        var description: String { "\(status) \(headers) \(text.prefix(300))" }
+    }
+
+    func send(_ method: String, _ target: String, body: [UInt8]? = nil, headers: [String: String] = [:]) throws -> Response {
+        try send(method, Array(target.utf8), body: body, headers: headers)
+    }
+
+    func send(_ method: String, _ target: String, json: String) throws -> Response {
+        try send(method, Array(target.utf8), body: Array(json.utf8))
+    }
+
+    func send(_ method: String, _ target: [UInt8], body: [UInt8]? = nil, headers: [String: String] = [:]) throws -> Response {
+        try start(method, target, body: body, headers: headers).finish()
+    }
+
+    /// A request fully written, its response not yet read: many of these at once are many
+    /// requests in flight at the server, without any client-side threads.
+    final class Pending {
+        let fd: Int32
+        let isHead: Bool
+        init(fd: Int32, isHead: Bool) { self.fd = fd; self.isHead = isHead }
+        deinit { close(fd) }
+
+        func finish() throws -> Response {
+            var received: [UInt8] = []
+            var chunk = [UInt8](repeating: 0, count: 1 << 16)
+            while true {
+                let n = recv(fd, &chunk, chunk.count, 0)
+                if n < 0 { throw POSIXFailure(what: "recv") }
+                if n == 0 { break }
+                received += chunk[0..<n]
+            }
+            return try HTTPClient.parse(received, isHead: isHead)
+        }
+    }
+
+    func start(_ method: String, _ target: String, json: String) throws -> Pending {
+        try start(method, Array(target.utf8), body: Array(json.utf8))
+    }
+
+    func start(_ method: String, _ target: [UInt8], body: [UInt8]? = nil, headers: [String: String] = [:]) throws -> Pending {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw POSIXFailure(what: "socket") }
+        let pending = Pending(fd: fd, isHead: method == "HEAD")
+        var timeout = timeval(tv_sec: 30, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = UInt16(port).bigEndian
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard connected == 0 else { throw POSIXFailure(what: "connect 127.0.0.1:\(port)") }
+        var head = Array("\(method) ".utf8) + target + Array(" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n".utf8)
+        for (name, value) in headers { head += Array("\(name): \(value)\r\n".utf8) }
+        if let body { head += Array("Content-Length: \(body.count)\r\n".utf8) }
+        head += Array("\r\n".utf8)
+        try sendAll(fd, head)
+        if let body { try sendAll(fd, body) }
+        return pending
+    }
+
+    private func sendAll(_ fd: Int32, _ bytes: [UInt8]) throws {
+        var offset = 0
+        while offset < bytes.count {
+            let n = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress! + offset, bytes.count - offset, Int32(MSG_NOSIGNAL)) }
+            if n < 0 { throw POSIXFailure(what: "send") }
+            offset += n
+        }
+    }
+
+    struct ParseFailure: Error {}
+
+    static func parse(_ bytes: [UInt8], isHead: Bool) throws -> Response {
+        guard let split = bytes.indices.first(where: { i in i + 3 < bytes.count && bytes[i...i + 3].elementsEqual([13, 10, 13, 10]) })
+        else { throw ParseFailure() }
+        let lines = String(decoding: bytes[0..<split], as: UTF8.self).components(separatedBy: "\r\n")
+        let statusParts = lines[0].split(separator: " ")
+        guard statusParts.count >= 2, let status = Int(statusParts[1]) else { throw ParseFailure() }
+        var headers: [String: String] = [:]
+        for line in lines.dropFirst() {
+            guard let colon = line.firstIndex(of: ":") else { continue }
+            headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+        }
+        var body = Array(bytes[(split + 4)...])
+        if headers["transfer-encoding"] == "chunked" && !isHead { body = try dechunk(body) }
+        return Response(status: status, headers: headers, body: body)
+    }
+
+    static func dechunk(_ bytes: [UInt8]) throws -> [UInt8] {
+        var out: [UInt8] = []
+        var i = 0
+        while i < bytes.count {
+            guard let lineEnd = bytes[i...].firstIndex(of: 13) else { throw ParseFailure() }
+            guard let size = Int(String(decoding: bytes[i..<lineEnd], as: UTF8.self), radix: 16) else { throw ParseFailure() }
+            if size == 0 { break }
+            out += bytes[(lineEnd + 2)..<(lineEnd + 2 + size)]
+            i = lineEnd + 2 + size + 2
+        }
+        return out
+    }
+}
