@@ -26,6 +26,7 @@ run: deps release
 
 bench: deps release
 	bench/store-vs-redis.sh
+	bench/http.sh
 
 clean:
 	rm -rf .build "$(RUN_DIR)"

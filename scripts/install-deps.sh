@@ -9,6 +9,7 @@ packages=(
   redis-tools   # redis-cli: end-to-end tests drive kv-stored with it
   redis-server  # the baseline bench/ measures kv-stored against
   curl          # make run waits for the stack with it and shows how to use it
+  wrk           # bench/http.sh drives the stack with it
 )
 
 missing=()

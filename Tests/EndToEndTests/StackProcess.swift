@@ -21,40 +21,6 @@ func freeLoopbackPort() throws -> Int {
     return Int(UInt16(bigEndian: address.sin_port))
 }
 
-/// A child process with its stderr in a log file.
-final class DaemonProcess {
-    let process = Process()
-    let logPath: String
-
-    init(_ executable: String, _ arguments: [String], logPath: String) throws {
-        self.logPath = logPath
-        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        process.standardError = FileHandle(forWritingAtPath: logPath)
-        process.standardOutput = FileHandle(forWritingAtPath: logPath)
-        try process.run()
-    }
-
-    var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
-
-    @discardableResult
-    func terminate() -> (status: Int32, seconds: Double) {
-        guard process.isRunning else { return (process.terminationStatus, 0) }
-        let start = Date()
-        process.terminate()
-        process.waitUntilExit()
-        return (process.terminationStatus, Date().timeIntervalSince(start))
-    }
-
-    deinit {
-        if process.isRunning {
-            kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
-        }
-    }
-}
-
 /// The whole HTTP stack as users deploy it: kv-stored, kv-fcgi and a real nginx running the
 /// production site file (socket folder and port substituted by scripts/nginx-local-conf.sh,
 /// the same generator `make run` uses), on a free loopback port.

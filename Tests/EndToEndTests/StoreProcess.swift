@@ -43,18 +43,17 @@ struct POSIXFailure: Error, CustomStringConvertible {
 /// A real kv-stored process on a temp socket.
 final class StoreProcess {
     let socketPath: String
-    let logPath: String
-    let process = Process()
+    let daemon: DaemonProcess
+
+    var process: Process { daemon.process }
+    var log: String { daemon.log }
 
     init(socketPath: String, arguments: [String] = []) throws {
         self.socketPath = socketPath
-        self.logPath = socketPath + ".log"
-        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
-        process.executableURL = URL(fileURLWithPath: Binaries.path("kv-stored"))
-        process.arguments = ["--socket", socketPath, "--threads", "2", "--log-level", "debug"] + arguments
-        process.standardError = FileHandle(forWritingAtPath: logPath)
-        process.standardOutput = FileHandle.nullDevice
-        try process.run()
+        daemon = try DaemonProcess(
+            Binaries.path("kv-stored"),
+            ["--socket", socketPath, "--threads", "2", "--log-level", "debug"] + arguments,
+            logPath: socketPath + ".log")
         try waitUntilReady()
     }
 
@@ -72,6 +71,28 @@ final class StoreProcess {
     struct StartFailure: Error, CustomStringConvertible {
         var log: String
         var description: String { "kv-stored failed to start:\n\(log)" }
+    }
+
+    /// Sends SIGTERM and waits for the exit; returns the status and how long it took.
+    @discardableResult
+    func terminate() -> (status: Int32, seconds: Double) {
+        daemon.terminate()
+    }
+}
+
+/// A child process with its stderr in a log file, killed if a test forgets to stop it.
+final class DaemonProcess {
+    let process = Process()
+    let logPath: String
+
+    init(_ executable: String, _ arguments: [String], logPath: String) throws {
+        self.logPath = logPath
+        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        process.standardError = FileHandle(forWritingAtPath: logPath)
+        process.standardOutput = FileHandle(forWritingAtPath: logPath)
+        try process.run()
     }
 
     var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
