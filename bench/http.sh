@@ -4,6 +4,8 @@
 # for GET hit/miss, POST, POST with TTL, 1 KiB and 64 KiB values, at -c 50 and -c 200.
 #
 # Usage: bench/http.sh   (after `make release`)
+# Then the measurement behind nginx/kvserver.conf's choice of one FastCGI connection per request:
+# the same GET with `fastcgi_keep_conn on` + upstream `keepalive 16` and 64 kv-fcgi threads.
 # Env:   DURATION (default 5s), CONNECTIONS (default "50 200"), THREADS (kv-fcgi and C responder, default 16)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -70,7 +72,9 @@ row() {
   local p50 p99 errors
   p50=$(awk '$1 == "50%" { print $2 }' <<<"$out"); p99=$(awk '$1 == "99%" { print $2 }' <<<"$out")
   errors=$(awk '/Non-2xx|Socket errors/ { $1 = $1; printf "%s; ", $0 }' <<<"$out")
-  echo "| $name | $c | $rps | $p50 | $p99 | $(awk -v a="$rps" -v b="$ceiling" 'BEGIN { printf "%.2f", a / b }')× | ${errors:-none} |"
+  local ratio="baseline"
+  if [ -z "$ceiling" ]; then ceiling=$rps; else ratio="$(awk -v a="$rps" -v b="$ceiling" 'BEGIN { printf "%.2f", a / b }')×"; fi
+  echo "| $name | $c | $rps | $p50 | $p99 | $ratio | ${errors:-none} |"
 }
 
 echo "machine: $(nproc) cores; $(nginx -v 2>&1); kv-fcgi and C responder: $threads threads; wrk -t2, $duration per row; kv-stored $(git rev-parse --short HEAD)"
@@ -78,8 +82,8 @@ for c in $connections; do
   echo
   echo "| endpoint | connections | req/s | p50 | p99 | vs C responder | errors |"
   echo "| --- | ---: | ---: | ---: | ---: | ---: | --- |"
-  ceiling=1
-  row "C libfcgi responder (ceiling)" "http://127.0.0.1:$bench_port/c" "" "$c"; ceiling=$rps
+  ceiling=""   # the first row (the C responder) is the baseline of the rows after it
+  row "C libfcgi responder (ceiling)" "http://127.0.0.1:$bench_port/c" "" "$c"
   row "nginx return 200" "http://127.0.0.1:$bench_port/nginx" "" "$c"
   row "kv-fcgi GET hit, 32 B" "http://127.0.0.1:$port/storage/hit32" "" "$c"
   row "kv-fcgi GET miss" "http://127.0.0.1:$port/storage/missing" "" "$c"
@@ -90,3 +94,25 @@ for c in $connections; do
   row "kv-fcgi GET hit, 64 KiB" "http://127.0.0.1:$port/storage/hit65536" "" "$c"
   row "kv-fcgi POST, 64 KiB" "http://127.0.0.1:$port/storage/p65536" "$dir/post65536.lua" "$c"
 done
+
+# Keep-alive against per-request connections (the site's choice), GET hit 32 B.
+echo
+echo "| FastCGI connections | kv-fcgi threads | connections | req/s | p50 | p99 | errors |"
+echo "| --- | ---: | ---: | ---: | ---: | ---: | --- |"
+compare() {
+  local mode=$1 threads=$2 c out errors
+  for c in $connections; do
+    out=$(wrk -t2 -c"$c" -d"$duration" --latency "http://127.0.0.1:$port/storage/hit32")
+    errors=$(awk '/Non-2xx|Socket errors/ { $1 = $1; printf "%s; ", $0 }' <<<"$out")
+    echo "| $mode | $threads | $c | $(awk '/Requests\/sec/ { print $2 }' <<<"$out") | $(awk '$1 == "50%" { print $2 }' <<<"$out") | $(awk '$1 == "99%" { print $2 }' <<<"$out") | ${errors:-none} |"
+  done
+}
+compare "one per request (shipped)" "$threads"
+kill "${pids[2]}"; wait "${pids[2]}" 2>/dev/null || true
+"$bin/kv-fcgi" --socket "$dir/kv-fcgi.sock" --store "$dir/kv-stored.sock" --threads 64 --log-level warning "${group_args[@]}" & pids+=($!)
+wait_socket "$dir/kv-fcgi.sock"
+sed -i -e "s|    server unix:$dir/kv-fcgi.sock;|    server unix:$dir/kv-fcgi.sock;\n    keepalive 16;|" \
+  -e "s|        fastcgi_pass kv_fcgi;|        fastcgi_pass kv_fcgi;\n        fastcgi_keep_conn on;|" "$dir/nginx/kvserver.conf"
+nginx -p "$dir/nginx" -c "$dir/nginx.conf" -s reload
+sleep 1
+compare "kept alive (keepalive 16)" 64

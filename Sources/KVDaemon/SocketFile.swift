@@ -46,55 +46,39 @@ public enum SocketFile {
         return address.withSockaddr { connect(fd, $0, $1) } == 0
     }
 
-    /// Where to bind before the socket is ready: a short name in the same folder, so that
-    /// `publish` can move it into place with one atomic rename.
-    public static func stagingPath(for path: String) -> String {
-        let folder = path.lastIndex(of: "/").map { String(path[..<$0]) } ?? "."
-        return "\(folder)/.kv-staging-\(getpid())"
+    /// Runs `body` (which binds a socket) under a umask that makes the new socket file's mode
+    /// exactly `mode` from the moment it exists. The umask is process-wide; daemons bind at
+    /// start-up, before they create any other file.
+    public static func withCreationMode<T>(_ mode: UInt32, _ body: () throws -> T) rethrows -> T {
+        let previous = umask(mode_t(~mode & 0o777))
+        defer { umask(previous) }
+        return try body()
     }
 
-    /// Gives a socket bound at `staged` its mode and group, then renames it to `path`. Clients
-    /// that connect by `path` therefore never see the socket before its permissions are right.
-    public static func publish(staged: String, at path: String, mode: UInt32, group: String?) throws(Failure) {
-        do throws(Failure) {
-            try applyPermissions(path: staged, mode: mode, group: group)
-        } catch {
-            unlink(staged)
-            throw error
-        }
-        guard rename(staged, path) == 0 else {
-            let reason = String(cString: strerror(errno))
-            unlink(staged)
-            throw Failure("cannot move the socket into place at \(path): \(reason)")
-        }
-    }
-
-    /// A listening unix socket at `path` (stale file replaced, mode and group applied before
-    /// anyone can connect).
+    /// A listening unix socket at `path`: stale file replaced, and mode and group applied
+    /// before `listen`, so no client can connect to it before its permissions are final.
     public static func listen(path: String, mode: UInt32, group: String?, backlog: Int32) throws(Failure) -> Int32 {
         try removeStale(at: path)
-        guard UnixAddress(path: path) != nil else { throw Failure("socket path too long (max 107 bytes): \(path)") }
-        let staged = stagingPath(for: path)
-        unlink(staged)
-        guard var address = UnixAddress(path: staged) else { throw Failure("socket path too long (max 107 bytes): \(staged)") }
+        guard var address = UnixAddress(path: path) else { throw Failure("socket path too long (max 107 bytes): \(path)") }
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw Failure("socket(): \(String(cString: strerror(errno)))") }
-        guard address.withSockaddr({ bind(fd, $0, $1) }) == 0 else {
+        guard withCreationMode(mode, { address.withSockaddr({ bind(fd, $0, $1) }) }) == 0 else {
             let reason = String(cString: strerror(errno))
             close(fd)
-            throw Failure("cannot bind \(staged): \(reason)")
+            throw Failure("cannot bind \(path): \(reason)")
+        }
+        do throws(Failure) {
+            try applyPermissions(path: path, mode: mode, group: group)
+        } catch {
+            close(fd)
+            unlink(path)
+            throw error
         }
         guard Glibc.listen(fd, backlog) == 0 else {
             let reason = String(cString: strerror(errno))
             close(fd)
-            unlink(staged)
-            throw Failure("cannot listen on \(staged): \(reason)")
-        }
-        do throws(Failure) {
-            try publish(staged: staged, at: path, mode: mode, group: group)
-        } catch {
-            close(fd)
-            throw error
+            unlink(path)
+            throw Failure("cannot listen on \(path): \(reason)")
         }
         return fd
     }

@@ -22,6 +22,7 @@ final class StorageWorker: FastCGIServer.Worker {
     func handle(_ request: FastCGIRequest) {
         let method = request.param("REQUEST_METHOD") ?? ""
         let uri = request.paramBytes("REQUEST_URI") ?? []
+        logger.debug("request received", metadata: ["kv.op": "\(method)", "request.id": "\(request.param("REQUEST_ID") ?? "-")"])
         let response: HTTPResponse
         do throws(FastCGIRequest.BodyError) {
             // Only POST carries a body the API reads; nginx enforces the same limit first.
@@ -40,7 +41,7 @@ final class StorageWorker: FastCGIServer.Worker {
         if response.status >= 500 {
             logger.warning("request failed", metadata: [
                 "kv.op": "\(method)", "http.status": "\(response.status)", "error": "\(response.bodyText)",
-                "request.id": "\(request.param("HTTP_X_REQUEST_ID") ?? request.param("REQUEST_ID") ?? "-")",
+                "request.id": "\(request.param("REQUEST_ID") ?? "-")",
             ])
         } else {
             logger.debug("request", metadata: ["kv.op": "\(method)", "http.status": "\(response.status)"])

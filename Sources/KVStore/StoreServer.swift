@@ -84,10 +84,10 @@ public final class StoreServer: Service, Sendable {
         let configuration = self.configuration
         let logger = self.logger
         let path = configuration.socketPath
-        // Bound at a staging name and renamed into place once its mode and group are set.
-        let staged = SocketFile.stagingPath(for: path)
 
-        let channel = try await ServerBootstrap(group: group)
+        // The umask gives the socket its mode as it is created; its group follows right after,
+        // before "ready" is logged (and, under systemd, before READY=1).
+        let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
@@ -103,15 +103,17 @@ public final class StoreServer: Service, Sendable {
                             outboxLimits: configuration.outboxLimits, logger: logger))
                 }
             }
-            .bind(unixDomainSocketPath: staged, cleanupExistingSocketFile: true)
-            .get()
+        let binding = SocketFile.withCreationMode(configuration.socketMode) {
+            bootstrap.bind(unixDomainSocketPath: path, cleanupExistingSocketFile: false)
+        }
+        let channel = try await binding.get()
+        defer { unlink(path) }
         do {
-            try SocketFile.publish(staged: staged, at: path, mode: configuration.socketMode, group: configuration.socketGroup)
+            try SocketFile.applyPermissions(path: path, mode: configuration.socketMode, group: configuration.socketGroup)
         } catch {
             quiesce.initiateShutdown(promise: nil)
             throw error
         }
-        defer { unlink(path) }
         logger.notice("kv-stored ready", metadata: [
             "socket": "\(path)", "threads": "\(configuration.threads)",
             "kv.max_key_bytes": "\(configuration.limits.maxKeyBytes)",

@@ -192,6 +192,37 @@ struct HTTPAPITests {
         #expect(try http.send("GET", "/storage/k").text == #"{"value":1}"#)
     }
 
+    @Test("SIGTERM lets a request in flight finish before kv-fcgi exits")
+    func inFlightRequestFinishes() throws {
+        let stack = try HTTPStack()
+        let http = stack.client()
+        let store = try #require(stack.store)
+        // A stopped kv-stored holds the request inside a kv-fcgi worker (its timeout is 5 s).
+        kill(store.process.processIdentifier, SIGSTOP)
+        let pending = try http.start("POST", "/storage/inflight", json: #"{"value":"kept"}"#)
+        // In flight: kv-fcgi has the request (it logs its arrival at debug level) and waits for kv-stored.
+        let fcgi = try #require(stack.fcgi)
+        let reachedStore = eventually { fcgi.log.contains("request received") && fcgi.log.contains("kv.op=POST") }
+        #expect(reachedStore, "the request never reached kv-fcgi")
+        kill(fcgi.process.processIdentifier, SIGTERM)
+        #expect(eventually { fcgi.log.contains("shutting down: finishing requests in flight") })
+        kill(store.process.processIdentifier, SIGCONT)
+        let response = try pending.finish()
+        #expect(response.status == 202, "\(response)")
+        fcgi.process.waitUntilExit()
+        #expect(fcgi.process.terminationStatus == 0)
+        #expect(try run("redis-cli", ["-s", stack.storeSocket, "get", "inflight"]).output.contains("kept"))
+    }
+
+    @Test("kv-fcgi serves on a socket inherited as fd 0, as spawn-fcgi passes it")
+    func inheritedSocket() throws {
+        let stack = try HTTPStack(inheritedSocket: true)
+        let http = stack.client()
+        #expect(try http.send("POST", "/storage/k", json: #"{"value":"inherited"}"#).status == 202)
+        #expect(try http.send("GET", "/storage/k").text == #"{"value":"inherited"}"#)
+        #expect(stack.fcgi?.log.contains("inherited fd 0") == true)
+    }
+
     @Test("nginx -t accepts the production site file as shipped")
     func nginxConfigChecks() throws {
         let dir = try TempDirectory()

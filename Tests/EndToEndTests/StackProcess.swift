@@ -1,4 +1,5 @@
 import Foundation
+import KVDaemon
 import Testing
 
 #if canImport(Glibc)
@@ -36,14 +37,14 @@ final class HTTPStack {
     var storeSocket: String { dir.file("kv-stored.sock") }
     var fcgiSocket: String { dir.file("kv-fcgi.sock") }
 
-    init(fcgiThreads: Int = 4, fcgiArguments: [String] = []) throws {
+    init(fcgiThreads: Int = 4, fcgiArguments: [String] = [], inheritedSocket: Bool = false) throws {
         dir = try TempDirectory()
         chmod(dir.path, 0o755)  // nginx's workers (nobody when we are root) must reach the sockets
         port = try freeLoopbackPort()
         self.fcgiThreads = fcgiThreads
         groupArguments = getuid() == 0 ? ["--socket-group", "nogroup"] : []
         store = try StoreProcess(socketPath: storeSocket, arguments: groupArguments)
-        try startFCGI(fcgiArguments)
+        try startFCGI(fcgiArguments, inherited: inheritedSocket)
 
         let generator = Binaries.packageRoot.appendingPathComponent("scripts/nginx-local-conf.sh").path
         let conf = try run(generator, [dir.path, String(port)])
@@ -57,11 +58,20 @@ final class HTTPStack {
         guard ready else { throw StartFailure(description: "the stack did not answer: \(nginxLog)\n\(fcgi?.log ?? "")") }
     }
 
-    func startFCGI(_ extra: [String] = []) throws {
+    /// Starts kv-fcgi on its own socket, or (`inherited`) on a socket this process binds and
+    /// hands over as fd 0, the way spawn-fcgi does.
+    func startFCGI(_ extra: [String] = [], inherited: Bool = false) throws {
+        var socketArguments = ["--socket", fcgiSocket] + groupArguments
+        var stdin: FileHandle?
+        if inherited {
+            let fd = try SocketFile.listen(path: fcgiSocket, mode: 0o666, group: nil, backlog: 128)
+            stdin = FileHandle(fileDescriptor: fd, closeOnDealloc: true)
+            socketArguments = []
+        }
         fcgi = try DaemonProcess(
             Binaries.path("kv-fcgi"),
-            ["--socket", fcgiSocket, "--store", storeSocket, "--threads", String(fcgiThreads), "--log-level", "debug"] + groupArguments + extra,
-            logPath: dir.file("kv-fcgi.log"))
+            socketArguments + ["--store", storeSocket, "--threads", String(fcgiThreads), "--log-level", "debug"] + extra,
+            logPath: dir.file("kv-fcgi.log"), standardInput: stdin)
         guard eventually(within: 20, { isAccepting(fcgiSocket) }) else {
             throw StartFailure(description: "kv-fcgi did not start: \(fcgi?.log ?? "")")
         }

@@ -57,11 +57,12 @@ final class StoreProcess {
         try waitUntilReady()
     }
 
-    /// Ready means the socket accepts a connection, not that some time has passed.
+    /// Ready is what kv-stored says it is ("kv-stored ready" is logged once the socket has its
+    /// mode and group, where systemd gets READY=1), not that some time has passed.
     private func waitUntilReady() throws {
         let deadline = Date().addingTimeInterval(20)
         while Date() < deadline {
-            if isAccepting(socketPath) { return }
+            if log.contains("kv-stored ready") && isAccepting(socketPath) { return }
             guard process.isRunning else { throw StartFailure(log: log) }
             usleep(10_000)
         }
@@ -85,11 +86,12 @@ final class DaemonProcess {
     let process = Process()
     let logPath: String
 
-    init(_ executable: String, _ arguments: [String], logPath: String) throws {
+    init(_ executable: String, _ arguments: [String], logPath: String, standardInput: FileHandle? = nil) throws {
         self.logPath = logPath
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
+        process.standardInput = standardInput ?? FileHandle.nullDevice
         process.standardError = FileHandle(forWritingAtPath: logPath)
         process.standardOutput = FileHandle(forWritingAtPath: logPath)
         try process.run()
