@@ -1,7 +1,7 @@
 import KVCore
 
 /// One change of one key, as the keyspace publishes it.
-public struct ChangeEvent: Sendable {
+public struct ChangeEvent: Conflatable {
     public let kind: ChangeKind
     /// The global revision this change took.
     public let revision: UInt64
@@ -11,6 +11,9 @@ public struct ChangeEvent: Sendable {
 
     /// The bytes this event occupies in a subscriber's output buffer (the output-limit currency).
     public var byteCost: Int { entry.keyCount + (kind == .set ? entry.valueCount : 0) + 64 }
+
+    /// Changes of one key supersede each other.
+    public var conflationKey: [UInt8]? { entry.keyBytes }
 }
 
 /// Receives change events of the keys it subscribed to.

@@ -1,3 +1,4 @@
+import KVCore
 import Logging
 import NIOCore
 import NIOExtras
@@ -22,7 +23,7 @@ final class StoreConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
 
     private let processor: CommandProcessor
     private let limits: RESPLimits
-    private let outboxLimits: OutboxBuffer.Limits
+    private let outboxLimits: OutputLimits
     private var logger: Logger
     private var connection: ConnectionState
     private var outbox: SubscriberOutbox?
@@ -34,7 +35,7 @@ final class StoreConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
     private var pendingRead = false
     private var closing = false
 
-    init(processor: CommandProcessor, limits: RESPLimits, outboxLimits: OutboxBuffer.Limits, logger: Logger) {
+    init(processor: CommandProcessor, limits: RESPLimits, outboxLimits: OutputLimits, logger: Logger) {
         self.processor = processor
         self.limits = limits
         self.outboxLimits = outboxLimits

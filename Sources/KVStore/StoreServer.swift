@@ -20,7 +20,7 @@ public struct StoreServerConfiguration: Sendable {
     public var socketGroup: String?
     public var limits = Limits()
     public var maxArguments = 1 << 20
-    public var outboxLimits = OutboxBuffer.Limits()
+    public var outboxLimits = OutputLimits()
     public var threads = StoreServerConfiguration.defaultThreads
 
     /// One event loop per core.

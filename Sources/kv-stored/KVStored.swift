@@ -32,10 +32,10 @@ struct KVStored: AsyncParsableCommand {
     var threads = StoreServerConfiguration.defaultThreads
 
     @Option(help: "A subscriber's queued changes above this many bytes are conflated (newest per key kept).")
-    var subscriberConflateBytes = OutboxBuffer.Limits().conflateBytes
+    var subscriberConflateBytes = OutputLimits().conflateBytes
 
     @Option(help: "A subscriber whose queue stays above this many bytes after conflation is disconnected.")
-    var subscriberOutputLimit = OutboxBuffer.Limits().maxBytes
+    var subscriberOutputLimit = OutputLimits().maxBytes
 
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: Logger.Level = .info
@@ -68,7 +68,7 @@ struct KVStored: AsyncParsableCommand {
         configuration.socketGroup = socketGroup
         configuration.limits = Limits(maxKeyBytes: maxKeyBytes, maxValueBytes: maxValueBytes)
         configuration.threads = threads
-        configuration.outboxLimits = OutboxBuffer.Limits(conflateBytes: subscriberConflateBytes, maxBytes: subscriberOutputLimit)
+        configuration.outboxLimits = OutputLimits(conflateBytes: subscriberConflateBytes, maxBytes: subscriberOutputLimit)
 
         let server = StoreServer(configuration: configuration, logger: logger)
         let group = ServiceGroup(

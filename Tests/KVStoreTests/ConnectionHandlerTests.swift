@@ -18,7 +18,7 @@ struct ConnectionHandlerTests {
 
     func makeStore() -> Store { Store(clock: clock, timerLoop: loop) }
 
-    func makeChannel(_ store: Store, limits: Limits = Limits(), outbox: OutboxBuffer.Limits = .init()) throws -> EmbeddedChannel {
+    func makeChannel(_ store: Store, limits: Limits = Limits(), outbox: OutputLimits = .init()) throws -> EmbeddedChannel {
         let processor = CommandProcessor(store: store, limits: limits, statistics: statistics, socketPath: "/test")
         let channel = EmbeddedChannel(loop: loop)
         let resp = RESPLimits(maxBulkBytes: max(limits.maxKeyBytes, limits.maxValueBytes), maxElements: 1024)
