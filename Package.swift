@@ -13,6 +13,7 @@ let package = Package(
     products: [
         .executable(name: "kv-stored", targets: ["kv-stored"]),
         .executable(name: "kv-fcgi", targets: ["kv-fcgi"]),
+        .executable(name: "kv-ws", targets: ["kv-ws"]),
         .library(name: "KVCore", targets: ["KVCore"]),
         .library(name: "KVClient", targets: ["KVClient"]),
     ],
@@ -24,6 +25,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird-websocket.git", from: "2.8.1"),
+        .package(url: "https://github.com/hummingbird-project/swift-websocket.git", from: "1.6.2"),
     ],
     targets: [
         .target(name: "KVCore"),
@@ -36,6 +40,28 @@ let package = Package(
             dependencies: [
                 "FastCGI", "KVHTTP", "KVClient", "KVCore", "KVDaemon", "RESP",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(
+            name: "KVWebSocket",
+            dependencies: [
+                "KVClient", "KVCore", "KVDaemon", "RESP",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
+                .product(name: "WSCore", package: "swift-websocket"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Atomics", package: "swift-atomics"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        .executableTarget(
+            name: "kv-ws",
+            dependencies: [
+                "KVWebSocket", "KVCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -112,6 +138,7 @@ let package = Package(
             name: "EndToEndTests",
             dependencies: [
                 "KVClient", "KVCore", "KVDaemon", "RESP",
+                .product(name: "WSClient", package: "swift-websocket"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

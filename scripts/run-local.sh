@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The local stack for `make run`: kv-stored, kv-fcgi and nginx (the production site file with
+# The local stack for `make run`: kv-stored, kv-fcgi, kv-ws and nginx (the production site file with
 # local socket paths and port), release binaries, everything under RUN_DIR, logs in this
 # terminal, and every process stopped on Ctrl-C or SIGTERM.
 set -euo pipefail
@@ -9,7 +9,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 bin=$(cd "$here" && swift build -c release --show-bin-path)
 mkdir -p "$run_dir"
 chmod 755 "$run_dir"   # nginx's workers must reach the sockets in it
-for s in kv-stored.sock kv-fcgi.sock; do
+for s in kv-stored.sock kv-fcgi.sock kv-ws.sock; do
   [ -S "$run_dir/$s" ] && { echo "$run_dir/$s exists: is another 'make run' still running?" >&2; }
 done
 
@@ -41,6 +41,10 @@ wait_for_socket "$run_dir/kv-stored.sock"
 pids+=($!)
 wait_for_socket "$run_dir/kv-fcgi.sock"
 
+"$bin/kv-ws" --socket "$run_dir/kv-ws.sock" --store "$run_dir/kv-stored.sock" "${group_args[@]}" &
+pids+=($!)
+wait_for_socket "$run_dir/kv-ws.sock"
+
 "$here/scripts/nginx-local-conf.sh" "$run_dir" "$port" > "$run_dir/nginx.conf"
 nginx -t -q -p "$run_dir/nginx" -c "$run_dir/nginx.conf"
 nginx -p "$run_dir/nginx" -c "$run_dir/nginx.conf" -g 'daemon off;' &
@@ -58,6 +62,7 @@ KvServer is running on http://127.0.0.1:$port  (files in $run_dir)
   curl -i -X POST -d '{"value": {"hello": "world"}, "ttl": "1h"}' http://127.0.0.1:$port/storage/greeting
   curl -i http://127.0.0.1:$port/storage/greeting
   curl -i -X DELETE http://127.0.0.1:$port/storage/greeting
+  WebSocket: ws://127.0.0.1:$port/ws  — {"type":"subscribe","payload":{"key":"greeting"}}
   redis-cli -s $run_dir/kv-stored.sock info keyspace
 Ctrl-C stops everything.
 

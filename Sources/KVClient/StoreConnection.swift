@@ -108,6 +108,27 @@ public final class StoreConnection: @unchecked Sendable {
         _ = try await request([ByteBuffer(string: "UNSUBSCRIBE"), key])
     }
 
+    /// `subscribe`, as a future. Calls made in sequence (under a caller's lock, say) reach
+    /// kv-stored in that order, so a quick unsubscribe-then-subscribe of one key stays ordered.
+    public func subscribeFuture(_ key: ByteBuffer) -> EventLoopFuture<Void> {
+        eventLoop.flatSubmit {
+            self.send([ByteBuffer(string: "SUBSCRIBE"), key], onReply: { self.subscriptions.insert(key) }).map { _ in }
+        }.flatMapErrorThrowing { error in
+            if let error = error as? KVError { throw error }
+            throw KVError(.storageUnavailable, "storage unavailable: \(error)")
+        }
+    }
+
+    /// `unsubscribe`, as a future, ordered with `subscribeFuture` in the same way.
+    @discardableResult
+    public func unsubscribeFuture(_ key: ByteBuffer) -> EventLoopFuture<Void> {
+        eventLoop.flatSubmit {
+            self.subscriptions.remove(key)
+            guard case .connected = self.state else { return self.eventLoop.makeSucceededVoidFuture() }
+            return self.send([ByteBuffer(string: "UNSUBSCRIBE"), key], onReply: nil).map { _ in }
+        }
+    }
+
     /// Sends one command and returns its reply.
     public func request(_ arguments: [ByteBuffer]) async throws(KVError) -> RESPValue {
         try await request(arguments, onReply: nil)

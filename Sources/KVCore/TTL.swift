@@ -44,6 +44,20 @@ public struct TTL: Sendable, Equatable, Hashable, CustomStringConvertible {
         return try TTL(milliseconds: Int64(rounded))
     }
 
+    /// The `ttl` member of a request: absent or null means none; a number is milliseconds;
+    /// a string is a duration; anything else is invalid.
+    public static func fromJSON(_ member: JSONValue?, in document: JSONDocument) throws(KVError) -> TTL? {
+        guard let member, member.kind != .null else { return nil }
+        switch member.kind {
+        case .number:
+            return try TTL(jsonNumberText: document.bytes[member.range])
+        case .string:
+            return try TTL(durationString: document.string(member) ?? "")
+        default:
+            throw KVError(.invalidTTL, "ttl: must be a number of milliseconds or a duration string, not \(member.kind.rawValue)")
+        }
+    }
+
     // MARK: - JSON numbers
 
     /// Reads the text of a JSON number (already checked against RFC 8259 by `JSONReader`)

@@ -63,25 +63,12 @@ public struct StorageAPI: Sendable {
         guard let value = document.root[member: "value"] else {
             throw KVError(.invalidRequest, "\"value\" is required")
         }
-        let ttl = try Self.ttl(document.root[member: "ttl"], in: document)
+        let ttl = try TTL.fromJSON(document.root[member: "ttl"], in: document)
         let text = document.compactText(of: value)
         guard text.count <= limits.maxValueBytes else {
             throw KVError(.tooLarge, "the value is \(text.count) bytes, the limit is \(limits.maxValueBytes)")
         }
         return (text, ttl)
-    }
-
-    /// The `ttl` member: absent or null means none; a number is milliseconds; a string is a duration.
-    public static func ttl(_ member: JSONValue?, in document: JSONDocument) throws(KVError) -> TTL? {
-        guard let member, member.kind != .null else { return nil }
-        switch member.kind {
-        case .number:
-            return try TTL(jsonNumberText: document.bytes[member.range])
-        case .string:
-            return try TTL(durationString: document.string(member) ?? "")
-        default:
-            throw KVError(.invalidTTL, "ttl: must be a number of milliseconds or a duration string, not \(member.kind.rawValue)")
-        }
     }
 
     /// A response with an empty body, said explicitly so nginx does not fall back to chunking.
@@ -109,30 +96,5 @@ public struct StorageAPI: Sendable {
             status: status,
             headers: [("Content-Type", "application/json"), ("Content-Length", String(body.count))],
             body: body)
-    }
-}
-
-/// Writing JSON strings (error messages).
-public enum JSONText {
-    public static func quoted(_ text: String) -> [UInt8] {
-        var out: [UInt8] = [UInt8(ascii: "\"")]
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": out += Array(#"\""#.utf8)
-            case "\\": out += Array(#"\\"#.utf8)
-            case "\n": out += Array(#"\n"#.utf8)
-            case "\r": out += Array(#"\r"#.utf8)
-            case "\t": out += Array(#"\t"#.utf8)
-            default:
-                if scalar.value < 0x20 {
-                    let hex = String(scalar.value, radix: 16)
-                    out += Array(("\\u" + String(repeating: "0", count: 4 - hex.count) + hex).utf8)
-                } else {
-                    out += Array(String(scalar).utf8)
-                }
-            }
-        }
-        out.append(UInt8(ascii: "\""))
-        return out
     }
 }

@@ -30,14 +30,17 @@ final class HTTPStack {
     let port: Int
     var store: StoreProcess?
     var fcgi: DaemonProcess?
+    var ws: DaemonProcess?
     var nginx: DaemonProcess?
     let fcgiThreads: Int
     let groupArguments: [String]
 
     var storeSocket: String { dir.file("kv-stored.sock") }
     var fcgiSocket: String { dir.file("kv-fcgi.sock") }
+    var wsSocket: String { dir.file("kv-ws.sock") }
+    var webSocketURL: String { "ws://127.0.0.1:\(port)/ws" }
 
-    init(fcgiThreads: Int = 4, fcgiArguments: [String] = [], inheritedSocket: Bool = false) throws {
+    init(fcgiThreads: Int = 4, fcgiArguments: [String] = [], inheritedSocket: Bool = false, wsArguments: [String]? = nil) throws {
         dir = try TempDirectory()
         chmod(dir.path, 0o755)  // nginx's workers (nobody when we are root) must reach the sockets
         port = try freeLoopbackPort()
@@ -45,6 +48,7 @@ final class HTTPStack {
         groupArguments = getuid() == 0 ? ["--socket-group", "nogroup"] : []
         store = try StoreProcess(socketPath: storeSocket, arguments: groupArguments)
         try startFCGI(fcgiArguments, inherited: inheritedSocket)
+        if let wsArguments { try startWS(wsArguments) }
 
         let generator = Binaries.packageRoot.appendingPathComponent("scripts/nginx-local-conf.sh").path
         let conf = try run(generator, [dir.path, String(port)])
@@ -77,6 +81,18 @@ final class HTTPStack {
         }
     }
 
+    /// Starts kv-ws; ready once it says so (its socket then has its group).
+    func startWS(_ extra: [String] = []) throws {
+        let daemon = try DaemonProcess(
+            Binaries.path("kv-ws"),
+            ["--socket", wsSocket, "--store", storeSocket, "--log-level", "debug"] + groupArguments + extra,
+            logPath: dir.file("kv-ws.log"))
+        ws = daemon
+        guard eventually(within: 20, { daemon.log.contains("kv-ws ready") }) else {
+            throw StartFailure(description: "kv-ws did not start: \(daemon.log)")
+        }
+    }
+
     func restartStore() throws {
         store = try StoreProcess(socketPath: storeSocket, arguments: groupArguments)
     }
@@ -89,6 +105,7 @@ final class HTTPStack {
 
     deinit {
         nginx?.terminate()
+        ws?.terminate()
         fcgi?.terminate()
         store?.terminate()
     }

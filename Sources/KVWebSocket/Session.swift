@@ -1,0 +1,71 @@
+import KVCore
+import NIOConcurrencyHelpers
+
+/// One outgoing WebSocket message waiting in a session's queue. Change notifications carry
+/// their key (a newer one supersedes an older one when the client is slow); replies do not.
+struct Outgoing: Conflatable {
+    var text: [UInt8]
+    var conflationKey: [UInt8]?
+    var byteCost: Int { text.count + 32 }
+}
+
+/// A WebSocket connection's outgoing side: a `ConflatingQueue` behind a lock (the subscription
+/// hub enqueues from kv-stored's event loop), and a wake-up stream for the writer task.
+public final class Session: Sendable {
+    public enum Closing: Sendable, Equatable {
+        /// The queue overflowed: close with 1008 (policy violation).
+        case outputLimit
+        /// The server is shutting down: close with 1001 (going away).
+        case shutdown
+    }
+
+    private struct State: Sendable {
+        var queue: ConflatingQueue<Outgoing>
+        var closing: Closing?
+        var finished = false
+    }
+
+    public let id: Int
+    private let state: NIOLockedValueBox<State>
+    private let wakeContinuation: AsyncStream<Void>.Continuation
+    let wakeups: AsyncStream<Void>
+
+    init(id: Int, limits: OutputLimits) {
+        self.id = id
+        self.state = NIOLockedValueBox(State(queue: ConflatingQueue(limits: limits)))
+        (wakeups, wakeContinuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+    }
+
+    /// Queues a message; a change notification passes its key so it can be conflated.
+    func send(_ message: ServerMessage, conflationKey: [UInt8]? = nil) {
+        let result = state.withLockedValue { state -> ConflatingQueue<Outgoing>.AppendResult in
+            guard !state.finished, state.closing == nil else { return .dropped }
+            let result = state.queue.append(Outgoing(text: message.text, conflationKey: conflationKey))
+            if result == .overflow { state.closing = .outputLimit }
+            return result
+        }
+        if result != .dropped && result != .queued { wakeContinuation.yield() }
+    }
+
+    /// Asks the writer to close the WebSocket.
+    func close(_ reason: Closing) {
+        state.withLockedValue { if $0.closing == nil { $0.closing = reason } }
+        wakeContinuation.yield()
+    }
+
+    /// What the writer should do next: messages to write, or a close.
+    func next(maxBytes: Int) -> (messages: [Outgoing], closing: Closing?) {
+        state.withLockedValue { state in
+            if let closing = state.closing { return ([], closing) }
+            return (state.queue.take(maxBytes: maxBytes), nil)
+        }
+    }
+
+    var conflatedCount: Int { state.withLockedValue { $0.queue.conflatedCount } }
+
+    /// Ends the session's queue; the writer exits.
+    func finish() {
+        state.withLockedValue { $0.finished = true }
+        wakeContinuation.finish()
+    }
+}

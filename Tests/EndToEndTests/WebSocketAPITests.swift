@@ -1,0 +1,197 @@
+import Foundation
+import KVCore
+import NIOWebSocket
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Every WebSocket rule of API.md, through the real nginx, kv-ws and kv-stored.
+/// Serialized: the expiry-latency test must not share the machine's 2 cores with the
+/// 200-connection fan-out test of the same suite.
+@Suite("WebSocket API through nginx", .serialized)
+struct WebSocketAPITests {
+    static func value(_ key: String, _ json: String) -> String { #"{"type":"value","payload":{"key":"\#(key)","value":\#(json)}}"# }
+    static func noValue(_ key: String) -> String { #"{"type":"no-value","payload":{"key":"\#(key)"}}"# }
+
+    /// The text of an `error` message, JSON escapes resolved.
+    func errorText(_ reply: String) throws -> String {
+        let document = try JSONReader().read(Array(reply.utf8))
+        return try #require(document.root[member: "payload"].flatMap { document.string($0) })
+    }
+
+    func info(_ stack: HTTPStack, _ field: String) throws -> String {
+        let text = try run("redis-cli", ["-s", stack.storeSocket, "info", "stats"]).output
+        // Split on any newline: in Swift "\r\n" is a single Character, not "\r" then "\n".
+        return text.split(whereSeparator: \.isNewline).first { $0.hasPrefix(field + ":") }.map { String($0.dropFirst(field.count + 1)).trimmingCharacters(in: .whitespacesAndNewlines) } ?? ""
+    }
+
+    @Test("get/set/delete/subscribe: replies only where the API says, own changes delivered, errors keep the connection")
+    func messageRules() async throws {
+        let stack = try HTTPStack(wsArguments: [])
+        let ws = try await TestWebSocket.connect(stack.webSocketURL)
+        try await ws.send(type: "get", #"{"key":"k"}"#)
+        #expect(try await ws.next() == Self.noValue("k"))
+        try await ws.send(type: "subscribe", #"{"key":"k"}"#)
+        try await ws.send(type: "set", #"{"key":"k","value":{"a":[1,2.0,123456789012345678901234567890]},"extra":true}"#)
+        #expect(try await ws.next() == Self.value("k", #"{"a":[1,2.0,123456789012345678901234567890]}"#))
+        try await ws.send(type: "get", #"{"key":"k"}"#)
+        #expect(try await ws.next() == Self.value("k", #"{"a":[1,2.0,123456789012345678901234567890]}"#))
+        try await ws.send(type: "set", #"{"key":"k","value":null}"#)
+        #expect(try await ws.next() == Self.value("k", "null"))
+        try await ws.send(type: "delete", #"{"key":"k"}"#)
+        #expect(try await ws.next() == Self.noValue("k"))
+        try await ws.send(type: "delete", #"{"key":"k"}"#)  // not a change: nothing is delivered
+
+        let bad: [(String, String)] = [
+            ("not json", "invalid JSON"), ("[1]", "must be a JSON object"), (#"{"payload":{"key":"k"}}"#, #""type" must be a string"#),
+            (#"{"type":"fly","payload":{"key":"k"}}"#, #"unknown type "fly""#), (#"{"type":"get"}"#, #""payload" must be an object"#),
+            (#"{"type":"get","payload":{}}"#, "payload.key must be a string"), (#"{"type":"get","payload":{"key":5}}"#, "payload.key must be a string"),
+            (#"{"type":"set","payload":{"key":"k"}}"#, "payload.value is required"), (#"{"type":"get","payload":{"key":""}}"#, "key must not be empty"),
+            (#"{"type":"set","payload":{"key":"k","value":1,"ttl":"10 parsecs"}}"#, #"ttl: unknown unit "parsecs""#),
+            (#"{"type":"set","payload":{"key":"k","value":1,"ttl":0}}"#, "ttl: must be greater than 0"),
+        ]
+        for (message, expected) in bad {
+            try await ws.send(message)
+            let reply = try await ws.next()
+            #expect(reply.hasPrefix(#"{"type":"error","payload":""#), "\(message) → \(reply)")
+            #expect(try errorText(reply).contains(expected), "\(message) → \(reply)")
+        }
+        try await ws.send(type: "get", #"{"key":"k"}"#)
+        #expect(try await ws.next() == Self.noValue("k"), "nothing was stored by the bad messages, and the connection is open")
+        #expect(ws.pending.isEmpty)
+
+        try await ws.send(type: "unsubscribe", #"{"key":"k"}"#)
+        try await ws.send(type: "set", #"{"key":"k","value":2}"#)
+        try await ws.send(type: "get", #"{"key":"k"}"#)
+        #expect(try await ws.next() == Self.value("k", "2"), "no change after unsubscribe, only the get's reply")
+        await ws.close()
+    }
+
+    @Test("changes made over HTTP reach WebSocket subscribers, and the other way round; one kv-stored subscription per key")
+    func crossProtocol() async throws {
+        let stack = try HTTPStack(wsArguments: [])
+        let http = stack.client()
+        let a = try await TestWebSocket.connect(stack.webSocketURL)
+        let b = try await TestWebSocket.connect(stack.webSocketURL)
+        try await a.send(type: "subscribe", #"{"key":"a/b"}"#)
+        try await b.send(type: "subscribe", #"{"key":"a/b"}"#)
+        try await b.send(type: "get", #"{"key":"a/b"}"#)
+        #expect(try await b.next() == Self.noValue("a/b"))
+        let subscriptions = try info(stack, "pubsub_subscriptions")
+        let stats = try run("redis-cli", ["-s", stack.storeSocket, "info", "stats"]).output
+        #expect(subscriptions == "1", "kv-ws holds one subscription per key, however many clients watch it; INFO: \(stats)")
+
+        #expect(try http.send("POST", "/storage/a%2Fb", json: #"{"value":[1,"x"]}"#).status == 202)
+        #expect(try await a.next() == Self.value("a/b", #"[1,"x"]"#))
+        #expect(try await b.next() == Self.value("a/b", #"[1,"x"]"#))
+        #expect(try http.send("DELETE", "/storage/a/b").status == 200)
+        #expect(try await a.next() == Self.noValue("a/b"))
+        #expect(try await b.next() == Self.noValue("a/b"))
+
+        try await a.send(type: "set", #"{"key":"ключ","value":"über"}"#)
+        #expect(eventually { (try? http.send("GET", "/storage/%D0%BA%D0%BB%D1%8E%D1%87").text) == #"{"value":"über"}"# })
+
+        await a.close()
+        await b.close()
+        #expect(eventually { (try? info(stack, "pubsub_subscriptions")) == "0" }, "closing the last watcher drops the kv-stored subscription")
+    }
+
+    @Test("TTL expiry set over HTTP and over WebSocket notifies subscribers within 100 ms of the deadline")
+    func expiryNotification() async throws {
+        let stack = try HTTPStack(wsArguments: [])
+        let http = stack.client()
+        let ws = try await TestWebSocket.connect(stack.webSocketURL)
+        for key in ["viaHTTP", "viaWS"] { try await ws.send(type: "subscribe", #"{"key":"\#(key)"}"#) }
+        try await ws.send(type: "get", #"{"key":"viaWS"}"#)
+        _ = try await ws.next()  // the subscriptions are in force
+
+        var start = Date()
+        #expect(try http.send("POST", "/storage/viaHTTP", json: #"{"value":1,"ttl":300}"#).status == 202)
+        #expect(try await ws.next() == Self.value("viaHTTP", "1"))
+        #expect(try await ws.next() == Self.noValue("viaHTTP"))
+        // The deadline is at least 300 ms after `start`, so this bounds the lag from above.
+        #expect(Date().timeIntervalSince(start) < 0.4, "expiry notified \(Date().timeIntervalSince(start) - 0.3) s after the deadline")
+
+        start = Date()
+        try await ws.send(type: "set", #"{"key":"viaWS","value":2,"ttl":"0.3s"}"#)
+        #expect(try await ws.next() == Self.value("viaWS", "2"))
+        #expect(try await ws.next() == Self.noValue("viaWS"))
+        #expect(Date().timeIntervalSince(start) < 0.4)
+        await ws.close()
+    }
+
+    @Test("200 subscribers on one key all receive a change; 200 sets arrive in order")
+    func fanOutAndOrder() async throws {
+        let stack = try HTTPStack(wsArguments: [])
+        var subscribers: [TestWebSocket] = []
+        for _ in 0..<200 {
+            let ws = try await TestWebSocket.connect(stack.webSocketURL)
+            try await ws.send(type: "subscribe", #"{"key":"hot"}"#)
+            subscribers.append(ws)
+        }
+        for ws in subscribers {  // each subscription is in force once a later get is answered
+            try await ws.send(type: "get", #"{"key":"hot"}"#)
+            #expect(try await ws.next() == Self.noValue("hot"))
+        }
+        let writer = try await TestWebSocket.connect(stack.webSocketURL)
+        try await writer.send(type: "set", #"{"key":"hot","value":"news"}"#)
+        for ws in subscribers { #expect(try await ws.next() == Self.value("hot", #""news""#)) }
+
+        let watcher = subscribers[0]
+        for i in 0..<200 { try await writer.send(type: "set", #"{"key":"hot","value":\#(i)}"#) }
+        for i in 0..<200 { #expect(try await watcher.next() == Self.value("hot", String(i))) }
+        for ws in subscribers { await ws.close() }
+        await writer.close()
+    }
+
+    @Test("a 1 MiB key and an 8 MiB value work over WebSocket")
+    func largeKeyAndValue() async throws {
+        let stack = try HTTPStack(wsArguments: ["--max-value-bytes", String(9 << 20)])
+        let ws = try await TestWebSocket.connect(stack.webSocketURL)
+        let key = String(repeating: "k", count: 1 << 20)
+        let value = "\"" + String(repeating: "v", count: 8 << 20) + "\""
+        try await ws.send(type: "subscribe", #"{"key":"\#(key)"}"#)
+        try await ws.send(type: "set", #"{"key":"\#(key)","value":\#(value)}"#)
+        let change = try await ws.next(within: 30)
+        #expect(change.count == Self.value(key, value).count)
+        #expect(change.hasSuffix(#"vv"}}"#))
+        try await ws.send(type: "set", #"{"key":"big","value":"\#(String(repeating: "x", count: 10 << 20))"}"#)
+        #expect(try await ws.next(within: 30).contains("the limit is"))
+        await ws.close()
+    }
+
+    @Test("after kv-stored restarts, subscriptions are restored and subscribers are told changes may have been missed")
+    func storeRestart() async throws {
+        let stack = try HTTPStack(wsArguments: [])
+        let ws = try await TestWebSocket.connect(stack.webSocketURL)
+        try await ws.send(type: "subscribe", #"{"key":"k"}"#)
+        try await ws.send(type: "get", #"{"key":"k"}"#)
+        #expect(try await ws.next() == Self.noValue("k"))
+        stack.store?.terminate()
+        stack.store = nil
+        #expect(try await ws.next().contains("changes of subscribed keys may be missed"))
+        try await ws.send(type: "get", #"{"key":"k"}"#)
+        #expect(try await ws.next().contains("storage unavailable"), "requests get an error, never hang")
+
+        try stack.restartStore()
+        #expect(try await ws.next().contains("changes made during the outage may have been missed"))
+        #expect(eventually { (try? stack.client().send("POST", "/storage/k", json: #"{"value":"back"}"#).status) == 202 })
+        #expect(try await ws.next() == Self.value("k", #""back""#))
+        await ws.close()
+    }
+
+    @Test("SIGTERM closes every WebSocket with 1001 and kv-ws exits promptly")
+    func shutdown() async throws {
+        let stack = try HTTPStack(wsArguments: [])
+        let ws = try await TestWebSocket.connect(stack.webSocketURL)
+        try await ws.send(type: "subscribe", #"{"key":"k"}"#)
+        let daemon = try #require(stack.ws)
+        let stopped = daemon.terminate()
+        #expect(stopped.status == 0, "\(daemon.log)")
+        #expect(stopped.seconds < 3)
+        #expect(await ws.closed() == .goingAway)
+        #expect(!FileManager.default.fileExists(atPath: stack.wsSocket))
+    }
+}
