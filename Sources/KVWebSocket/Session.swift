@@ -29,11 +29,16 @@ public final class Session: Sendable {
     private let state: NIOLockedValueBox<State>
     private let wakeContinuation: AsyncStream<Void>.Continuation
     let wakeups: AsyncStream<Void>
+    private let closeContinuation: AsyncStream<Closing>.Continuation
+    /// Close requests, for the task that must act even while the writer is stuck in a write
+    /// to a client that does not read.
+    let closeRequests: AsyncStream<Closing>
 
     init(id: Int, limits: OutputLimits) {
         self.id = id
         self.state = NIOLockedValueBox(State(queue: ConflatingQueue(limits: limits)))
         (wakeups, wakeContinuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        (closeRequests, closeContinuation) = AsyncStream.makeStream(of: Closing.self, bufferingPolicy: .bufferingOldest(1))
     }
 
     /// Queues a message; a change notification passes its key so it can be conflated.
@@ -44,12 +49,18 @@ public final class Session: Sendable {
             if result == .overflow { state.closing = .outputLimit }
             return result
         }
+        if result == .overflow { closeContinuation.yield(.outputLimit) }
         if result != .dropped && result != .queued { wakeContinuation.yield() }
     }
 
-    /// Asks the writer to close the WebSocket.
+    /// Asks for the WebSocket to be closed.
     func close(_ reason: Closing) {
-        state.withLockedValue { if $0.closing == nil { $0.closing = reason } }
+        let first = state.withLockedValue { state -> Bool in
+            guard state.closing == nil else { return false }
+            state.closing = reason
+            return true
+        }
+        if first { closeContinuation.yield(reason) }
         wakeContinuation.yield()
     }
 
@@ -67,5 +78,6 @@ public final class Session: Sendable {
     func finish() {
         state.withLockedValue { $0.finished = true }
         wakeContinuation.finish()
+        closeContinuation.finish()
     }
 }

@@ -2,6 +2,7 @@ import Atomics
 import KVClient
 import KVCore
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import WSCore
 
@@ -32,41 +33,74 @@ public struct SessionHandler: Sendable {
         self.logger = logger
     }
 
-    public func run(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter) async throws {
+    /// A session for a connection that is being upgraded. It is registered before the client
+    /// sees the upgrade response, so a shutdown can never miss it (and closes it with 1001
+    /// at once if one is under way); it leaves the registry when `channel` closes, whether or
+    /// not the upgrade completed.
+    public func openSession(on channel: any Channel) -> Session {
         let session = Session(id: Self.nextID.wrappingIncrementThenLoad(ordering: .relaxed), limits: outputLimits)
+        registry.add(session)
+        let registry = self.registry
+        channel.closeFuture.whenComplete { _ in registry.remove(session) }
+        return session
+    }
+
+    public func run(session: Session, inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter) async throws {
         var logger = self.logger
         logger[metadataKey: "connection.id"] = "\(session.id)"
-        registry.add(session)
         logger.debug("websocket opened")
-        var subscriptions = Set<[UInt8]>()
+        // Touched by the reader task only; boxed because that task is a child task.
+        let subscriptions = NIOLockedValueBox(Set<[UInt8]>())
         defer {
-            for key in subscriptions { hub.unsubscribe(key, session) }
+            for key in subscriptions.withLockedValue({ $0 }) { hub.unsubscribe(key, session) }
             session.finish()
             registry.remove(session)
             logger.debug("websocket closed", metadata: ["kv.conflated": "\(session.conflatedCount)"])
         }
         let writerLogger = logger
+        let maxMessage = Self.maxMessageBytes(for: limits)
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { await Self.writeLoop(session, outbound, writerLogger) }
-            do {
-                for try await message in inbound.messages(maxSize: Self.maxMessageBytes(for: limits)) {
+            group.addTask {
+                for try await message in inbound.messages(maxSize: maxMessage) {
                     switch message {
                     case .text(let text):
-                        await handle(Array(text.utf8), session, &subscriptions)
+                        await handle(Array(text.utf8), session, subscriptions)
                     case .binary:
                         session.send(.error("messages must be text frames holding JSON"))
                     }
                 }
+                session.finish()
+            }
+            // Closes are sent from here, not by the writer: a client that does not read leaves the
+            // writer suspended in a write, and a shutdown must not wait behind queued messages.
+            group.addTask {
+                for await reason in session.closeRequests {
+                    switch reason {
+                    case .shutdown:
+                        try? await outbound.close(.goingAway, reason: "server shutting down")
+                    case .outputLimit:
+                        writerLogger.warning("closing a websocket whose client does not keep up (output queue over its limit)",
+                                             metadata: ["connection.id": "\(session.id)"])
+                        // Unstructured, so the cancellation below does not stop the 1008 frame;
+                        // WSCore drops the connection once its close timeout passes.
+                        Task { try? await outbound.close(.policyViolation, reason: "output queue limit exceeded") }
+                        throw OutputLimitExceeded()
+                    }
+                }
+            }
+            do {
+                try await group.waitForAll()
             } catch {
                 session.finish()
-                throw error  // WSCore closes with the right code (1009 for an oversize message)
+                throw error  // WSCore closes (1009 for an oversize message) and drops the connection
             }
-            session.finish()
-            try await group.waitForAll()
         }
     }
 
-    private func handle(_ text: [UInt8], _ session: Session, _ subscriptions: inout Set<[UInt8]>) async {
+    struct OutputLimitExceeded: Error {}
+
+    private func handle(_ text: [UInt8], _ session: Session, _ subscriptions: NIOLockedValueBox<Set<[UInt8]>>) async {
         let message: ClientMessage
         do throws(KVError) {
             message = try ClientMessage.parse(text, limits: limits)
@@ -87,11 +121,11 @@ public struct SessionHandler: Sendable {
             case .delete(let key):
                 try await requests.delete(ByteBuffer(bytes: key))
             case .subscribe(let key):
-                guard !subscriptions.contains(key) else { return }
+                guard !subscriptions.withLockedValue({ $0.contains(key) }) else { return }
                 try await hub.subscribe(key, session)
-                subscriptions.insert(key)
+                subscriptions.withLockedValue { _ = $0.insert(key) }
             case .unsubscribe(let key):
-                guard subscriptions.remove(key) != nil else { return }
+                guard subscriptions.withLockedValue({ $0.remove(key) }) != nil else { return }
                 hub.unsubscribe(key, session)
             }
         } catch {
@@ -104,17 +138,7 @@ public struct SessionHandler: Sendable {
         for await _ in session.wakeups {
             while true {
                 let (messages, closing) = session.next(maxBytes: 256 << 10)
-                if let closing {
-                    switch closing {
-                    case .outputLimit:
-                        logger.warning("closing a websocket whose client does not keep up (output queue over its limit)",
-                                       metadata: ["connection.id": "\(session.id)"])
-                        try? await outbound.close(.policyViolation, reason: "output queue limit exceeded")
-                    case .shutdown:
-                        try? await outbound.close(.goingAway, reason: "server shutting down")
-                    }
-                    return
-                }
+                if closing != nil { return }  // the close-request task sends the close frame
                 if messages.isEmpty { break }
                 do {
                     for message in messages {

@@ -8,7 +8,12 @@ import ServiceLifecycle
 /// asked to close with 1001 (going away), and the server stops once they have (or after
 /// `drainTimeout`). WSCore on its own would close with 1000.
 public final class SessionRegistry: Service, Sendable {
-    private let sessions = NIOLockedValueBox<[Int: Session]>([:])
+    private struct State {
+        var sessions: [Int: Session] = [:]
+        var shuttingDown = false
+    }
+
+    private let state = NIOLockedValueBox(State())
     private let logger: Logger
     public let drainTimeout: Duration
 
@@ -17,13 +22,24 @@ public final class SessionRegistry: Service, Sendable {
         self.drainTimeout = drainTimeout
     }
 
-    func add(_ session: Session) { sessions.withLockedValue { $0[session.id] = session } }
-    func remove(_ session: Session) { sessions.withLockedValue { $0[session.id] = nil } }
-    public var count: Int { sessions.withLockedValue { $0.count } }
+    /// Registers a session; one opened while shutting down is asked to close with 1001 at once.
+    func add(_ session: Session) {
+        let late = state.withLockedValue { state -> Bool in
+            state.sessions[session.id] = session
+            return state.shuttingDown
+        }
+        if late { session.close(.shutdown) }
+    }
+
+    func remove(_ session: Session) { state.withLockedValue { _ = $0.sessions.removeValue(forKey: session.id) } }
+    public var count: Int { state.withLockedValue { $0.sessions.count } }
 
     public func run() async throws {
         try? await gracefulShutdown()
-        let open = sessions.withLockedValue { Array($0.values) }
+        let open = state.withLockedValue { state -> [Session] in
+            state.shuttingDown = true
+            return Array(state.sessions.values)
+        }
         logger.notice("shutting down: closing websockets with 1001", metadata: ["kv.sessions": "\(open.count)"])
         for session in open { session.close(.shutdown) }
         let clock = ContinuousClock()

@@ -54,13 +54,17 @@ public enum WSDaemon {
         let maxMessage = SessionHandler.maxMessageBytes(for: configuration.limits)
         let webSocket = WebSocketServerConfiguration(
             maxFrameSize: maxMessage,
-            autoPing: .enabled(timePeriod: .seconds(configuration.pingSeconds)))
+            autoPing: .enabled(timePeriod: .seconds(configuration.pingSeconds)),
+            // How long a closing connection may wait for the client's close frame before it is
+            // dropped: a client that stopped reading never sends one.
+            closeTimeout: .seconds(3))
         let app = Application(
             router: Router(),
-            server: .http1WebSocketUpgrade(configuration: .init(ws: webSocket)) { request, _, _ in
+            server: .http1WebSocketUpgrade(configuration: .init(ws: webSocket)) { request, channel, _ in
                 guard request.path?.split(separator: "?").first == "/ws" else { return .dontUpgrade }
+                let session = handler.openSession(on: channel)
                 return .upgrade([:]) { inbound, outbound, _ in
-                    try await handler.run(inbound: inbound, outbound: outbound)
+                    try await handler.run(session: session, inbound: inbound, outbound: outbound)
                 }
             },
             configuration: .init(address: .unixDomainSocket(path: configuration.socketPath), serverName: "kv-ws"),
