@@ -12,49 +12,21 @@ cd "$(dirname "$0")/.."
 duration=${DURATION:-5s}
 connections=${CONNECTIONS:-"50 200"}
 threads=${THREADS:-16}
-bin=$(swift build -c release --show-bin-path)
 for tool in wrk nginx gcc curl; do command -v $tool >/dev/null || { echo "needs $tool (make deps)" >&2; exit 1; }; done
-
-dir=$(mktemp -d /tmp/kvhttp-XXXXXX)
-chmod 755 "$dir"
-port=$((20000 + RANDOM % 20000)); bench_port=$((port + 1))
-pids=()
-cleanup() {
-  [ -f "$dir/nginx/nginx.pid" ] && nginx -p "$dir/nginx" -c "$dir/nginx.conf" -s stop 2>/dev/null || true
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$dir"
-}
-trap cleanup EXIT
-group_args=(); [ "$(id -u)" -eq 0 ] && group_args=(--socket-group nogroup)
-wait_socket() { for _ in $(seq 1 200); do [ -S "$1" ] && return; sleep 0.05; done; echo "no $1" >&2; exit 1; }
+source bench/stack.sh
 
 gcc -O2 -pthread -o "$dir/c-responder" bench/c-responder.c -lfcgi
 "$dir/c-responder" "$dir/c.sock" "$threads" & pids+=($!)
-"$bin/kv-stored" --socket "$dir/kv-stored.sock" --log-level warning "${group_args[@]}" & pids+=($!)
-wait_socket "$dir/kv-stored.sock"
-"$bin/kv-fcgi" --socket "$dir/kv-fcgi.sock" --store "$dir/kv-stored.sock" --threads "$threads" --log-level warning "${group_args[@]}" & pids+=($!)
-wait_socket "$dir/kv-fcgi.sock"; wait_socket "$dir/c.sock"
-
-scripts/nginx-local-conf.sh "$dir" "$port" > "$dir/nginx.conf"
+wait_socket "$dir/c.sock"
 # Bench-only endpoints, in a second server of the same nginx: the production site is untouched.
-cat >> "$dir/nginx/kvserver.conf" <<CONF
-server {
-    listen 127.0.0.1:$bench_port;
-    access_log off;
-    location = /nginx { default_type application/json; return 200 '{"value":1}'; }
+start_stack "    location = /nginx { default_type application/json; return 200 '{\"value\":1}'; }
     location = /c {
         fastcgi_pass unix:$dir/c.sock;
         fastcgi_param REQUEST_METHOD \$request_method;
         fastcgi_param REQUEST_URI    \$request_uri;
         fastcgi_param CONTENT_LENGTH \$content_length;
         fastcgi_param REQUEST_ID     \$request_id;
-    }
-}
-CONF
-sed -i "s|access_log $dir/nginx/access.log;|access_log off;|" "$dir/nginx.conf"
-nginx -p "$dir/nginx" -c "$dir/nginx.conf"
-for _ in $(seq 1 100); do curl -sf -o /dev/null "http://127.0.0.1:$bench_port/nginx" && break; sleep 0.05; done
+    }" "$threads"
 
 value() { head -c "$1" /dev/zero | tr '\0' 'x'; }
 for size in 32 1024 65536; do
@@ -108,7 +80,7 @@ compare() {
   done
 }
 compare "one per request (shipped)" "$threads"
-kill "${pids[2]}"; wait "${pids[2]}" 2>/dev/null || true
+kill "$fcgi_pid"; wait "$fcgi_pid" 2>/dev/null || true
 "$bin/kv-fcgi" --socket "$dir/kv-fcgi.sock" --store "$dir/kv-stored.sock" --threads 64 --log-level warning "${group_args[@]}" & pids+=($!)
 wait_socket "$dir/kv-fcgi.sock"
 sed -i -e "s|    server unix:$dir/kv-fcgi.sock;|    server unix:$dir/kv-fcgi.sock;\n    keepalive 16;|" \

@@ -1,0 +1,41 @@
+# Shared by the bench/ scripts (sourced): start release daemons and nginx with the shipped site
+# (local paths) in a temp folder, plus a bench-only `server` block, and stop everything on exit.
+# After `start_stack`: $dir, $port (the site), $bench_port (the bench-only server), $bin.
+bin=$(swift build -c release --show-bin-path)
+dir=$(mktemp -d /tmp/kvbench-XXXXXX)
+chmod 755 "$dir"
+port=$((20000 + RANDOM % 20000)); bench_port=$((port + 1))
+pids=()
+group_args=(); [ "$(id -u)" -eq 0 ] && group_args=(--socket-group nogroup)
+
+stop_stack() {
+  [ -f "$dir/nginx/nginx.pid" ] && nginx -p "$dir/nginx" -c "$dir/nginx.conf" -s stop 2>/dev/null || true
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$dir"
+}
+trap stop_stack EXIT
+
+wait_socket() { for _ in $(seq 1 400); do [ -S "$1" ] && return; sleep 0.05; done; echo "no $1" >&2; exit 1; }
+
+# start_stack "BENCH SERVER DIRECTIVES" [kv-fcgi threads]
+start_stack() {
+  local bench_directives=$1 threads=${2:-16}
+  "$bin/kv-stored" --socket "$dir/kv-stored.sock" --log-level warning "${group_args[@]}" & pids+=($!)
+  wait_socket "$dir/kv-stored.sock"
+  "$bin/kv-fcgi" --socket "$dir/kv-fcgi.sock" --store "$dir/kv-stored.sock" --threads "$threads" --log-level warning "${group_args[@]}" & pids+=($!)
+  fcgi_pid=$!
+  "$bin/kv-ws" --socket "$dir/kv-ws.sock" --store "$dir/kv-stored.sock" --log-level warning "${group_args[@]}" & pids+=($!)
+  wait_socket "$dir/kv-fcgi.sock"; wait_socket "$dir/kv-ws.sock"
+  scripts/nginx-local-conf.sh "$dir" "$port" > "$dir/nginx.conf"
+  sed -i "s|access_log $dir/nginx/access.log;|access_log off;|" "$dir/nginx.conf"
+  cat >> "$dir/nginx/kvserver.conf" <<CONF
+server {
+    listen 127.0.0.1:$bench_port;
+    access_log off;
+$bench_directives
+}
+CONF
+  nginx -p "$dir/nginx" -c "$dir/nginx.conf"
+  for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$port/storage/ready" && break; sleep 0.05; done
+}

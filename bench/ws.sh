@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# kv-ws under load through nginx, in one run, with a baseline WebSocket echo/broadcast server
+# (bench/ws_load.py serve-baseline, picows) behind the same nginx:
+#   request/response: CONNS connections doing set+get round trips, against the baseline;
+#   fan-out: SUBS subscribers on one key, a writer at RATE sets/s for SECONDS;
+#   many keys: SUBS subscribers on distinct keys; expiry lag: KEYS keys with TTLs over 1 s.
+# Usage: bench/ws.sh  (after `make release`). Needs python3 with picows and uvloop (installed here).
+# Env: CONNS=50 SECONDS=5 SUBS=1000 RATE=1000 FAN_SECONDS=10 KEYS=100000 KEY_CONNS=100
+set -euo pipefail
+cd "$(dirname "$0")/.."
+conns=${CONNS:-50}; seconds=${SECONDS_RR:-5}; subs=${SUBS:-1000}; rate=${RATE:-1000}
+fan_seconds=${FAN_SECONDS:-10}; keys=${KEYS:-100000}; key_conns=${KEY_CONNS:-100}
+python3 -c "import picows, uvloop" 2>/dev/null || python3 -m pip install -q picows uvloop
+ulimit -n 65536 2>/dev/null || true
+source bench/stack.sh
+
+baseline_port=$((port + 2))
+python3 bench/ws_load.py serve-baseline "$baseline_port" & pids+=($!)
+start_stack "    location = /ws {
+        proxy_pass http://127.0.0.1:$baseline_port;
+        proxy_http_version 1.1;
+        proxy_set_header Upgrade \$http_upgrade;
+        proxy_set_header Connection \"upgrade\";
+        proxy_read_timeout 1h;
+        proxy_buffering off;
+    }"
+kv="ws://127.0.0.1:$port/ws"; base="ws://127.0.0.1:$bench_port/ws"
+
+echo "machine: $(nproc) cores; $(nginx -v 2>&1); kv-ws $(git rev-parse --short HEAD); client: python3 + picows + uvloop, one process"
+echo
+echo "| server | test | connections | throughput | p50 | p99 |"
+echo "| --- | --- | ---: | ---: | ---: | ---: |"
+echo -n "| baseline echo (picows) "; python3 bench/ws_load.py rr "$base" "$conns" "$seconds"
+echo -n "| kv-ws "; python3 bench/ws_load.py rr "$kv" "$conns" "$seconds"
+echo
+echo "| test | load | deliveries/s | p50 | p99 | max | lost | out of order |"
+echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+python3 bench/ws_load.py fanout "$kv" "$subs" "$rate" "$fan_seconds"
+python3 bench/ws_load.py fanout "$kv" "$subs" "$((rate / 10))" "$fan_seconds"
+python3 bench/ws_load.py manykeys "$kv" "$subs" "$rate" "$fan_seconds"
+echo
+echo "| test | load | notified | p50 | p99 | max | missing |"
+echo "| --- | --- | ---: | ---: | ---: | ---: | ---: |"
+python3 bench/ws_load.py expiry "$kv" "$keys" "$key_conns"
