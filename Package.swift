@@ -31,7 +31,14 @@ let package = Package(
     ],
     targets: [
         .target(name: "KVCore"),
-        .target(name: "KVDaemon"),
+        .target(
+            name: "KVDaemon",
+            dependencies: [
+                "KVCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .target(name: "KVHTTP", dependencies: ["KVCore"]),
         .systemLibrary(name: "CFastCGI", pkgConfig: "fcgi", providers: [.apt(["libfcgi-dev"])]),
         .target(name: "FastCGI", dependencies: ["CFastCGI", .product(name: "Logging", package: "swift-log")]),

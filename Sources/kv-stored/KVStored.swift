@@ -1,5 +1,6 @@
 import ArgumentParser
 import KVCore
+import KVDaemon
 import KVStore
 import Logging
 import ServiceLifecycle
@@ -16,17 +17,8 @@ struct KVStored: AsyncParsableCommand {
     @Option(help: "Path of the unix socket to listen on.")
     var socket = "/run/kvserver/kv-stored.sock"
 
-    @Option(help: "File mode of the socket, in octal.")
-    var socketMode = "0660"
-
-    @Option(help: "Group to give the socket (e.g. the group nginx's front ends run in).")
-    var socketGroup: String?
-
-    @Option(help: "Longest key, in bytes.")
-    var maxKeyBytes = Limits.defaultMaxKeyBytes
-
-    @Option(help: "Longest value, in bytes.")
-    var maxValueBytes = Limits.defaultMaxValueBytes
+    @OptionGroup var socketOptions: SocketOptions
+    @OptionGroup var limitOptions: LimitOptions
 
     @Option(help: "Event-loop threads serving connections.")
     var threads = StoreServerConfiguration.defaultThreads
@@ -37,17 +29,10 @@ struct KVStored: AsyncParsableCommand {
     @Option(help: "A subscriber whose queue stays above this many bytes after conflation is disconnected.")
     var subscriberOutputLimit = OutputLimits().maxBytes
 
-    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
-    var logLevel: Logger.Level = .info
+    @OptionGroup var loggingOptions: LoggingOptions
 
     func validate() throws {
-        guard UInt32(socketMode, radix: 8).map({ $0 <= 0o777 }) == true else {
-            throw ValidationError("--socket-mode must be an octal file mode such as 0660")
-        }
         guard socket.utf8.count < 108 else { throw ValidationError("--socket path is longer than a unix socket path may be (107 bytes)") }
-        guard (1...Limits.absoluteMaxBytes).contains(maxKeyBytes), (1...Limits.absoluteMaxBytes).contains(maxValueBytes) else {
-            throw ValidationError("--max-key-bytes and --max-value-bytes must be between 1 and \(Limits.absoluteMaxBytes)")
-        }
         guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
         guard subscriberConflateBytes >= 1, subscriberOutputLimit >= subscriberConflateBytes else {
             throw ValidationError("--subscriber-output-limit must be at least --subscriber-conflate-bytes")
@@ -55,29 +40,16 @@ struct KVStored: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let level = logLevel
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
-        }
-        let logger = Logger(label: "kv-stored")
-
+        let logger = loggingOptions.bootstrap(label: "kv-stored")
         var configuration = StoreServerConfiguration(socketPath: socket)
-        configuration.socketMode = UInt32(socketMode, radix: 8) ?? 0o660
-        configuration.socketGroup = socketGroup
-        configuration.limits = Limits(maxKeyBytes: maxKeyBytes, maxValueBytes: maxValueBytes)
+        configuration.socketMode = socketOptions.mode
+        configuration.socketGroup = socketOptions.socketGroup
+        configuration.limits = limitOptions.limits
         configuration.threads = threads
         configuration.outboxLimits = OutputLimits(conflateBytes: subscriberConflateBytes, maxBytes: subscriberOutputLimit)
 
         let server = StoreServer(configuration: configuration, logger: logger)
-        let group = ServiceGroup(
-            services: [server],
-            gracefulShutdownSignals: [.sigterm, .sigint],
-            logger: logger
-        )
+        let group = ServiceGroup(services: [server], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         try await group.run()
     }
 }
-
-extension Logger.Level: @retroactive ExpressibleByArgument {}

@@ -1,7 +1,7 @@
 import ArgumentParser
 import KVCore
+import KVDaemon
 import KVWebSocket
-import Logging
 
 /// kv-ws: the WebSocket API of KvServer (get/set/delete/subscribe) behind nginx's /ws.
 @main
@@ -14,20 +14,12 @@ struct KVWSMain: AsyncParsableCommand {
     @Option(help: "Unix socket to listen on (nginx proxies /ws to it).")
     var socket = "/run/kvserver/kv-ws.sock"
 
-    @Option(help: "File mode of the socket, in octal.")
-    var socketMode = "0660"
-
-    @Option(help: "Group to give the socket (nginx's group, e.g. www-data).")
-    var socketGroup: String?
+    @OptionGroup var socketOptions: SocketOptions
 
     @Option(help: "kv-stored's unix socket.")
     var store = "/run/kvserver/kv-stored.sock"
 
-    @Option(help: "Longest key, in bytes.")
-    var maxKeyBytes = Limits.defaultMaxKeyBytes
-
-    @Option(help: "Longest value, in bytes.")
-    var maxValueBytes = Limits.defaultMaxValueBytes
+    @OptionGroup var limitOptions: LimitOptions
 
     @Option(help: "A client's queued messages above this many bytes are conflated (newest change per key kept).")
     var clientConflateBytes = 1 << 20
@@ -38,16 +30,9 @@ struct KVWSMain: AsyncParsableCommand {
     @Option(help: "Seconds between WebSocket pings (keeps idle subscribers alive through proxies).")
     var pingSeconds = 30
 
-    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
-    var logLevel: Logger.Level = .info
+    @OptionGroup var loggingOptions: LoggingOptions
 
     func validate() throws {
-        guard UInt32(socketMode, radix: 8).map({ $0 <= 0o777 }) == true else {
-            throw ValidationError("--socket-mode must be an octal file mode such as 0660")
-        }
-        guard (1...Limits.absoluteMaxBytes).contains(maxKeyBytes), (1...Limits.absoluteMaxBytes).contains(maxValueBytes) else {
-            throw ValidationError("--max-key-bytes and --max-value-bytes must be between 1 and \(Limits.absoluteMaxBytes)")
-        }
         guard clientConflateBytes >= 1, clientOutputLimit >= clientConflateBytes else {
             throw ValidationError("--client-output-limit must be at least --client-conflate-bytes")
         }
@@ -55,20 +40,13 @@ struct KVWSMain: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let level = logLevel
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
-        }
+        let logger = loggingOptions.bootstrap(label: "kv-ws")
         var configuration = WSConfiguration(socketPath: socket, storeSocket: store)
-        configuration.socketMode = UInt32(socketMode, radix: 8) ?? 0o660
-        configuration.socketGroup = socketGroup
-        configuration.limits = Limits(maxKeyBytes: maxKeyBytes, maxValueBytes: maxValueBytes)
+        configuration.socketMode = socketOptions.mode
+        configuration.socketGroup = socketOptions.socketGroup
+        configuration.limits = limitOptions.limits
         configuration.outputLimits = OutputLimits(conflateBytes: clientConflateBytes, maxBytes: clientOutputLimit)
         configuration.pingSeconds = pingSeconds
-        try await WSDaemon.run(configuration, logger: Logger(label: "kv-ws"))
+        try await WSDaemon.run(configuration, logger: logger)
     }
 }
-
-extension Logger.Level: @retroactive ExpressibleByArgument {}

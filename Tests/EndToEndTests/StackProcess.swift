@@ -117,6 +117,29 @@ extension Binaries {
     }
 }
 
+/// A TCP connection to 127.0.0.1:`port` with a receive timeout (and, optionally, a small receive buffer).
+func connectLoopback(port: Int, receiveBuffer: Int32? = nil) throws -> Int32 {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { throw POSIXFailure(what: "socket") }
+    if var size = receiveBuffer {
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+    }
+    var timeout = timeval(tv_sec: 30, tv_usec: 0)
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    address.sin_port = UInt16(port).bigEndian
+    let connected = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+    guard connected == 0 else {
+        close(fd)
+        throw POSIXFailure(what: "connect 127.0.0.1:\(port)")
+    }
+    return fd
+}
+
 /// A deliberately raw HTTP/1.1 client: it sends the request target byte for byte (URLSession
 /// would normalise `%2541` or `/a/../b`), one connection per request.
 struct HTTPClient {
@@ -168,19 +191,8 @@ struct HTTPClient {
     }
 
     func start(_ method: String, _ target: [UInt8], body: [UInt8]? = nil, headers: [String: String] = [:]) throws -> Pending {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw POSIXFailure(what: "socket") }
+        let fd = try connectLoopback(port: port)
         let pending = Pending(fd: fd, isHead: method == "HEAD")
-        var timeout = timeval(tv_sec: 30, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = UInt16(port).bigEndian
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard connected == 0 else { throw POSIXFailure(what: "connect 127.0.0.1:\(port)") }
         var head = Array("\(method) ".utf8) + target + Array(" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n".utf8)
         for (name, value) in headers { head += Array("\(name): \(value)\r\n".utf8) }
         if let body { head += Array("Content-Length: \(body.count)\r\n".utf8) }

@@ -1,0 +1,63 @@
+import ArgumentParser
+import KVCore
+import Logging
+
+/// The socket options every daemon has (`--socket` itself differs: its default, and whether
+/// kv-fcgi may inherit one instead).
+public struct SocketOptions: ParsableArguments {
+    @Option(help: "File mode of the socket, in octal.")
+    public var socketMode = "0660"
+
+    @Option(help: "Group to give the socket (nginx's group, e.g. www-data), so nginx can connect without the socket being world-writable.")
+    public var socketGroup: String?
+
+    public init() {}
+
+    public var mode: UInt32 { UInt32(socketMode, radix: 8) ?? 0o660 }
+
+    public func validate() throws {
+        guard UInt32(socketMode, radix: 8).map({ $0 <= 0o777 }) == true else {
+            throw ValidationError("--socket-mode must be an octal file mode such as 0660")
+        }
+    }
+}
+
+/// `--max-key-bytes` and `--max-value-bytes`, the limits nginx and all daemons agree on.
+public struct LimitOptions: ParsableArguments {
+    @Option(help: "Longest key, in bytes.")
+    public var maxKeyBytes = Limits.defaultMaxKeyBytes
+
+    @Option(help: "Longest value, in bytes.")
+    public var maxValueBytes = Limits.defaultMaxValueBytes
+
+    public init() {}
+
+    public var limits: Limits { Limits(maxKeyBytes: maxKeyBytes, maxValueBytes: maxValueBytes) }
+
+    public func validate() throws {
+        guard (1...Limits.absoluteMaxBytes).contains(maxKeyBytes), (1...Limits.absoluteMaxBytes).contains(maxValueBytes) else {
+            throw ValidationError("--max-key-bytes and --max-value-bytes must be between 1 and \(Limits.absoluteMaxBytes)")
+        }
+    }
+}
+
+/// `--log-level`, and the one logging bootstrap: swift-log to stderr (the journal under systemd).
+public struct LoggingOptions: ParsableArguments {
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    public var logLevel: Logger.Level = .info
+
+    public init() {}
+
+    /// Bootstraps logging once for the process and returns the daemon's logger.
+    public func bootstrap(label: String) -> Logger {
+        let level = logLevel
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        return Logger(label: label)
+    }
+}
+
+extension Logger.Level: @retroactive ExpressibleByArgument {}
