@@ -27,6 +27,7 @@ run: deps release
 bench: deps release
 	bench/store-vs-redis.sh
 	bench/http.sh
+	bench/ws.sh
 
 clean:
 	rm -rf .build "$(RUN_DIR)"
