@@ -91,28 +91,31 @@ public final class StoreConnection: @unchecked Sendable {
 
     /// Subscribes to `key`'s changes; every change applied after this returns is delivered.
     public func subscribe(_ key: ByteBuffer) async throws(KVError) {
-        let reply = try await request([ByteBuffer(string: "SUBSCRIBE"), key]) { [self] in
-            self.subscriptions.insert(key)
-        }
-        guard case .push = reply else { throw BlockingStoreClient.unexpected(reply) }
+        try await Self.awaitStore(subscribeFuture(key))
     }
 
+    /// Stops the changes of `key`.
     public func unsubscribe(_ key: ByteBuffer) async throws(KVError) {
-        let wasConnected: Bool = await withCheckedContinuation { continuation in
-            eventLoop.execute {
-                self.subscriptions.remove(key)
-                if case .connected = self.state { continuation.resume(returning: true) } else { continuation.resume(returning: false) }
-            }
+        try await Self.awaitStore(unsubscribeFuture(key))
+    }
+
+    private static func awaitStore<T: Sendable>(_ future: EventLoopFuture<T>) async throws(KVError) -> T {
+        do {
+            return try await future.get()
+        } catch let error as KVError {
+            throw error
+        } catch {
+            throw KVError(.storageUnavailable, "storage unavailable: \(error)")
         }
-        guard wasConnected else { return }  // nothing to undo on a connection that is gone
-        _ = try await request([ByteBuffer(string: "UNSUBSCRIBE"), key])
     }
 
     /// `subscribe`, as a future. Calls made in sequence (under a caller's lock, say) reach
     /// kv-stored in that order, so a quick unsubscribe-then-subscribe of one key stays ordered.
     public func subscribeFuture(_ key: ByteBuffer) -> EventLoopFuture<Void> {
         eventLoop.flatSubmit {
-            self.send([ByteBuffer(string: "SUBSCRIBE"), key], onReply: { self.subscriptions.insert(key) }).map { _ in }
+            self.send([ByteBuffer(string: "SUBSCRIBE"), key], onReply: { self.subscriptions.insert(key) })
+        }.flatMapThrowing { reply in
+            guard case .push = reply else { throw BlockingStoreClient.unexpected(reply) }
         }.flatMapErrorThrowing { error in
             if let error = error as? KVError { throw error }
             throw KVError(.storageUnavailable, "storage unavailable: \(error)")
@@ -135,14 +138,7 @@ public final class StoreConnection: @unchecked Sendable {
     }
 
     private func request(_ arguments: [ByteBuffer], onReply: (@Sendable () -> Void)?) async throws(KVError) -> RESPValue {
-        let future = eventLoop.flatSubmit { self.send(arguments, onReply: onReply) }
-        do {
-            return try await future.get()
-        } catch let error as KVError {
-            throw error
-        } catch {
-            throw KVError(.storageUnavailable, "storage unavailable: \(error)")
-        }
+        try await Self.awaitStore(eventLoop.flatSubmit { self.send(arguments, onReply: onReply) })
     }
 
     /// Closes the connection; later requests fail.
