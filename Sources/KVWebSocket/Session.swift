@@ -23,6 +23,7 @@ public final class Session: Sendable {
         var queue: ConflatingQueue<Outgoing>
         var closing: Closing?
         var finished = false
+        var reportedConflation = false
     }
 
     public let id: Int
@@ -34,21 +35,28 @@ public final class Session: Sendable {
     /// to a client that does not read.
     let closeRequests: AsyncStream<Closing>
 
-    init(id: Int, limits: OutputLimits) {
+    init(id: Int, limits: OutputLimits, onFirstConflation: @escaping @Sendable (Int) -> Void = { _ in }) {
         self.id = id
+        self.onFirstConflation = onFirstConflation
         self.state = NIOLockedValueBox(State(queue: ConflatingQueue(limits: limits)))
         (wakeups, wakeContinuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
         (closeRequests, closeContinuation) = AsyncStream.makeStream(of: Closing.self, bufferingPolicy: .bufferingOldest(1))
     }
 
+    /// Called once, when the session first drops superseded changes for a slow client.
+    private let onFirstConflation: @Sendable (Int) -> Void
+
     /// Queues a message; a change notification passes its key so it can be conflated.
     func send(_ message: ServerMessage, conflationKey: [UInt8]? = nil) {
-        let result = state.withLockedValue { state -> ConflatingQueue<Outgoing>.AppendResult in
-            guard !state.finished, state.closing == nil else { return .dropped }
+        let (result, firstConflation) = state.withLockedValue { state -> (ConflatingQueue<Outgoing>.AppendResult, Int?) in
+            guard !state.finished, state.closing == nil else { return (.dropped, nil) }
             let result = state.queue.append(Outgoing(text: message.text, conflationKey: conflationKey))
             if result == .overflow { state.closing = .outputLimit }
-            return result
+            guard state.queue.conflatedCount > 0, !state.reportedConflation else { return (result, nil) }
+            state.reportedConflation = true
+            return (result, state.queue.conflatedCount)
         }
+        if let firstConflation { onFirstConflation(firstConflation) }
         if result == .overflow { closeContinuation.yield(.outputLimit) }
         if result != .dropped && result != .queued { wakeContinuation.yield() }
     }

@@ -38,7 +38,12 @@ public struct SessionHandler: Sendable {
     /// at once if one is under way); it leaves the registry when `channel` closes, whether or
     /// not the upgrade completed.
     public func openSession(on channel: any Channel) -> Session {
-        let session = Session(id: Self.nextID.wrappingIncrementThenLoad(ordering: .relaxed), limits: outputLimits)
+        let id = Self.nextID.wrappingIncrementThenLoad(ordering: .relaxed)
+        let logger = self.logger
+        let session = Session(id: id, limits: outputLimits) { dropped in
+            logger.info("a client does not keep up; keeping only the newest change per key for it",
+                        metadata: ["connection.id": "\(id)", "kv.conflated": "\(dropped)"])
+        }
         registry.add(session)
         let registry = self.registry
         channel.closeFuture.whenComplete { _ in registry.remove(session) }
@@ -55,7 +60,12 @@ public struct SessionHandler: Sendable {
             for key in subscriptions.withLockedValue({ $0 }) { hub.unsubscribe(key, session) }
             session.finish()
             registry.remove(session)
-            logger.debug("websocket closed", metadata: ["kv.conflated": "\(session.conflatedCount)"])
+            let conflated = session.conflatedCount
+            if conflated > 0 {
+                logger.info("websocket closed", metadata: ["kv.conflated": "\(conflated)"])
+            } else {
+                logger.debug("websocket closed")
+            }
         }
         let writerLogger = logger
         let maxMessage = Self.maxMessageBytes(for: limits)
@@ -73,24 +83,31 @@ public struct SessionHandler: Sendable {
                 session.finish()
             }
             // Closes are sent from here, not by the writer: a client that does not read leaves the
-            // writer suspended in a write, and a shutdown must not wait behind queued messages.
+            // writer suspended in a write, so close frames are sent unstructured (cancelling this
+            // group must not stop them) and a client that never answers is cut off by throwing,
+            // which cancels the stuck writer; WSCore then drops the connection after its close timeout.
             group.addTask {
                 for await reason in session.closeRequests {
                     switch reason {
                     case .shutdown:
-                        try? await outbound.close(.goingAway, reason: "server shutting down")
+                        Task { try? await outbound.close(.goingAway, reason: "server shutting down") }
+                        // A client that reads answers the close, its reader ends and this task is
+                        // cancelled; one that does not is cut off here.
+                        try await Task.sleep(for: .seconds(2))
+                        throw ClientDidNotClose()
                     case .outputLimit:
                         writerLogger.warning("closing a websocket whose client does not keep up (output queue over its limit)",
                                              metadata: ["connection.id": "\(session.id)"])
-                        // Unstructured, so the cancellation below does not stop the 1008 frame;
-                        // WSCore drops the connection once its close timeout passes.
                         Task { try? await outbound.close(.policyViolation, reason: "output queue limit exceeded") }
                         throw OutputLimitExceeded()
                     }
                 }
             }
             do {
-                try await group.waitForAll()
+                // The reader ending (the client closed, or answered our close) ends the session;
+                // the writer and the close task are then cancelled.
+                try await group.next()
+                group.cancelAll()
             } catch {
                 session.finish()
                 throw error  // WSCore closes (1009 for an oversize message) and drops the connection
@@ -98,6 +115,7 @@ public struct SessionHandler: Sendable {
         }
     }
 
+    struct ClientDidNotClose: Error {}
     struct OutputLimitExceeded: Error {}
 
     private func handle(_ text: [UInt8], _ session: Session, _ subscriptions: NIOLockedValueBox<Set<[UInt8]>>) async {
@@ -138,7 +156,9 @@ public struct SessionHandler: Sendable {
         for await _ in session.wakeups {
             while true {
                 let (messages, closing) = session.next(maxBytes: 256 << 10)
-                if closing != nil { return }  // the close-request task sends the close frame
+                // The close-request task sends the close frame; the writer stops writing but
+                // stays until the session ends, so it does not end the session early.
+                if closing != nil { break }
                 if messages.isEmpty { break }
                 do {
                     for message in messages {

@@ -25,6 +25,28 @@ final class RawWebSocket {
 
     deinit { close(fd) }
 
+    /// Reads frames until one with `opcode` arrives (true) or `seconds` pass (false).
+    func waitForFrame(opcode: UInt8, within seconds: Double) throws -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        var pending: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 1 << 16)
+        while Date() < deadline {
+            // Frames from the server are unmasked: 2 header bytes, then 0, 2 or 8 length bytes.
+            while pending.count >= 2 {
+                let code = pending[0] & 0x0F
+                var length = Int(pending[1] & 0x7F), header = 2
+                if length == 126 { guard pending.count >= 4 else { break }; length = Int(pending[2]) << 8 | Int(pending[3]); header = 4 }
+                if length == 127 { guard pending.count >= 10 else { break }; length = pending[2..<10].reduce(0) { $0 << 8 | Int($1) }; header = 10 }
+                guard pending.count >= header + length else { break }
+                if code == opcode { return true }
+                pending.removeFirst(header + length)
+            }
+            let n = recv(fd, &chunk, chunk.count, 0)
+            if n > 0 { pending += chunk[0..<n] } else if n == 0 { return false }
+        }
+        return false
+    }
+
     /// Reads (and discards) until the server closes the connection; false if it stays open.
     func readsToEnd(within seconds: Double) throws -> Bool {
         let deadline = Date().addingTimeInterval(seconds)

@@ -99,12 +99,20 @@ final class DaemonProcess {
 
     var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
 
-    /// Sends SIGTERM and waits for the exit; returns the status and how long it took.
+    /// Sends SIGTERM and waits for the exit; returns the status and how long it took. A process
+    /// still running after `limit` seconds is killed (status -1), so a daemon that does not stop
+    /// fails its test instead of hanging the run.
     @discardableResult
-    func terminate() -> (status: Int32, seconds: Double) {
+    func terminate(limit: Double = 15) -> (status: Int32, seconds: Double) {
         guard process.isRunning else { return (process.terminationStatus, 0) }
         let start = Date()
         process.terminate()
+        while process.isRunning && Date().timeIntervalSince(start) < limit { usleep(5_000) }
+        guard !process.isRunning else {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+            return (-1, Date().timeIntervalSince(start))
+        }
         process.waitUntilExit()
         return (process.terminationStatus, Date().timeIntervalSince(start))
     }

@@ -146,6 +146,34 @@ struct WebSocketAPITests {
         await writer.close()
     }
 
+    @Test("SIGTERM does not wait for a client that stopped reading")
+    func shutdownWithStuckClient() async throws {
+        let stack = try HTTPStack(wsArguments: [])
+        let stuck = try RawWebSocket(port: stack.port)
+        try stuck.sendText(#"{"type":"subscribe","payload":{"key":"stuck"}}"#)
+        let writer = try await TestWebSocket.connect(stack.webSocketURL)
+        try await writer.send(type: "subscribe", #"{"key":"stuck"}"#)
+        try await writer.send(type: "get", #"{"key":"stuck"}"#)
+        _ = try await writer.next()
+        // Far more than the socket buffers between kv-ws and the client hold: its writer blocks.
+        let big = String(repeating: "x", count: 512 << 10)
+        for i in 0..<40 { try await writer.send(type: "set", #"{"key":"stuck","value":"\#(i)\#(big)"}"#) }
+        while !(try await writer.next(within: 20)).contains(#""value":"39x"#) {}
+        let daemon = try #require(stack.ws)
+        let stopped = daemon.terminate()
+        #expect(stopped.status == 0, "\(daemon.log.suffix(2000))")
+        #expect(stopped.seconds < 10, "took \(stopped.seconds) s")
+        _ = stuck
+    }
+
+    @Test("kv-ws pings idle clients, so idle subscribers outlive proxy read timeouts")
+    func pings() throws {
+        let stack = try HTTPStack(wsArguments: ["--ping-seconds", "1"])
+        let idle = try RawWebSocket(port: stack.port)
+        try idle.sendText(#"{"type":"subscribe","payload":{"key":"quiet"}}"#)
+        #expect(try idle.waitForFrame(opcode: 0x9, within: 10), "a ping frame arrives at the configured interval")
+    }
+
     @Test("a subscriber that stops reading does not delay another, and is closed with 1008 past its output limit")
     func slowSubscriber() async throws {
         let stack = try HTTPStack(wsArguments: ["--client-conflate-bytes", "65536", "--client-output-limit", "262144"])
@@ -180,6 +208,26 @@ struct WebSocketAPITests {
         #expect(eventually(within: 20) { ws.log.contains("closing a websocket whose client does not keep up") }, "\(ws.log.suffix(3000))")
         #expect(try slow.readsToEnd(within: 30), "the slow client's connection is closed")
         await fast.close()
+        await writer.close()
+        _ = slow
+    }
+
+    @Test("a slow subscriber of one key is conflated (and this is logged), never cut off")
+    func slowSubscriberConflated() async throws {
+        let stack = try HTTPStack(wsArguments: ["--client-conflate-bytes", "65536", "--client-output-limit", "262144"])
+        let slow = try RawWebSocket(port: stack.port)
+        try slow.sendText(#"{"type":"subscribe","payload":{"key":"one"}}"#)
+        let writer = try await TestWebSocket.connect(stack.webSocketURL)
+        try await writer.send(type: "subscribe", #"{"key":"one"}"#)
+        try await writer.send(type: "get", #"{"key":"one"}"#)
+        _ = try await writer.next()
+        let big = String(repeating: "x", count: 64 << 10)
+        for i in 0..<300 { try await writer.send(type: "set", #"{"key":"one","value":"\#(i)\#(big)"}"#) }
+        // The writer's own subscription ends on the final value (its queue may conflate too).
+        while !(try await writer.next(within: 20)).contains(#""value":"299x"#) {}
+        let ws = try #require(stack.ws)
+        #expect(eventually { ws.log.contains("keeping only the newest change per key") }, "\(ws.log.suffix(2000))")
+        #expect(!ws.log.contains("closing a websocket whose client does not keep up"))
         await writer.close()
         _ = slow
     }
