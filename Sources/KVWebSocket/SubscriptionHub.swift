@@ -33,11 +33,10 @@ public final class SubscriptionHub: Sendable {
     func subscribe(_ key: [UInt8], _ session: Session) async throws(KVError) {
         let keyBuffer = ByteBuffer(bytes: key)
         let acknowledged = watches.withLockedValue { watches -> EventLoopFuture<Void> in
-            if watches[keyBuffer] == nil {
-                watches[keyBuffer] = Watch(acknowledged: connection.subscribeFuture(keyBuffer))
-            }
-            watches[keyBuffer]?.sessions[session.id] = session
-            return watches[keyBuffer]!.acknowledged
+            var watch = watches[keyBuffer] ?? Watch(acknowledged: connection.subscribeFuture(keyBuffer))
+            watch.sessions[session.id] = session
+            watches[keyBuffer] = watch
+            return watch.acknowledged
         }
         do {
             try await acknowledged.get()
