@@ -410,7 +410,8 @@ public struct CommandProcessor: Sendable {
         let all = requested.isEmpty || requested.contains("all") || requested.contains("everything") || requested.contains("default")
         let snapshot = store.withKeyspace { ks in
             (count: ks.count, expiring: ks.expiringCount, revision: ks.revision, stats: ks.stats,
-             subscriptions: ks.subscriptionCount, watchedKeys: ks.watchedKeyCount, dataset: ks.datasetBytes, index: ks.indexBytes)
+             subscriptions: ks.subscriptionCount, watchedKeys: ks.watchedKeyCount, dataset: ks.datasetBytes, index: ks.indexBytes,
+             now: ks.clock.monotonicNanoseconds())
         }
         var text = ""
         func section(_ name: String, _ lines: [(String, String)]) {
@@ -419,8 +420,7 @@ public struct CommandProcessor: Sendable {
             text += "# \(name)\r\n"
             for (k, v) in lines { text += "\(k):\(v)\r\n" }
         }
-        let now = store.withKeyspace { $0.clock.monotonicNanoseconds() }
-        let uptime = (now - statistics.startedAtMonotonicNanoseconds) / 1_000_000_000
+        let uptime = (snapshot.now - statistics.startedAtMonotonicNanoseconds) / 1_000_000_000
         section("Server", [
             ("redis_version", Self.compatibleRedisVersion), ("kv_stored_version", Self.serverVersion),
             ("redis_mode", "standalone"), ("process_id", String(getpid())), ("unix_socket", socketPath),

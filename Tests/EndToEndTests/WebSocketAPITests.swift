@@ -15,6 +15,20 @@ struct WebSocketAPITests {
     static func value(_ key: String, _ json: String) -> String { #"{"type":"value","payload":{"key":"\#(key)","value":\#(json)}}"# }
     static func noValue(_ key: String) -> String { #"{"type":"no-value","payload":{"key":"\#(key)"}}"# }
 
+    /// Connects a writer that watches `key`, sends `count` sets of ~`bytes`-byte values to it
+    /// (each value starts with its index), and returns once the writer has seen the last one.
+    func flood(_ stack: HTTPStack, key: String, count: Int, bytes: Int) async throws -> TestWebSocket {
+        let writer = try await TestWebSocket.connect(stack.webSocketURL)
+        try await writer.send(type: "subscribe", #"{"key":"\#(key)"}"#)
+        try await writer.send(type: "get", #"{"key":"\#(key)"}"#)
+        _ = try await writer.next()
+        let big = String(repeating: "x", count: bytes)
+        for i in 0..<count { try await writer.send(type: "set", #"{"key":"\#(key)","value":"\#(i)\#(big)"}"#) }
+        // The writer's own subscription ends on the final value (its queue may conflate too).
+        while !(try await writer.next(within: 20)).contains(#""value":"\#(count - 1)x"#) {}
+        return writer
+    }
+
     /// The text of an `error` message, JSON escapes resolved.
     func errorText(_ reply: String) throws -> String {
         let document = try JSONReader().read(Array(reply.utf8))
@@ -151,14 +165,8 @@ struct WebSocketAPITests {
         let stack = try HTTPStack(wsArguments: [])
         let stuck = try RawWebSocket(port: stack.port)
         try stuck.sendText(#"{"type":"subscribe","payload":{"key":"stuck"}}"#)
-        let writer = try await TestWebSocket.connect(stack.webSocketURL)
-        try await writer.send(type: "subscribe", #"{"key":"stuck"}"#)
-        try await writer.send(type: "get", #"{"key":"stuck"}"#)
-        _ = try await writer.next()
         // Far more than the socket buffers between kv-ws and the client hold: its writer blocks.
-        let big = String(repeating: "x", count: 512 << 10)
-        for i in 0..<40 { try await writer.send(type: "set", #"{"key":"stuck","value":"\#(i)\#(big)"}"#) }
-        while !(try await writer.next(within: 20)).contains(#""value":"39x"#) {}
+        let writer = try await flood(stack, key: "stuck", count: 40, bytes: 512 << 10)
         let daemon = try #require(stack.ws)
         let stopped = daemon.terminate()
         #expect(stopped.status == 0, "\(daemon.log.suffix(2000))")
@@ -217,14 +225,7 @@ struct WebSocketAPITests {
         let stack = try HTTPStack(wsArguments: ["--client-conflate-bytes", "65536", "--client-output-limit", "262144"])
         let slow = try RawWebSocket(port: stack.port)
         try slow.sendText(#"{"type":"subscribe","payload":{"key":"one"}}"#)
-        let writer = try await TestWebSocket.connect(stack.webSocketURL)
-        try await writer.send(type: "subscribe", #"{"key":"one"}"#)
-        try await writer.send(type: "get", #"{"key":"one"}"#)
-        _ = try await writer.next()
-        let big = String(repeating: "x", count: 64 << 10)
-        for i in 0..<300 { try await writer.send(type: "set", #"{"key":"one","value":"\#(i)\#(big)"}"#) }
-        // The writer's own subscription ends on the final value (its queue may conflate too).
-        while !(try await writer.next(within: 20)).contains(#""value":"299x"#) {}
+        let writer = try await flood(stack, key: "one", count: 300, bytes: 64 << 10)
         let ws = try #require(stack.ws)
         #expect(eventually { ws.log.contains("keeping only the newest change per key") }, "\(ws.log.suffix(2000))")
         #expect(!ws.log.contains("closing a websocket whose client does not keep up"))
