@@ -25,7 +25,7 @@ start_stack() {
   wait_socket "$dir/kv-stored.sock"
   "$bin/kv-fcgi" --socket "$dir/kv-fcgi.sock" --store "$dir/kv-stored.sock" --threads "$threads" --log-level warning "${group_args[@]}" & pids+=($!)
   fcgi_pid=$!
-  "$bin/kv-ws" --socket "$dir/kv-ws.sock" --store "$dir/kv-stored.sock" --log-level warning "${group_args[@]}" & pids+=($!)
+  "$bin/kv-ws" --socket "$dir/kv-ws.sock" --store "$dir/kv-stored.sock" --log-level warning "${group_args[@]}" ${WS_ARGS:-} & pids+=($!)
   wait_socket "$dir/kv-fcgi.sock"; wait_socket "$dir/kv-ws.sock"
   scripts/nginx-local-conf.sh "$dir" "$port" > "$dir/nginx.conf"
   sed -i "s|access_log $dir/nginx/access.log;|access_log off;|" "$dir/nginx.conf"

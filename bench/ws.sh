@@ -33,11 +33,14 @@ echo "| --- | --- | ---: | ---: | ---: | ---: |"
 echo -n "| baseline echo (picows) "; python3 bench/ws_load.py rr "$base" "$conns" "$seconds"
 echo -n "| kv-ws "; python3 bench/ws_load.py rr "$kv" "$conns" "$seconds"
 echo
-echo "| test | load | deliveries/s | p50 | p99 | max | lost | out of order |"
-echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
-python3 bench/ws_load.py fanout "$kv" "$subs" "$rate" "$fan_seconds"
-python3 bench/ws_load.py fanout "$kv" "$subs" "$((rate / 10))" "$fan_seconds"
-python3 bench/ws_load.py manykeys "$kv" "$subs" "$rate" "$fan_seconds"
+echo "| server | test | load | deliveries/s | p50 | p99 | max | lost | out of order |"
+echo "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+for r in "$rate" "$((rate / 4))" "$((rate / 10))"; do
+  echo -n "| baseline broadcast (picows) "; python3 bench/ws_load.py fanout "$base" "$subs" "$r" "$fan_seconds"
+  echo -n "| kv-ws "; python3 bench/ws_load.py fanout "$kv" "$subs" "$r" "$fan_seconds"
+done
+echo -n "| baseline broadcast (picows) "; python3 bench/ws_load.py manykeys "$base" "$subs" "$rate" "$fan_seconds"
+echo -n "| kv-ws "; python3 bench/ws_load.py manykeys "$kv" "$subs" "$rate" "$fan_seconds"
 echo
 echo "| test | load | notified | p50 | p99 | max | missing |"
 echo "| --- | --- | ---: | ---: | ---: | ---: | ---: |"

@@ -20,8 +20,8 @@ public enum StoreConnectionEvent: Sendable, Equatable {
 /// subscriptions on one socket, so a `subscribe` followed by a `get` is answered in that order.
 ///
 /// Connects lazily and reconnects with backoff. While kv-stored is unreachable, requests fail at
-/// once with `storageUnavailable` (never hang; a request unanswered within `requestTimeout`
-/// closes the connection). After a reconnect, every subscription is restored and `.restored`
+/// once with `storageUnavailable` (never hang: while requests wait, kv-stored silent for
+/// `requestTimeout` closes the connection). After a reconnect, every subscription is restored and `.restored`
 /// is reported. All mutable state lives on `eventLoop`.
 public final class StoreConnection: @unchecked Sendable {
     public let socketPath: String
@@ -45,6 +45,11 @@ public final class StoreConnection: @unchecked Sendable {
     private var backoff = ReconnectBackoff()
     private var lostSubscriptions = false
     private var reconnectTask: Scheduled<Void>?
+    private var flushScheduled = false
+    /// Requests sent and not yet answered, and whether any reply came since the watchdog was armed.
+    private var outstanding = 0
+    private var answered = false
+    private var watchdog: Scheduled<Void>?
 
     public init(
         socketPath: String,
@@ -65,28 +70,54 @@ public final class StoreConnection: @unchecked Sendable {
     // MARK: - Operations
 
     public func get(_ key: ByteBuffer) async throws(KVError) -> ByteBuffer? {
-        switch try await request([ByteBuffer(string: "GET"), key]) {
+        try Self.getReply(await request([ByteBuffer(string: "GET"), key]))
+    }
+
+    public func set(_ key: ByteBuffer, value: ByteBuffer, ttl: TTL?) async throws(KVError) {
+        try Self.setReply(await request(Self.setCommand(key, value: value, ttl: ttl)))
+    }
+
+    @discardableResult
+    public func delete(_ key: ByteBuffer) async throws(KVError) -> Bool {
+        try Self.deleteReply(await request([ByteBuffer(string: "DEL"), key]))
+    }
+
+    // The same operations as futures on `eventLoop`, for callers that run there (kv-ws's
+    // WebSocket handlers): no thread hop, and replies complete in the order the calls were made.
+
+    public func getFuture(_ key: ByteBuffer) -> EventLoopFuture<ByteBuffer?> {
+        requestFuture([ByteBuffer(string: "GET"), key]).flatMapThrowing { try Self.getReply($0) }
+    }
+
+    public func setFuture(_ key: ByteBuffer, value: ByteBuffer, ttl: TTL?) -> EventLoopFuture<Void> {
+        requestFuture(Self.setCommand(key, value: value, ttl: ttl)).flatMapThrowing { try Self.setReply($0) }
+    }
+
+    public func deleteFuture(_ key: ByteBuffer) -> EventLoopFuture<Bool> {
+        requestFuture([ByteBuffer(string: "DEL"), key]).flatMapThrowing { try Self.deleteReply($0) }
+    }
+
+    private static func setCommand(_ key: ByteBuffer, value: ByteBuffer, ttl: TTL?) -> [ByteBuffer] {
+        var args = [ByteBuffer(string: "SET"), key, value]
+        if let ttl { args += [ByteBuffer(string: "PX"), ByteBuffer(string: String(ttl.milliseconds))] }
+        return args
+    }
+
+    private static func getReply(_ reply: RESPValue) throws(KVError) -> ByteBuffer? {
+        switch reply {
         case .bulkString(let value): return value
         case .null: return nil
         case let other: throw BlockingStoreClient.unexpected(other)
         }
     }
 
-    public func set(_ key: ByteBuffer, value: ByteBuffer, ttl: TTL?) async throws(KVError) {
-        var args = [ByteBuffer(string: "SET"), key, value]
-        if let ttl { args += [ByteBuffer(string: "PX"), ByteBuffer(string: String(ttl.milliseconds))] }
-        switch try await request(args) {
-        case .simpleString: return
-        case let other: throw BlockingStoreClient.unexpected(other)
-        }
+    private static func setReply(_ reply: RESPValue) throws(KVError) {
+        guard case .simpleString = reply else { throw BlockingStoreClient.unexpected(reply) }
     }
 
-    @discardableResult
-    public func delete(_ key: ByteBuffer) async throws(KVError) -> Bool {
-        switch try await request([ByteBuffer(string: "DEL"), key]) {
-        case .integer(let n): return n > 0
-        case let other: throw BlockingStoreClient.unexpected(other)
-        }
+    private static func deleteReply(_ reply: RESPValue) throws(KVError) -> Bool {
+        guard case .integer(let n) = reply else { throw BlockingStoreClient.unexpected(reply) }
+        return n > 0
     }
 
     /// Subscribes to `key`'s changes; every change applied after this returns is delivered.
@@ -141,10 +172,20 @@ public final class StoreConnection: @unchecked Sendable {
         try await Self.awaitStore(eventLoop.flatSubmit { self.send(arguments, onReply: onReply) })
     }
 
+    /// Sends one command; the reply completes the future on `eventLoop`. Errors are `KVError`s.
+    public func requestFuture(_ arguments: [ByteBuffer]) -> EventLoopFuture<RESPValue> {
+        let reply = eventLoop.inEventLoop ? send(arguments, onReply: nil) : eventLoop.flatSubmit { self.send(arguments, onReply: nil) }
+        return reply.flatMapErrorThrowing { error in
+            if let error = error as? KVError { throw error }
+            throw KVError(.storageUnavailable, "storage unavailable: \(error)")
+        }
+    }
+
     /// Closes the connection; later requests fail.
     public func close() async {
         let channel: Channel? = try? await eventLoop.submit { () -> Channel? in
             self.reconnectTask?.cancel()
+            self.watchdog?.cancel()
             defer { self.state = .closed }
             if case .connected(let channel) = self.state { return channel }
             return nil
@@ -157,16 +198,45 @@ public final class StoreConnection: @unchecked Sendable {
     private func send(_ arguments: [ByteBuffer], onReply: (@Sendable () -> Void)?) -> EventLoopFuture<RESPValue> {
         channel().flatMap { channel in
             let promise = self.eventLoop.makePromise(of: RESPValue.self)
-            let timeout = self.eventLoop.scheduleTask(in: self.requestTimeout) {
+            self.outstanding += 1
+            self.armWatchdog(channel)
+            promise.futureResult.whenComplete { result in
+                self.outstanding -= 1
+                self.answered = true
+                if case .success = result { onReply?() }
+            }
+            channel.write(StoreRequest(arguments: arguments, promise: promise), promise: nil)
+            self.scheduleFlush(channel)
+            return promise.futureResult
+        }
+    }
+
+    /// One flush for all the commands sent in this event-loop tick (many sessions' requests
+    /// then share one write to kv-stored), instead of one write per command.
+    private func scheduleFlush(_ channel: Channel) {
+        guard !flushScheduled else { return }
+        flushScheduled = true
+        eventLoop.execute {
+            self.flushScheduled = false
+            channel.flush()
+        }
+    }
+
+    /// While requests wait, kv-stored must answer something every `requestTimeout`; if it does
+    /// not, the connection is closed (its requests fail) and the next request reconnects. One
+    /// timer per connection, not one per request.
+    private func armWatchdog(_ channel: Channel) {
+        guard watchdog == nil else { return }
+        answered = false
+        watchdog = eventLoop.scheduleTask(in: requestTimeout) {
+            self.watchdog = nil
+            guard case .connected(let current) = self.state, current === channel, self.outstanding > 0 else { return }
+            if self.answered {
+                self.armWatchdog(channel)
+            } else {
                 self.logger.warning("kv-stored did not answer in time; reconnecting", metadata: ["kv.timeout": "\(self.requestTimeout)"])
                 channel.close(promise: nil)
             }
-            promise.futureResult.whenComplete { result in
-                timeout.cancel()
-                if case .success = result { onReply?() }
-            }
-            channel.writeAndFlush(StoreRequest(arguments: arguments, promise: promise), promise: nil)
-            return promise.futureResult
         }
     }
 

@@ -1,16 +1,22 @@
 import KVCore
 import NIOConcurrencyHelpers
+import NIOCore
 
 /// One outgoing WebSocket message waiting in a session's queue. Change notifications carry
 /// their key (a newer one supersedes an older one when the client is slow); replies do not.
+/// The text is a ByteBuffer so one change fanned out to many sessions is one shared buffer.
 struct Outgoing: Conflatable {
-    var text: [UInt8]
+    var text: ByteBuffer
     var conflationKey: [UInt8]?
-    var byteCost: Int { text.count + 32 }
+    var byteCost: Int { text.readableBytes + 32 }
 }
 
-/// A WebSocket connection's outgoing side: a `ConflatingQueue` behind a lock (the subscription
-/// hub enqueues from kv-stored's event loop), and a wake-up stream for the writer task.
+/// A WebSocket connection's outgoing side, shared by the threads that produce its messages:
+/// replies are made on the connection's event loop, changes on the subscription connection's.
+///
+/// Messages wait in a `ConflatingQueue` behind a lock; the connection's handler drains it onto
+/// the socket while the socket takes data, once per event-loop tick however many messages came
+/// in that tick (one flush for all of them).
 public final class Session: Sendable {
     public enum Closing: Sendable, Equatable {
         /// The queue overflowed: close with 1008 (policy violation).
@@ -24,68 +30,87 @@ public final class Session: Sendable {
         var closing: Closing?
         var finished = false
         var reportedConflation = false
+        /// A drain is due on the event loop (or waits for the socket to become writable).
+        var drainDue = false
     }
 
     public let id: Int
+    let eventLoop: any EventLoop
     private let state: NIOLockedValueBox<State>
-    private let wakeContinuation: AsyncStream<Void>.Continuation
-    let wakeups: AsyncStream<Void>
-    private let closeContinuation: AsyncStream<Closing>.Continuation
-    /// Close requests, for the task that must act even while the writer is stuck in a write
-    /// to a client that does not read.
-    let closeRequests: AsyncStream<Closing>
-
-    init(id: Int, limits: OutputLimits, onFirstConflation: @escaping @Sendable (Int) -> Void = { _ in }) {
-        self.id = id
-        self.onFirstConflation = onFirstConflation
-        self.state = NIOLockedValueBox(State(queue: ConflatingQueue(limits: limits)))
-        (wakeups, wakeContinuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
-        (closeRequests, closeContinuation) = AsyncStream.makeStream(of: Closing.self, bufferingPolicy: .bufferingOldest(1))
-    }
-
+    /// The connection's handler once the upgrade is done; used on `eventLoop` only.
+    private let handler: NIOLoopBoundBox<WebSocketSessionHandler?>
     /// Called once, when the session first drops superseded changes for a slow client.
     private let onFirstConflation: @Sendable (Int) -> Void
 
+    init(id: Int, eventLoop: any EventLoop, limits: OutputLimits, onFirstConflation: @escaping @Sendable (Int) -> Void = { _ in }) {
+        self.id = id
+        self.eventLoop = eventLoop
+        self.onFirstConflation = onFirstConflation
+        self.state = NIOLockedValueBox(State(queue: ConflatingQueue(limits: limits)))
+        self.handler = .makeEmptyBox(valueType: WebSocketSessionHandler.self, eventLoop: eventLoop)
+    }
+
+    /// Connects the session to its channel handler (on `eventLoop`); a close asked for before
+    /// then is carried out now.
+    func attach(_ handler: WebSocketSessionHandler) {
+        self.handler.value = handler
+        if let closing = state.withLockedValue({ $0.closing }) { handler.startClose(closing) } else { handler.drain() }
+    }
+
     /// Queues a message; a change notification passes its key so it can be conflated.
     func send(_ message: ServerMessage, conflationKey: [UInt8]? = nil) {
-        let (result, firstConflation) = state.withLockedValue { state -> (ConflatingQueue<Outgoing>.AppendResult, Int?) in
-            guard !state.finished, state.closing == nil else { return (.dropped, nil) }
-            let result = state.queue.append(Outgoing(text: message.text, conflationKey: conflationKey))
+        send(text: ByteBuffer(bytes: message.text), conflationKey: conflationKey)
+    }
+
+    /// Queues a message already encoded (a change sent to many sessions is encoded once).
+    func send(text: ByteBuffer, conflationKey: [UInt8]? = nil) {
+        let (result, drain, firstConflation) = state.withLockedValue { state -> (ConflatingQueue<Outgoing>.AppendResult, Bool, Int?) in
+            guard !state.finished, state.closing == nil else { return (.dropped, false, nil) }
+            let result = state.queue.append(Outgoing(text: text, conflationKey: conflationKey))
             if result == .overflow { state.closing = .outputLimit }
-            guard state.queue.conflatedCount > 0, !state.reportedConflation else { return (result, nil) }
+            let drain = result != .overflow && !state.drainDue
+            if drain { state.drainDue = true }
+            guard state.queue.conflatedCount > 0, !state.reportedConflation else { return (result, drain, nil) }
             state.reportedConflation = true
-            return (result, state.queue.conflatedCount)
+            return (result, drain, state.queue.conflatedCount)
         }
         if let firstConflation { onFirstConflation(firstConflation) }
-        if result == .overflow { closeContinuation.yield(.outputLimit) }
-        if result != .dropped && result != .queued { wakeContinuation.yield() }
+        if result == .overflow {
+            eventLoop.execute { self.handler.value?.startClose(.outputLimit) }
+        } else if drain {
+            // Deferred to the end of the current tick, so a burst of messages costs one flush.
+            eventLoop.execute { self.handler.value?.drain() }
+        }
     }
 
     /// Asks for the WebSocket to be closed.
     func close(_ reason: Closing) {
         let first = state.withLockedValue { state -> Bool in
-            guard state.closing == nil else { return false }
+            guard state.closing == nil, !state.finished else { return false }
             state.closing = reason
             return true
         }
-        if first { closeContinuation.yield(reason) }
-        wakeContinuation.yield()
+        if first { eventLoop.execute { self.handler.value?.startClose(reason) } }
     }
 
-    /// What the writer should do next: messages to write, or a close.
-    func next(maxBytes: Int) -> (messages: [Outgoing], closing: Closing?) {
+    /// Takes up to about `maxBytes` of queued messages for writing; once the queue is empty the
+    /// next `send` schedules a drain again. Nothing is returned once a close is under way.
+    func take(maxBytes: Int) -> [Outgoing] {
         state.withLockedValue { state in
-            if let closing = state.closing { return ([], closing) }
-            return (state.queue.take(maxBytes: maxBytes), nil)
+            guard state.closing == nil, !state.finished else { return [] }
+            let messages = state.queue.take(maxBytes: maxBytes)
+            if state.queue.isEmpty { state.drainDue = false }
+            return messages
         }
     }
 
     var conflatedCount: Int { state.withLockedValue { $0.queue.conflatedCount } }
 
-    /// Ends the session's queue; the writer exits.
+    /// Ends the session: nothing more is queued, and what is queued is dropped.
     func finish() {
-        state.withLockedValue { $0.finished = true }
-        wakeContinuation.finish()
-        closeContinuation.finish()
+        state.withLockedValue { state in
+            state.finished = true
+            state.queue = ConflatingQueue(limits: state.queue.limits)
+        }
     }
 }

@@ -28,9 +28,9 @@ public final class SubscriptionHub: Sendable {
         router.withLockedValue { $0 = self }
     }
 
-    /// Adds `session` as a watcher of `key`; returns once kv-stored has acknowledged the
-    /// subscription, so every change applied after that reaches the session.
-    func subscribe(_ key: [UInt8], _ session: Session) async throws(KVError) {
+    /// Adds `session` as a watcher of `key`; the future completes once kv-stored has acknowledged
+    /// the subscription, so every change applied after that reaches the session.
+    func subscribe(_ key: [UInt8], _ session: Session) -> EventLoopFuture<Void> {
         let keyBuffer = ByteBuffer(bytes: key)
         let acknowledged = watches.withLockedValue { watches -> EventLoopFuture<Void> in
             var watch = watches[keyBuffer] ?? Watch(acknowledged: connection.subscribeFuture(keyBuffer))
@@ -38,14 +38,12 @@ public final class SubscriptionHub: Sendable {
             watches[keyBuffer] = watch
             return watch.acknowledged
         }
-        do {
-            try await acknowledged.get()
-        } catch {
+        return acknowledged.flatMapError { error in
             // kv-stored refused or is unreachable: nobody stays subscribed on a failed subscription.
-            watches.withLockedValue { watches in
+            self.watches.withLockedValue { watches in
                 if let watch = watches[keyBuffer], watch.acknowledged === acknowledged { watches[keyBuffer] = nil }
             }
-            throw (error as? KVError) ?? KVError(.storageUnavailable, "storage unavailable: \(error)")
+            return acknowledged.eventLoop.makeFailedFuture((error as? KVError) ?? KVError(.storageUnavailable, "storage unavailable: \(error)"))
         }
     }
 
@@ -61,6 +59,9 @@ public final class SubscriptionHub: Sendable {
         }
     }
 
+    /// Closes the subscription connection (at shutdown).
+    func close() async { await connection.close() }
+
     /// The number of keys with a kv-stored subscription (one per key, whatever the watchers).
     public var keyCount: Int { watches.withLockedValue { $0.count } }
 
@@ -73,7 +74,8 @@ public final class SubscriptionHub: Sendable {
             let message: ServerMessage = change.kind == .set
                 ? .value(key: key, value: change.value.map { Array($0.readableBytesView) } ?? Array("null".utf8))
                 : .noValue(key: key)
-            for session in sessions { session.send(message, conflationKey: key) }
+            let text = ByteBuffer(bytes: message.text)  // encoded once, shared by every watcher
+            for session in sessions { session.send(text: text, conflationKey: key) }
         case .disconnected:
             tellEveryWatcher("lost the connection to storage; changes of subscribed keys may be missed until it returns")
         case .restored:

@@ -1,12 +1,13 @@
-import HTTPTypes
-import Hummingbird
-import HummingbirdWebSocket
+import Atomics
 import KVClient
 import KVCore
 import KVDaemon
 import Logging
 import NIOCore
+import NIOExtras
+import NIOHTTP1
 import NIOPosix
+import NIOWebSocket
 import RESP
 import ServiceLifecycle
 
@@ -20,6 +21,10 @@ public struct WSConfiguration: Sendable {
     public var socketMode: UInt32 = 0o660
     public var socketGroup: String?
     public var storeSocket: String
+    /// Event loops. Half the cores by default: a session lives on one loop and every loop's
+    /// requests share one kv-stored connection, so few loops batch well, and nginx and
+    /// kv-stored need the other cores (on 2 cores, 1 loop measured 15% faster than 2).
+    public var threads = max(1, System.coreCount / 2)
     public var limits = Limits()
     public var outputLimits = OutputLimits(conflateBytes: 1 << 20, maxBytes: 64 << 20)
     /// WebSocket ping interval; keeps idle subscribers alive through nginx's proxy_read_timeout.
@@ -29,68 +34,162 @@ public struct WSConfiguration: Sendable {
         self.socketPath = socketPath
         self.storeSocket = storeSocket
     }
+
+    /// Largest WebSocket message accepted: a value at the limit plus a key at the limit written
+    /// with JSON escapes (up to 6 characters per byte) and the envelope.
+    public var maxMessageBytes: Int { limits.maxValueBytes + limits.maxKeyBytes * 6 + (64 << 10) }
 }
 
-/// kv-ws's whole life: a WebSocket server (hummingbird-websocket) on a unix socket behind
-/// nginx's `/ws`, sessions talking to kv-stored, clean shutdown with 1001 on SIGTERM/SIGINT.
+/// kv-ws's whole life: a WebSocket server on a unix socket behind nginx's `/ws`, sessions
+/// talking to kv-stored, clean shutdown with 1001 on SIGTERM/SIGINT.
+///
+/// Built on swift-nio's own WebSocket codec (NIOWebSocket, the one hummingbird-websocket and
+/// swift-websocket wrap) rather than on their async message streams: each message there costs
+/// task switches between the event loop and Swift's cooperative pool, which profiling showed to
+/// be a third of kv-ws's time. Here a session lives on its channel's event loop together with
+/// that loop's kv-stored connection, so a request costs no thread hop at all.
 public enum WSDaemon {
     public static func run(_ configuration: WSConfiguration, logger: Logger) async throws {
         try SocketFile.removeStale(at: configuration.socketPath)
-        // Hummingbird binds the socket itself; this umask gives it its mode as it is created
-        // (kv-ws creates no other files). Its group is set once the server runs, before "ready".
-        umask(mode_t(~configuration.socketMode & 0o777))
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.threads))
+        let server = WSServer(configuration: configuration, group: group, logger: logger)
+        do {
+            let services = ServiceGroup(services: [server], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+            try await services.run()
+        } catch {
+            try? await group.shutdownGracefully()
+            throw error
+        }
+        try await group.shutdownGracefully()
+        logger.notice("kv-ws stopped")
+    }
+}
 
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
+/// The listening socket and everything behind it, as a service: on graceful shutdown it stops
+/// accepting, closes every WebSocket with 1001, and returns once they are all closed (a client
+/// that does not answer its close is cut off after the close timeout).
+struct WSServer: Service {
+    let configuration: WSConfiguration
+    let group: MultiThreadedEventLoopGroup
+    let logger: Logger
+    private static let nextSessionID = ManagedAtomic<Int>(0)
+
+    func run() async throws {
+        let configuration = self.configuration
+        let logger = self.logger
         let resp = RESPLimits(maxBulkBytes: configuration.limits.maxValueBytes + 64)
-        let requests = StoreConnection(socketPath: configuration.storeSocket, eventLoop: group.next(), limits: resp, logger: logger)
+        // One request connection per event loop: a session uses its own loop's, so requests
+        // and replies never change threads, and a loop's requests share its writes.
+        var requestConnections: [ObjectIdentifier: StoreConnection] = [:]
+        for loop in group.makeIterator() {
+            requestConnections[ObjectIdentifier(loop)] = StoreConnection(
+                socketPath: configuration.storeSocket, eventLoop: loop, limits: resp, logger: logger)
+        }
+        let connections = requestConnections
         let hub = SubscriptionHub(connection: { onEvent in
             StoreConnection(socketPath: configuration.storeSocket, eventLoop: group.next(), limits: resp, logger: logger, onEvent: onEvent)
         }, logger: logger)
-        let registry = SessionRegistry(logger: logger)
-        let handler = SessionHandler(
-            requests: requests, hub: hub, registry: registry, limits: configuration.limits,
-            outputLimits: configuration.outputLimits, logger: logger)
+        let settings = WebSocketSessionHandler.Settings(
+            limits: configuration.limits, pingInterval: .seconds(Int64(configuration.pingSeconds)))
+        let maxMessage = configuration.maxMessageBytes
+        let quiesce = ServerQuiescingHelper(group: group)
 
-        let maxMessage = SessionHandler.maxMessageBytes(for: configuration.limits)
-        let webSocket = WebSocketServerConfiguration(
+        let upgrader = NIOWebSocketServerUpgrader(
             maxFrameSize: maxMessage,
-            autoPing: .enabled(timePeriod: .seconds(configuration.pingSeconds)),
-            // How long a closing connection may wait for the client's close frame before it is
-            // dropped: a client that stopped reading never sends one.
-            closeTimeout: .seconds(3))
-        let app = Application(
-            router: Router(),
-            server: .http1WebSocketUpgrade(configuration: .init(ws: webSocket)) { request, channel, _ in
-                guard request.path?.split(separator: "?").first == "/ws" else { return .dontUpgrade }
-                let session = handler.openSession(on: channel)
-                return .upgrade([:]) { inbound, outbound, _ in
-                    try await handler.run(session: session, inbound: inbound, outbound: outbound)
-                }
+            automaticErrorHandling: true,  // protocol errors are answered with a close frame (1009 for an oversize frame)
+            shouldUpgrade: { channel, head in
+                let path = head.uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first
+                return channel.eventLoop.makeSucceededFuture(path == "/ws" ? HTTPHeaders() : nil)
             },
-            configuration: .init(address: .unixDomainSocket(path: configuration.socketPath), serverName: "kv-ws"),
-            onServerRunning: { _ in
-                do {
-                    try SocketFile.applyPermissions(path: configuration.socketPath, mode: configuration.socketMode, group: configuration.socketGroup)
-                    logger.notice("kv-ws ready", metadata: [
-                        "socket": "\(configuration.socketPath)", "store": "\(configuration.storeSocket)",
-                        "kv.max_message_bytes": "\(maxMessage)",
+            upgradePipelineHandler: { channel, _ in
+                channel.eventLoop.makeCompletedFuture {
+                    let id = Self.nextSessionID.wrappingIncrementThenLoad(ordering: .relaxed)
+                    let session = Session(id: id, eventLoop: channel.eventLoop, limits: configuration.outputLimits) { dropped in
+                        logger.info("a client does not keep up; keeping only the newest change per key for it",
+                                    metadata: ["connection.id": "\(id)", "kv.conflated": "\(dropped)"])
+                    }
+                    guard let requests = connections[ObjectIdentifier(channel.eventLoop)] ?? connections.values.first else { return }
+                    try channel.pipeline.syncOperations.addHandlers([
+                        NIOWebSocketFrameAggregator(
+                            minNonFinalFragmentSize: 0, maxAccumulatedFrameCount: 1 << 16, maxAccumulatedFrameSize: maxMessage),
+                        WebSocketSessionHandler(session: session, requests: requests, hub: hub, settings: settings, logger: logger),
                     ])
-                } catch {
-                    logger.critical("cannot set the socket's permissions: \(error)")
-                    kill(getpid(), SIGTERM)
                 }
-            },
-            eventLoopGroupProvider: .shared(group),
-            logger: logger
-        )
-        let services = ServiceGroup(
-            services: [app, registry],  // shut down in reverse: sessions close with 1001 first
-            gracefulShutdownSignals: [.sigterm, .sigint],
-            logger: logger)
-        try await services.run()
-        await requests.close()
-        unlink(configuration.socketPath)
-        try await group.shutdownGracefully()
-        logger.notice("kv-ws stopped")
+            })
+
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 1024)
+            .serverChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(quiesce.makeServerChannelHandler(channel: channel))
+                }
+            }
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(
+                        withServerUpgrade: (upgraders: [upgrader], completionHandler: { context in
+                            // Upgraded: from now on frames, not HTTP, flow past where this handler sat.
+                            context.pipeline.removeHandler(name: NotWebSocketHandler.name, promise: nil)
+                        }))
+                    try channel.pipeline.syncOperations.addHandler(NotWebSocketHandler(), name: NotWebSocketHandler.name)
+                }
+            }
+        let path = configuration.socketPath
+        let binding = SocketFile.withCreationMode(configuration.socketMode) {
+            bootstrap.bind(unixDomainSocketPath: path, cleanupExistingSocketFile: false)
+        }
+        let channel = try await binding.get()
+        defer { unlink(path) }
+        do {
+            try SocketFile.applyPermissions(path: path, mode: configuration.socketMode, group: configuration.socketGroup)
+        } catch {
+            quiesce.initiateShutdown(promise: nil)
+            throw error
+        }
+        logger.notice("kv-ws ready", metadata: [
+            "socket": "\(path)", "store": "\(configuration.storeSocket)", "threads": "\(configuration.threads)",
+            "kv.max_message_bytes": "\(maxMessage)",
+        ])
+
+        try await withGracefulShutdownHandler {
+            try await channel.closeFuture.get()
+        } onGracefulShutdown: {
+            logger.notice("shutting down: no new connections, closing websockets with 1001")
+            quiesce.initiateShutdown(promise: nil)
+        }
+        // Quiescing tells every connection to close (WebSockets with 1001); it completes once all have.
+        let done = group.next().makePromise(of: Void.self)
+        quiesce.initiateShutdown(promise: done)
+        try? await done.futureResult.get()
+        for connection in connections.values { await connection.close() }
+        await hub.close()
+    }
+}
+
+/// Answers any request that is not a WebSocket upgrade of `/ws`: kv-ws serves nothing else.
+final class NotWebSocketHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+    static let name = "kv-ws-not-websocket"
+
+    private var upgradeMissing = false
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            upgradeMissing = head.uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first == "/ws"
+        case .body:
+            break
+        case .end:
+            let (status, text) = upgradeMissing
+                ? (HTTPResponseStatus.upgradeRequired, "/ws speaks WebSocket only: send an Upgrade: websocket request\n")
+                : (.notFound, "kv-ws serves WebSocket upgrades of /ws only\n")
+            var headers = HTTPHeaders([("Content-Type", "text/plain"), ("Content-Length", "\(text.utf8.count)"), ("Connection", "close")])
+            if upgradeMissing { headers.add(name: "Upgrade", value: "websocket") }
+            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
+            context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: text)))), promise: nil)
+            let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+            context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in bound.value.close(promise: nil) }
+        }
     }
 }

@@ -19,6 +19,9 @@ struct KVWSMain: AsyncParsableCommand {
     @Option(help: "kv-stored's unix socket.")
     var store = "/run/kvserver/kv-stored.sock"
 
+    @Option(help: "Event-loop threads (default: half the CPU cores, at least 1).")
+    var threads: Int?
+
     @OptionGroup var limitOptions: LimitOptions
 
     @Option(help: "A client's queued messages above this many bytes are conflated (newest change per key kept).")
@@ -36,6 +39,7 @@ struct KVWSMain: AsyncParsableCommand {
         guard clientConflateBytes >= 1, clientOutputLimit >= clientConflateBytes else {
             throw ValidationError("--client-output-limit must be at least --client-conflate-bytes")
         }
+        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
         guard pingSeconds >= 1 else { throw ValidationError("--ping-seconds must be at least 1") }
     }
 
@@ -47,6 +51,7 @@ struct KVWSMain: AsyncParsableCommand {
         configuration.limits = limitOptions.limits
         configuration.outputLimits = OutputLimits(conflateBytes: clientConflateBytes, maxBytes: clientOutputLimit)
         configuration.pingSeconds = pingSeconds
+        if let threads { configuration.threads = threads }
         try await WSDaemon.run(configuration, logger: logger)
     }
 }

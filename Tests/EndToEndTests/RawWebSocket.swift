@@ -27,6 +27,17 @@ final class RawWebSocket {
 
     /// Reads frames until one with `opcode` arrives (true) or `seconds` pass (false).
     func waitForFrame(opcode: UInt8, within seconds: Double) throws -> Bool {
+        try readFrame(opcode: opcode, within: seconds) != nil
+    }
+
+    /// The status code of the server's close frame, if one arrives within `seconds`.
+    func closeCode(within seconds: Double) throws -> UInt16? {
+        guard let payload = try readFrame(opcode: 0x8, within: seconds), payload.count >= 2 else { return nil }
+        return UInt16(payload[0]) << 8 | UInt16(payload[1])
+    }
+
+    /// Reads frames until one with `opcode` arrives (its payload) or `seconds` pass (nil).
+    private func readFrame(opcode: UInt8, within seconds: Double) throws -> [UInt8]? {
         let deadline = Date().addingTimeInterval(seconds)
         var pending: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 1 << 16)
@@ -38,13 +49,13 @@ final class RawWebSocket {
                 if length == 126 { guard pending.count >= 4 else { break }; length = Int(pending[2]) << 8 | Int(pending[3]); header = 4 }
                 if length == 127 { guard pending.count >= 10 else { break }; length = pending[2..<10].reduce(0) { $0 << 8 | Int($1) }; header = 10 }
                 guard pending.count >= header + length else { break }
-                if code == opcode { return true }
+                if code == opcode { return Array(pending[header..<(header + length)]) }
                 pending.removeFirst(header + length)
             }
             let n = recv(fd, &chunk, chunk.count, 0)
-            if n > 0 { pending += chunk[0..<n] } else if n == 0 { return false }
+            if n > 0 { pending += chunk[0..<n] } else if n == 0 { return nil }
         }
-        return false
+        return nil
     }
 
     /// Reads (and discards) until the server closes the connection; false if it stays open.

@@ -1,0 +1,303 @@
+import KVClient
+import KVCore
+import Logging
+import NIOCore
+import NIOWebSocket
+
+/// One WebSocket connection after the upgrade, on its channel's event loop: reads client
+/// messages, talks to kv-stored, writes replies and changes, pings, and closes.
+///
+/// Ordering: messages are handled in the order sent. `get`/`set`/`delete` are pipelined on the
+/// event loop's own kv-stored connection (replies come back in order, so answers keep the
+/// order of the questions); `subscribe` and `unsubscribe` wait until every earlier request is
+/// answered, and no later message is looked at until kv-stored has acknowledged a `subscribe`.
+///
+/// Everything here runs on the event loop: no locks, no thread hops on the request path.
+final class WebSocketSessionHandler: ChannelDuplexHandler {
+    typealias InboundIn = WebSocketFrame
+    typealias OutboundIn = WebSocketFrame
+    typealias OutboundOut = WebSocketFrame
+
+    struct Settings {
+        var limits: Limits
+        var pingInterval: TimeAmount
+        /// How long a client may take to answer our close frame before it is cut off.
+        var closeTimeout: TimeAmount = .seconds(2)
+        /// Requests of one connection waiting for kv-stored at once; past this, reading pauses.
+        var maxInFlight = 128
+    }
+
+    /// A message read but not yet handled.
+    private enum Inbound {
+        case message(ClientMessage)
+        case rejected(String)
+    }
+
+    private let session: Session
+    private let requests: StoreConnection
+    private let hub: SubscriptionHub
+    private let settings: Settings
+    private let logger: Logger
+
+    private var context: ChannelHandlerContext?
+    private var inbox = CircularBuffer<Inbound>()
+    private var inFlight = 0
+    private var awaitingSubscription = false
+    private var pumping = false
+    private var subscriptions = Set<[UInt8]>()
+    /// nginx asked for more data while the inbox was full: read once it drains.
+    private var readDeferred = false
+    private var closeSent = false
+    private var closeTimer: Scheduled<Void>?
+    private var pinger: RepeatedTask?
+    private var awaitingPong = false
+
+    init(session: Session, requests: StoreConnection, hub: SubscriptionHub, settings: Settings, logger: Logger) {
+        self.session = session
+        self.requests = requests
+        self.hub = hub
+        self.settings = settings
+        var logger = logger
+        logger[metadataKey: "connection.id"] = "\(session.id)"
+        self.logger = logger
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        logger.debug("websocket opened")
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        pinger = context.eventLoop.scheduleRepeatedTask(initialDelay: settings.pingInterval, delay: settings.pingInterval) { _ in
+            bound.value.ping()
+        }
+        session.attach(self)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        pinger?.cancel()
+        closeTimer?.cancel()
+        for key in subscriptions { hub.unsubscribe(key, session) }
+        subscriptions.removeAll()
+        let conflated = session.conflatedCount
+        session.finish()
+        if conflated > 0 {
+            logger.info("websocket closed", metadata: ["kv.conflated": "\(conflated)"])
+        } else {
+            logger.debug("websocket closed")
+        }
+        self.context = nil
+        context.fireChannelInactive()
+    }
+
+    // MARK: - Reading
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = unwrapInboundIn(data)
+        switch frame.opcode {
+        case .text:
+            guard !closeSent else { return }
+            do throws(KVError) {
+                inbox.append(.message(try ClientMessage.parse(Array(buffer: frame.unmaskedData), limits: settings.limits)))
+            } catch {
+                logger.debug("bad message", metadata: ["error": "\(error.message)"])
+                inbox.append(.rejected(error.message))
+            }
+            pump()
+        case .binary:
+            guard !closeSent else { return }
+            inbox.append(.rejected("messages must be text frames holding JSON"))
+            pump()
+        case .ping:
+            guard !closeSent else { return }
+            context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .pong, data: frame.unmaskedData)), promise: nil)
+        case .pong:
+            awaitingPong = false
+        case .connectionClose:
+            receivedClose(context, frame)
+        default:
+            break  // continuations are joined by NIOWebSocketFrameAggregator; nothing else is valid
+        }
+    }
+
+    /// Handles queued messages in order, as far as ordering allows. Re-entered from a reply
+    /// that completes at once, it returns and lets the outer call carry on.
+    private func pump() {
+        guard !pumping else { return }
+        pumping = true
+        defer { pumping = false }
+        messages: while !awaitingSubscription, !closeSent, let next = inbox.first {
+            if case .message(let message) = next {
+                switch message {
+                case .subscribe, .unsubscribe:
+                    // Earlier writes are applied before the subscription changes.
+                    guard inFlight == 0 else { break messages }
+                case .get, .set, .delete:
+                    guard inFlight < settings.maxInFlight else { break messages }
+                }
+            }
+            inbox.removeFirst()
+            switch next {
+            case .rejected(let message): session.send(.error(message))
+            case .message(let message): handle(message)
+            }
+        }
+        if readDeferred, inbox.count < settings.maxInFlight, let context {
+            readDeferred = false
+            context.read()
+        }
+    }
+
+    private func handle(_ message: ClientMessage) {
+        let loop = session.eventLoop
+        switch message {
+        case .get(let key):
+            track(requests.getFuture(ByteBuffer(bytes: key)).hop(to: loop)) { session, result in
+                switch result {
+                case .success(let value?): session.send(.value(key: key, value: Array(value.readableBytesView)))
+                case .success(nil): session.send(.noValue(key: key))
+                case .failure(let error): session.send(.error(Self.message(error)))
+                }
+            }
+        case .set(let key, let value, let ttl):
+            track(requests.setFuture(ByteBuffer(bytes: key), value: ByteBuffer(bytes: value), ttl: ttl).hop(to: loop)) { session, result in
+                if case .failure(let error) = result { session.send(.error(Self.message(error))) }
+            }
+        case .delete(let key):
+            track(requests.deleteFuture(ByteBuffer(bytes: key)).hop(to: loop)) { session, result in
+                if case .failure(let error) = result { session.send(.error(Self.message(error))) }
+            }
+        case .subscribe(let key):
+            guard !subscriptions.contains(key) else { return }
+            awaitingSubscription = true
+            hub.subscribe(key, session).hop(to: loop).assumeIsolated().whenComplete { result in
+                self.awaitingSubscription = false
+                switch result {
+                case .success: self.subscriptions.insert(key)
+                case .failure(let error): self.session.send(.error(Self.message(error)))
+                }
+                self.pump()
+            }
+        case .unsubscribe(let key):
+            guard subscriptions.remove(key) != nil else { return }
+            hub.unsubscribe(key, session)
+        }
+    }
+
+    /// Counts a pipelined request until its reply, which `reply` turns into messages.
+    private func track<T>(_ future: EventLoopFuture<T>, reply: @escaping (Session, Result<T, any Error>) -> Void) {
+        inFlight += 1
+        future.assumeIsolated().whenComplete { result in
+            self.inFlight -= 1
+            reply(self.session, result)
+            self.pump()
+        }
+    }
+
+    private static func message(_ error: any Error) -> String {
+        (error as? KVError)?.message ?? "storage unavailable: \(error)"
+    }
+
+    /// Reading pauses while too many messages wait, so a client cannot queue unbounded work.
+    func read(context: ChannelHandlerContext) {
+        if inbox.count >= settings.maxInFlight {
+            readDeferred = true
+        } else {
+            context.read()
+        }
+    }
+
+    // MARK: - Writing
+
+    /// Writes queued messages while the socket takes them, then flushes once.
+    func drain() {
+        guard let context, !closeSent else { return }
+        var wrote = false
+        while context.channel.isWritable {
+            let messages = session.take(maxBytes: 256 << 10)
+            if messages.isEmpty { break }
+            for message in messages {
+                context.write(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .text, data: message.text)), promise: nil)
+            }
+            wrote = true
+        }
+        if wrote { context.flush() }
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable { drain() }
+        context.fireChannelWritabilityChanged()
+    }
+
+    // MARK: - Pings and closing
+
+    private func ping() {
+        guard let context, !closeSent else { return }
+        if awaitingPong {
+            logger.info("closing a websocket whose client did not answer a ping")
+            context.close(promise: nil)
+            return
+        }
+        awaitingPong = true
+        context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .ping, data: ByteBuffer())), promise: nil)
+    }
+
+    /// Sends a close frame (queued messages are dropped) and cuts the connection off if the
+    /// client has not answered within `closeTimeout`: one that stopped reading never does.
+    func startClose(_ reason: Session.Closing) {
+        switch reason {
+        case .outputLimit:
+            logger.warning("closing a websocket whose client does not keep up (output queue over its limit)")
+            sendClose(.policyViolation, reason: "output queue limit exceeded")
+        case .shutdown:
+            sendClose(.goingAway, reason: "server shutting down")
+        }
+    }
+
+    private func sendClose(_ code: WebSocketErrorCode, reason: String) {
+        guard let context, !closeSent else { return }
+        closeSent = true
+        session.finish()
+        var data = context.channel.allocator.buffer(capacity: 2 + reason.utf8.count)
+        data.write(webSocketErrorCode: code)
+        data.writeString(reason)
+        context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, data: data)), promise: nil)
+        let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+        closeTimer = context.eventLoop.scheduleTask(in: settings.closeTimeout) { bound.value.close(promise: nil) }
+    }
+
+    /// The client closes (we answer with its code and close), or answers our close.
+    private func receivedClose(_ context: ChannelHandlerContext, _ frame: WebSocketFrame) {
+        guard !closeSent else {
+            context.close(promise: nil)
+            return
+        }
+        closeSent = true
+        session.finish()
+        var payload = frame.unmaskedData
+        let code = payload.readWebSocketErrorCode() ?? .normalClosure
+        var data = context.channel.allocator.buffer(capacity: 2)
+        data.write(webSocketErrorCode: code)
+        let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+        context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, data: data))).whenComplete { _ in
+            bound.value.close(promise: nil)
+        }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is ChannelShouldQuiesceEvent {
+            session.close(.shutdown)
+        } else {
+            context.fireUserInboundEventTriggered(event)
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if let error = error as? NIOWebSocketFrameAggregator.Error, case .accumulatedFrameSizeIsTooLarge = error {
+            sendClose(.messageTooLarge, reason: "message over the size limit")
+        } else if error is NIOWebSocketError {
+            closeSent = true  // WebSocketProtocolErrorHandler has sent the close (1009 for an oversize frame)
+        } else {
+            logger.debug("websocket error", metadata: ["error": "\(error)"])
+            context.close(promise: nil)
+        }
+    }
+}
