@@ -1,9 +1,22 @@
 # KvServer — the two commands: `make run` (the local stack) and `make test` (every test).
 PORT ?= 8080
+# `make install`: as a package would place things (see docs/deploy.md).
+PREFIX ?= /usr/local
+DESTDIR ?=
+BINDIR ?= $(PREFIX)/bin
+SYSCONFDIR ?= /etc
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
+DOCDIR ?= $(PREFIX)/share/doc/kvserver
+NGINXDIR ?= $(SYSCONFDIR)/nginx
+# Where the binaries to install are; `make install` builds release ones unless given.
+BIN_DIR ?=
+INSTALL_ENV = DESTDIR="$(DESTDIR)" PREFIX="$(PREFIX)" BINDIR="$(BINDIR)" SYSCONFDIR="$(SYSCONFDIR)" \
+	UNITDIR="$(UNITDIR)" SYSUSERSDIR="$(SYSUSERSDIR)" DOCDIR="$(DOCDIR)" NGINXDIR="$(NGINXDIR)"
 RUN_DIR ?= $(CURDIR)/run
 SWIFT ?= swift
 
-.PHONY: deps build release test run bench clean
+.PHONY: deps build release test run bench clean install uninstall
 
 deps:
 	@scripts/install-deps.sh
@@ -19,6 +32,21 @@ release: deps
 test: deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test
+	scripts/check-install.sh "$$($(SWIFT) build --show-bin-path)"
+
+# Binaries, units, settings, nginx site (sites-available only) and docs; as root on a systemd
+# machine (no DESTDIR) it also creates the kvserver user and reloads systemd.
+install:
+ifeq ($(BIN_DIR),)
+	$(MAKE) release
+	$(INSTALL_ENV) scripts/install.sh install "$$($(SWIFT) build -c release --show-bin-path)"
+else
+	$(INSTALL_ENV) scripts/install.sh install "$(BIN_DIR)"
+endif
+
+# Removes what install put there; never data (/var/lib/kvserver) nor settings you changed.
+uninstall:
+	$(INSTALL_ENV) scripts/install.sh uninstall
 
 # Starts the local stack in the foreground; Ctrl-C stops everything it started.
 run: deps release

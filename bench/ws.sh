@@ -5,7 +5,8 @@
 #   fan-out: SUBS subscribers on one key, a writer at RATE sets/s for SECONDS;
 #   many keys: SUBS subscribers on distinct keys; expiry lag: KEYS keys with TTLs over 1 s.
 # Usage: bench/ws.sh  (after `make release`). Needs python3 with picows and uvloop (installed here).
-# Env: CONNS=50 SECONDS=5 SUBS=1000 RATE=1000 FAN_SECONDS=10 KEYS=100000 KEY_CONNS=100
+# Env: CONNS=50 SECONDS_RR=5 SUBS=1000 RATE=1000 FAN_SECONDS=10 KEYS=100000 KEY_CONNS=100 PROCS=2
+# (PROCS: subscriber processes of the fan-out and expiry scenarios), WS_ARGS (extra kv-ws options)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 conns=${CONNS:-50}; seconds=${SECONDS_RR:-5}; subs=${SUBS:-1000}; rate=${RATE:-1000}
@@ -15,7 +16,14 @@ ulimit -n 65536 2>/dev/null || true
 source bench/stack.sh
 
 baseline_port=$((port + 2))
-python3 bench/ws_load.py serve-baseline "$baseline_port" & pids+=($!)
+# A fresh baseline server for each scenario: after an overload it is still busy writing to
+# clients that have gone, which would slow the next scenario's handshakes.
+restart_baseline() {
+  [ -n "${baseline_pid:-}" ] && kill "$baseline_pid" 2>/dev/null && wait "$baseline_pid" 2>/dev/null || true
+  python3 bench/ws_load.py serve-baseline "$baseline_port" 2>/dev/null & baseline_pid=$!; pids+=($!)
+  sleep 0.5
+}
+restart_baseline
 start_stack "    location = /ws {
         proxy_pass http://127.0.0.1:$baseline_port;
         proxy_http_version 1.1;
@@ -26,7 +34,7 @@ start_stack "    location = /ws {
     }"
 kv="ws://127.0.0.1:$port/ws"; base="ws://127.0.0.1:$bench_port/ws"
 
-echo "machine: $(nproc) cores; $(nginx -v 2>&1); kv-ws $(git rev-parse --short HEAD); client: python3 + picows + uvloop, one process"
+echo "machine: $(nproc) cores; $(nginx -v 2>&1); kv-ws $(git rev-parse --short HEAD); client: python3 + picows + uvloop (rr: one process; fan-out and expiry: ${PROCS:-2} subscriber processes)"
 echo
 echo "| server | test | connections | throughput | p50 | p99 |"
 echo "| --- | --- | ---: | ---: | ---: | ---: |"
@@ -36,9 +44,11 @@ echo
 echo "| server | test | load | deliveries/s | p50 | p99 | max | lost | out of order |"
 echo "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
 for r in "$rate" "$((rate / 4))" "$((rate / 10))"; do
+  restart_baseline
   echo -n "| baseline broadcast (picows) "; python3 bench/ws_load.py fanout "$base" "$subs" "$r" "$fan_seconds"
   echo -n "| kv-ws "; python3 bench/ws_load.py fanout "$kv" "$subs" "$r" "$fan_seconds"
 done
+restart_baseline
 echo -n "| baseline broadcast (picows) "; python3 bench/ws_load.py manykeys "$base" "$subs" "$rate" "$fan_seconds"
 echo -n "| kv-ws "; python3 bench/ws_load.py manykeys "$kv" "$subs" "$rate" "$fan_seconds"
 echo

@@ -106,6 +106,17 @@ async def fanout_writer(url, keys, rate, seconds, barrier):
         if delay > 0: await asyncio.sleep(delay)
         writer.send({"type": "set", "payload": {"key": keys[n % len(keys)], "value": {"t": now_ns(), "seq": n}}})
 
+def collect(results, workers):
+    """The next worker's results, or None once a worker has died without sending them."""
+    import queue
+    while True:
+        try:
+            return results.get(timeout=1)
+        except queue.Empty:
+            if any(w.exitcode not in (None, 0) for w in workers):
+                for w in workers: w.kill()
+                return None
+
 def fanout(url, subs, rate, seconds, distinct=False, label="fan-out", procs=PROCS):
     """SUBS subscribers spread over `procs` processes (one Python process parses ~100k messages/s,
     far less than 1000 subscribers × 1000 sets/s), and a writer process at RATE sets/s."""
@@ -129,7 +140,11 @@ def fanout(url, subs, rate, seconds, distinct=False, label="fan-out", procs=PROC
     for _ in range(procs): barrier_times.put((start, start + seconds + 10))  # 10 s to drain after the last set
     latencies, seen, disorder = [], 0, 0
     for _ in range(procs):
-        l, s_, d = results.get()
+        got = collect(results, workers)
+        if got is None:
+            print(f"| {label} | {subs} subscribers, {rate} sets/s, {seconds:g} s | failed: a client process died (see stderr) | | | | | |", flush=True)
+            return
+        l, s_, d = got
         latencies += l; seen += s_; disorder += d
     elapsed = time.monotonic() - start
     for w in workers: w.join()
@@ -185,7 +200,11 @@ def expiry(url, keys, conns, procs=PROCS, rate=50_000):
     for w in workers: w.start()
     lags, total = [], 0
     for _ in range(procs):
-        l, t = results.get()
+        got = collect(results, workers)
+        if got is None:
+            print(f"| expiry lag | {keys} keys | failed: a client process died (see stderr) | | | | |", flush=True)
+            return
+        l, t = got
         lags += l; total += t
     for w in workers: w.join()
     print(f"| expiry lag | {total} keys, TTLs over 1 s, {conns} connections | {len(lags)} notified | "

@@ -10,6 +10,7 @@ packages=(
   redis-server  # the baseline bench/ measures kv-stored against
   curl          # make run waits for the stack with it and shows how to use it
   wrk           # bench/http.sh drives the stack with it
+  systemd       # systemd-analyze: `make test` verifies the installed units with it
 )
 
 missing=()

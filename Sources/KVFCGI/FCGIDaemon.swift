@@ -50,8 +50,11 @@ public enum FCGIDaemon {
             "socket": "\(configuration.socketPath ?? "inherited fd \(listenFD)")", "threads": "\(configuration.threads)",
             "store": "\(configuration.storeSocket)",
         ])
+        let notifier = SystemdNotifier.fromEnvironment()
+        notifier.ready(status: "accepting FastCGI connections")
         let signal = TerminationSignals.wait()
         logger.notice("shutting down: finishing requests in flight", metadata: ["signal": "\(TerminationSignals.name(signal))"])
+        notifier.stopping(status: "finishing requests in flight")
         server.stop()
         if let path = configuration.socketPath { unlink(path) }
         logger.notice("kv-fcgi stopped")

@@ -44,13 +44,16 @@ public final class StoreServer: Service, Sendable {
     private let logger: Logger
     private let clock: any StoreClock
     private let onReady: @Sendable () -> Void
+    private let notifier: SystemdNotifier
 
     public init(
         configuration: StoreServerConfiguration,
         logger: Logger,
         clock: any StoreClock = SystemClock(),
-        onReady: @escaping @Sendable () -> Void = {}
+        onReady: @escaping @Sendable () -> Void = {},
+        notifier: SystemdNotifier = .fromEnvironment()
     ) {
+        self.notifier = notifier
         self.configuration = configuration
         self.logger = logger
         self.clock = clock
@@ -120,11 +123,13 @@ public final class StoreServer: Service, Sendable {
             "kv.max_value_bytes": "\(configuration.limits.maxValueBytes)",
         ])
         onReady()
+        notifier.ready(status: "accepting connections on \(path)")
 
         try await withGracefulShutdownHandler {
             try await channel.closeFuture.get()
         } onGracefulShutdown: {
             logger.notice("shutting down: no new connections, closing clients")
+            self.notifier.stopping(status: "closing clients")
             quiesce.initiateShutdown(promise: nil)
         }
         // Every child has closed once the quiescing helper is done with the server channel.

@@ -150,11 +150,14 @@ struct WSServer: Service {
             "socket": "\(path)", "store": "\(configuration.storeSocket)", "threads": "\(configuration.threads)",
             "kv.max_message_bytes": "\(maxMessage)",
         ])
+        let notifier = SystemdNotifier.fromEnvironment()
+        notifier.ready(status: "accepting WebSocket connections on \(path)")
 
         try await withGracefulShutdownHandler {
             try await channel.closeFuture.get()
         } onGracefulShutdown: {
             logger.notice("shutting down: no new connections, closing websockets with 1001")
+            notifier.stopping(status: "closing websockets")
             quiesce.initiateShutdown(promise: nil)
         }
         // Quiescing tells every connection to close (WebSockets with 1001); it completes once all have.

@@ -7,7 +7,31 @@ import KVFCGI
 struct KVFCGIMain: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "kv-fcgi",
-        abstract: "KvServer's HTTP API (/storage/:key) as a FastCGI responder behind nginx."
+        abstract: "KvServer's HTTP API (/storage/:key) as a FastCGI responder behind nginx.",
+        discussion: """
+            kv-fcgi answers GET, POST and DELETE on /storage/:key (API.md) for nginx's
+            fastcgi_pass, with worker threads that each hold a kv-stored connection. While
+            kv-stored is unreachable, requests get 503 and kv-fcgi keeps retrying.
+
+            SOCKETS
+              --socket PATH, or a listening socket inherited from systemd (kv-fcgi.socket,
+              LISTEN_FDS) or from spawn-fcgi (fd 0).
+
+            SIGNALS
+              SIGTERM, SIGINT   stop accepting, finish requests in flight, exit 0.
+
+            ENVIRONMENT
+              NOTIFY_SOCKET   set by systemd (Type=notify): READY=1 is sent once the socket
+                              accepts connections, STOPPING=1 at shutdown.
+              LISTEN_FDS, LISTEN_PID   an inherited listening socket (socket activation).
+
+            FILES
+              /run/kvserver/kv-fcgi.sock     socket of kv-fcgi.socket
+              /etc/kvserver/kvserver.env     settings read by kv-fcgi.service
+
+            SEE ALSO
+              kv-stored --help, kv-ws --help, docs/deploy.md
+            """
     )
 
     @Option(help: "Unix socket to listen on. Without it, an inherited socket is used (systemd LISTEN_FDS or spawn-fcgi's fd 0).")

@@ -11,7 +11,28 @@ import ServiceLifecycle
 struct KVStored: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "kv-stored",
-        abstract: "KvServer's storage daemon: keys, values, TTLs and change feed on a unix socket (RESP)."
+        abstract: "KvServer's storage daemon: keys, values, TTLs and change feed on a unix socket (RESP).",
+        discussion: """
+            kv-stored owns KvServer's data: it stores JSON values by key, expires keys at their
+            deadline (active expiry) and publishes every change on a change feed. It speaks a
+            subset of RESP2/RESP3 (docs/protocol.md), so redis-cli works against it:
+              redis-cli -s /run/kvserver/kv-stored.sock info
+            Data is held in memory only.
+
+            SIGNALS
+              SIGTERM, SIGINT   stop accepting, close clients, remove the socket, exit 0.
+
+            ENVIRONMENT
+              NOTIFY_SOCKET   set by systemd (Type=notify): READY=1 is sent once the socket
+                              accepts connections, STOPPING=1 at shutdown.
+
+            FILES
+              /run/kvserver/kv-stored.sock   default socket
+              /etc/kvserver/kvserver.env     settings read by kv-stored.service
+
+            SEE ALSO
+              kv-fcgi --help, kv-ws --help, docs/deploy.md
+            """
     )
 
     @Option(help: "Path of the unix socket to listen on.")

@@ -8,7 +8,27 @@ import KVWebSocket
 struct KVWSMain: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "kv-ws",
-        abstract: "KvServer's WebSocket API (/ws) with live subscriptions, behind nginx."
+        abstract: "KvServer's WebSocket API (/ws) with live subscriptions, behind nginx.",
+        discussion: """
+            kv-ws serves get, set, delete, subscribe and unsubscribe messages (API.md) on
+            WebSocket connections that nginx proxies from /ws. Subscribers see every change of
+            their keys, from any client or by expiry; slow clients are conflated (newest value
+            per key kept) and closed with 1008 past --client-output-limit.
+
+            SIGNALS
+              SIGTERM, SIGINT   stop accepting, close every WebSocket with 1001, exit 0.
+
+            ENVIRONMENT
+              NOTIFY_SOCKET   set by systemd (Type=notify): READY=1 is sent once the socket
+                              accepts connections, STOPPING=1 at shutdown.
+
+            FILES
+              /run/kvserver/kv-ws.sock       default socket
+              /etc/kvserver/kvserver.env     settings read by kv-ws.service
+
+            SEE ALSO
+              kv-stored --help, kv-fcgi --help, docs/deploy.md
+            """
     )
 
     @Option(help: "Unix socket to listen on (nginx proxies /ws to it).")

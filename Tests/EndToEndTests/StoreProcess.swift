@@ -86,11 +86,12 @@ final class DaemonProcess {
     let process = Process()
     let logPath: String
 
-    init(_ executable: String, _ arguments: [String], logPath: String, standardInput: FileHandle? = nil) throws {
+    init(_ executable: String, _ arguments: [String], logPath: String, standardInput: FileHandle? = nil, environment: [String: String] = [:]) throws {
         self.logPath = logPath
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
         process.standardInput = standardInput ?? FileHandle.nullDevice
         process.standardError = FileHandle(forWritingAtPath: logPath)
         process.standardOutput = FileHandle(forWritingAtPath: logPath)

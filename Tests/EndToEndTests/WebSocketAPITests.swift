@@ -165,13 +165,13 @@ struct WebSocketAPITests {
         let stack = try HTTPStack(wsArguments: [])
         let stuck = try RawWebSocket(port: stack.port)
         try stuck.sendText(#"{"type":"subscribe","payload":{"key":"stuck"}}"#)
-        // Far more than the socket buffers between kv-ws and the client hold: its writer blocks.
+        // Far more than the socket buffers between kv-ws and the client hold: writes to it stall.
         let writer = try await flood(stack, key: "stuck", count: 40, bytes: 512 << 10)
         let daemon = try #require(stack.ws)
         let stopped = daemon.terminate()
         #expect(stopped.status == 0, "\(daemon.log.suffix(2000))")
         #expect(stopped.seconds < 10, "took \(stopped.seconds) s")
-        _ = stuck
+        _ = (stuck, writer)
     }
 
     @Test("kv-ws pings idle clients, so idle subscribers outlive proxy read timeouts")
