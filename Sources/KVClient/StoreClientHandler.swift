@@ -3,10 +3,24 @@ import KVCore
 import NIOCore
 import RESP
 
-/// A command on its way to kv-stored and the promise its reply completes.
+/// Who waits for a reply: a promise, or (for callers on the event loop) a plain callback, which
+/// costs no future.
+enum StoreReply {
+    case promise(EventLoopPromise<RESPValue>)
+    case callback((Result<RESPValue, KVError>) -> Void)
+
+    func complete(_ result: Result<RESPValue, KVError>) {
+        switch self {
+        case .promise(let promise): promise.completeWith(result.mapError { $0 as any Error })
+        case .callback(let callback): callback(result)
+        }
+    }
+}
+
+/// A command on its way to kv-stored and who waits for its reply.
 struct StoreRequest {
     var arguments: [ByteBuffer]
-    var promise: EventLoopPromise<RESPValue>
+    var reply: StoreReply
 }
 
 /// Pipelining on one RESP3 connection: requests are written in order and their promises queued;
@@ -18,7 +32,7 @@ final class StoreClientHandler: ChannelDuplexHandler {
     typealias OutboundIn = StoreRequest
     typealias OutboundOut = ByteBuffer
 
-    private var pending = Deque<EventLoopPromise<RESPValue>>()
+    private var pending = Deque<StoreReply>()
     private let onChange: (StoreChange) -> Void
 
     init(onChange: @escaping (StoreChange) -> Void) {
@@ -29,7 +43,7 @@ final class StoreClientHandler: ChannelDuplexHandler {
         let request = unwrapOutboundIn(data)
         var buffer = context.channel.allocator.buffer(capacity: request.arguments.reduce(16) { $0 + $1.readableBytes + 16 })
         buffer.writeRESPCommand(request.arguments)
-        pending.append(request.promise)
+        pending.append(request.reply)
         context.write(wrapOutboundOut(buffer), promise: promise)
     }
 
@@ -46,11 +60,11 @@ final class StoreClientHandler: ChannelDuplexHandler {
                 return
             }
         }
-        guard let promise = pending.popFirst() else {
+        guard let reply = pending.popFirst() else {
             context.fireErrorCaught(RESPProtocolError("a reply arrived with no request waiting for it"))
             return
         }
-        promise.succeed(value)
+        reply.complete(.success(value))
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -64,6 +78,6 @@ final class StoreClientHandler: ChannelDuplexHandler {
     }
 
     private func failAll(_ error: KVError) {
-        while let promise = pending.popFirst() { promise.fail(error) }
+        while let reply = pending.popFirst() { reply.complete(.failure(error)) }
     }
 }

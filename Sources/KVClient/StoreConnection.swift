@@ -70,7 +70,7 @@ public final class StoreConnection: @unchecked Sendable {
     // MARK: - Operations
 
     public func get(_ key: ByteBuffer) async throws(KVError) -> ByteBuffer? {
-        try Self.getReply(await request([ByteBuffer(string: "GET"), key]))
+        try Self.getReply(await request(Self.getCommand(key)))
     }
 
     public func set(_ key: ByteBuffer, value: ByteBuffer, ttl: TTL?) async throws(KVError) {
@@ -79,14 +79,14 @@ public final class StoreConnection: @unchecked Sendable {
 
     @discardableResult
     public func delete(_ key: ByteBuffer) async throws(KVError) -> Bool {
-        try Self.deleteReply(await request([ByteBuffer(string: "DEL"), key]))
+        try Self.deleteReply(await request(Self.deleteCommand(key)))
     }
 
     // The same operations as futures on `eventLoop`, for callers that run there (kv-ws's
     // WebSocket handlers): no thread hop, and replies complete in the order the calls were made.
 
     public func getFuture(_ key: ByteBuffer) -> EventLoopFuture<ByteBuffer?> {
-        requestFuture([ByteBuffer(string: "GET"), key]).flatMapThrowing { try Self.getReply($0) }
+        requestFuture(Self.getCommand(key)).flatMapThrowing { try Self.getReply($0) }
     }
 
     public func setFuture(_ key: ByteBuffer, value: ByteBuffer, ttl: TTL?) -> EventLoopFuture<Void> {
@@ -94,16 +94,29 @@ public final class StoreConnection: @unchecked Sendable {
     }
 
     public func deleteFuture(_ key: ByteBuffer) -> EventLoopFuture<Bool> {
-        requestFuture([ByteBuffer(string: "DEL"), key]).flatMapThrowing { try Self.deleteReply($0) }
+        requestFuture(Self.deleteCommand(key)).flatMapThrowing { try Self.deleteReply($0) }
     }
 
-    private static func setCommand(_ key: ByteBuffer, value: ByteBuffer, ttl: TTL?) -> [ByteBuffer] {
-        var args = [ByteBuffer(string: "SET"), key, value]
-        if let ttl { args += [ByteBuffer(string: "PX"), ByteBuffer(string: String(ttl.milliseconds))] }
-        return args
+    // Commands and their replies, for callers of `send(_:completion:)`.
+
+    public static func getCommand(_ key: ByteBuffer) -> [ByteBuffer] { [Name.get, key] }
+
+    public static func setCommand(_ key: ByteBuffer, value: ByteBuffer, ttl: TTL?) -> [ByteBuffer] {
+        guard let ttl else { return [Name.set, key, value] }
+        return [Name.set, key, value, Name.px, ByteBuffer(string: String(ttl.milliseconds))]
     }
 
-    private static func getReply(_ reply: RESPValue) throws(KVError) -> ByteBuffer? {
+    public static func deleteCommand(_ key: ByteBuffer) -> [ByteBuffer] { [Name.del, key] }
+
+    /// Command names, allocated once (a ByteBuffer is copy-on-write, so sharing them is safe).
+    private enum Name {
+        static let get = ByteBuffer(string: "GET")
+        static let set = ByteBuffer(string: "SET")
+        static let px = ByteBuffer(string: "PX")
+        static let del = ByteBuffer(string: "DEL")
+    }
+
+    public static func getReply(_ reply: RESPValue) throws(KVError) -> ByteBuffer? {
         switch reply {
         case .bulkString(let value): return value
         case .null: return nil
@@ -111,11 +124,11 @@ public final class StoreConnection: @unchecked Sendable {
         }
     }
 
-    private static func setReply(_ reply: RESPValue) throws(KVError) {
+    public static func setReply(_ reply: RESPValue) throws(KVError) {
         guard case .simpleString = reply else { throw BlockingStoreClient.unexpected(reply) }
     }
 
-    private static func deleteReply(_ reply: RESPValue) throws(KVError) -> Bool {
+    public static func deleteReply(_ reply: RESPValue) throws(KVError) -> Bool {
         guard case .integer(let n) = reply else { throw BlockingStoreClient.unexpected(reply) }
         return n > 0
     }
@@ -172,6 +185,29 @@ public final class StoreConnection: @unchecked Sendable {
         try await Self.awaitStore(eventLoop.flatSubmit { self.send(arguments, onReply: onReply) })
     }
 
+    /// On `eventLoop` only: sends one command and calls `completion` there with its reply. The
+    /// cheapest way in (no future is made while connected); completions come in call order.
+    public func send(_ arguments: [ByteBuffer], completion: @escaping (Result<RESPValue, KVError>) -> Void) {
+        eventLoop.preconditionInEventLoop()
+        guard case .connected(let channel) = state else {
+            // Connecting, backing off or closed: the future path connects or fails fast.
+            requestFuture(arguments).assumeIsolated().whenComplete { result in
+                completion(result.mapError { ($0 as? KVError) ?? KVError(.storageUnavailable, "storage unavailable: \($0)") })
+            }
+            return
+        }
+        outstanding += 1
+        armWatchdog(channel)
+        let request = StoreRequest(arguments: arguments, reply: .callback { result in
+            self.outstanding -= 1
+            self.answered = true
+            completion(result)
+        })
+        // On the event loop, so the request (its callback is not Sendable) goes in synchronously.
+        channel.pipeline.syncOperations.write(NIOAny(request), promise: nil)
+        scheduleFlush(channel)
+    }
+
     /// Sends one command; the reply completes the future on `eventLoop`. Errors are `KVError`s.
     public func requestFuture(_ arguments: [ByteBuffer]) -> EventLoopFuture<RESPValue> {
         let reply = eventLoop.inEventLoop ? send(arguments, onReply: nil) : eventLoop.flatSubmit { self.send(arguments, onReply: nil) }
@@ -205,7 +241,7 @@ public final class StoreConnection: @unchecked Sendable {
                 self.answered = true
                 if case .success = result { onReply?() }
             }
-            channel.write(StoreRequest(arguments: arguments, promise: promise), promise: nil)
+            channel.pipeline.syncOperations.write(NIOAny(StoreRequest(arguments: arguments, reply: .promise(promise))), promise: nil)
             self.scheduleFlush(channel)
             return promise.futureResult
         }
@@ -306,7 +342,7 @@ public final class StoreConnection: @unchecked Sendable {
         for key in subscriptions { steps.append([ByteBuffer(string: "SUBSCRIBE"), key]) }
         let replies = steps.map { args -> EventLoopFuture<RESPValue> in
             let promise = eventLoop.makePromise(of: RESPValue.self)
-            channel.write(StoreRequest(arguments: args, promise: promise), promise: nil)
+            channel.pipeline.syncOperations.write(NIOAny(StoreRequest(arguments: args, reply: .promise(promise))), promise: nil)
             return promise.futureResult
         }
         channel.flush()

@@ -108,7 +108,10 @@ struct WSServer: Service {
                         logger.info("a client does not keep up; keeping only the newest change per key for it",
                                     metadata: ["connection.id": "\(id)", "kv.conflated": "\(dropped)"])
                     }
-                    guard let requests = connections[ObjectIdentifier(channel.eventLoop)] ?? connections.values.first else { return }
+                    // Every loop of the group has its connection (a session must use its own loop's).
+                    guard let requests = connections[ObjectIdentifier(channel.eventLoop)] else {
+                        throw WSServerFailure("no kv-stored connection for this event loop")
+                    }
                     try channel.pipeline.syncOperations.addHandlers([
                         NIOWebSocketFrameAggregator(
                             minNonFinalFragmentSize: 0, maxAccumulatedFrameCount: 1 << 16, maxAccumulatedFrameSize: maxMessage),
@@ -167,6 +170,11 @@ struct WSServer: Service {
         for connection in connections.values { await connection.close() }
         await hub.close()
     }
+}
+
+struct WSServerFailure: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
 }
 
 /// Answers any request that is not a WebSocket upgrade of `/ws`: kv-ws serves nothing else.

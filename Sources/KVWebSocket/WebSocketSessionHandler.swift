@@ -3,6 +3,7 @@ import KVCore
 import Logging
 import NIOCore
 import NIOWebSocket
+import RESP
 
 /// One WebSocket connection after the upgrade, on its channel's event loop: reads client
 /// messages, talks to kv-stored, writes replies and changes, pings, and closes.
@@ -147,28 +148,31 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
     }
 
     private func handle(_ message: ClientMessage) {
-        let loop = session.eventLoop
         switch message {
         case .get(let key):
-            track(requests.getFuture(ByteBuffer(bytes: key)).hop(to: loop)) { session, result in
-                switch result {
-                case .success(let value?): session.send(.value(key: key, value: Array(value.readableBytesView)))
-                case .success(nil): session.send(.noValue(key: key))
-                case .failure(let error): session.send(.error(Self.message(error)))
+            request(StoreConnection.getCommand(ByteBuffer(bytes: key))) { session, reply in
+                do throws(KVError) {
+                    if let value = try StoreConnection.getReply(reply.get()) {
+                        session.send(.value(key: key, value: Array(value.readableBytesView)))
+                    } else {
+                        session.send(.noValue(key: key))
+                    }
+                } catch {
+                    session.send(.error(error.message))
                 }
             }
         case .set(let key, let value, let ttl):
-            track(requests.setFuture(ByteBuffer(bytes: key), value: ByteBuffer(bytes: value), ttl: ttl).hop(to: loop)) { session, result in
-                if case .failure(let error) = result { session.send(.error(Self.message(error))) }
+            request(StoreConnection.setCommand(ByteBuffer(bytes: key), value: ByteBuffer(bytes: value), ttl: ttl)) { session, reply in
+                do throws(KVError) { try StoreConnection.setReply(reply.get()) } catch { session.send(.error(error.message)) }
             }
         case .delete(let key):
-            track(requests.deleteFuture(ByteBuffer(bytes: key)).hop(to: loop)) { session, result in
-                if case .failure(let error) = result { session.send(.error(Self.message(error))) }
+            request(StoreConnection.deleteCommand(ByteBuffer(bytes: key))) { session, reply in
+                do throws(KVError) { _ = try StoreConnection.deleteReply(reply.get()) } catch { session.send(.error(error.message)) }
             }
         case .subscribe(let key):
             guard !subscriptions.contains(key) else { return }
             awaitingSubscription = true
-            hub.subscribe(key, session).hop(to: loop).assumeIsolated().whenComplete { result in
+            hub.subscribe(key, session).hop(to: session.eventLoop).assumeIsolated().whenComplete { result in
                 self.awaitingSubscription = false
                 switch result {
                 case .success: self.subscriptions.insert(key)
@@ -182,12 +186,13 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
         }
     }
 
-    /// Counts a pipelined request until its reply, which `reply` turns into messages.
-    private func track<T>(_ future: EventLoopFuture<T>, reply: @escaping (Session, Result<T, any Error>) -> Void) {
+    /// Pipelines a command on this event loop's kv-stored connection, counting it until its
+    /// reply, which `answer` turns into messages for the client.
+    private func request(_ command: [ByteBuffer], answer: @escaping (Session, Result<RESPValue, KVError>) -> Void) {
         inFlight += 1
-        future.assumeIsolated().whenComplete { result in
+        requests.send(command) { reply in
             self.inFlight -= 1
-            reply(self.session, result)
+            answer(self.session, reply)
             self.pump()
         }
     }
