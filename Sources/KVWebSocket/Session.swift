@@ -59,7 +59,7 @@ public final class Session: Sendable {
 
     /// Queues a message; a change notification passes its key so it can be conflated.
     func send(_ message: ServerMessage, conflationKey: [UInt8]? = nil) {
-        send(text: ByteBuffer(bytes: message.text), conflationKey: conflationKey)
+        send(text: message.encoded(), conflationKey: conflationKey)
     }
 
     /// Queues a message already encoded (a change sent to many sessions is encoded once).

@@ -74,7 +74,7 @@ public final class SubscriptionHub: Sendable {
             let message: ServerMessage = change.kind == .set
                 ? .value(key: key, value: change.value.map { Array($0.readableBytesView) } ?? Array("null".utf8))
                 : .noValue(key: key)
-            let text = ByteBuffer(bytes: message.text)  // encoded once, shared by every watcher
+            let text = message.encoded()  // encoded once, shared by every watcher
             for session in sessions { session.send(text: text, conflationKey: key) }
         case .disconnected:
             tellEveryWatcher("lost the connection to storage; changes of subscribed keys may be missed until it returns")

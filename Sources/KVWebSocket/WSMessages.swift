@@ -1,4 +1,5 @@
 import KVCore
+import NIOCore
 
 /// A client message of the WebSocket API (`{type, payload}`, see API.md), validated.
 public enum ClientMessage: Equatable, Sendable {
@@ -56,20 +57,34 @@ public enum ServerMessage: Equatable, Sendable {
     case error(String)
 
     /// The JSON text of the message.
-    public var text: [UInt8] {
+    public var text: [UInt8] { Array(encoded().readableBytesView) }
+
+    /// The JSON text of the message, written straight into one buffer.
+    public func encoded() -> ByteBuffer {
         switch self {
         case .value(let key, let value):
-            var out = Array(#"{"type":"value","payload":{"key":"#.utf8)
-            out.reserveCapacity(out.count + key.count + value.count + 16)
-            out += JSONText.quoted(String(decoding: key, as: UTF8.self))
-            out += Array(#","value":"#.utf8)
-            out += value
-            out += Array("}}".utf8)
+            let quotedKey = JSONText.quoted(String(decoding: key, as: UTF8.self))
+            var out = ByteBuffer()
+            out.reserveCapacity(quotedKey.count + value.count + 48)
+            out.writeStaticString(#"{"type":"value","payload":{"key":"#)
+            out.writeBytes(quotedKey)
+            out.writeStaticString(#","value":"#)
+            out.writeBytes(value)
+            out.writeStaticString("}}")
             return out
         case .noValue(let key):
-            return Array(#"{"type":"no-value","payload":{"key":"#.utf8) + JSONText.quoted(String(decoding: key, as: UTF8.self)) + Array("}}".utf8)
+            let quotedKey = JSONText.quoted(String(decoding: key, as: UTF8.self))
+            var out = ByteBuffer()
+            out.reserveCapacity(quotedKey.count + 40)
+            out.writeStaticString(#"{"type":"no-value","payload":{"key":"#)
+            out.writeBytes(quotedKey)
+            out.writeStaticString("}}")
+            return out
         case .error(let message):
-            return Array(#"{"type":"error","payload":"#.utf8) + JSONText.quoted(message) + Array("}".utf8)
+            var out = ByteBuffer(staticString: #"{"type":"error","payload":"#)
+            out.writeBytes(JSONText.quoted(message))
+            out.writeStaticString("}")
+            return out
         }
     }
 }
