@@ -100,6 +100,7 @@ let package = Package(
             name: "KVClient",
             dependencies: [
                 "KVCore", "KVDaemon", "RESP",
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "DequeModule", package: "swift-collections"),

@@ -21,7 +21,7 @@ wait_socket() { for _ in $(seq 1 400); do [ -S "$1" ] && return; sleep 0.05; don
 # start_stack "BENCH SERVER DIRECTIVES" [kv-fcgi threads]
 start_stack() {
   local bench_directives=$1 threads=${2:-16}
-  "$bin/kv-stored" --socket "$dir/kv-stored.sock" --log-level warning "${group_args[@]}" & pids+=($!)
+  "$bin/kv-stored" --socket "$dir/kv-stored.sock" --persistence none --log-level warning "${group_args[@]}" & pids+=($!)
   wait_socket "$dir/kv-stored.sock"
   "$bin/kv-fcgi" --socket "$dir/kv-fcgi.sock" --store "$dir/kv-stored.sock" --threads "$threads" --log-level warning "${group_args[@]}" & pids+=($!)
   fcgi_pid=$!

@@ -27,7 +27,7 @@ cleanup() {
 trap cleanup EXIT
 
 start_kv() {
-  "$bin" --socket "$dir/kv.sock" --log-level warning &
+  "$bin" --socket "$dir/kv.sock" --persistence none --log-level warning &
   pids+=($!)
   kv_pid=$!
   until redis-cli -s "$dir/kv.sock" ping >/dev/null 2>&1; do sleep 0.05; done

@@ -33,7 +33,7 @@ wait_for_socket() {
   exit 1
 }
 
-"$bin/kv-stored" --socket "$run_dir/kv-stored.sock" "${group_args[@]}" &
+"$bin/kv-stored" --socket "$run_dir/kv-stored.sock" --data-dir "$run_dir/data" "${group_args[@]}" &
 pids+=($!)
 wait_for_socket "$run_dir/kv-stored.sock"
 
@@ -64,6 +64,7 @@ KvServer is running on http://127.0.0.1:$port  (files in $run_dir)
   curl -i -X DELETE http://127.0.0.1:$port/storage/greeting
   WebSocket: ws://127.0.0.1:$port/ws  — {"type":"subscribe","payload":{"key":"greeting"}}
   redis-cli -s $run_dir/kv-stored.sock info keyspace
+Data is kept in $run_dir/data/kv-stored.aof across runs (\`make clean\` removes it).
 Ctrl-C stops everything.
 
 MSG

@@ -1,5 +1,6 @@
 import KVCore
 import KVDaemon
+import NIOConcurrencyHelpers
 import NIOCore
 import RESP
 
@@ -24,11 +25,17 @@ public final class BlockingStoreClient {
     private var backoff = ReconnectBackoff()
     private var nextAttemptAt: Int64 = 0
     private var readBuffer = ByteBuffer()
+    private let reachability: StoreReachability
+    /// `reachability.connections` when this client last failed to connect.
+    private var connectionsAtFailure = 0
 
-    public init(socketPath: String, limits: RESPLimits, timeoutMilliseconds: Int = 5000) {
+    /// Clients sharing `reachability` (kv-fcgi's workers) skip their backoff once any of them
+    /// has reached kv-stored again, so all recover together when it comes back.
+    public init(socketPath: String, limits: RESPLimits, timeoutMilliseconds: Int = 5000, reachability: StoreReachability = StoreReachability()) {
         self.socketPath = socketPath
         self.limits = limits
         self.timeoutMilliseconds = timeoutMilliseconds
+        self.reachability = reachability
     }
 
     deinit {
@@ -180,7 +187,7 @@ public final class BlockingStoreClient {
     private func connectIfNeeded() throws(KVError) {
         guard fd < 0 else { return }
         let now = Self.monotonicMilliseconds()
-        guard now >= nextAttemptAt else {
+        guard now >= nextAttemptAt || reachability.connections > connectionsAtFailure else {
             throw unavailable("kv-stored at \(socketPath) is unreachable; retrying in \(nextAttemptAt - now) ms")
         }
         let socketFD = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
@@ -197,10 +204,12 @@ public final class BlockingStoreClient {
             let reason = String(cString: strerror(errno))
             close(socketFD)
             nextAttemptAt = now + backoff.failed()
+            connectionsAtFailure = reachability.connections
             throw unavailable("cannot connect to kv-stored at \(socketPath): \(reason)")
         }
         fd = socketFD
         backoff.succeeded()
+        reachability.connected()
         readBuffer.clear()
     }
 
@@ -215,4 +224,14 @@ public final class BlockingStoreClient {
         clock_gettime(CLOCK_MONOTONIC, &ts)
         return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000
     }
+}
+
+/// Shared by the clients of one process: counts their successful connections to kv-stored.
+public final class StoreReachability: Sendable {
+    private let count = NIOLockedValueBox(0)
+
+    public init() {}
+
+    var connections: Int { count.withLockedValue { $0 } }
+    func connected() { count.withLockedValue { $0 += 1 } }
 }

@@ -1,4 +1,5 @@
 import FastCGI
+import KVClient
 import KVCore
 import KVDaemon
 import KVHTTP
@@ -41,9 +42,10 @@ public enum FCGIDaemon {
             throw FastCGIServer.SocketFailure("no --socket given and no inherited listening socket (LISTEN_FDS or fd 0)")
         }
         let api = StorageAPI(limits: configuration.limits)
+        let reachability = StoreReachability()  // one worker reconnecting lets all the others retry
         let server = FastCGIServer(listenFD: listenFD, threads: configuration.threads, logger: logger) {
             StorageWorker(api: api, storeSocket: configuration.storeSocket,
-                          storeTimeoutMilliseconds: configuration.storeTimeoutMilliseconds, logger: logger)
+                          storeTimeoutMilliseconds: configuration.storeTimeoutMilliseconds, reachability: reachability, logger: logger)
         }
         try server.start()
         logger.notice("kv-fcgi ready", metadata: [

@@ -12,10 +12,11 @@ final class StorageWorker: FastCGIServer.Worker {
     private let store: StoreAdapter
     private var logger: Logger
 
-    init(api: StorageAPI, storeSocket: String, storeTimeoutMilliseconds: Int, logger: Logger) {
+    init(api: StorageAPI, storeSocket: String, storeTimeoutMilliseconds: Int, reachability: StoreReachability, logger: Logger) {
         self.api = api
         let limits = RESPLimits(maxBulkBytes: api.limits.maxValueBytes + 64)
-        self.store = StoreAdapter(client: BlockingStoreClient(socketPath: storeSocket, limits: limits, timeoutMilliseconds: storeTimeoutMilliseconds))
+        self.store = StoreAdapter(client: BlockingStoreClient(
+            socketPath: storeSocket, limits: limits, timeoutMilliseconds: storeTimeoutMilliseconds, reachability: reachability))
         self.logger = logger
     }
 

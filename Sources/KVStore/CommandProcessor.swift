@@ -11,6 +11,8 @@ public struct ConnectionState: Sendable {
     public var subscriptions: Set<[UInt8]> = []
     /// Set by QUIT: close once the reply is written.
     public var closeAfterReply = false
+    /// A write ran since the replies were last sent: the log must be committed before they are.
+    public var needsCommit = false
 
     public init(id: Int) {
         self.id = id
@@ -29,16 +31,23 @@ public struct CommandProcessor: Sendable {
     public let statistics: ServerStatistics
     /// Shown by INFO server.
     public let socketPath: String
+    /// The append-only log, when kv-stored persists (shown by INFO persistence).
+    public let log: AppendLog?
+    /// How the log was loaded at startup.
+    public let recovery: LogRecovery.Report?
 
     public static let serverVersion = "0.1.0"
     /// What `redis_version` reports, so tools that gate features on it treat us as modern.
     public static let compatibleRedisVersion = "7.0.0"
 
-    public init(store: Store, limits: Limits, statistics: ServerStatistics, socketPath: String) {
+    public init(store: Store, limits: Limits, statistics: ServerStatistics, socketPath: String,
+                log: AppendLog? = nil, recovery: LogRecovery.Report? = nil) {
         self.store = store
         self.limits = limits
         self.statistics = statistics
         self.socketPath = socketPath
+        self.log = log
+        self.recovery = recovery
     }
 
     /// The commands of the subset. Matching is by bytes, ignoring case, with no allocation.
@@ -72,6 +81,14 @@ public struct CommandProcessor: Sendable {
             }
         }
 
+        /// Commands that may change the keyspace: their replies wait for the log.
+        var writes: Bool {
+            switch self {
+            case .set, .del, .persist: true
+            default: false
+            }
+        }
+
         /// Allowed while a RESP2 connection has subscriptions (Redis's rule).
         var allowedInSubscriberMode: Bool {
             switch self {
@@ -101,6 +118,7 @@ public struct CommandProcessor: Sendable {
             out.writeRESPError("ERR Can't execute '\(args.string(0).lowercased())': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context")
             return
         }
+        if command.writes { connection.needsCommit = true }
         switch command {
         case .get: get(args, connection, &out)
         case .set: set(args, connection, &out)
@@ -446,6 +464,17 @@ public struct CommandProcessor: Sendable {
             ("subscriber_conflated_changes", String(statistics.conflatedChanges.load(ordering: .relaxed))),
             ("subscriber_output_limit_disconnects", String(statistics.outputLimitDisconnects.load(ordering: .relaxed))),
             ("protocol_errors", String(statistics.protocolErrors.load(ordering: .relaxed))),
+        ])
+        let figures = log?.figures
+        section("Persistence", [
+            ("loading", "0"), ("aof_enabled", log == nil ? "0" : "1"),
+            ("aof_fsync", log?.policy.rawValue ?? "none"), ("aof_rewrite_in_progress", "0"),
+            ("aof_current_size", String(figures?.sizeBytes ?? 0)),
+            ("aof_buffer_length", String(figures?.bufferedBytes ?? 0)),
+            ("aof_pending_fsync_bytes", String(figures?.unsyncedBytes ?? 0)),
+            ("aof_last_fsync_time", String(figures?.lastSyncUnixSeconds ?? 0)),
+            ("aof_loaded_records", String(recovery?.records ?? 0)), ("aof_load_duration_ms", String(recovery?.milliseconds ?? 0)),
+            ("data_epoch", recovery?.epoch ?? ""),
         ])
         section("Keyspace", snapshot.count > 0
             ? [("db0", "keys=\(snapshot.count),expires=\(snapshot.expiring),avg_ttl=0"), ("revision", String(snapshot.revision))]

@@ -49,6 +49,9 @@ public struct Keyspace: Sendable {
     public private(set) var stats = KeyspaceStats()
     /// Sum of key and value bytes of live entries.
     public private(set) var datasetBytes = 0
+    /// Where every change is recorded for durability (kv-stored's append-only log), in the same
+    /// order, under the same lock; nil for a memory-only keyspace.
+    public var recorder: (any ChangeRecorder)?
 
     public init(clock: any StoreClock = SystemClock()) {
         self.clock = clock
@@ -150,6 +153,7 @@ public struct Keyspace: Sendable {
         guard let entry = lookup(key), entry.deadline != 0 else { return false }
         entry.deadline = 0
         expiries.markStale()
+        recorder?.recordPersist(key: key)
         return true
     }
 
@@ -217,7 +221,48 @@ public struct Keyspace: Sendable {
     /// The one notify path: every change goes through here, in revision order.
     private mutating func notify(_ kind: ChangeKind, revision: UInt64, entry: Entry) {
         stats.changes += 1
+        if let recorder {
+            let deadline = kind == .set && entry.deadline != 0 ? unixMilliseconds(ofDeadline: entry.deadline) : nil
+            recorder.record(kind, entry: entry, revision: revision, deadlineUnixMilliseconds: deadline)
+        }
         feed.publish(ChangeEvent(kind: kind, revision: revision, entry: entry))
+    }
+
+    /// A monotonic deadline as Unix milliseconds (what the log keeps: it outlives the process).
+    private func unixMilliseconds(ofDeadline deadline: Int64) -> Int64 {
+        clock.unixMilliseconds() + (deadline - clock.monotonicNanoseconds() + 999_999) / 1_000_000
+    }
+
+    // MARK: - Recovery
+
+    /// Puts back a write read from the log: no event (nobody is subscribed while kv-stored
+    /// loads), no record, and the log's own revision. A deadline already passed removes the key.
+    public mutating func restoreSet(_ key: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer, revision: UInt64, deadlineUnixMilliseconds: Int64?) {
+        self.revision = max(self.revision, revision)
+        let hash = KeyTable.hash(key)
+        var deadline: Int64 = 0
+        if let at = deadlineUnixMilliseconds {
+            let left = at - clock.unixMilliseconds()
+            guard left > 0 else { return restoreRemove(key, revision: revision) }
+            deadline = clock.monotonicNanoseconds() + left * 1_000_000
+        }
+        let entry = Entry.make(key: key, value: value, revision: revision, deadline: deadline)
+        if let old = table.upsert(entry, hash: hash) { forget(old) }
+        datasetBytes += entry.keyCount + entry.valueCount
+        if deadline != 0 { expiries.add(entry) }
+    }
+
+    /// Puts back a delete or expiry read from the log (silently, as `restoreSet`).
+    public mutating func restoreRemove(_ key: UnsafeRawBufferPointer, revision: UInt64) {
+        self.revision = max(self.revision, revision)
+        if let entry = table.remove(key) { forget(entry) }
+    }
+
+    /// Puts back a cleared TTL read from the log.
+    public mutating func restorePersist(_ key: UnsafeRawBufferPointer) {
+        guard let entry = table.find(key, hash: KeyTable.hash(key)), entry.deadline != 0 else { return }
+        entry.deadline = 0
+        expiries.markStale()
     }
 
     /// Every live entry (tests, INFO). Expired-but-not-yet-removed entries are skipped.

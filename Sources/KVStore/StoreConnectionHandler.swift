@@ -181,6 +181,11 @@ final class StoreConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
 
     private func flushReplies(_ context: ChannelHandlerContext) {
         guard replies.readableBytes > 0 else { return }
+        if connection.needsCommit {
+            // Written before a write is acknowledged (and synced, with appendfsync always).
+            connection.needsCommit = false
+            processor.log?.commitOrDie()
+        }
         let chunk = replies
         replies = context.channel.allocator.buffer(capacity: 1024)
         context.writeAndFlush(wrapOutboundOut(chunk), promise: nil)

@@ -23,6 +23,9 @@ public struct StoreServerConfiguration: Sendable {
     public var outboxLimits = OutputLimits()
     public var threads = StoreServerConfiguration.defaultThreads
 
+    /// The append-only log; nil keeps data in memory only (`--persistence none`).
+    public var persistence: PersistenceConfiguration?
+
     /// One event loop per core.
     public static let defaultThreads = System.coreCount
 
@@ -35,6 +38,20 @@ public struct StoreServerConfiguration: Sendable {
     public var respLimits: RESPLimits {
         RESPLimits(maxBulkBytes: max(limits.maxKeyBytes, limits.maxValueBytes), maxElements: maxArguments)
     }
+}
+
+/// Where and how kv-stored keeps its data on disk.
+public struct PersistenceConfiguration: Sendable {
+    public var dataDirectory: String
+    public var fsync: FsyncPolicy = .everysec
+    /// Start even if the log is damaged, cutting it at the damage (a copy is kept).
+    public var repair = false
+
+    public init(dataDirectory: String) {
+        self.dataDirectory = dataDirectory
+    }
+
+    public var logPath: String { dataDirectory + "/kv-stored.aof" }
 }
 
 /// kv-stored as a service: binds its unix socket, serves until graceful shutdown, then stops
@@ -65,24 +82,49 @@ public final class StoreServer: Service, Sendable {
         try SocketFile.removeStale(at: configuration.socketPath)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.threads))
         let store = Store(clock: clock, timerLoop: group.next())
+        var log: AppendLog?
         do {
-            try await serve(group: group, store: store)
+            var recovery: LogRecovery.Report?
+            if let persistence = configuration.persistence {
+                (log, recovery) = try openLog(persistence, store: store)
+            }
+            try await serve(group: group, store: store, log: log, recovery: recovery)
         } catch {
             store.stop()
+            log?.stop()
             try? await group.shutdownGracefully()
             throw error
         }
         store.stop()
+        log?.stop()  // after the last connection: everything acknowledged is on disk
         try await group.shutdownGracefully()
         logger.notice("kv-stored stopped")
     }
 
+    /// Loads the log into the keyspace (before the socket exists: no client sees a half-loaded
+    /// keyspace), then records every later change in it.
+    private func openLog(_ persistence: PersistenceConfiguration, store: Store) throws -> (AppendLog, LogRecovery.Report) {
+        if mkdir(persistence.dataDirectory, 0o750) != 0 && errno != EEXIST {
+            throw PersistenceFailure("cannot create the data directory \(persistence.dataDirectory): \(String(cString: strerror(errno)))")
+        }
+        let path = persistence.logPath
+        let report = try store.withKeyspace { keyspace in
+            try LogRecovery.load(path: path, into: &keyspace, repair: persistence.repair, logger: logger)
+        }
+        let log = try AppendLog(path: path, validBytes: report.validBytes, epoch: report.epoch, policy: persistence.fsync, logger: logger)
+        store.withKeyspace { $0.recorder = log }
+        log.startBackgroundFlush()
+        logger.notice("persistence on", metadata: ["log": "\(path)", "appendfsync": "\(persistence.fsync.rawValue)"])
+        return (log, report)
+    }
+
     /// Binds, serves until graceful shutdown, then quiesces. Everything that needs the event
     /// loops (the quiescing helper among them) is gone when this returns.
-    private func serve(group: MultiThreadedEventLoopGroup, store: Store) async throws {
+    private func serve(group: MultiThreadedEventLoopGroup, store: Store, log: AppendLog?, recovery: LogRecovery.Report?) async throws {
         let statistics = ServerStatistics(now: clock.monotonicNanoseconds())
         let processor = CommandProcessor(
-            store: store, limits: configuration.limits, statistics: statistics, socketPath: configuration.socketPath)
+            store: store, limits: configuration.limits, statistics: statistics, socketPath: configuration.socketPath,
+            log: log, recovery: recovery)
         let quiesce = ServerQuiescingHelper(group: group)
         let configuration = self.configuration
         let logger = self.logger

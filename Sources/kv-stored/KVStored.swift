@@ -17,7 +17,9 @@ struct KVStored: AsyncParsableCommand {
             deadline (active expiry) and publishes every change on a change feed. It speaks a
             subset of RESP2/RESP3 (docs/protocol.md), so redis-cli works against it:
               redis-cli -s /run/kvserver/kv-stored.sock info
-            Data is held in memory only.
+            Every change is appended to <data-dir>/kv-stored.aof before it is acknowledged
+            (docs/persistence.md) and the log is loaded at start; --persistence none keeps data
+            in memory only.
 
             SIGNALS
               SIGTERM, SIGINT   stop accepting, close clients, remove the socket, exit 0.
@@ -28,6 +30,7 @@ struct KVStored: AsyncParsableCommand {
 
             FILES
               /run/kvserver/kv-stored.sock   default socket
+              /var/lib/kvserver/kv-stored.aof  the append-only log (--data-dir)
               /etc/kvserver/kvserver.env     settings read by kv-stored.service
 
             SEE ALSO
@@ -50,6 +53,18 @@ struct KVStored: AsyncParsableCommand {
     @Option(help: "A subscriber whose queue stays above this many bytes after conflation is disconnected.")
     var subscriberOutputLimit = OutputLimits().maxBytes
 
+    @Option(help: "aof: keep every change in an append-only log in --data-dir and load it at start; none: memory only (a cache).")
+    var persistence: PersistenceMode = .aof
+
+    @Option(help: "Directory of the append-only log (kv-stored.aof).")
+    var dataDir = "/var/lib/kvserver"
+
+    @Option(help: "When the log is forced to disk: always (before each write is acknowledged), everysec (once a second), no (left to the kernel).")
+    var appendfsync: FsyncPolicy = .everysec
+
+    @Flag(help: "Start even if the log is damaged: cut it at the first bad record (losing what follows; a copy is kept).")
+    var repairLog = false
+
     @OptionGroup var loggingOptions: LoggingOptions
 
     func validate() throws {
@@ -69,8 +84,20 @@ struct KVStored: AsyncParsableCommand {
         configuration.threads = threads
         configuration.outboxLimits = OutputLimits(conflateBytes: subscriberConflateBytes, maxBytes: subscriberOutputLimit)
 
+        if persistence == .aof {
+            var persistence = PersistenceConfiguration(dataDirectory: dataDir)
+            persistence.fsync = appendfsync
+            persistence.repair = repairLog
+            configuration.persistence = persistence
+        }
         let server = StoreServer(configuration: configuration, logger: logger)
         let group = ServiceGroup(services: [server], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         try await group.run()
     }
 }
+
+enum PersistenceMode: String, ExpressibleByArgument, CaseIterable {
+    case aof, none
+}
+
+extension FsyncPolicy: ExpressibleByArgument {}

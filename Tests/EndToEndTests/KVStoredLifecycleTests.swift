@@ -47,14 +47,14 @@ struct KVStoredLifecycleTests {
         #expect(stat(path, &info) == 0)
         #expect(info.st_mode & 0o777 == 0o660)
 
-        let second = try run(Binaries.path("kv-stored"), ["--socket", path])
+        let second = try run(Binaries.path("kv-stored"), ["--socket", path, "--persistence", "none"])
         #expect(second.status != 0)
         #expect(second.output.contains("another process is already serving on \(path)"), "\(second.output)")
         #expect(isAccepting(path), "the second instance must not have taken the first one's socket")
 
         let file = dir.file("plain")
         _ = FileManager.default.createFile(atPath: file, contents: Data("keep me".utf8))
-        let third = try run(Binaries.path("kv-stored"), ["--socket", file])
+        let third = try run(Binaries.path("kv-stored"), ["--socket", file, "--persistence", "none"])
         #expect(third.status != 0)
         #expect(third.output.contains("exists and is not a socket"), "\(third.output)")
         #expect(try String(contentsOfFile: file, encoding: .utf8) == "keep me")
@@ -71,11 +71,11 @@ struct KVStoredLifecycleTests {
         #expect(info.st_mode & 0o777 == 0o620)
         #expect(info.st_gid == daemon.pointee.gr_gid)
 
-        let refused = try run(Binaries.path("kv-stored"), ["--socket", dir.file("t"), "--socket-group", "no-such-group-kv"])
+        let refused = try run(Binaries.path("kv-stored"), ["--socket", dir.file("t"), "--persistence", "none", "--socket-group", "no-such-group-kv"])
         #expect(refused.status != 0)
         #expect(refused.output.contains("socket group \"no-such-group-kv\" does not exist"), "\(refused.output)")
         #expect(!FileManager.default.fileExists(atPath: dir.file("t")), "a refused start must not leave its socket behind")
-        let badMode = try run(Binaries.path("kv-stored"), ["--socket", dir.file("u"), "--socket-mode", "999"])
+        let badMode = try run(Binaries.path("kv-stored"), ["--socket", dir.file("u"), "--persistence", "none", "--socket-mode", "999"])
         #expect(badMode.status != 0)
         #expect(badMode.output.contains("--socket-mode must be an octal file mode"))
     }

@@ -34,19 +34,23 @@ final class HTTPStack {
     var nginx: DaemonProcess?
     let fcgiThreads: Int
     let groupArguments: [String]
+    let storeArguments: [String]
 
     var storeSocket: String { dir.file("kv-stored.sock") }
     var fcgiSocket: String { dir.file("kv-fcgi.sock") }
     var wsSocket: String { dir.file("kv-ws.sock") }
     var webSocketURL: String { "ws://127.0.0.1:\(port)/ws" }
 
-    init(fcgiThreads: Int = 4, fcgiArguments: [String] = [], inheritedSocket: Bool = false, wsArguments: [String]? = nil) throws {
+    /// `storeArguments` go to kv-stored, at start and at every restart (a `--data-dir`, say).
+    init(fcgiThreads: Int = 4, fcgiArguments: [String] = [], inheritedSocket: Bool = false, wsArguments: [String]? = nil,
+         storeArguments: [String] = []) throws {
         dir = try TempDirectory()
         chmod(dir.path, 0o755)  // nginx's workers (nobody when we are root) must reach the sockets
         port = try freeLoopbackPort()
         self.fcgiThreads = fcgiThreads
         groupArguments = getuid() == 0 ? ["--socket-group", "nogroup"] : []
-        store = try StoreProcess(socketPath: storeSocket, arguments: groupArguments)
+        self.storeArguments = storeArguments
+        store = try StoreProcess(socketPath: storeSocket, arguments: groupArguments + storeArguments)
         try startFCGI(fcgiArguments, inherited: inheritedSocket)
         if let wsArguments { try startWS(wsArguments) }
 
@@ -94,7 +98,7 @@ final class HTTPStack {
     }
 
     func restartStore() throws {
-        store = try StoreProcess(socketPath: storeSocket, arguments: groupArguments)
+        store = try StoreProcess(socketPath: storeSocket, arguments: groupArguments + storeArguments)
     }
 
     var nginxLog: String { (try? String(contentsOfFile: dir.file("nginx/error.log"), encoding: .utf8)) ?? "" }

@@ -48,12 +48,14 @@ final class StoreProcess {
     var process: Process { daemon.process }
     var log: String { daemon.log }
 
+    /// Memory only unless `arguments` name a data directory: tests never touch /var/lib/kvserver.
     init(socketPath: String, arguments: [String] = []) throws {
         self.socketPath = socketPath
+        let persistence = arguments.contains("--data-dir") ? [] : ["--persistence", "none"]
         daemon = try DaemonProcess(
             Binaries.path("kv-stored"),
-            ["--socket", socketPath, "--threads", "2", "--log-level", "debug"] + arguments,
-            logPath: socketPath + ".log")
+            ["--socket", socketPath, "--threads", "2", "--log-level", "debug"] + persistence + arguments,
+            logPath: socketPath + ".log", append: true)
         try waitUntilReady()
     }
 
@@ -86,15 +88,21 @@ final class DaemonProcess {
     let process = Process()
     let logPath: String
 
-    init(_ executable: String, _ arguments: [String], logPath: String, standardInput: FileHandle? = nil, environment: [String: String] = [:]) throws {
+    /// `append`: keep what an earlier process wrote to `logPath` (a restarted daemon's log).
+    init(_ executable: String, _ arguments: [String], logPath: String, standardInput: FileHandle? = nil,
+         environment: [String: String] = [:], append: Bool = false) throws {
         self.logPath = logPath
-        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
+        if !append || !FileManager.default.fileExists(atPath: logPath) {
+            _ = FileManager.default.createFile(atPath: logPath, contents: nil)
+        }
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
         process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
         process.standardInput = standardInput ?? FileHandle.nullDevice
-        process.standardError = FileHandle(forWritingAtPath: logPath)
-        process.standardOutput = FileHandle(forWritingAtPath: logPath)
+        let output = FileHandle(forWritingAtPath: logPath)
+        _ = try? output?.seekToEnd()
+        process.standardError = output
+        process.standardOutput = output
         try process.run()
     }
 

@@ -35,7 +35,7 @@ struct SystemdNotifyTests {
     }
 
     static func arguments(_ daemon: String, socket: String, dir: TempDirectory) -> [String] {
-        daemon == "kv-stored" ? ["--socket", socket] : ["--socket", socket, "--store", dir.file("kv-stored.sock")]
+        daemon == "kv-stored" ? ["--socket", socket, "--persistence", "none"] : ["--socket", socket, "--store", dir.file("kv-stored.sock")]
     }
 
     @Test("each daemon sends READY=1 once its socket accepts connections, and STOPPING=1 on SIGTERM",
@@ -59,7 +59,7 @@ struct SystemdNotifyTests {
         let dir = try TempDirectory()
         let notify = try FakeNotifySocket(path: "@kvtest-notify-\(getpid())")
         let socket = dir.file("s.sock")
-        let store = try DaemonProcess(Binaries.path("kv-stored"), ["--socket", socket], logPath: dir.file("log"),
+        let store = try DaemonProcess(Binaries.path("kv-stored"), ["--socket", socket, "--persistence", "none"], logPath: dir.file("log"),
                                       environment: ["NOTIFY_SOCKET": notify.path])
         #expect(notify.next(within: 15)?.contains("READY=1") == true, "\(store.log)")
         store.terminate()

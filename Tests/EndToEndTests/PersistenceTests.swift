@@ -1,0 +1,135 @@
+import Foundation
+import KVClient
+import KVCore
+import RESP
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// kv-stored's append-only log against real crashes: SIGKILL at random moments while a client
+/// writes, then a restart that must bring back what was acknowledged.
+@Suite("kv-stored durability", .serialized)
+struct PersistenceTests {
+    static let limits = RESPLimits(maxBulkBytes: 1 << 20)
+
+    /// What a key may hold after a crash: its last acknowledged state, or (for the one write
+    /// that was in flight when kv-stored died) the state that write would have made.
+    struct Expected {
+        var acknowledged: String?  // nil: absent
+        var inFlight: String??     // .some(nil): an unacknowledged delete
+        var ttl = false
+    }
+
+    /// Writes (sets, some with a TTL, and deletes) until kv-stored stops answering, keeping in
+    /// `expected` what each write may have left; returns how many were acknowledged.
+    static func writeUntilKilled(_ client: BlockingStoreClient, round: Int, expected: inout [String: Expected]) -> Int {
+        var i = 0
+        while true {
+            let key = "key\(i % 97)"
+            let value = "\"r\(round)-\(i)\""
+            let withTTL = i % 3 == 0
+            let delete = i % 11 == 10
+            expected[key, default: Expected()].inFlight = .some(delete ? nil : value)
+            do throws(KVError) {
+                if delete {
+                    _ = try client.delete(Array(key.utf8))
+                } else {
+                    try client.set(Array(key.utf8), value: Array(value.utf8), ttl: withTTL ? try TTL(milliseconds: 600_000) : nil)
+                }
+            } catch {
+                return i  // kv-stored is gone; this write's fate is unknown
+            }
+            expected[key] = Expected(acknowledged: delete ? nil : value, inFlight: nil, ttl: withTTL && !delete)
+            i += 1
+        }
+    }
+
+    static func killSoon(_ store: StoreProcess, after seconds: Double) {
+        let pid = store.process.processIdentifier
+        Thread.detachNewThread {
+            Thread.sleep(forTimeInterval: seconds)
+            kill(pid, SIGKILL)
+        }
+    }
+
+    /// Every key holds what `expected` allows, with its TTL when the acknowledged write had one.
+    static func check(_ socket: String, _ expected: [String: Expected]) throws {
+        let client = BlockingStoreClient(socketPath: socket, limits: limits)
+        for (key, want) in expected {
+            let got = try client.get(Array(key.utf8)).map { String(decoding: $0.readableBytesView, as: UTF8.self) }
+            let allowed: [String?] = [want.acknowledged] + (want.inFlight.map { [$0] } ?? [])
+            #expect(allowed.contains(got), "\(key): found \(got ?? "nothing"), acknowledged \(want.acknowledged ?? "nothing")")
+            if got == want.acknowledged, want.ttl, want.acknowledged != nil {
+                let pttl = try client.request([Array("PTTL".utf8), Array(key.utf8)])
+                guard case .integer(let ms) = pttl else { Issue.record("PTTL \(key): \(pttl)"); continue }
+                #expect(ms > 500_000 && ms <= 600_000, "\(key): the TTL came back as \(ms) ms")
+            }
+        }
+    }
+
+    @Test("appendfsync always: after SIGKILL at random moments, every acknowledged write is back, value and TTL")
+    func crashesWithAlways() throws {
+        let dir = try TempDirectory()
+        let socket = dir.file("s"), data = dir.file("data")
+        var expected: [String: Expected] = [:]
+        var writes = 0
+        for round in 0..<6 {
+            let store = try StoreProcess(socketPath: socket, arguments: ["--data-dir", data, "--appendfsync", "always"])
+            try Self.check(socket, expected)
+            for key in expected.keys { expected[key]?.inFlight = nil }
+            Self.killSoon(store, after: Double.random(in: 0.05...0.3))
+            writes += Self.writeUntilKilled(BlockingStoreClient(socketPath: socket, limits: Self.limits), round: round, expected: &expected)
+            store.process.waitUntilExit()
+            #expect(store.process.terminationReason == .uncaughtSignal, "killed, not exited: \(store.log.suffix(500))")
+        }
+        let last = try StoreProcess(socketPath: socket, arguments: ["--data-dir", data, "--appendfsync", "always"])
+        try Self.check(socket, expected)
+        #expect(writes > 100, "the crashes must interrupt real traffic: only \(writes) writes were acknowledged")
+        #expect(last.log.contains("loaded the log"))
+        last.terminate()
+    }
+
+    @Test("appendfsync everysec: a crash of kv-stored loses nothing acknowledged (the log reached the kernel before the reply)")
+    func crashesWithEverysec() throws {
+        // Only a crash of the machine can lose the last second with everysec: the kernel still
+        // holds what kv-stored wrote. A SIGKILL therefore must not lose any acknowledged write.
+        let dir = try TempDirectory()
+        let socket = dir.file("s"), data = dir.file("data")
+        var expected: [String: Expected] = [:]
+        var writes = 0
+        for round in 0..<3 {
+            let store = try StoreProcess(socketPath: socket, arguments: ["--data-dir", data, "--appendfsync", "everysec"])
+            try Self.check(socket, expected)
+            for key in expected.keys { expected[key]?.inFlight = nil }
+            Self.killSoon(store, after: Double.random(in: 0.2...1.5))
+            writes += Self.writeUntilKilled(BlockingStoreClient(socketPath: socket, limits: Self.limits), round: round, expected: &expected)
+            store.process.waitUntilExit()
+        }
+        let last = try StoreProcess(socketPath: socket, arguments: ["--data-dir", data])
+        try Self.check(socket, expected)
+        #expect(writes > 100, "only \(writes) writes were acknowledged")
+        last.terminate()
+    }
+
+    @Test("values written over HTTP survive a kv-stored restart, and kv-fcgi recovers without being restarted")
+    func restartBehindHTTP() throws {
+        let data = try TempDirectory()
+        let stack = try HTTPStack(storeArguments: ["--data-dir", data.file("data"), "--appendfsync", "always"])
+        let http = stack.client()
+        #expect(try http.send("POST", "/storage/durable", json: #"{"value":{"kept":[1,2,3]}}"#).status == 202)
+        #expect(try http.send("POST", "/storage/brief", json: #"{"value":1,"ttl":"10m"}"#).status == 202)
+        #expect(try http.send("POST", "/storage/dropped", json: #"{"value":2}"#).status == 202)
+        #expect(try http.send("DELETE", "/storage/dropped").status == 200)
+        kill(try #require(stack.store).process.processIdentifier, SIGKILL)
+        stack.store?.process.waitUntilExit()
+        #expect(try http.send("GET", "/storage/durable").status == 503)
+        try stack.restartStore()
+        #expect(eventually { (try? http.send("GET", "/storage/durable"))?.status == 200 }, "kv-fcgi reconnects by itself")
+        #expect(try http.send("GET", "/storage/durable").text == #"{"value":{"kept":[1,2,3]}}"#)
+        #expect(try http.send("GET", "/storage/brief").text == #"{"value":1}"#)
+        let dropped = try http.send("GET", "/storage/dropped")
+        #expect(dropped.status == 204, "\(dropped)")
+    }
+}
