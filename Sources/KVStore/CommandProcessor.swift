@@ -53,7 +53,7 @@ public struct CommandProcessor: Sendable {
     /// The commands of the subset. Matching is by bytes, ignoring case, with no allocation.
     enum Command: CaseIterable {
         case get, set, del, exists, pttl, ttl, persist, dbsize, ping, echo, hello, select
-        case subscribe, unsubscribe, info, client, command, config, reset, quit
+        case subscribe, unsubscribe, info, client, command, config, reset, quit, bgrewriteaof
 
         /// Names are letters only, which `RESPArguments.matches` relies on.
         var name: StaticString {
@@ -78,6 +78,7 @@ public struct CommandProcessor: Sendable {
             case .config: "CONFIG"
             case .reset: "RESET"
             case .quit: "QUIT"
+            case .bgrewriteaof: "BGREWRITEAOF"
             }
         }
 
@@ -141,6 +142,14 @@ public struct CommandProcessor: Sendable {
         case .quit:
             out.writeRESPOK()
             connection.closeAfterReply = true
+        case .bgrewriteaof:
+            guard args.count == 1 else { return wrongArity(args, &out) }
+            guard let log else { return out.writeRESPError("ERR persistence is off (--persistence none): there is no log to compact") }
+            if log.startCompaction() {
+                out.writeRESPSimpleString("Background append only file rewriting started")
+            } else {
+                out.writeRESPError("ERR Background append only file rewriting already in progress")
+            }
         }
     }
 
@@ -468,7 +477,11 @@ public struct CommandProcessor: Sendable {
         let figures = log?.figures
         section("Persistence", [
             ("loading", "0"), ("aof_enabled", log == nil ? "0" : "1"),
-            ("aof_fsync", log?.policy.rawValue ?? "none"), ("aof_rewrite_in_progress", "0"),
+            ("aof_fsync", log?.policy.rawValue ?? "none"), ("aof_rewrite_in_progress", figures?.compacting == true ? "1" : "0"),
+            ("aof_rewrites", String(figures?.compactions ?? 0)),
+            ("aof_last_rewrite_time_ms", String(figures?.lastCompactionMilliseconds ?? 0)),
+            ("aof_last_bgrewrite_status", figures?.lastCompactionFailed == true ? "err" : "ok"),
+            ("aof_base_size", String(figures?.sizeAfterCompaction ?? 0)),
             ("aof_current_size", String(figures?.sizeBytes ?? 0)),
             ("aof_buffer_length", String(figures?.bufferedBytes ?? 0)),
             ("aof_pending_fsync_bytes", String(figures?.unsyncedBytes ?? 0)),

@@ -258,6 +258,23 @@ public struct Keyspace: Sendable {
         if let entry = table.remove(key) { forget(entry) }
     }
 
+    /// Puts back the revision counter recorded after a compacted snapshot.
+    public mutating func restoreRevision(_ revision: UInt64) {
+        self.revision = max(self.revision, revision)
+    }
+
+    /// Every live entry with its deadline as Unix milliseconds, and the current revision: what a
+    /// compacted log starts from. Entries are immutable, so the list may be written out later
+    /// from another thread; deadlines are read here, under the owner's lock.
+    public func liveSnapshot() -> (entries: [(entry: Entry, deadlineUnixMilliseconds: Int64?)], revision: UInt64) {
+        var entries: [(entry: Entry, deadlineUnixMilliseconds: Int64?)] = []
+        entries.reserveCapacity(count)
+        forEachLive { entry in
+            entries.append((entry, entry.deadline == 0 ? nil : unixMilliseconds(ofDeadline: entry.deadline)))
+        }
+        return (entries, revision)
+    }
+
     /// Puts back a cleared TTL read from the log.
     public mutating func restorePersist(_ key: UnsafeRawBufferPointer) {
         guard let entry = table.find(key, hash: KeyTable.hash(key)), entry.deadline != 0 else { return }

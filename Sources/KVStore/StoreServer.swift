@@ -46,6 +46,7 @@ public struct PersistenceConfiguration: Sendable {
     public var fsync: FsyncPolicy = .everysec
     /// Start even if the log is damaged, cutting it at the damage (a copy is kept).
     public var repair = false
+    public var compaction = CompactionPolicy()
 
     public init(dataDirectory: String) {
         self.dataDirectory = dataDirectory
@@ -111,8 +112,16 @@ public final class StoreServer: Service, Sendable {
         let report = try store.withKeyspace { keyspace in
             try LogRecovery.load(path: path, into: &keyspace, repair: persistence.repair, logger: logger)
         }
-        let log = try AppendLog(path: path, validBytes: report.validBytes, epoch: report.epoch, policy: persistence.fsync, logger: logger)
+        unlink(path + ".compacting")  // a compaction interrupted by a crash; the log itself is whole
+        let log = try AppendLog(path: path, validBytes: report.validBytes, epoch: report.epoch, policy: persistence.fsync,
+                                logger: logger, compaction: persistence.compaction)
         store.withKeyspace { $0.recorder = log }
+        log.snapshotSource = { [weak log] in
+            store.withKeyspace { keyspace in
+                let (entries, revision) = keyspace.liveSnapshot()
+                return LogSnapshot(entries: entries, revision: revision, logOffset: log?.appendedOffset ?? 0)
+            }
+        }
         log.startBackgroundFlush()
         logger.notice("persistence on", metadata: ["log": "\(path)", "appendfsync": "\(persistence.fsync.rawValue)"])
         return (log, report)

@@ -62,6 +62,12 @@ struct KVStored: AsyncParsableCommand {
     @Option(help: "When the log is forced to disk: always (before each write is acknowledged), everysec (once a second), no (left to the kernel).")
     var appendfsync: FsyncPolicy = .everysec
 
+    @Option(help: "Compact the log once it has grown to this many times its size after the last compaction (0: never).")
+    var compactFactor = 2.0
+
+    @Option(help: "Never compact a log smaller than this many bytes.")
+    var compactMinBytes = 64 << 20
+
     @Flag(help: "Start even if the log is damaged: cut it at the first bad record (losing what follows; a copy is kept).")
     var repairLog = false
 
@@ -73,6 +79,8 @@ struct KVStored: AsyncParsableCommand {
         guard subscriberConflateBytes >= 1, subscriberOutputLimit >= subscriberConflateBytes else {
             throw ValidationError("--subscriber-output-limit must be at least --subscriber-conflate-bytes")
         }
+        guard compactFactor == 0 || compactFactor > 1 else { throw ValidationError("--compact-factor must be 0 (never) or more than 1") }
+        guard compactMinBytes >= 0 else { throw ValidationError("--compact-min-bytes must not be negative") }
     }
 
     func run() async throws {
@@ -88,6 +96,7 @@ struct KVStored: AsyncParsableCommand {
             var persistence = PersistenceConfiguration(dataDirectory: dataDir)
             persistence.fsync = appendfsync
             persistence.repair = repairLog
+            persistence.compaction = CompactionPolicy(factor: compactFactor, minBytes: compactMinBytes)
             configuration.persistence = persistence
         }
         let server = StoreServer(configuration: configuration, logger: logger)

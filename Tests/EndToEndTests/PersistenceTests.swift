@@ -1,6 +1,7 @@
 import Foundation
 import KVClient
 import KVCore
+import NIOCore
 import RESP
 import Testing
 
@@ -111,6 +112,40 @@ struct PersistenceTests {
         try Self.check(socket, expected)
         #expect(writes > 100, "only \(writes) writes were acknowledged")
         last.terminate()
+    }
+
+    @Test("BGREWRITEAOF while writes flow: the log shrinks, and after a crash nothing acknowledged is missing")
+    func compactionUnderWrites() throws {
+        let dir = try TempDirectory()
+        let socket = dir.file("s"), data = dir.file("data")
+        let store = try StoreProcess(socketPath: socket, arguments: ["--data-dir", data, "--appendfsync", "always", "--compact-factor", "0"])
+        let client = BlockingStoreClient(socketPath: socket, limits: Self.limits)
+        func info(_ field: String) throws -> Int {
+            guard case .bulkString(let text) = try client.request([Array("INFO".utf8), Array("persistence".utf8)]) else { return -1 }
+            let line = String(decoding: text.readableBytesView, as: UTF8.self).split(whereSeparator: \.isNewline).first { $0.hasPrefix(field + ":") }
+            return line.flatMap { Int($0.dropFirst(field.count + 1)) } ?? -1
+        }
+        var expected: [String: Expected] = [:]
+        for i in 0..<20_000 {  // 97 keys rewritten over and over: a log far larger than the data
+            let key = "key\(i % 97)", value = "\"v\(i)\""
+            try client.set(Array(key.utf8), value: Array(value.utf8), ttl: nil)
+            expected[key] = Expected(acknowledged: value)
+        }
+        let before = try info("aof_current_size")
+        #expect(try client.request([Array("BGREWRITEAOF".utf8)]) == .simpleString(ByteBuffer(string: "Background append only file rewriting started")))
+        Self.killSoon(store, after: 1.0)
+        _ = Self.writeUntilKilled(BlockingStoreClient(socketPath: socket, limits: Self.limits), round: 1, expected: &expected)
+        store.process.waitUntilExit()
+        #expect(store.log.contains("compacted the log"), "\(store.log.suffix(1500))")
+
+        let restarted = try StoreProcess(socketPath: socket, arguments: ["--data-dir", data, "--compact-factor", "0"])
+        try Self.check(socket, expected)
+        let after = try BlockingStoreClient(socketPath: socket, limits: Self.limits).request([Array("INFO".utf8), Array("persistence".utf8)])
+        guard case .bulkString(let text) = after else { Issue.record("INFO: \(after)"); return }
+        let size = String(decoding: text.readableBytesView, as: UTF8.self).split(whereSeparator: \.isNewline)
+            .first { $0.hasPrefix("aof_current_size:") }.flatMap { Int($0.dropFirst("aof_current_size:".count)) } ?? -1
+        #expect(size > 0 && size < before, "the log was \(before) bytes before compaction and \(size) after the crash")
+        restarted.terminate()
     }
 
     @Test("values written over HTTP survive a kv-stored restart, and kv-fcgi recovers without being restarted")

@@ -47,6 +47,7 @@ struct AppendLogTests {
         .persist(key: Array("a\r\nb".utf8)),
         .delete(key: Array("k".utf8), revision: 4),
         .expired(key: [0, 255, 10], revision: 9),
+        .revision(9),  // a compacted log's counter may equal its last entry's revision
     ]
 
     @Test("every record type reads back as written")
@@ -185,6 +186,57 @@ struct AppendLogTests {
             #expect(copies.count == 1)
             #expect(try copies.first.flatMap { try LogRecovery.readFile(dir + "/" + $0) } == damaged)
         }
+    }
+
+    @Test("compaction keeps the live keyspace and every change made after the snapshot; the log shrinks and loads back the same")
+    func compaction() throws {
+        try withTemporaryDirectory { dir in
+            let path = dir + "/kv-stored.aof"
+            let clock = ManualClock()
+            let logs = RecordingLogHandler()
+            var keyspace = Keyspace(clock: clock)
+            let log = try AppendLog(path: path, validBytes: 0, epoch: "cafe", policy: .no, logger: logs.logger)
+            keyspace.recorder = log
+            for round in 0..<50 {
+                for i in 0..<20 { keyspace.put("k\(i)", "\"round \(round)\"", expiry: i % 4 == 0 ? .after(milliseconds: 60_000) : .none) }
+            }
+            for i in 0..<5 { keyspace.delete("k\(i)") }
+            try log.commit()
+            let before = log.figures.sizeBytes
+            let (entries, revision) = keyspace.liveSnapshot()
+            let snapshot = LogSnapshot(entries: entries, revision: revision, logOffset: log.appendedOffset)
+            // Changes made while the snapshot is being written must survive the switch.
+            keyspace.put("k19", "\"after the snapshot\"")
+            keyspace.delete("k18")
+            _ = Array("k12".utf8).withUnsafeBytes { keyspace.persist($0) }
+            keyspace.put("new", "1", expiry: .after(milliseconds: 5_000))
+            let size = try log.compact(snapshot)
+            keyspace.put("k17", "\"after the switch\"")
+            try log.commit()
+            log.stop()
+            #expect(size < before / 10, "compacted \(before) bytes into \(size)")
+
+            var loaded = Keyspace(clock: clock)
+            let report = try LogRecovery.load(path: path, into: &loaded, repair: false, logger: logs.logger)
+            #expect(report.epoch == "cafe" && report.discardedBytes == 0)
+            #expect(loaded.revision == keyspace.revision)
+            #expect(loaded.count == keyspace.count)
+            for i in 0..<20 {
+                #expect(loaded.get("k\(i)") == keyspace.get("k\(i)") && loaded.ttl("k\(i)") == keyspace.ttl("k\(i)"), "k\(i)")
+            }
+            #expect(loaded.get("k19") == "\"after the snapshot\"" && loaded.get("k17") == "\"after the switch\"")
+            #expect(loaded.get("k18") == nil && loaded.ttl("k12") == nil && loaded.get("new") == "1" && loaded.ttl("new") == 5_000)
+        }
+    }
+
+    @Test("automatic compaction is due once the log has grown by the factor and reached the minimum size")
+    func compactionPolicy() {
+        let policy = CompactionPolicy(factor: 2, minBytes: 1000)
+        #expect(!policy.isDue(size: 999, sizeAfterLast: 10))
+        #expect(policy.isDue(size: 1000, sizeAfterLast: 500))
+        #expect(!policy.isDue(size: 1500, sizeAfterLast: 1000))
+        #expect(policy.isDue(size: 2000, sizeAfterLast: 1000))
+        #expect(!CompactionPolicy(factor: 0, minBytes: 0).isDue(size: 1 << 30, sizeAfterLast: 1))
     }
 
     @Test("a second AppendLog on the same file is refused (one kv-stored per data directory)")

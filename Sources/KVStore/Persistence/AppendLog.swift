@@ -39,7 +39,9 @@ public enum FsyncPolicy: String, Sendable, CaseIterable {
 public final class AppendLog: ChangeRecorder, @unchecked Sendable {
     public let path: String
     public let policy: FsyncPolicy
-    private let fd: Int32
+    public let epoch: String
+    /// The file; replaced by a compacted one under `fileLock`.
+    private var fd: Int32
     private let logger: Logger
 
     /// Guards `pending` and `appendedBytes` (taken inside the keyspace lock: keep it short).
@@ -54,13 +56,27 @@ public final class AppendLog: ChangeRecorder, @unchecked Sendable {
     private let flusher: NIOLockedValueBox<Bool> = NIOLockedValueBox(false)
     private var flushThread: pthread_t?
 
+    // Compaction state.
+    public let compaction: CompactionPolicy
+    /// Where a compaction gets the live keyspace; set by the owner (it takes the keyspace lock).
+    public var snapshotSource: (@Sendable () -> LogSnapshot)?
+    private let compacting = ManagedAtomic(false)
+    private let sizeAfterCompaction: ManagedAtomic<Int>
+    private let compactions = ManagedAtomic(0)
+    private let lastCompactionMilliseconds = ManagedAtomic(0)
+    private let lastCompactionFailed = ManagedAtomic(false)
+
     /// Opens (creating if needed) the log at `path`, whose first `validBytes` bytes hold whole
     /// records; anything after them (a torn tail) is cut off. A new log gets its header.
-    public init(path: String, validBytes: Int, epoch: String, policy: FsyncPolicy, logger: Logger) throws {
+    public init(path: String, validBytes: Int, epoch: String, policy: FsyncPolicy, logger: Logger,
+                compaction: CompactionPolicy = CompactionPolicy()) throws {
         self.path = path
         self.policy = policy
+        self.epoch = epoch
         self.logger = logger
-        fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0o600)
+        self.compaction = compaction
+        self.sizeAfterCompaction = ManagedAtomic(validBytes)
+        fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)  // read back by compaction
         guard fd >= 0 else { throw PersistenceFailure("cannot open the log \(path): \(String(cString: strerror(errno)))") }
         // One kv-stored per data directory: a second one would interleave records.
         guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
@@ -148,13 +164,17 @@ public final class AppendLog: ChangeRecorder, @unchecked Sendable {
     }
 
     private func writeAll(_ chunk: ByteBuffer) throws {
+        try Self.writeAll(chunk, to: fd, path: path)
+    }
+
+    private static func writeAll(_ chunk: ByteBuffer, to fd: Int32, path: String) throws {
         try chunk.withUnsafeReadableBytes { raw in
             var offset = 0
             while offset < raw.count {
                 let n = write(fd, raw.baseAddress! + offset, raw.count - offset)
                 if n < 0 {
                     if errno == EINTR { continue }
-                    throw PersistenceFailure("cannot write the log \(path): \(String(cString: strerror(errno)))")
+                    throw PersistenceFailure("cannot write \(path): \(String(cString: strerror(errno)))")
                 }
                 offset += n
             }
@@ -165,14 +185,24 @@ public final class AppendLog: ChangeRecorder, @unchecked Sendable {
 
     /// Starts the thread that commits once a second (syncing unless the policy is `no`).
     public func startBackgroundFlush() {
-        let box = Unmanaged.passRetained(self)
+        flushThread = Self.spawn { [self] in flushLoop() }
+    }
+
+    /// A plain thread (the work blocks in write and fsync; it must not hold an event loop).
+    @discardableResult
+    private static func spawn(_ body: @escaping () -> Void) -> pthread_t? {
+        final class Box { let body: () -> Void; init(_ body: @escaping () -> Void) { self.body = body } }
+        let box = Unmanaged.passRetained(Box(body))
         var thread = pthread_t()
         let result = pthread_create(&thread, nil, { raw in
-            let log = Unmanaged<AppendLog>.fromOpaque(raw!).takeRetainedValue()
-            log.flushLoop()
+            Unmanaged<Box>.fromOpaque(raw!).takeRetainedValue().body()
             return nil
         }, box.toOpaque())
-        if result == 0 { flushThread = thread } else { box.release() }
+        guard result == 0 else {
+            box.release()
+            return nil
+        }
+        return thread
     }
 
     private func flushLoop() {
@@ -181,15 +211,151 @@ public final class AppendLog: ChangeRecorder, @unchecked Sendable {
             let now = Int(time(nil))
             // Writes every 100 ms; syncs once a second (everysec), or whatever `always` left.
             commitOrDie(sync: policy != .no && now != lastSyncUnixSeconds.load(ordering: .relaxed))
+            if compaction.isDue(size: written.load(ordering: .relaxed), sizeAfterLast: sizeAfterCompaction.load(ordering: .relaxed)) {
+                _ = startCompaction()
+            }
         }
     }
 
     /// Stops the background thread and forces everything to disk (shutdown).
     public func stop() {
+        while compacting.load(ordering: .acquiring) { usleep(10_000) }  // a compaction in flight finishes first
         flusher.withLockedValue { $0 = true }
         if let flushThread { pthread_join(flushThread, nil) }
         flushThread = nil
         commitOrDie(sync: policy != .no)
+    }
+
+    // MARK: - Compaction
+
+    /// The log's length so far, for a snapshot taken under the keyspace lock (appends happen
+    /// under that lock too, so the two agree).
+    public var appendedOffset: Int { bufferLock.withLock { appendedBytes } }
+
+    /// Starts compacting in the background unless one is running (or no snapshot source is set).
+    /// Writes keep flowing: only the final switch waits for a copy of what they appended meanwhile.
+    @discardableResult
+    public func startCompaction() -> Bool {
+        guard let snapshotSource, compacting.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged else {
+            return false
+        }
+        Self.spawn { [self] in
+            let started = Self.monotonicMilliseconds()
+            do {
+                let size = try compact(snapshotSource())
+                let ms = Self.monotonicMilliseconds() - started
+                lastCompactionMilliseconds.store(ms, ordering: .relaxed)
+                lastCompactionFailed.store(false, ordering: .relaxed)
+                compactions.wrappingIncrement(ordering: .relaxed)
+                logger.notice("compacted the log", metadata: ["log": "\(path)", "bytes": "\(size)", "ms": "\(ms)"])
+            } catch {
+                lastCompactionFailed.store(true, ordering: .relaxed)
+                logger.error("log compaction failed; the current log stays in use", metadata: ["error": "\(error)"])
+            }
+            compacting.store(false, ordering: .releasing)
+        }
+        return true
+    }
+
+    /// Writes `snapshot` to a temporary file, appends what was logged since, and renames it over
+    /// the log: temp file, fsync, rename, fsync of the directory, so a crash at any point
+    /// leaves either the old log or the new one, whole. Returns the new log's size.
+    func compact(_ snapshot: LogSnapshot) throws -> Int {
+        let temporary = path + ".compacting"
+        let out = open(temporary, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard out >= 0 else { throw PersistenceFailure("cannot create \(temporary): \(String(cString: strerror(errno)))") }
+        var keep = false
+        defer {
+            if !keep {
+                Glibc.close(out)
+                unlink(temporary)
+            }
+        }
+        // Revision order, so the compacted log reads like any other.
+        let entries = snapshot.entries.sorted { $0.entry.revision < $1.entry.revision }
+        var chunk = ByteBuffer()
+        chunk.reserveCapacity(1 << 20)
+        LogEncoding.writeHeader(version: LogRecord.formatVersion, epoch: epoch, into: &chunk)
+        for (entry, deadline) in entries {
+            entry.withKey { key in
+                entry.withValue { value in
+                    LogEncoding.writeSet(key: key, value: value, revision: entry.revision, deadlineUnixMilliseconds: deadline, into: &chunk)
+                }
+            }
+            if chunk.readableBytes >= 1 << 20 {
+                try Self.writeAll(chunk, to: out, path: temporary)
+                chunk.clear()
+            }
+        }
+        LogEncoding.writeRevision(snapshot.revision, into: &chunk)
+        try Self.writeAll(chunk, to: out, path: temporary)
+        guard fdatasync(out) == 0 else { throw PersistenceFailure("cannot sync \(temporary): \(String(cString: strerror(errno)))") }
+
+        // The switch: bring the old log up to date, copy what it gained since the snapshot, and
+        // rename. Appends go on into the buffer meanwhile; only commits wait for this lock.
+        return try fileLock.withLock {
+            let pendingChunk = bufferLock.withLock { () -> ByteBuffer in
+                let chunk = pending
+                pending = ByteBuffer()
+                return chunk
+            }
+            if pendingChunk.readableBytes > 0 {
+                try writeAll(pendingChunk)
+                written.wrappingIncrement(by: pendingChunk.readableBytes, ordering: .releasing)
+            }
+            let oldEnd = written.load(ordering: .acquiring)
+            try Self.copy(from: fd, range: snapshot.logOffset..<oldEnd, to: out, path: path)
+            guard fdatasync(out) == 0 else { throw PersistenceFailure("cannot sync \(temporary): \(String(cString: strerror(errno)))") }
+            guard flock(out, LOCK_EX | LOCK_NB) == 0 else { throw PersistenceFailure("cannot lock \(temporary)") }
+            guard rename(temporary, path) == 0 else { throw PersistenceFailure("cannot rename \(temporary): \(String(cString: strerror(errno)))") }
+            keep = true
+            Self.syncDirectory(of: path)
+            let newSize = Int(lseek(out, 0, SEEK_END))
+            Glibc.close(fd)
+            fd = out
+            // Offsets count from the start of the new file from now on.
+            bufferLock.withLock {
+                appendedBytes -= oldEnd - newSize
+                written.store(newSize, ordering: .releasing)
+                synced.store(newSize, ordering: .releasing)
+            }
+            sizeAfterCompaction.store(newSize, ordering: .relaxed)
+            return newSize
+        }
+    }
+
+    private static func copy(from source: Int32, range: Range<Int>, to destination: Int32, path: String) throws {
+        var buffer = [UInt8](repeating: 0, count: 1 << 20)
+        var offset = range.lowerBound
+        while offset < range.upperBound {
+            let n = buffer.withUnsafeMutableBytes { pread(source, $0.baseAddress, min($0.count, range.upperBound - offset), off_t(offset)) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { throw PersistenceFailure("cannot read \(path) at \(offset): \(String(cString: strerror(errno)))") }
+            try buffer.withUnsafeBytes { raw in
+                var done = 0
+                while done < n {
+                    let w = write(destination, raw.baseAddress! + done, n - done)
+                    if w < 0 && errno == EINTR { continue }
+                    guard w > 0 else { throw PersistenceFailure("cannot write the compacted log: \(String(cString: strerror(errno)))") }
+                    done += w
+                }
+            }
+            offset += n
+        }
+    }
+
+    private static func syncDirectory(of path: String) {
+        let directory = path.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
+        let dirFD = open(directory.isEmpty ? "." : directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard dirFD >= 0 else { return }
+        fsync(dirFD)
+        Glibc.close(dirFD)
+    }
+
+    static func monotonicMilliseconds() -> Int {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return ts.tv_sec * 1000 + ts.tv_nsec / 1_000_000
     }
 
     // MARK: - Figures for INFO
@@ -199,13 +365,56 @@ public final class AppendLog: ChangeRecorder, @unchecked Sendable {
         public var bufferedBytes: Int
         public var unsyncedBytes: Int
         public var lastSyncUnixSeconds: Int
+        public var sizeAfterCompaction: Int
+        public var compacting: Bool
+        public var compactions: Int
+        public var lastCompactionMilliseconds: Int
+        public var lastCompactionFailed: Bool
     }
 
     public var figures: Figures {
-        let appended = bufferLock.withLock { appendedBytes }
-        let written = written.load(ordering: .relaxed), synced = synced.load(ordering: .relaxed)
+        let (appended, written, synced) = bufferLock.withLock {
+            (appendedBytes, self.written.load(ordering: .relaxed), self.synced.load(ordering: .relaxed))
+        }
         return Figures(sizeBytes: written, bufferedBytes: appended - written, unsyncedBytes: written - synced,
-                       lastSyncUnixSeconds: lastSyncUnixSeconds.load(ordering: .relaxed))
+                       lastSyncUnixSeconds: lastSyncUnixSeconds.load(ordering: .relaxed),
+                       sizeAfterCompaction: sizeAfterCompaction.load(ordering: .relaxed),
+                       compacting: compacting.load(ordering: .relaxed), compactions: compactions.load(ordering: .relaxed),
+                       lastCompactionMilliseconds: lastCompactionMilliseconds.load(ordering: .relaxed),
+                       lastCompactionFailed: lastCompactionFailed.load(ordering: .relaxed))
+    }
+}
+
+/// When the log is compacted: once it has grown to `factor` times its size after the last
+/// compaction (its size at start, at first), and is at least `minBytes` (Redis's
+/// `auto-aof-rewrite-percentage` and `auto-aof-rewrite-min-size`).
+public struct CompactionPolicy: Sendable {
+    public var factor: Double = 2
+    public var minBytes = 64 << 20
+
+    public init(factor: Double = 2, minBytes: Int = 64 << 20) {
+        self.factor = factor
+        self.minBytes = minBytes
+    }
+
+    /// A factor of 0 turns automatic compaction off.
+    func isDue(size: Int, sizeAfterLast: Int) -> Bool {
+        factor > 0 && size >= minBytes && Double(size) >= factor * Double(max(sizeAfterLast, 1))
+    }
+}
+
+/// The live keyspace at one instant, and where the log stood then.
+public struct LogSnapshot: @unchecked Sendable {
+    public var entries: [(entry: Entry, deadlineUnixMilliseconds: Int64?)]
+    public var revision: UInt64
+    /// The log's length (appended bytes) at the instant of the snapshot: every record after it
+    /// is a change the snapshot does not hold.
+    public var logOffset: Int
+
+    public init(entries: [(entry: Entry, deadlineUnixMilliseconds: Int64?)], revision: UInt64, logOffset: Int) {
+        self.entries = entries
+        self.revision = revision
+        self.logOffset = logOffset
     }
 }
 

@@ -59,7 +59,9 @@ public enum LogReader {
                     return .damaged(LogDamage(offset: offset, reason: .malformed("a second KVLOG header")))
                 }
                 if let revision = record.revision {
-                    guard revision > lastRevision else {
+                    // A snapshot's REVISION may repeat its last entry's revision; changes must exceed it.
+                    let increases = if case .revision = record { revision >= lastRevision } else { revision > lastRevision }
+                    guard increases else {
                         return .damaged(LogDamage(offset: offset, reason: .revisionNotIncreasing(previous: lastRevision, found: revision)))
                     }
                     lastRevision = revision

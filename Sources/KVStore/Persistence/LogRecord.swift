@@ -10,6 +10,7 @@ import RESP
 ///     DEL <key> <revision>                   a delete
 ///     EXPIRED <key> <revision>               an expiry
 ///     PERSIST <key>                          a TTL cleared (not a change: no revision)
+///     REVISION <revision>                    the revision counter, after a compacted snapshot
 ///
 /// Revisions are decimal and strictly increasing through a log; deadlines are absolute, so
 /// a record means the same thing whenever it is replayed.
@@ -19,6 +20,7 @@ public enum LogRecord: Equatable, Sendable {
     case delete(key: [UInt8], revision: UInt64)
     case expired(key: [UInt8], revision: UInt64)
     case persist(key: [UInt8])
+    case revision(UInt64)
 
     public static let formatVersion = 1
 
@@ -37,6 +39,8 @@ public enum LogRecord: Equatable, Sendable {
             key.withUnsafeBytes { LogEncoding.writeRemoval("EXPIRED", key: $0, revision: revision, into: &out) }
         case .persist(let key):
             key.withUnsafeBytes { LogEncoding.writePersist(key: $0, into: &out) }
+        case .revision(let revision):
+            LogEncoding.writeRevision(revision, into: &out)
         }
     }
 
@@ -63,6 +67,11 @@ public enum LogRecord: Equatable, Sendable {
             guard args.count == 2 else { return .failure(.badArity("PERSIST", args.count)) }
             return .success(.persist(key: args.array(1)))
         }
+        if args.matches(0, "REVISION") {
+            guard args.count == 2 else { return .failure(.badArity("REVISION", args.count)) }
+            guard let rev = revision(1) else { return .failure(.badNumber("revision", args.string(1))) }
+            return .success(.revision(rev))
+        }
         if args.matches(0, "KVLOG") {
             guard args.count == 3, let version = Int(args.string(1)) else { return .failure(.badArity("KVLOG", args.count)) }
             return .success(.header(version: version, epoch: args.string(2)))
@@ -72,7 +81,7 @@ public enum LogRecord: Equatable, Sendable {
 
     var revision: UInt64? {
         switch self {
-        case .set(_, _, let revision, _), .delete(_, let revision), .expired(_, let revision): revision
+        case .set(_, _, let revision, _), .delete(_, let revision), .expired(_, let revision), .revision(let revision): revision
         case .header, .persist: nil
         }
     }
@@ -101,6 +110,12 @@ enum LogEncoding {
         out.writeRESPArrayHeader(count: 3)
         out.writeRESPBulkString(name)
         out.writeRESPBulkString(key)
+        out.writeRESPBulkString(String(revision))
+    }
+
+    static func writeRevision(_ revision: UInt64, into out: inout ByteBuffer) {
+        out.writeRESPArrayHeader(count: 2)
+        out.writeRESPBulkString("REVISION")
         out.writeRESPBulkString(String(revision))
     }
 

@@ -81,6 +81,8 @@ public enum LogRecovery {
             key.withUnsafeBytes { keyspace.restoreRemove($0, revision: revision) }
         case .persist(let key):
             key.withUnsafeBytes { keyspace.restorePersist($0) }
+        case .revision(let revision):
+            keyspace.restoreRevision(revision)
         }
     }
 
