@@ -34,8 +34,12 @@ final class StoreConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
     /// A `read` held back while the socket is not writable.
     private var pendingRead = false
     private var closing = false
+    /// This event loop's group commit (nil without a log), and whether replies wait for it.
+    private let commitBatch: CommitBatch?
+    private var awaitingCommit = false
 
-    init(processor: CommandProcessor, limits: RESPLimits, outboxLimits: OutputLimits, logger: Logger) {
+    init(processor: CommandProcessor, limits: RESPLimits, outboxLimits: OutputLimits, logger: Logger, commitBatch: CommitBatch? = nil) {
+        self.commitBatch = commitBatch
         self.processor = processor
         self.limits = limits
         self.outboxLimits = outboxLimits
@@ -112,7 +116,7 @@ final class StoreConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
                 executed += 1
                 if connection.closeAfterReply {
                     closing = true
-                    flushReplies(context)
+                    flushReplies(context, immediately: true)
                     context.close(promise: nil)
                 }
             case .success(.nothing(let consumed)):
@@ -158,7 +162,7 @@ final class StoreConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
         if event is ChannelShouldQuiesceEvent {
             // Shutdown: what has been read is answered, then the connection closes.
             closing = true
-            flushReplies(context)
+            flushReplies(context, immediately: true)
             context.close(promise: nil)
             return
         }
@@ -170,7 +174,7 @@ final class StoreConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
         logger.info("closing connection after a protocol error", metadata: ["error": "\(error.message)"])
         replies.writeRESPError("ERR \(error.description)")
         closing = true
-        flushReplies(context)
+        flushReplies(context, immediately: true)
         context.close(promise: nil)
     }
 
@@ -179,16 +183,37 @@ final class StoreConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
         context.close(promise: nil)
     }
 
-    private func flushReplies(_ context: ChannelHandlerContext) {
+    /// Sends the replies made so far. Replies that acknowledge writes wait until the log holds
+    /// those writes (written, and synced with appendfsync always): normally for the end of the
+    /// tick's group commit; `immediately` (before a close) commits here.
+    private func flushReplies(_ context: ChannelHandlerContext, immediately: Bool = false) {
         guard replies.readableBytes > 0 else { return }
-        if connection.needsCommit {
-            // Written before a write is acknowledged (and synced, with appendfsync always).
-            connection.needsCommit = false
-            processor.log?.commitOrDie()
+        if connection.needsCommit, let log = processor.log {
+            if immediately || commitBatch == nil {
+                connection.needsCommit = false
+                awaitingCommit = false
+                log.commitOrDie()
+            } else {
+                if !awaitingCommit {
+                    awaitingCommit = true
+                    commitBatch?.add(self)
+                }
+                return
+            }
         }
+        if awaitingCommit && !immediately { return }
         let chunk = replies
         replies = context.channel.allocator.buffer(capacity: 1024)
         context.writeAndFlush(wrapOutboundOut(chunk), promise: nil)
+    }
+
+    /// The tick's commit is done: everything this connection's replies acknowledge is in the log.
+    func committed() {
+        awaitingCommit = false
+        connection.needsCommit = false
+        guard let context else { return }
+        flushReplies(context)
+        drainChanges()
     }
 
     // MARK: - Change pushes
@@ -196,8 +221,9 @@ final class StoreConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
     /// Writes pending change pushes while the socket accepts them. What does not fit stays in
     /// the outbox, where the output-limit policy applies, until writability returns.
     func drainChanges() {
-        guard let context, let outbox else { return }
+        guard let context, let outbox, !awaitingCommit else { return }  // `committed()` drains after the replies
         flushReplies(context)  // acknowledgements go out before the changes that follow them
+        guard !awaitingCommit else { return }
         var wrote = false
         while context.channel.isWritable {
             let events = outbox.take(maxBytes: Self.drainChunkBytes)

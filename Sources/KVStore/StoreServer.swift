@@ -135,6 +135,7 @@ public final class StoreServer: Service, Sendable {
             store: store, limits: configuration.limits, statistics: statistics, socketPath: configuration.socketPath,
             log: log, recovery: recovery)
         let quiesce = ServerQuiescingHelper(group: group)
+        let commitBatches = CommitBatches(log: log, loops: Array(group.makeIterator()))
         let configuration = self.configuration
         let logger = self.logger
         let path = configuration.socketPath
@@ -154,7 +155,8 @@ public final class StoreServer: Service, Sendable {
                     try channel.pipeline.syncOperations.addHandler(
                         StoreConnectionHandler(
                             processor: processor, limits: configuration.respLimits,
-                            outboxLimits: configuration.outboxLimits, logger: logger))
+                            outboxLimits: configuration.outboxLimits, logger: logger,
+                            commitBatch: commitBatches.batch(for: channel.eventLoop)))
                 }
             }
         let binding = SocketFile.withCreationMode(configuration.socketMode) {
