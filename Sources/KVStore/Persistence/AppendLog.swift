@@ -48,8 +48,11 @@ public final class AppendLog: ChangeRecorder, @unchecked Sendable {
     private let bufferLock = NIOLock()
     private var pending = ByteBuffer()
     private var appendedBytes: Int
-    /// Serialises writes and syncs (taken without the keyspace lock).
+    /// Serialises writes (taken without the keyspace lock).
     private let fileLock = NIOLock()
+    /// Serialises syncs, and keeps the file from being switched (compaction) under a sync.
+    /// Order: `syncLock`, then `fileLock`, then `bufferLock`.
+    private let syncLock = NIOLock()
     private let written: ManagedAtomic<Int>
     private let synced: ManagedAtomic<Int>
     private let lastSyncUnixSeconds = ManagedAtomic<Int>(0)
@@ -134,6 +137,24 @@ public final class AppendLog: ChangeRecorder, @unchecked Sendable {
         let mustSync = sync || policy == .always
         let target = bufferLock.withLock { appendedBytes }
         if synced.load(ordering: .acquiring) >= target || (!mustSync && written.load(ordering: .acquiring) >= target) { return }
+        guard mustSync else {
+            try writePending()
+            return
+        }
+        // fsync under its own lock, not the file lock: a sync (milliseconds on a real disk) must
+        // not hold up the writes of other connections (everysec's background sync, notably).
+        try syncLock.withLock {
+            guard synced.load(ordering: .acquiring) < target else { return }  // another caller's sync covered us
+            let (end, file) = try writePending()
+            guard fdatasync(file) == 0 else { throw PersistenceFailure("cannot sync the log \(path): \(String(cString: strerror(errno)))") }
+            synced.store(end, ordering: .releasing)
+            lastSyncUnixSeconds.store(Int(time(nil)), ordering: .relaxed)
+        }
+    }
+
+    /// Hands every buffered record to the kernel; returns the log's length then, and its file.
+    @discardableResult
+    private func writePending() throws -> (end: Int, file: Int32) {
         try fileLock.withLock {
             let chunk = bufferLock.withLock { () -> ByteBuffer in
                 let chunk = pending
@@ -144,12 +165,7 @@ public final class AppendLog: ChangeRecorder, @unchecked Sendable {
                 try writeAll(chunk)
                 written.wrappingIncrement(by: chunk.readableBytes, ordering: .releasing)
             }
-            let end = written.load(ordering: .acquiring)
-            if mustSync && synced.load(ordering: .acquiring) < end {
-                guard fdatasync(fd) == 0 else { throw PersistenceFailure("cannot sync the log \(path): \(String(cString: strerror(errno)))") }
-                synced.store(end, ordering: .releasing)
-                lastSyncUnixSeconds.store(Int(time(nil)), ordering: .relaxed)
-            }
+            return (written.load(ordering: .acquiring), fd)
         }
     }
 
@@ -292,8 +308,8 @@ public final class AppendLog: ChangeRecorder, @unchecked Sendable {
         guard fdatasync(out) == 0 else { throw PersistenceFailure("cannot sync \(temporary): \(String(cString: strerror(errno)))") }
 
         // The switch: bring the old log up to date, copy what it gained since the snapshot, and
-        // rename. Appends go on into the buffer meanwhile; only commits wait for this lock.
-        return try fileLock.withLock {
+        // rename. Appends go on into the buffer meanwhile; only commits wait for these locks.
+        return try syncLock.withLock { try fileLock.withLock {
             let pendingChunk = bufferLock.withLock { () -> ByteBuffer in
                 let chunk = pending
                 pending = ByteBuffer()
@@ -321,7 +337,7 @@ public final class AppendLog: ChangeRecorder, @unchecked Sendable {
             }
             sizeAfterCompaction.store(newSize, ordering: .relaxed)
             return newSize
-        }
+        } }
     }
 
     private static func copy(from source: Int32, range: Range<Int>, to destination: Int32, path: String) throws {
