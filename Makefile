@@ -56,6 +56,7 @@ bench: deps release
 	bench/store-vs-redis.sh
 	bench/http.sh
 	bench/ws.sh
+	bench/persistence.sh
 
 clean:
 	rm -rf .build "$(RUN_DIR)"

@@ -26,8 +26,11 @@ public struct StoreServerConfiguration: Sendable {
     /// The append-only log; nil keeps data in memory only (`--persistence none`).
     public var persistence: PersistenceConfiguration?
 
-    /// One event loop per core.
-    public static let defaultThreads = System.coreCount
+    /// Half the cores (at least one): the keyspace has one lock, so more loops mostly contend
+    /// for it, and the front ends and nginx need cores too. Measured on 2 cores with the
+    /// client on the same machine, 1 loop beat 2 on throughput and had a fifth of the p99
+    /// (docs/BENCHMARKS.md); more loops pay off when many connections spread the parsing.
+    public static let defaultThreads = max(1, System.coreCount / 2)
 
     public init(socketPath: String) {
         self.socketPath = socketPath

@@ -44,7 +44,7 @@ struct KVStored: AsyncParsableCommand {
     @OptionGroup var socketOptions: SocketOptions
     @OptionGroup var limitOptions: LimitOptions
 
-    @Option(help: "Event-loop threads serving connections.")
+    @Option(help: "Event-loop threads serving connections (default: half the CPU cores, at least 1).")
     var threads = StoreServerConfiguration.defaultThreads
 
     @Option(help: "A subscriber's queued changes above this many bytes are conflated (newest per key kept).")
