@@ -33,6 +33,8 @@ let package = Package(
             name: "KVDaemon",
             dependencies: [
                 "KVCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

@@ -16,18 +16,8 @@ requests_p1=${REQUESTS_P1:-100000}
 requests_p16=${REQUESTS_P16:-1000000}
 keys=${KEYS:-1000000}
 rounds=${ROUNDS:-3}
-bin=$(swift build -c release --show-bin-path)/kv-stored
-[ -x "$bin" ] || { echo "build first: make release" >&2; exit 1; }
-command -v redis-server >/dev/null || { echo "needs redis-server and redis-tools (make deps)" >&2; exit 1; }
-
-dir=$(mktemp -d "${DATA:-/tmp}/kvpersist-XXXXXX")
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$dir"
-}
-trap cleanup EXIT
+DIR_PARENT=${DATA:-/tmp}
+source bench/redis-common.sh
 
 now_ms() { date +%s%3N; }
 # PONG, not an error: redis-server answers -LOADING while it reads its log.
@@ -45,7 +35,6 @@ start_redis() {
   wait_ping "$dir/redis.sock"
 }
 stop() { kill "$1"; wait "$1" 2>/dev/null || true; }
-median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 rps() {
   redis-benchmark -s "$1" -t set -c 50 -P "$2" -d 32 -n "$3" -r 100000 --csv | awk -F'"' '$2 == "SET" { print $4 }'
 }

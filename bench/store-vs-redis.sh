@@ -13,18 +13,7 @@ requests_p1=${REQUESTS_P1:-300000}
 requests_p16=${REQUESTS_P16:-3000000}
 keys=${KEYS:-1000000}
 rounds=${ROUNDS:-3}
-bin=$(swift build -c release --show-bin-path)/kv-stored
-[ -x "$bin" ] || { echo "build first: make release" >&2; exit 1; }
-command -v redis-server >/dev/null || { echo "needs redis-server and redis-tools (make deps)" >&2; exit 1; }
-
-dir=$(mktemp -d /tmp/kvbench-XXXXXX)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$dir"
-}
-trap cleanup EXIT
+source bench/redis-common.sh
 
 start_kv() {
   "$bin" --socket "$dir/kv.sock" --persistence none --log-level warning &
@@ -39,7 +28,6 @@ start_redis() {
   redis_pid=$!
   until redis-cli -s "$dir/redis.sock" ping >/dev/null 2>&1; do sleep 0.05; done
 }
-median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 rss_mib() { awk '/VmRSS/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
 
 # rps SOCKET TEST PIPELINE SIZE REQUESTS -> requests per second of that test

@@ -162,17 +162,8 @@ public final class StoreServer: Service, Sendable {
                             commitBatch: commitBatches.batch(for: channel.eventLoop)))
                 }
             }
-        let binding = SocketFile.withCreationMode(configuration.socketMode) {
-            bootstrap.bind(unixDomainSocketPath: path, cleanupExistingSocketFile: false)
-        }
-        let channel = try await binding.get()
+        let channel = try await SocketFile.bindServer(bootstrap, path: path, mode: configuration.socketMode, group: configuration.socketGroup)
         defer { unlink(path) }
-        do {
-            try SocketFile.applyPermissions(path: path, mode: configuration.socketMode, group: configuration.socketGroup)
-        } catch {
-            quiesce.initiateShutdown(promise: nil)
-            throw error
-        }
         logger.notice("kv-stored ready", metadata: [
             "socket": "\(path)", "threads": "\(configuration.threads)",
             "kv.max_key_bytes": "\(configuration.limits.maxKeyBytes)",

@@ -138,17 +138,8 @@ struct WSServer: Service {
                 }
             }
         let path = configuration.socketPath
-        let binding = SocketFile.withCreationMode(configuration.socketMode) {
-            bootstrap.bind(unixDomainSocketPath: path, cleanupExistingSocketFile: false)
-        }
-        let channel = try await binding.get()
+        let channel = try await SocketFile.bindServer(bootstrap, path: path, mode: configuration.socketMode, group: configuration.socketGroup)
         defer { unlink(path) }
-        do {
-            try SocketFile.applyPermissions(path: path, mode: configuration.socketMode, group: configuration.socketGroup)
-        } catch {
-            quiesce.initiateShutdown(promise: nil)
-            throw error
-        }
         logger.notice("kv-ws ready", metadata: [
             "socket": "\(path)", "store": "\(configuration.storeSocket)", "threads": "\(configuration.threads)",
             "kv.max_message_bytes": "\(maxMessage)",

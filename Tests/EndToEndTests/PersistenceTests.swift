@@ -70,48 +70,41 @@ struct PersistenceTests {
         }
     }
 
-    @Test("appendfsync always: after SIGKILL at random moments, every acknowledged write is back, value and TTL")
-    func crashesWithAlways() throws {
+    /// `rounds` times: start kv-stored on one data directory, check everything acknowledged so
+    /// far is there, write until a SIGKILL at a random moment within `killAfter` seconds. Then
+    /// once more, to check the last round.
+    static func crashRepeatedly(policy: String, rounds: Int, killAfter: ClosedRange<Double>) throws {
         let dir = try TempDirectory()
         let socket = dir.file("s"), data = dir.file("data")
+        let arguments = ["--data-dir", data, "--appendfsync", policy]
         var expected: [String: Expected] = [:]
         var writes = 0
-        for round in 0..<6 {
-            let store = try StoreProcess(socketPath: socket, arguments: ["--data-dir", data, "--appendfsync", "always"])
-            try Self.check(socket, expected)
+        for round in 0..<rounds {
+            let store = try StoreProcess(socketPath: socket, arguments: arguments)
+            try check(socket, expected)
             for key in expected.keys { expected[key]?.inFlight = nil }
-            Self.killSoon(store, after: Double.random(in: 0.05...0.3))
-            writes += Self.writeUntilKilled(BlockingStoreClient(socketPath: socket, limits: Self.limits), round: round, expected: &expected)
+            killSoon(store, after: Double.random(in: killAfter))
+            writes += writeUntilKilled(BlockingStoreClient(socketPath: socket, limits: limits), round: round, expected: &expected)
             store.process.waitUntilExit()
             #expect(store.process.terminationReason == .uncaughtSignal, "killed, not exited: \(store.log.suffix(500))")
         }
-        let last = try StoreProcess(socketPath: socket, arguments: ["--data-dir", data, "--appendfsync", "always"])
-        try Self.check(socket, expected)
+        let last = try StoreProcess(socketPath: socket, arguments: arguments)
+        try check(socket, expected)
         #expect(writes > 100, "the crashes must interrupt real traffic: only \(writes) writes were acknowledged")
         #expect(last.log.contains("loaded the log"))
         last.terminate()
+    }
+
+    @Test("appendfsync always: after SIGKILL at random moments, every acknowledged write is back, value and TTL")
+    func crashesWithAlways() throws {
+        try Self.crashRepeatedly(policy: "always", rounds: 6, killAfter: 0.05...0.3)
     }
 
     @Test("appendfsync everysec: a crash of kv-stored loses nothing acknowledged (the log reached the kernel before the reply)")
     func crashesWithEverysec() throws {
         // Only a crash of the machine can lose the last second with everysec: the kernel still
         // holds what kv-stored wrote. A SIGKILL therefore must not lose any acknowledged write.
-        let dir = try TempDirectory()
-        let socket = dir.file("s"), data = dir.file("data")
-        var expected: [String: Expected] = [:]
-        var writes = 0
-        for round in 0..<3 {
-            let store = try StoreProcess(socketPath: socket, arguments: ["--data-dir", data, "--appendfsync", "everysec"])
-            try Self.check(socket, expected)
-            for key in expected.keys { expected[key]?.inFlight = nil }
-            Self.killSoon(store, after: Double.random(in: 0.2...1.5))
-            writes += Self.writeUntilKilled(BlockingStoreClient(socketPath: socket, limits: Self.limits), round: round, expected: &expected)
-            store.process.waitUntilExit()
-        }
-        let last = try StoreProcess(socketPath: socket, arguments: ["--data-dir", data])
-        try Self.check(socket, expected)
-        #expect(writes > 100, "only \(writes) writes were acknowledged")
-        last.terminate()
+        try Self.crashRepeatedly(policy: "everysec", rounds: 3, killAfter: 0.2...1.5)
     }
 
     @Test("BGREWRITEAOF while writes flow: the log shrinks, and after a crash nothing acknowledged is missing")

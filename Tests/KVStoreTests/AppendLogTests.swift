@@ -28,6 +28,24 @@ private func withTemporaryDirectory(_ body: (String) throws -> Void) throws {
     try body(path)
 }
 
+/// A keyspace recording into a new log at `<dir>/kv-stored.aof`, on a manual clock (copies of
+/// `keyspace` record into the same log).
+private struct RecordingKeyspace {
+    let path: String
+    let clock = ManualClock()
+    let logs = RecordingLogHandler()
+    let keyspace: Keyspace
+    let log: AppendLog
+
+    init(dir: String, epoch: String, policy: FsyncPolicy) throws {
+        path = dir + "/kv-stored.aof"
+        log = try AppendLog(path: path, validBytes: 0, epoch: epoch, policy: policy, logger: logs.logger)
+        var keyspace = Keyspace(clock: clock)
+        keyspace.recorder = log
+        self.keyspace = keyspace
+    }
+}
+
 private extension Keyspace {
     mutating func put(_ key: String, _ value: String, expiry: Expiry = .none) { _ = set(key, value, expiry: expiry) }
 
@@ -126,12 +144,9 @@ struct AppendLogTests {
     @Test("what a keyspace records, recovery loads back into another: values, TTLs, revision")
     func writeThenRecover() throws {
         try withTemporaryDirectory { dir in
-            let path = dir + "/kv-stored.aof"
-            let clock = ManualClock()
-            let logs = RecordingLogHandler()
-            var first = Keyspace(clock: clock)
-            let log = try AppendLog(path: path, validBytes: 0, epoch: "feedfacefeedface", policy: .always, logger: logs.logger)
-            first.recorder = log
+            let recording = try RecordingKeyspace(dir: dir, epoch: "feedfacefeedface", policy: .always)
+            let (path, clock, logs, log) = (recording.path, recording.clock, recording.logs, recording.log)
+            var first = recording.keyspace
             first.put("k", "\"v\"")
             first.put("t", "1", expiry: .after(milliseconds: 30_000))
             first.put("p", "2", expiry: .after(milliseconds: 30_000))
@@ -191,12 +206,9 @@ struct AppendLogTests {
     @Test("compaction keeps the live keyspace and every change made after the snapshot; the log shrinks and loads back the same")
     func compaction() throws {
         try withTemporaryDirectory { dir in
-            let path = dir + "/kv-stored.aof"
-            let clock = ManualClock()
-            let logs = RecordingLogHandler()
-            var keyspace = Keyspace(clock: clock)
-            let log = try AppendLog(path: path, validBytes: 0, epoch: "cafe", policy: .no, logger: logs.logger)
-            keyspace.recorder = log
+            let recording = try RecordingKeyspace(dir: dir, epoch: "cafe", policy: .no)
+            let (path, clock, logs, log) = (recording.path, recording.clock, recording.logs, recording.log)
+            var keyspace = recording.keyspace
             for round in 0..<50 {
                 for i in 0..<20 { keyspace.put("k\(i)", "\"round \(round)\"", expiry: i % 4 == 0 ? .after(milliseconds: 60_000) : .none) }
             }

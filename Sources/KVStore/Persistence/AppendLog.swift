@@ -155,18 +155,20 @@ public final class AppendLog: ChangeRecorder, @unchecked Sendable {
     /// Hands every buffered record to the kernel; returns the log's length then, and its file.
     @discardableResult
     private func writePending() throws -> (end: Int, file: Int32) {
-        try fileLock.withLock {
-            let chunk = bufferLock.withLock { () -> ByteBuffer in
-                let chunk = pending
-                pending = ByteBuffer()
-                return chunk
-            }
-            if chunk.readableBytes > 0 {
-                try writeAll(chunk)
-                written.wrappingIncrement(by: chunk.readableBytes, ordering: .releasing)
-            }
-            return (written.load(ordering: .acquiring), fd)
+        try fileLock.withLock { try writePendingHoldingFileLock() }
+    }
+
+    private func writePendingHoldingFileLock() throws -> (end: Int, file: Int32) {
+        let chunk = bufferLock.withLock { () -> ByteBuffer in
+            let chunk = pending
+            pending = ByteBuffer()
+            return chunk
         }
+        if chunk.readableBytes > 0 {
+            try writeAll(chunk)
+            written.wrappingIncrement(by: chunk.readableBytes, ordering: .releasing)
+        }
+        return (written.load(ordering: .acquiring), fd)
     }
 
     /// `commit`, or exit: called where a failure cannot be answered any other way.
@@ -310,16 +312,7 @@ public final class AppendLog: ChangeRecorder, @unchecked Sendable {
         // The switch: bring the old log up to date, copy what it gained since the snapshot, and
         // rename. Appends go on into the buffer meanwhile; only commits wait for these locks.
         return try syncLock.withLock { try fileLock.withLock {
-            let pendingChunk = bufferLock.withLock { () -> ByteBuffer in
-                let chunk = pending
-                pending = ByteBuffer()
-                return chunk
-            }
-            if pendingChunk.readableBytes > 0 {
-                try writeAll(pendingChunk)
-                written.wrappingIncrement(by: pendingChunk.readableBytes, ordering: .releasing)
-            }
-            let oldEnd = written.load(ordering: .acquiring)
+            let oldEnd = try writePendingHoldingFileLock().end
             try Self.copy(from: fd, range: snapshot.logOffset..<oldEnd, to: out, path: path)
             guard fdatasync(out) == 0 else { throw PersistenceFailure("cannot sync \(temporary): \(String(cString: strerror(errno)))") }
             guard flock(out, LOCK_EX | LOCK_NB) == 0 else { throw PersistenceFailure("cannot lock \(temporary)") }
