@@ -6,7 +6,8 @@
 #   many keys: SUBS subscribers on distinct keys; expiry lag: KEYS keys with TTLs over 1 s.
 # Usage: bench/ws.sh  (after `make release`). Needs python3 with picows and uvloop (installed here).
 # Env: CONNS=50 SECONDS_RR=5 SUBS=1000 RATE=1000 FAN_SECONDS=10 KEYS=100000 KEY_CONNS=100 PROCS=2
-# (PROCS: subscriber processes of the fan-out and expiry scenarios), WS_ARGS (extra kv-ws options)
+# (PROCS: subscriber processes of the fan-out and expiry scenarios), WS_ARGS (extra kv-ws options),
+# ONLY="rr fanout expiry" (the default: all three groups of scenarios; name fewer to run fewer).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 conns=${CONNS:-50}; seconds=${SECONDS_RR:-5}; subs=${SUBS:-1000}; rate=${RATE:-1000}
@@ -36,6 +37,9 @@ kv="ws://127.0.0.1:$port/ws"; base="ws://127.0.0.1:$bench_port/ws"
 
 echo "machine: $(nproc) cores; $(nginx -v 2>&1); kv-ws $(git rev-parse --short HEAD); client: python3 + picows + uvloop (rr: one process; fan-out and expiry: ${PROCS:-2} subscriber processes)"
 echo
+only=${ONLY:-rr fanout expiry}
+want() { [[ " $only " == *" $1 "* ]]; }
+if want rr; then
 echo "| server | test | connections | throughput | p50 | p99 |"
 echo "| --- | --- | ---: | ---: | ---: | ---: |"
 # Alternating, three times each: the two servers share the machine's state (caches, CPU clocks).
@@ -43,6 +47,8 @@ for _ in 1 2 3; do
   echo -n "| baseline echo (picows) "; python3 bench/ws_load.py rr "$base" "$conns" "$seconds"
   echo -n "| kv-ws "; python3 bench/ws_load.py rr "$kv" "$conns" "$seconds"
 done
+fi
+if want fanout; then
 echo
 echo "| server | test | load | deliveries/s | p50 | p99 | max | lost | out of order |"
 echo "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
@@ -54,7 +60,10 @@ done
 restart_baseline
 echo -n "| baseline broadcast (picows) "; python3 bench/ws_load.py manykeys "$base" "$subs" "$rate" "$fan_seconds"
 echo -n "| kv-ws "; python3 bench/ws_load.py manykeys "$kv" "$subs" "$rate" "$fan_seconds"
+fi
+if want expiry; then
 echo
 echo "| test | load | notified | p50 | p99 | max | missing |"
 echo "| --- | --- | ---: | ---: | ---: | ---: | ---: |"
 python3 bench/ws_load.py expiry "$kv" "$keys" "$key_conns"
+fi

@@ -39,9 +39,11 @@ public final class Store: Sendable {
 
     /// Timer firings are rounded up to whole milliseconds: keys expiring within the same
     /// millisecond go together, in one firing and one batch of change pushes, instead of one
-    /// firing (and one write to each subscriber) per key. It costs up to 1 ms of lag (the
-    /// median rose by 0.5 ms) and, with 100,000 keys expiring over one second through kv-ws,
-    /// cut the p99 lag from a median of 11 ms to 4.9 ms over runs of bench/ws.sh's scenario.
+    /// firing (and one write to each subscriber) per key. It costs up to 1 ms of lag. With
+    /// 100,000 keys expiring over one second through kv-ws (`ONLY=expiry bench/ws.sh`), the
+    /// p99 lag varied from 3.6 to 17 ms across runs on the 2-core machine, median 8.6 ms over
+    /// ten runs, against 11 ms over five runs without the rounding: a modest gain within a wide
+    /// spread, kept for the lower syscall load.
     static let timerGranularityNanoseconds: Int64 = 1_000_000
 
     private func armTimer(_ state: inout State) {
