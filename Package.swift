@@ -121,6 +121,15 @@ let package = Package(
         .testTarget(name: "KVCoreTests", dependencies: ["KVCore"]),
         .testTarget(name: "KVHTTPTests", dependencies: ["KVHTTP", "KVCore"]),
         .testTarget(
+            name: "KVWebSocketTests",
+            dependencies: [
+                "KVWebSocket", "KVCore", "RESP",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
+        .testTarget(
             name: "RESPTests",
             dependencies: [
                 "RESP",

@@ -5,6 +5,23 @@ import NIOCore
 import NIOWebSocket
 import RESP
 
+/// What a session needs of kv-stored for requests: its event loop's pipelined connection.
+protocol StoreRequests: AnyObject {
+    /// Sends `command`; `completion` runs on the session's event loop, in call order.
+    func send(_ command: [ByteBuffer], completion: @escaping (Result<RESPValue, KVError>) -> Void)
+}
+
+extension StoreConnection: StoreRequests {}
+
+/// What a session needs of the subscription hub.
+protocol Subscriptions: AnyObject, Sendable {
+    /// Completes once kv-stored has acknowledged the subscription.
+    func subscribe(_ key: [UInt8], _ session: Session) -> EventLoopFuture<Void>
+    func unsubscribe(_ key: [UInt8], _ session: Session)
+}
+
+extension SubscriptionHub: Subscriptions {}
+
 /// One WebSocket connection after the upgrade, on its channel's event loop: reads client
 /// messages, talks to kv-stored, writes replies and changes, pings, and closes.
 ///
@@ -35,8 +52,8 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
     }
 
     private let session: Session
-    private let requests: StoreConnection
-    private let hub: SubscriptionHub
+    private let requests: any StoreRequests
+    private let hub: any Subscriptions
     private let settings: Settings
     private let logger: Logger
 
@@ -53,7 +70,7 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
     private var pinger: RepeatedTask?
     private var awaitingPong = false
 
-    init(session: Session, requests: StoreConnection, hub: SubscriptionHub, settings: Settings, logger: Logger) {
+    init(session: Session, requests: any StoreRequests, hub: any Subscriptions, settings: Settings, logger: Logger) {
         self.session = session
         self.requests = requests
         self.hub = hub

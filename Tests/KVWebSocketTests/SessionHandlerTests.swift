@@ -1,0 +1,189 @@
+import KVCore
+import Logging
+import NIOCore
+import NIOEmbedded
+import NIOWebSocket
+import RESP
+import Testing
+@testable import KVWebSocket
+
+/// kv-stored's side of a session, answered by hand: commands are recorded, and replied to
+/// when the test says.
+final class FakeRequests: StoreRequests {
+    var sent: [[String]] = []
+    private var completions: [(Result<RESPValue, KVError>) -> Void] = []
+
+    func send(_ command: [ByteBuffer], completion: @escaping (Result<RESPValue, KVError>) -> Void) {
+        sent.append(command.map { String(buffer: $0) })
+        completions.append(completion)
+    }
+
+    func reply(_ result: Result<RESPValue, KVError>) { completions.removeFirst()(result) }
+}
+
+/// The subscription hub, acknowledged by hand.
+final class FakeHub: Subscriptions, @unchecked Sendable {
+    let loop: any EventLoop
+    var pending: [(key: String, promise: EventLoopPromise<Void>)] = []
+    var unsubscribed: [String] = []
+
+    init(loop: any EventLoop) { self.loop = loop }
+
+    func subscribe(_ key: [UInt8], _ session: Session) -> EventLoopFuture<Void> {
+        let promise = loop.makePromise(of: Void.self)
+        pending.append((String(decoding: key, as: UTF8.self), promise))
+        return promise.futureResult
+    }
+
+    func unsubscribe(_ key: [UInt8], _ session: Session) { unsubscribed.append(String(decoding: key, as: UTF8.self)) }
+}
+
+/// A session handler on an EmbeddedChannel: frames in, frames out, time advanced by hand.
+struct Harness {
+    let channel = EmbeddedChannel()
+    let requests = FakeRequests()
+    let hub: FakeHub
+    let session: Session
+
+    init() throws {
+        hub = FakeHub(loop: channel.eventLoop)
+        session = Session(id: 1, eventLoop: channel.eventLoop, limits: OutputLimits())
+        let settings = WebSocketSessionHandler.Settings(limits: Limits(), pingInterval: .seconds(30))
+        try channel.pipeline.syncOperations.addHandler(
+            WebSocketSessionHandler(session: session, requests: requests, hub: hub, settings: settings, logger: Logger(label: "test")))
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()  // active, as after an upgrade
+    }
+
+    func send(_ text: String, opcode: WebSocketOpcode = .text) throws {
+        try channel.writeInbound(WebSocketFrame(fin: true, opcode: opcode, data: ByteBuffer(string: text)))
+        channel.embeddedEventLoop.run()
+    }
+
+    func send(_ type: String, _ payload: String) throws { try send(#"{"type":"\#(type)","payload":\#(payload)}"#) }
+
+    /// Every frame written since the last call: opcode and payload.
+    func received() throws -> [(WebSocketOpcode, ByteBuffer)] {
+        channel.embeddedEventLoop.run()
+        var frames: [(WebSocketOpcode, ByteBuffer)] = []
+        while let frame = try channel.readOutbound(as: WebSocketFrame.self) {
+            frames.append((frame.opcode, frame.unmaskedData))
+        }
+        return frames
+    }
+
+    func texts() throws -> [String] { try received().filter { $0.0 == .text }.map { String(buffer: $0.1) } }
+
+    static let ok = Result<RESPValue, KVError>.success(.simpleString(ByteBuffer(string: "OK")))
+}
+
+@Suite("WebSocket session: ordering, replies, pings and closes (no sockets)")
+struct SessionHandlerTests {
+    @Test("get, set and delete are pipelined in order, and their answers keep that order")
+    func pipelining() throws {
+        let h = try Harness()
+        try h.send("set", #"{"key":"k","value":1}"#)
+        try h.send("get", #"{"key":"k"}"#)
+        try h.send("delete", #"{"key":"gone"}"#)
+        #expect(h.requests.sent == [["SET", "k", "1"], ["GET", "k"], ["DEL", "gone"]], "all three sent before any reply")
+        #expect(try h.texts().isEmpty)
+        h.requests.reply(.failure(KVError(.storageUnavailable, "storage unavailable: test")))
+        h.requests.reply(.success(.bulkString(ByteBuffer(string: "1"))))
+        h.requests.reply(.success(.integer(0)))
+        #expect(try h.texts() == [
+            #"{"type":"error","payload":"storage unavailable: test"}"#,
+            #"{"type":"value","payload":{"key":"k","value":1}}"#,
+        ])
+    }
+
+    @Test("subscribe waits for earlier requests, and nothing after it is handled until kv-stored acknowledges it")
+    func subscribeIsABarrier() throws {
+        let h = try Harness()
+        try h.send("set", #"{"key":"k","value":2}"#)
+        try h.send("subscribe", #"{"key":"k"}"#)
+        try h.send("get", #"{"key":"k"}"#)
+        #expect(h.requests.sent == [["SET", "k", "2"]])
+        #expect(h.hub.pending.isEmpty, "the subscription waits for the set")
+        h.requests.reply(Harness.ok)
+        h.channel.embeddedEventLoop.run()
+        #expect(h.hub.pending.map(\.key) == ["k"])
+        #expect(h.requests.sent.count == 1, "the get waits for the acknowledgement")
+        h.hub.pending[0].promise.succeed()
+        h.channel.embeddedEventLoop.run()
+        #expect(h.requests.sent == [["SET", "k", "2"], ["GET", "k"]])
+        try h.send("subscribe", #"{"key":"k"}"#)
+        #expect(h.hub.pending.count == 1, "a second subscribe of the same key is a no-op")
+    }
+
+    @Test("a failed subscribe is reported, and is no subscription: unsubscribe then does nothing")
+    func failedSubscribe() throws {
+        let h = try Harness()
+        try h.send("subscribe", #"{"key":"k"}"#)
+        h.hub.pending[0].promise.fail(KVError(.storageUnavailable, "storage unavailable: down"))
+        #expect(try h.texts() == [#"{"type":"error","payload":"storage unavailable: down"}"#])
+        try h.send("unsubscribe", #"{"key":"k"}"#)
+        #expect(h.hub.unsubscribed.isEmpty)
+    }
+
+    @Test("bad messages get one error each, in order, nothing is sent to kv-stored, and the connection stays open")
+    func badMessages() throws {
+        let h = try Harness()
+        try h.send("not json")
+        try h.send("binary", opcode: .binary)
+        try h.send("get", #"{"key":""}"#)
+        let texts = try h.texts()
+        #expect(texts.count == 3)
+        #expect(texts[0].contains("invalid JSON") && texts[1].contains("text frames") && texts[2].contains("key must not be empty"), "\(texts)")
+        #expect(h.requests.sent.isEmpty)
+        #expect(h.channel.isActive)
+    }
+
+    @Test("pings are answered; idle clients are pinged; one that never answers a ping is closed")
+    func pings() throws {
+        let h = try Harness()
+        try h.send("hello", opcode: .ping)
+        let pong = try h.received()
+        #expect(pong.count == 1 && pong[0].0 == .pong && String(buffer: pong[0].1) == "hello")
+        h.channel.embeddedEventLoop.advanceTime(by: .seconds(30))
+        #expect(try h.received().map(\.0) == [.ping])
+        try h.send("", opcode: .pong)
+        h.channel.embeddedEventLoop.advanceTime(by: .seconds(30))
+        #expect(try h.received().map(\.0) == [.ping], "answered: pinged again, not closed")
+        #expect(h.channel.isActive)
+        h.channel.embeddedEventLoop.advanceTime(by: .seconds(30))
+        #expect(!h.channel.isActive, "the last ping went unanswered")
+    }
+
+    @Test("a client's close is answered with its code, then the connection closes and its subscriptions go")
+    func clientClose() throws {
+        let h = try Harness()
+        try h.send("subscribe", #"{"key":"a"}"#)
+        h.hub.pending[0].promise.succeed()
+        var payload = ByteBuffer()
+        payload.write(webSocketErrorCode: .normalClosure)
+        try h.channel.writeInbound(WebSocketFrame(fin: true, opcode: .connectionClose, data: payload))
+        let frames = try h.received()
+        #expect(frames.count == 1 && frames[0].0 == .connectionClose)
+        #expect(!h.channel.isActive)
+        #expect(h.hub.unsubscribed == ["a"])
+    }
+
+    @Test("shutdown closes with 1001, and a client that never answers is cut off")
+    func shutdown() throws {
+        let h = try Harness()
+        h.session.close(.shutdown)
+        let frames = try h.received()
+        #expect(frames.count == 1 && frames[0].0 == .connectionClose)
+        var data = frames[0].1
+        #expect(data.readWebSocketErrorCode() == .goingAway)
+        #expect(h.channel.isActive, "waiting for the client's close")
+        h.channel.embeddedEventLoop.advanceTime(by: .seconds(2))
+        #expect(!h.channel.isActive)
+    }
+
+    @Test("changes queued for a session go out in order, one flush for all of them")
+    func changesAreBatched() throws {
+        let h = try Harness()
+        for i in 0..<3 { h.session.send(.value(key: Array("k".utf8), value: Array("\(i)".utf8)), conflationKey: Array("k".utf8)) }
+        #expect(try h.texts() == (0..<3).map { #"{"type":"value","payload":{"key":"k","value":\#($0)}}"# })
+    }
+}
