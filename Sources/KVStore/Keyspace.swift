@@ -269,8 +269,11 @@ public struct Keyspace: Sendable {
     public func liveSnapshot() -> (entries: [(entry: Entry, deadlineUnixMilliseconds: Int64?)], revision: UInt64) {
         var entries: [(entry: Entry, deadlineUnixMilliseconds: Int64?)] = []
         entries.reserveCapacity(count)
+        // One reading of the clocks for the whole list (this runs with writes waiting).
+        let monotonicNow = clock.monotonicNanoseconds(), unixNow = clock.unixMilliseconds()
         forEachLive { entry in
-            entries.append((entry, entry.deadline == 0 ? nil : unixMilliseconds(ofDeadline: entry.deadline)))
+            let deadline = entry.deadline
+            entries.append((entry, deadline == 0 ? nil : unixNow + (deadline - monotonicNow + 999_999) / 1_000_000))
         }
         return (entries, revision)
     }
