@@ -115,10 +115,6 @@ struct KeyTable: Sendable {
         for case let entry? in slots { try body(entry) }
     }
 
-    /// The slots as they are now, without copying them: the array is shared until the table's
-    /// next change, which then copies it (copy-on-write). What compaction starts from.
-    var frozenSlots: [Entry?] { slots }
-
     /// Bytes used by the slot arrays themselves.
     var slotBytes: Int { slots.count * (MemoryLayout<Entry?>.stride + MemoryLayout<UInt32>.stride) }
 }

@@ -263,31 +263,18 @@ public struct Keyspace: Sendable {
         self.revision = max(self.revision, revision)
     }
 
-    /// The entries at this instant and the current revision, for compaction: a shared copy of
-    /// the table's slots (O(1) here; the next write copies the table instead of sharing it).
-    /// Entries are immutable but for their deadlines, which `appendLive` reads under the lock.
-    public func frozenEntries() -> (slots: [Entry?], revision: UInt64) {
-        (table.frozenSlots, revision)
-    }
-
-    /// Appends the live entries of `slots` with their deadlines as Unix milliseconds. Called
-    /// under the owner's lock, a chunk of slots at a time, so writes go on between chunks. An
-    /// entry replaced, deleted or expired since it was frozen has its deadline cleared by then;
-    /// the log records after the snapshot put such keys right when the log is replayed.
-    public func appendLive(_ slots: ArraySlice<Entry?>, into entries: inout [(entry: Entry, deadlineUnixMilliseconds: Int64?)]) {
+    /// Every live entry with its deadline as Unix milliseconds, and the current revision: what a
+    /// compacted log starts from. Entries are immutable, so the list may be written out later
+    /// from another thread; deadlines are read here, under the owner's lock.
+    public func liveSnapshot() -> (entries: [(entry: Entry, deadlineUnixMilliseconds: Int64?)], revision: UInt64) {
+        var entries: [(entry: Entry, deadlineUnixMilliseconds: Int64?)] = []
+        entries.reserveCapacity(count)
+        // One reading of the clocks for the whole list (this runs with writes waiting).
         let monotonicNow = clock.monotonicNanoseconds(), unixNow = clock.unixMilliseconds()
-        for case let entry? in slots {
+        forEachLive { entry in
             let deadline = entry.deadline
-            if deadline != 0 && deadline <= monotonicNow { continue }
             entries.append((entry, deadline == 0 ? nil : unixNow + (deadline - monotonicNow + 999_999) / 1_000_000))
         }
-    }
-
-    /// Every live entry with its deadline, and the revision, in one go (tests).
-    public func liveSnapshot() -> (entries: [(entry: Entry, deadlineUnixMilliseconds: Int64?)], revision: UInt64) {
-        let (slots, revision) = frozenEntries()
-        var entries: [(entry: Entry, deadlineUnixMilliseconds: Int64?)] = []
-        appendLive(slots[...], into: &entries)
         return (entries, revision)
     }
 

@@ -120,21 +120,10 @@ public final class StoreServer: Service, Sendable {
                                 logger: logger, compaction: persistence.compaction)
         store.withKeyspace { $0.recorder = log }
         log.snapshotSource = { [weak log] in
-            // The instant of the snapshot: O(1) under the lock (a shared copy of the slots).
-            let (slots, revision, offset) = store.withKeyspace { keyspace in
-                let (slots, revision) = keyspace.frozenEntries()
-                return (slots, revision, log?.appendedOffset ?? 0)
+            store.withKeyspace { keyspace in
+                let (entries, revision) = keyspace.liveSnapshot()
+                return LogSnapshot(entries: entries, revision: revision, logOffset: log?.appendedOffset ?? 0)
             }
-            // Deadlines can change: read them under the lock, a chunk at a time, so writes interleave.
-            var entries: [(entry: Entry, deadlineUnixMilliseconds: Int64?)] = []
-            entries.reserveCapacity(slots.count * 3 / 4)
-            var start = 0
-            while start < slots.count {
-                let end = min(start + 16_384, slots.count)
-                store.withKeyspace { $0.appendLive(slots[start..<end], into: &entries) }
-                start = end
-            }
-            return LogSnapshot(entries: entries, revision: revision, logOffset: offset)
         }
         log.startBackgroundFlush()
         logger.notice("persistence on", metadata: ["log": "\(path)", "appendfsync": "\(persistence.fsync.rawValue)"])
