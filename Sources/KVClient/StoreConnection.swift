@@ -82,21 +82,6 @@ public final class StoreConnection: @unchecked Sendable {
         try Self.deleteReply(await request(Self.deleteCommand(key)))
     }
 
-    // The same operations as futures on `eventLoop`, for callers that run there (kv-ws's
-    // WebSocket handlers): no thread hop, and replies complete in the order the calls were made.
-
-    public func getFuture(_ key: ByteBuffer) -> EventLoopFuture<ByteBuffer?> {
-        requestFuture(Self.getCommand(key)).flatMapThrowing { try Self.getReply($0) }
-    }
-
-    public func setFuture(_ key: ByteBuffer, value: ByteBuffer, ttl: TTL?) -> EventLoopFuture<Void> {
-        requestFuture(Self.setCommand(key, value: value, ttl: ttl)).flatMapThrowing { try Self.setReply($0) }
-    }
-
-    public func deleteFuture(_ key: ByteBuffer) -> EventLoopFuture<Bool> {
-        requestFuture(Self.deleteCommand(key)).flatMapThrowing { try Self.deleteReply($0) }
-    }
-
     // Commands and their replies, for callers of `send(_:completion:)`.
 
     public static func getCommand(_ key: ByteBuffer) -> [ByteBuffer] { [Name.get, key] }
@@ -209,7 +194,7 @@ public final class StoreConnection: @unchecked Sendable {
     }
 
     /// Sends one command; the reply completes the future on `eventLoop`. Errors are `KVError`s.
-    public func requestFuture(_ arguments: [ByteBuffer]) -> EventLoopFuture<RESPValue> {
+    private func requestFuture(_ arguments: [ByteBuffer]) -> EventLoopFuture<RESPValue> {
         let reply = eventLoop.inEventLoop ? send(arguments, onReply: nil) : eventLoop.flatSubmit { self.send(arguments, onReply: nil) }
         return reply.flatMapErrorThrowing { error in
             if let error = error as? KVError { throw error }

@@ -56,9 +56,6 @@ public enum ServerMessage: Equatable, Sendable {
     /// Something went wrong; the text says what.
     case error(String)
 
-    /// The JSON text of the message.
-    public var text: [UInt8] { Array(encoded().readableBytesView) }
-
     /// The JSON text of the message, written straight into one buffer.
     public func encoded() -> ByteBuffer {
         switch self {
