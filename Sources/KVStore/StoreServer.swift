@@ -125,6 +125,13 @@ public final class StoreServer: Service, Sendable {
                 return LogSnapshot(entries: entries, revision: revision, logOffset: log?.appendedOffset ?? 0)
             }
         }
+        if report.formatVersion < LogRecord.formatVersion, let snapshot = log.snapshotSource {
+            // Before anyone connects: the rewritten log is entirely in the current format.
+            let size = try log.compact(snapshot())
+            logger.notice("rewrote the log in the current format", metadata: [
+                "log": "\(path)", "from_version": "\(report.formatVersion)", "to_version": "\(LogRecord.formatVersion)", "bytes": "\(size)",
+            ])
+        }
         log.startBackgroundFlush()
         logger.notice("persistence on", metadata: ["log": "\(path)", "appendfsync": "\(persistence.fsync.rawValue)"])
         return (log, report)

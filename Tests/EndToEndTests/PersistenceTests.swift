@@ -141,6 +141,30 @@ struct PersistenceTests {
         restarted.terminate()
     }
 
+    @Test("a log of format 1 (no checksums) loads, is rewritten in the current format at startup, and keeps loading")
+    func upgradeFromFormatOne() throws {
+        let dir = try TempDirectory()
+        let socket = dir.file("s"), data = dir.file("data")
+        #expect(mkdir(data, 0o700) == 0)
+        let v1 = "*3\r\n$5\r\nKVLOG\r\n$1\r\n1\r\n$4\r\nbeef\r\n*4\r\n$3\r\nSET\r\n$3\r\nold\r\n$3\r\n\"v\"\r\n$1\r\n7\r\n"
+        #expect(FileManager.default.createFile(atPath: data + "/kv-stored.aof", contents: Data(v1.utf8)))
+        let store = try StoreProcess(socketPath: socket, arguments: ["--data-dir", data])
+        let client = BlockingStoreClient(socketPath: socket, limits: Self.limits)
+        #expect(try client.get(Array("old".utf8)).map { String(buffer: $0) } == "\"v\"")
+        #expect(store.log.contains("rewrote the log in the current format"), "\(store.log.suffix(800))")
+        try client.set(Array("new".utf8), value: Array("1".utf8), ttl: nil)
+        store.terminate()
+        let log = try String(contentsOfFile: data + "/kv-stored.aof", encoding: .utf8)
+        #expect(log.hasPrefix("*4\r\n$5\r\nKVLOG\r\n$1\r\n2\r\n$4\r\nbeef\r\n"), "\(log.prefix(80))")
+
+        let again = try StoreProcess(socketPath: socket, arguments: ["--data-dir", data])
+        let reader = BlockingStoreClient(socketPath: socket, limits: Self.limits)
+        #expect(try reader.get(Array("old".utf8)) != nil && reader.get(Array("new".utf8)) != nil)
+        let info = try reader.request([Array("INFO".utf8), Array("keyspace".utf8)])
+        #expect(info.string?.contains("revision:8\r\n") == true, "the revision continues from the format 1 log's 7: \(info)")
+        again.terminate()
+    }
+
     @Test("values written over HTTP survive a kv-stored restart, and kv-fcgi recovers without being restarted")
     func restartBehindHTTP() throws {
         let data = try TempDirectory()

@@ -14,6 +14,15 @@ private func bytes(_ records: [LogRecord]) -> [UInt8] {
     return Array(buffer.readableBytesView)
 }
 
+/// A record of raw fields with a valid checksum (format 2), whatever the fields say.
+private func checked(_ fields: [String]) -> [UInt8] {
+    var record = Array("*\(fields.count + 1)\r\n".utf8)
+    for field in fields { record += Array("$\(field.utf8.count)\r\n\(field)\r\n".utf8) }
+    let crc = record.withUnsafeBytes { LogChecksum.crc32c($0) }
+    let hex = String(crc, radix: 16)
+    return record + Array("$8\r\n\(String(repeating: "0", count: 8 - hex.count) + hex)\r\n".utf8)
+}
+
 private func read(_ bytes: [UInt8]) -> (records: [LogRecord], outcome: LogReader.Outcome) {
     var records: [LogRecord] = []
     let outcome = bytes.withUnsafeBytes { LogReader.read($0) { records.append($0) } }
@@ -58,7 +67,7 @@ private extension Keyspace {
 @Suite("Append-only log: records, reader, recovery")
 struct AppendLogTests {
     static let sample: [LogRecord] = [
-        .header(version: 1, epoch: "00c0ffee00c0ffee"),
+        .header(version: LogRecord.formatVersion, epoch: "00c0ffee00c0ffee"),
         .set(key: Array("k".utf8), value: Array("\"v\"".utf8), revision: 1, deadlineUnixMilliseconds: nil),
         .set(key: Array("a\r\nb".utf8), value: Array("{\"x\":[1,2]}".utf8), revision: 2, deadlineUnixMilliseconds: 1_700_000_060_000),
         .set(key: [0, 255, 10], value: [], revision: 3, deadlineUnixMilliseconds: nil),
@@ -70,9 +79,66 @@ struct AppendLogTests {
 
     @Test("every record type reads back as written")
     func roundTrip() {
-        let (records, outcome) = read(bytes(Self.sample))
-        #expect(outcome == .complete)
+        let all = bytes(Self.sample)
+        let (records, outcome) = read(all)
+        #expect(outcome == .complete(length: all.count))
         #expect(records == Self.sample)
+        // The zero-filled space the log grows into is not part of it.
+        let padded = read(all + [UInt8](repeating: 0, count: 5000))
+        #expect(padded.outcome == .complete(length: all.count) && padded.records == Self.sample)
+    }
+
+    @Test("records are checksummed: one changed byte anywhere in a record is found")
+    func checksums() {
+        // The standard check value of CRC-32C.
+        #expect(Array("123456789".utf8).withUnsafeBytes { LogChecksum.crc32c($0) } == 0xE306_9283)
+        let header = bytes([Self.sample[0]])
+        let record = bytes([Self.sample[2]])
+        let next = bytes([Self.sample[3]])
+        for i in record.indices {
+            var bad = record
+            bad[i] ^= 0x01
+            let outcome = read(header + bad + next).outcome
+            guard case .damaged(let damage) = outcome else {
+                Issue.record("flipping byte \(i) gave \(outcome)")
+                continue
+            }
+            #expect(damage.offset == header.count, "byte \(i)")
+        }
+        var value = record
+        let at = value.lastIndex(of: UInt8(ascii: "]"))!  // inside the value: framing still parses
+        value[at] = UInt8(ascii: "[")
+        #expect(read(header + value + next).outcome == .damaged(LogDamage(offset: header.count, reason: .badChecksum)))
+    }
+
+    @Test("what a crash leaves in zero-filled space (unwritten sectors between written ones) is a torn tail, not damage")
+    func crashHoles() {
+        let big = String(repeating: "x", count: 3000)
+        let records: [LogRecord] = [Self.sample[0]] + (1...4).map {
+            .set(key: Array("k\($0)".utf8), value: Array("\"\(big)\"".utf8), revision: UInt64($0), deadlineUnixMilliseconds: nil)
+        }
+        let whole = bytes(records)
+        // A sector inside the fourth record stayed zero; the record after it reached the disk.
+        let fourthStarts = bytes(Array(records[0...3])).count, fourthEnds = bytes(Array(records[0...4])).count
+        let sector = (fourthStarts + 100 + 511) / 512 * 512
+        #expect(sector + 512 < fourthEnds - 100)
+        var holed = whole + bytes([.set(key: Array("k5".utf8), value: Array("5".utf8), revision: 5, deadlineUnixMilliseconds: nil)])
+        for i in sector..<(sector + 512) { holed[i] = 0 }
+        let (survivors, outcome) = read(holed + [UInt8](repeating: 0, count: 1000))
+        #expect(outcome == .tornTail(validBytes: fourthStarts))
+        #expect(survivors.count == 4 && survivors.last?.revision == 3)
+        // The same bytes changed without a zero sector are damage.
+        var flipped = whole
+        flipped[sector] ^= 1
+        #expect(read(flipped).outcome == .damaged(LogDamage(offset: fourthStarts, reason: .badChecksum)))
+    }
+
+    @Test("format 1 logs (no checksums) still read")
+    func formatOne() {
+        let v1 = Array("*3\r\n$5\r\nKVLOG\r\n$1\r\n1\r\n$1\r\ne\r\n*4\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\n1\r\n$1\r\n7\r\n".utf8)
+        let (records, outcome) = read(v1)
+        #expect(outcome == .complete(length: v1.count))
+        #expect(records == [.header(version: 1, epoch: "e"), .set(key: Array("k".utf8), value: Array("1".utf8), revision: 7, deadlineUnixMilliseconds: nil)])
     }
 
     @Test("a log cut at any byte offset reads as its whole records plus a torn tail")
@@ -85,7 +151,7 @@ struct AppendLogTests {
             let whole = boundaries.lastIndex { $0 <= cut }!
             #expect(records == Array(Self.sample[..<whole]), "cut at \(cut)")
             if boundaries.contains(cut) {
-                #expect(outcome == .complete, "cut at \(cut)")
+                #expect(outcome == .complete(length: cut), "cut at \(cut)")
             } else {
                 #expect(outcome == .tornTail(validBytes: boundaries[whole]), "cut at \(cut)")
             }
@@ -97,10 +163,11 @@ struct AppendLogTests {
         let header = bytes([Self.sample[0]])
         let good = bytes([Self.sample[1]])
         let cases: [([UInt8], LogDamage.Reason)] = [
-            (Array("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\n1\r\n".utf8), .badArity("SET", 3)),
-            (Array("*3\r\n$3\r\nDEL\r\n$1\r\nk\r\n$2\r\nx1\r\n".utf8), .badNumber("revision", "x1")),
-            (Array("*2\r\n$4\r\nFROB\r\n$1\r\nk\r\n".utf8), .unknownRecord("FROB")),
-            (Array("*3\r\n$3\r\nDEL\r\n$1\r\nk\r\n$1\r\n1\r\n".utf8), .revisionNotIncreasing(previous: 1, found: 1)),
+            (checked(["SET", "k", "1"]), .badArity("SET", 3)),
+            (checked(["DEL", "k", "x1"]), .badNumber("revision", "x1")),
+            (checked(["FROB", "k"]), .unknownRecord("FROB")),
+            (checked(["DEL", "k", "1"]), .revisionNotIncreasing(previous: 1, found: 1)),
+            (Array("*3\r\n$3\r\nDEL\r\n$1\r\nk\r\n$1\r\n2\r\n".utf8), .badChecksum),  // format 1 record in a format 2 log
             (Array("SET k v 2\r\n".utf8), .malformed("a record starts with '*'")),
             (Array("*3\r\n$3\r\nDEL\r\n$1\r\nkXX$1\r\n2\r\n".utf8), .malformed("bulk string not followed by CRLF")),
         ]
@@ -119,7 +186,7 @@ struct AppendLogTests {
         let clock = ManualClock()
         var keyspace = Keyspace(clock: clock)
         let now = clock.unixMilliseconds()
-        var epoch = ""
+        var report = LogRecovery.Report()
         let records: [LogRecord] = [
             .header(version: 1, epoch: "e1"),
             .set(key: Array("a".utf8), value: Array("1".utf8), revision: 5, deadlineUnixMilliseconds: now + 60_000),
@@ -129,8 +196,8 @@ struct AppendLogTests {
             .set(key: Array("c".utf8), value: Array("4".utf8), revision: 8, deadlineUnixMilliseconds: nil),
             .delete(key: Array("c".utf8), revision: 9),
         ]
-        for record in records { LogRecovery.apply(record, to: &keyspace, epoch: &epoch) }
-        #expect(epoch == "e1")
+        for record in records { LogRecovery.apply(record, to: &keyspace, report: &report) }
+        #expect(report.epoch == "e1" && report.formatVersion == 1)
         #expect(keyspace.revision == 9)
         #expect(keyspace.count == 2)
         #expect(keyspace.get("a") == "1" && keyspace.ttl("a") == 60_000)
@@ -179,13 +246,13 @@ struct AppendLogTests {
             var keyspace = Keyspace(clock: ManualClock())
             let torn = try LogRecovery.load(path: path, into: &keyspace, repair: false, logger: logs.logger)
             #expect(torn.validBytes == good.count && torn.discardedBytes == "*4\r\n$3\r\nSET\r\n$1\r".utf8.count)
-            #expect(logs.logged.contains { $0.level == .warning && $0.message.contains("middle of a record") })
+            #expect(logs.logged.contains { $0.level == .warning && $0.message.contains("a crash interrupted") })
             // The log continues from the last whole record.
             let log = try AppendLog(path: path, validBytes: torn.validBytes, epoch: torn.epoch, policy: .always, logger: logs.logger)
             log.stop()
             #expect(try LogRecovery.readFile(path) == good)
 
-            let damaged = good + Array("*2\r\n$4\r\nFROB\r\n$1\r\nk\r\n".utf8) + bytes([Self.sample[3]])
+            let damaged = good + checked(["FROB", "k"]) + bytes([Self.sample[3]])
             try LogRecovery.writeFile(path, damaged)
             var refused = Keyspace(clock: ManualClock())
             #expect(throws: PersistenceFailure.self) { try LogRecovery.load(path: path, into: &refused, repair: false, logger: logs.logger) }
@@ -238,6 +305,29 @@ struct AppendLogTests {
             }
             #expect(loaded.get("k19") == "\"after the snapshot\"" && loaded.get("k17") == "\"after the switch\"")
             #expect(loaded.get("k18") == nil && loaded.ttl("k12") == nil && loaded.get("new") == "1" && loaded.ttl("new") == 5_000)
+        }
+    }
+
+    @Test("the log grows into zero-filled space ahead of it, and loads back whole from it")
+    func spaceAhead() throws {
+        try withTemporaryDirectory { dir in
+            let recording = try RecordingKeyspace(dir: dir, epoch: "ab", policy: .always)
+            let (path, clock, logs, log) = (recording.path, recording.clock, recording.logs, recording.log)
+            var keyspace = recording.keyspace
+            for i in 0..<100 { keyspace.put("k\(i)", "\(i)") }
+            try log.commit()
+            log.prepareSpace()
+            let size = try #require(try LogRecovery.readFile(path)).count
+            #expect(size >= log.figures.sizeBytes + AppendLog.spaceAhead / 2, "file \(size), log \(log.figures.sizeBytes)")
+            for i in 100..<200 { keyspace.put("k\(i)", "\(i)") }
+            try log.commit()
+            #expect(try LogRecovery.readFile(path)?.count == size, "written into the space, not past it")
+            log.stop()
+            var loaded = Keyspace(clock: clock)
+            let report = try LogRecovery.load(path: path, into: &loaded, repair: false, logger: logs.logger)
+            #expect(report.discardedBytes == 0 && report.validBytes == log.figures.sizeBytes)
+            #expect(loaded.count == 200 && loaded.revision == 200)
+            #expect(!logs.logged.contains { $0.level >= .warning })
         }
     }
 

@@ -1,68 +1,92 @@
 import RESP
 
-/// Reads a log's bytes record by record. A log is appended to and never rewritten in place, so
-/// a crash can only leave an incomplete last record (a *torn tail*, a prefix of what was being
-/// written); anything else that does not parse is damage.
+/// Reads a log's bytes record by record.
+///
+/// What a crash can leave, and how it is told from damage: the log is only ever appended to,
+/// into space kv-stored filled with zeros beforehand (`AppendLog`), so bytes past the last
+/// write are zeros and are not part of the log. A crash can lose any part of what was written
+/// after the last fsync: the tail may end inside a record (a *torn tail*), or hold whole
+/// sectors still zero between records that did reach the disk. Nothing in that region was
+/// acknowledged under `appendfsync always`; it is cut off. A record that fails to read where
+/// no zero sector follows cannot come from a crash: that is damage.
 public enum LogReader {
     public enum Outcome: Equatable, Sendable {
-        /// Every byte belonged to a whole record.
-        case complete
-        /// The bytes from `validBytes` on are the start of a record that was never finished.
+        /// Every record up to `length` was whole and valid; only zeros follow.
+        case complete(length: Int)
+        /// The bytes from `validBytes` on are what a crash left of unfinished writes.
         case tornTail(validBytes: Int)
         /// The record at `damage.offset` is not a valid record; `validBytes` equals that offset.
         case damaged(LogDamage)
 
         /// The length of the log that holds only whole, valid records.
-        public var validBytes: Int? {
+        public var validBytes: Int {
             switch self {
-            case .complete: nil
+            case .complete(let length): length
             case .tornTail(let valid): valid
             case .damaged(let damage): damage.offset
             }
         }
     }
 
+    /// The sector size a crash can leave unwritten as a unit (the smallest in use).
+    static let sectorBytes = 512
+
     /// Parses `bytes`, calling `body` with each record in order, until the end, a torn tail or
-    /// damage. The first record must be the `KVLOG` header.
+    /// damage. The first record must be the `KVLOG` header; its version says whether records
+    /// carry checksums.
     public static func read(_ bytes: UnsafeRawBufferPointer, _ body: (LogRecord) throws -> Void) rethrows -> Outcome {
         // Records hold at most a key and a value at kv-stored's absolute limits.
         let limits = RESPLimits(maxBulkBytes: Int(UInt32.max), maxElements: 8)
+        // Every record ends in "\r\n", so trailing zeros are never part of one.
+        var end = bytes.count
+        while end > 0 && bytes[end - 1] == 0 { end -= 1 }
+        let log = UnsafeRawBufferPointer(rebasing: bytes[0..<end])
+        /// Damage at `offset`, unless a crash explains it (see the type's comment).
+        func failure(_ offset: Int, _ reason: LogDamage.Reason) -> Outcome {
+            hasZeroSector(bytes, from: offset, to: end) ? .tornTail(validBytes: offset) : .damaged(LogDamage(offset: offset, reason: reason))
+        }
         var offset = 0
         var ranges: [Range<Int>] = []
         var lastRevision: UInt64 = 0
-        while offset < bytes.count {
-            let rest = UnsafeRawBufferPointer(rebasing: bytes[offset...])
-            guard rest[0] == UInt8(ascii: "*") else {
-                return .damaged(LogDamage(offset: offset, reason: .malformed("a record starts with '*'")))
-            }
+        var checksummed = true
+        while offset < end {
+            let rest = UnsafeRawBufferPointer(rebasing: log[offset...])
+            guard rest[0] == UInt8(ascii: "*") else { return failure(offset, .malformed("a record starts with '*'")) }
             let outcome: RESPCommandParser.Outcome
             do throws(RESPProtocolError) {
                 outcome = try RESPCommandParser.parse(rest, limits: limits, arguments: &ranges)
             } catch {
-                return .damaged(LogDamage(offset: offset, reason: .malformed(error.message)))
+                return failure(offset, .malformed(error.message))
             }
             switch outcome {
             case .incomplete:
                 return .tornTail(validBytes: offset)
             case .nothing:
-                return .damaged(LogDamage(offset: offset, reason: .malformed("empty record")))
+                return failure(offset, .malformed("empty record"))
             case .command(let consumed):
+                let args = RESPArguments(bytes: rest, ranges: ranges)
+                if offset == 0 {
+                    // Format 1 headers have three fields and no checksum.
+                    checksummed = !(args.count == 3 && args.matches(0, "KVLOG") && args.string(1) == "1")
+                }
                 let record: LogRecord
-                switch LogRecord.decode(RESPArguments(bytes: rest, ranges: ranges)) {
+                switch checksummed ? LogRecord.decodeChecked(args) : LogRecord.decode(args) {
                 case .success(let decoded): record = decoded
-                case .failure(let reason): return .damaged(LogDamage(offset: offset, reason: reason))
+                case .failure(let reason): return failure(offset, reason)
                 }
                 if offset == 0 {
                     guard case .header(let version, _) = record else { return .damaged(LogDamage(offset: 0, reason: .missingHeader)) }
-                    guard version == LogRecord.formatVersion else { return .damaged(LogDamage(offset: 0, reason: .unsupportedVersion(version))) }
+                    guard (LogRecord.oldestReadableVersion...LogRecord.formatVersion).contains(version), checksummed == (version >= 2) else {
+                        return .damaged(LogDamage(offset: 0, reason: .unsupportedVersion(version)))
+                    }
                 } else if case .header = record {
-                    return .damaged(LogDamage(offset: offset, reason: .malformed("a second KVLOG header")))
+                    return failure(offset, .malformed("a second KVLOG header"))
                 }
                 if let revision = record.revision {
                     // A snapshot's REVISION may repeat its last entry's revision; changes must exceed it.
                     let increases = if case .revision = record { revision >= lastRevision } else { revision > lastRevision }
                     guard increases else {
-                        return .damaged(LogDamage(offset: offset, reason: .revisionNotIncreasing(previous: lastRevision, found: revision)))
+                        return failure(offset, .revisionNotIncreasing(previous: lastRevision, found: revision))
                     }
                     lastRevision = revision
                 }
@@ -70,6 +94,17 @@ public enum LogReader {
                 offset += consumed
             }
         }
-        return .complete
+        return .complete(length: end)
+    }
+
+    /// Whether a whole, aligned sector of zeros lies in `bytes[from..<to]`: the mark of a write a
+    /// crash left unfinished in space that was zero-filled before.
+    static func hasZeroSector(_ bytes: UnsafeRawBufferPointer, from: Int, to: Int) -> Bool {
+        var sector = (from + sectorBytes - 1) / sectorBytes * sectorBytes
+        while sector + sectorBytes <= to {
+            if UnsafeRawBufferPointer(rebasing: bytes[sector..<(sector + sectorBytes)]).allSatisfy({ $0 == 0 }) { return true }
+            sector += sectorBytes
+        }
+        return false
     }
 }

@@ -1,3 +1,4 @@
+import CRC32C
 import NIOCore
 import RESP
 
@@ -12,6 +13,10 @@ import RESP
 ///     PERSIST <key>                          a TTL cleared (not a change: no revision)
 ///     REVISION <revision>                    the revision counter, after a compacted snapshot
 ///
+/// Since format 2 every record ends with one more field, its checksum: the CRC-32C of the
+/// record's bytes before that field, as 8 lowercase hex digits. Format 1 logs (no
+/// checksums) are read and rewritten as format 2 at startup.
+///
 /// Revisions are decimal and strictly increasing through a log; deadlines are absolute, so
 /// a record means the same thing whenever it is replayed.
 public enum LogRecord: Equatable, Sendable {
@@ -22,7 +27,10 @@ public enum LogRecord: Equatable, Sendable {
     case persist(key: [UInt8])
     case revision(UInt64)
 
-    public static let formatVersion = 1
+    /// The format this kv-stored writes.
+    public static let formatVersion = 2
+    /// The oldest format it reads (format 1 had no checksums).
+    public static let oldestReadableVersion = 1
 
     /// The record's RESP bytes.
     public func encode(into out: inout ByteBuffer) {
@@ -42,6 +50,22 @@ public enum LogRecord: Equatable, Sendable {
         case .revision(let revision):
             LogEncoding.writeRevision(revision, into: &out)
         }
+    }
+
+    /// Reads a record from a parsed RESP command whose last field is its checksum (format 2):
+    /// `args.bytes` starts at the record's `*`.
+    public static func decodeChecked(_ args: RESPArguments) -> Result<LogRecord, LogDamage.Reason> {
+        guard args.count >= 2, let last = args.ranges.last else { return .failure(.badArity(args.count == 0 ? "?" : args.string(0), args.count)) }
+        let stored = args[args.count - 1]
+        // The checksum covers everything before its own field's `$8\r\n`.
+        let covered = last.lowerBound - 4
+        guard stored.count == 8, covered > 0, let expected = LogChecksum.parseHex(stored) else {
+            return .failure(.badChecksum)
+        }
+        guard LogChecksum.crc32c(UnsafeRawBufferPointer(rebasing: args.bytes[0..<covered])) == expected else {
+            return .failure(.badChecksum)
+        }
+        return decode(RESPArguments(bytes: args.bytes, ranges: Array(args.ranges.dropLast())))
     }
 
     /// Reads a record from a parsed RESP command; nil (with the reason) when it is not one.
@@ -92,10 +116,10 @@ public enum LogRecord: Equatable, Sendable {
 /// a ByteBuffer call per field) measured several times cheaper.
 enum LogEncoding {
     static func writeHeader(version: Int, epoch: String, into out: inout ByteBuffer) {
-        out.writeRESPArrayHeader(count: 3)
-        out.writeRESPBulkString("KVLOG")
-        out.writeRESPBulkString(String(version))
-        out.writeRESPBulkString(epoch)
+        let versionText = Array(String(version).utf8), epochText = Array(epoch.utf8)
+        versionText.withUnsafeBytes { v in
+            epochText.withUnsafeBytes { e in writeArray([name("KVLOG"), v, e], into: &out) }
+        }
     }
 
     static func writeSet(key: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer, revision: UInt64,
@@ -144,9 +168,9 @@ enum LogEncoding {
         return n
     }
 
-    /// One RESP array of bulk strings, written with a single reservation.
+    /// One RESP array of bulk strings and their checksum, written with a single reservation.
     private static func writeArray(_ fields: [UnsafeRawBufferPointer], into out: inout ByteBuffer) {
-        var length = 1 + digitCount(fields.count) + 2
+        var length = 1 + digitCount(fields.count + 1) + 2 + LogChecksum.fieldBytes
         for field in fields { length += 1 + digitCount(field.count) + 2 + field.count + 2 }
         out.writeWithUnsafeMutableBytes(minimumWritableBytes: length) { raw in
             var at = 0
@@ -160,7 +184,7 @@ enum LogEncoding {
                 }
                 at += n
             }
-            put(UInt8(ascii: "*")); putDecimal(fields.count); put(13); put(10)
+            put(UInt8(ascii: "*")); putDecimal(fields.count + 1); put(13); put(10)
             for field in fields {
                 put(UInt8(ascii: "$")); putDecimal(field.count); put(13); put(10)
                 if let base = field.baseAddress, field.count > 0 {
@@ -169,6 +193,10 @@ enum LogEncoding {
                 }
                 put(13); put(10)
             }
+            let crc = LogChecksum.crc32c(UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(raw)[0..<at]))
+            for byte in "$8\r\n".utf8 { put(byte) }
+            for shift in stride(from: 28, through: 0, by: -4) { put(LogChecksum.hexDigits[Int((crc >> UInt32(shift)) & 0xF)]) }
+            put(13); put(10)
             return at
         }
     }
@@ -184,6 +212,7 @@ public struct LogDamage: Error, Equatable, Sendable, CustomStringConvertible {
         case revisionNotIncreasing(previous: UInt64, found: UInt64)
         case missingHeader
         case unsupportedVersion(Int)
+        case badChecksum
 
         public var description: String {
             switch self {
@@ -193,7 +222,8 @@ public struct LogDamage: Error, Equatable, Sendable, CustomStringConvertible {
             case .badNumber(let field, let text): "\(field) \"\(text.prefix(32))\" is not a valid number"
             case .revisionNotIncreasing(let previous, let found): "revision \(found) after \(previous): revisions must increase"
             case .missingHeader: "the log does not start with a KVLOG header"
-            case .unsupportedVersion(let version): "log format version \(version) is not supported (this kv-stored reads version \(LogRecord.formatVersion))"
+            case .unsupportedVersion(let version): "log format version \(version) is not supported (this kv-stored reads versions \(LogRecord.oldestReadableVersion) to \(LogRecord.formatVersion))"
+            case .badChecksum: "the record's checksum does not match its bytes"
             }
         }
     }
@@ -203,4 +233,30 @@ public struct LogDamage: Error, Equatable, Sendable, CustomStringConvertible {
     public var reason: Reason
 
     public var description: String { "damaged log at byte offset \(offset): \(reason)" }
+}
+
+/// The checksum of a log record: CRC-32C (as ext4, iSCSI and LevelDB use), hardware-assisted.
+enum LogChecksum {
+    /// `$8\r\n` + 8 hex digits + `\r\n`.
+    static let fieldBytes = 14
+    static let hexDigits = Array("0123456789abcdef".utf8)
+
+    static func crc32c(_ bytes: UnsafeRawBufferPointer) -> UInt32 {
+        guard let base = bytes.baseAddress, bytes.count > 0 else { return 0 }
+        return kv_crc32c(0, base, bytes.count)
+    }
+
+    static func parseHex(_ text: UnsafeRawBufferPointer) -> UInt32? {
+        var value: UInt32 = 0
+        for byte in text {
+            let digit: UInt8
+            switch byte {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): digit = byte - UInt8(ascii: "0")
+            case UInt8(ascii: "a")...UInt8(ascii: "f"): digit = byte - UInt8(ascii: "a") + 10
+            default: return nil
+            }
+            value = value << 4 | UInt32(digit)
+        }
+        return value
+    }
 }

@@ -21,6 +21,8 @@ public enum LogRecovery {
         public var discardedBytes = 0
         /// The data's identity (the log header's), new when the log is new.
         public var epoch = ""
+        /// The log's format; an older one than `LogRecord.formatVersion` is rewritten at startup.
+        public var formatVersion = LogRecord.formatVersion
         public var milliseconds = 0
     }
 
@@ -35,16 +37,16 @@ public enum LogRecovery {
         let outcome = bytes.withUnsafeBytes { raw in
             LogReader.read(raw) { record in
                 report.records += 1
-                apply(record, to: &keyspace, epoch: &report.epoch)
+                apply(record, to: &keyspace, report: &report)
             }
         }
-        report.validBytes = outcome.validBytes ?? bytes.count
-        report.discardedBytes = bytes.count - report.validBytes
+        report.validBytes = outcome.validBytes
         switch outcome {
         case .complete:
-            break
+            break  // what follows is the zero-filled space the log grows into
         case .tornTail(let valid):
-            logger.warning("the log ends in the middle of a record (a write interrupted by a crash, never acknowledged); cutting it off",
+            report.discardedBytes = bytes.count - valid
+            logger.warning("the log ends in a write a crash interrupted (never acknowledged); cutting it off",
                            metadata: ["log": "\(path)", "offset": "\(valid)", "bytes": "\(bytes.count - valid)"])
         case .damaged(let damage):
             guard repair else {
@@ -54,6 +56,7 @@ public enum LogRecovery {
                     run kv-stored once with --repair-log; a copy of the damaged log is kept next to it.
                     """)
             }
+            report.discardedBytes = bytes.count - damage.offset
             let copy = path + ".damaged-\(time(nil))"
             try writeFile(copy, bytes)
             logger.warning("repairing the log: cutting it at the damage; a copy of the damaged log was kept",
@@ -69,10 +72,11 @@ public enum LogRecovery {
         return report
     }
 
-    static func apply(_ record: LogRecord, to keyspace: inout Keyspace, epoch: inout String) {
+    static func apply(_ record: LogRecord, to keyspace: inout Keyspace, report: inout Report) {
         switch record {
-        case .header(_, let logEpoch):
-            epoch = logEpoch
+        case .header(let version, let epoch):
+            report.epoch = epoch
+            report.formatVersion = version
         case .set(let key, let value, let revision, let deadline):
             key.withUnsafeBytes { k in
                 value.withUnsafeBytes { v in keyspace.restoreSet(k, value: v, revision: revision, deadlineUnixMilliseconds: deadline) }
