@@ -35,6 +35,9 @@ public struct CommandProcessor: Sendable {
     public let log: AppendLog?
     /// How the log was loaded at startup.
     public let recovery: LogRecovery.Report?
+    /// The data's identity for its whole life: the log's epoch, or one made at start for
+    /// memory-only data. Resuming subscribers name it (`KVSYNC … EPOCH`).
+    public let epoch: String
 
     public static let serverVersion = "0.1.0"
     /// What `redis_version` reports, so tools that gate features on it treat us as modern.
@@ -48,12 +51,14 @@ public struct CommandProcessor: Sendable {
         self.socketPath = socketPath
         self.log = log
         self.recovery = recovery
+        self.epoch = recovery?.epoch ?? LogRecovery.newEpoch()
     }
 
     /// The commands of the subset. Matching is by bytes, ignoring case, with no allocation.
     enum Command: CaseIterable {
         case get, set, del, exists, pttl, ttl, persist, dbsize, ping, echo, hello, select
         case subscribe, unsubscribe, info, client, command, config, reset, quit, bgrewriteaof
+        case kvget, kvset, kvdel, kvsync
 
         /// Names are letters only, which `RESPArguments.matches` relies on.
         var name: StaticString {
@@ -79,13 +84,17 @@ public struct CommandProcessor: Sendable {
             case .reset: "RESET"
             case .quit: "QUIT"
             case .bgrewriteaof: "BGREWRITEAOF"
+            case .kvget: "KVGET"
+            case .kvset: "KVSET"
+            case .kvdel: "KVDEL"
+            case .kvsync: "KVSYNC"
             }
         }
 
         /// Commands that may change the keyspace: their replies wait for the log.
         var writes: Bool {
             switch self {
-            case .set, .del, .persist: true
+            case .set, .del, .persist, .kvset, .kvdel: true
             default: false
             }
         }
@@ -139,6 +148,10 @@ public struct CommandProcessor: Sendable {
         case .command: commandCommand(args, connection, &out)
         case .config: config(args, connection, &out)
         case .reset: reset(&connection, subscriber, &out)
+        case .kvget: kvget(args, connection, &out)
+        case .kvset: kvset(args, &out)
+        case .kvdel: kvdel(args, &out)
+        case .kvsync: kvsync(args, &out)
         case .quit:
             out.writeRESPOK()
             connection.closeAfterReply = true
@@ -242,6 +255,164 @@ public struct CommandProcessor: Sendable {
     private func dbsize(_ args: RESPArguments, _ out: inout ByteBuffer) {
         guard args.count == 1 else { return wrongArity(args, &out) }
         out.writeRESPInteger(store.withKeyspace { $0.count })
+    }
+
+    // MARK: - Versioned commands (docs/protocol.md, "Versioned commands")
+
+    /// `KVGET key` → null, or `[value, revision, pttl]` (pttl -1: no TTL).
+    private func kvget(_ args: RESPArguments, _ connection: ConnectionState, _ out: inout ByteBuffer) {
+        guard args.count == 2 else { return wrongArity(args, &out) }
+        guard checkKey(args[1], &out) else { return }
+        let found = store.withKeyspace { ks in ks.lookup(args[1]).map { ($0, ks.remainingMilliseconds(of: $0) ?? -1) } }
+        guard let (entry, ttl) = found else { return out.writeRESPNull(connection.version) }
+        out.writeRESPArrayHeader(count: 3)
+        entry.withValue { out.writeRESPBulkString($0) }
+        out.writeRESPInteger(Int(entry.revision))
+        out.writeRESPInteger(Int(ttl))
+    }
+
+    /// Reads one of the condition options KVSET and KVDEL share — `NX`, `XX`, `IFREV r`
+    /// (repeatable: any of them; 0 means absent) — at `i`, moving past it. False when the
+    /// argument is none of them, or conflicts with a condition already read.
+    private func parseCondition(_ args: RESPArguments, at i: inout Int, into condition: inout SetCondition?) -> Bool {
+        switch args.string(i).uppercased() {
+        case "NX", "XX":
+            guard condition == nil else { return false }
+            condition = args.matches(i, "NX") ? .ifAbsent : .ifPresent
+        case "IFREV":
+            guard i + 1 < args.count, let revision = UInt64(args.string(i + 1)) else { return false }
+            switch condition {
+            case nil: condition = .ifRevision([revision])
+            case .ifRevision(let revisions)?: condition = .ifRevision(revisions + [revision])
+            default: return false
+            }
+            i += 1
+        default:
+            return false
+        }
+        i += 1
+        return true
+    }
+
+    private static func writeConflict(_ current: UInt64, _ out: inout ByteBuffer) {
+        out.writeRESPError("CONFLICT \(current)")
+    }
+
+    /// `KVSET key value [PX ms] [NX | XX | IFREV r …]` → the write's revision, or
+    /// `-CONFLICT <current revision, 0 when absent>` when the condition does not hold.
+    private func kvset(_ args: RESPArguments, _ out: inout ByteBuffer) {
+        guard args.count >= 3 else { return wrongArity(args, &out) }
+        guard checkKey(args[1], &out) else { return }
+        guard args[2].count <= limits.maxValueBytes else {
+            return out.writeRESPError("ERR value is \(args[2].count) bytes, the limit is \(limits.maxValueBytes)")
+        }
+        var expiry = Expiry.none
+        var condition: SetCondition?
+        var i = 3
+        while i < args.count {
+            if args.matches(i, "PX"), i + 1 < args.count, case .none = expiry {
+                guard let ms = args.integer(i + 1), ms > 0, ms <= TTL.maxMilliseconds else {
+                    return out.writeRESPError("ERR invalid expire time in 'kvset' command")
+                }
+                expiry = .after(milliseconds: ms)
+                i += 2
+            } else if !parseCondition(args, at: &i, into: &condition) {
+                return out.writeRESPError("ERR syntax error")
+            }
+        }
+        let (outcome, revision) = store.withKeyspace { ks in
+            let outcome = ks.set(args[1], value: args[2], expiry: expiry, condition: condition ?? .always)
+            return (outcome, ks.revision)
+        }
+        guard outcome.applied else { return Self.writeConflict(outcome.previous?.revision ?? 0, &out) }
+        out.writeRESPInteger(Int(revision))
+    }
+
+    /// `KVDEL key [NX | XX | IFREV r …]` → `[1, revision of the delete]`, `[0, current revision]`
+    /// when there was nothing to delete, or `-CONFLICT <current>`.
+    private func kvdel(_ args: RESPArguments, _ out: inout ByteBuffer) {
+        guard args.count >= 2 else { return wrongArity(args, &out) }
+        guard checkKey(args[1], &out) else { return }
+        var condition: SetCondition?
+        var i = 2
+        while i < args.count {
+            guard parseCondition(args, at: &i, into: &condition) else { return out.writeRESPError("ERR syntax error") }
+        }
+        let (outcome, revision) = store.withKeyspace { ks in
+            let outcome = ks.delete(args[1], condition: condition ?? .always)
+            return (outcome, ks.revision)
+        }
+        switch outcome {
+        case .conflict(let current): return Self.writeConflict(current, &out)
+        case .deleted(let at):
+            out.writeRESPArrayHeader(count: 2)
+            out.writeRESPInteger(1)
+            out.writeRESPInteger(Int(at))
+        case .absent:
+            out.writeRESPArrayHeader(count: 2)
+            out.writeRESPInteger(0)
+            out.writeRESPInteger(Int(revision))
+        }
+    }
+
+    /// `KVSYNC key [SINCE revision EPOCH epoch] [INITIAL]` → `[mode, epoch, revision, changes]`:
+    /// what a subscriber of `key` needs to be exactly up to date at `revision` (see
+    /// docs/protocol.md). Modes: `live` (no SINCE: nothing, or the current state with INITIAL),
+    /// `replay` (the key's changes after SINCE, from the history), `reset` (the history does not
+    /// reach back to SINCE, or the epoch differs: the current state).
+    private func kvsync(_ args: RESPArguments, _ out: inout ByteBuffer) {
+        guard args.count >= 2 else { return wrongArity(args, &out) }
+        guard checkKey(args[1], &out) else { return }
+        var since: UInt64?, epoch: String?, initial = false
+        var i = 2
+        while i < args.count {
+            if args.matches(i, "SINCE"), i + 1 < args.count, let revision = UInt64(args.string(i + 1)) {
+                since = revision
+                i += 2
+            } else if args.matches(i, "EPOCH"), i + 1 < args.count {
+                epoch = args.string(i + 1)
+                i += 2
+            } else if args.matches(i, "INITIAL") {
+                initial = true
+                i += 1
+            } else {
+                return out.writeRESPError("ERR syntax error")
+            }
+        }
+        guard (since == nil) == (epoch == nil) else { return out.writeRESPError("ERR SINCE and EPOCH go together") }
+        let sameData = epoch == self.epoch
+        let (mode, revision, changes, state) = store.withKeyspace { ks -> (String, UInt64, [ChangeEvent], Entry??) in
+            if let since, sameData, let missed = ks.changes(of: args[1], after: since) {
+                return ("replay", ks.revision, missed, nil)
+            }
+            let state: Entry?? = since != nil || initial ? .some(ks.lookup(args[1])) : .none
+            return (since == nil ? "live" : "reset", ks.revision, [], state)
+        }
+        out.writeRESPArrayHeader(count: 4)
+        out.writeRESPBulkString(mode)
+        out.writeRESPBulkString(self.epoch)
+        out.writeRESPInteger(Int(revision))
+        switch state {
+        case .some(.some(let entry)):
+            out.writeRESPArrayHeader(count: 1)
+            Self.writeVersioned(.set, revision: entry.revision, entry: entry, &out)
+        case .some(.none):
+            out.writeRESPArrayHeader(count: 1)
+            out.writeRESPArrayHeader(count: 2)
+            out.writeRESPBulkString("absent")
+            out.writeRESPInteger(Int(revision))
+        case .none:
+            out.writeRESPArrayHeader(count: changes.count)
+            for change in changes { Self.writeVersioned(change.kind, revision: change.revision, entry: change.entry, &out) }
+        }
+    }
+
+    /// `[kind, revision, value]` for a set, `[kind, revision]` for a deletion or expiry.
+    private static func writeVersioned(_ kind: ChangeKind, revision: UInt64, entry: Entry, _ out: inout ByteBuffer) {
+        out.writeRESPArrayHeader(count: kind == .set ? 3 : 2)
+        out.writeRESPBulkString(kind.rawValue)
+        out.writeRESPInteger(Int(revision))
+        if kind == .set { entry.withValue { out.writeRESPBulkString($0) } }
     }
 
     // MARK: - Change feed
@@ -438,7 +609,7 @@ public struct CommandProcessor: Sendable {
         let snapshot = store.withKeyspace { ks in
             (count: ks.count, expiring: ks.expiringCount, revision: ks.revision, stats: ks.stats,
              subscriptions: ks.subscriptionCount, watchedKeys: ks.watchedKeyCount, dataset: ks.datasetBytes, index: ks.indexBytes,
-             now: ks.clock.monotonicNanoseconds())
+             history: ks.historyFigures, now: ks.clock.monotonicNanoseconds())
         }
         var text = ""
         func section(_ name: String, _ lines: [(String, String)]) {
@@ -487,11 +658,15 @@ public struct CommandProcessor: Sendable {
             ("aof_pending_fsync_bytes", String(figures?.unsyncedBytes ?? 0)),
             ("aof_last_fsync_time", String(figures?.lastSyncUnixSeconds ?? 0)),
             ("aof_loaded_records", String(recovery?.records ?? 0)), ("aof_load_duration_ms", String(recovery?.milliseconds ?? 0)),
-            ("data_epoch", recovery?.epoch ?? ""),
+            ("data_epoch", epoch),
         ])
+        let versions = [
+            ("revision", String(snapshot.revision)), ("history_changes", String(snapshot.history.changes)),
+            ("history_bytes", String(snapshot.history.bytes)), ("history_since_revision", String(snapshot.history.floor)),
+        ]
         section("Keyspace", snapshot.count > 0
-            ? [("db0", "keys=\(snapshot.count),expires=\(snapshot.expiring),avg_ttl=0"), ("revision", String(snapshot.revision))]
-            : [("revision", String(snapshot.revision))])
+            ? [("db0", "keys=\(snapshot.count),expires=\(snapshot.expiring),avg_ttl=0")] + versions
+            : versions)
         out.writeRESPBulkString(text)
     }
 }

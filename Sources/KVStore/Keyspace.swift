@@ -12,18 +12,40 @@ public enum Expiry: Sendable, Equatable {
     case atUnixMilliseconds(Int64)
 }
 
-/// When a write applies (Redis `NX` / `XX`).
+/// When a write applies (Redis `NX` / `XX`, and kv-stored's compare-and-set on revisions).
 public enum SetCondition: Sendable, Equatable {
     case always
     case ifAbsent
     case ifPresent
+    /// The key's current revision is one of these; 0 stands for "absent".
+    case ifRevision([UInt64])
+
+    /// Whether a key whose live entry is `current` meets the condition.
+    func holds(for current: Entry?) -> Bool {
+        switch self {
+        case .always: true
+        case .ifAbsent: current == nil
+        case .ifPresent: current != nil
+        case .ifRevision(let revisions): revisions.contains(current?.revision ?? 0)
+        }
+    }
 }
 
 public struct SetOutcome: Sendable {
     /// False when the condition did not hold; nothing changed then.
     public var applied: Bool
-    /// The live entry the key had before (for `SET … GET`).
+    /// The live entry the key had before (for `SET … GET`, and the revision a failed condition met).
     public var previous: Entry?
+}
+
+/// What a conditional delete did.
+public enum DeleteOutcome: Sendable, Equatable {
+    /// The key existed and was deleted, by the change with this revision.
+    case deleted(revision: UInt64)
+    /// The key did not exist (and the condition allowed that): nothing changed.
+    case absent
+    /// The condition did not hold: nothing changed. The key's revision, 0 when absent.
+    case conflict(current: UInt64)
 }
 
 /// Counters for INFO.
@@ -44,6 +66,7 @@ public struct Keyspace: Sendable {
     private var table = KeyTable()
     private var expiries = ExpiryQueue()
     private var feed = ChangeFeed()
+    private var history: ChangeHistory
     /// The revision of the latest change; every set, delete of an existing key and expiry takes the next one.
     public private(set) var revision: UInt64 = 0
     public private(set) var stats = KeyspaceStats()
@@ -53,8 +76,9 @@ public struct Keyspace: Sendable {
     /// order, under the same lock; nil for a memory-only keyspace.
     public var recorder: (any ChangeRecorder)?
 
-    public init(clock: any StoreClock = SystemClock()) {
+    public init(clock: any StoreClock = SystemClock(), history: HistoryLimits = HistoryLimits()) {
         self.clock = clock
+        self.history = ChangeHistory(limits: history)
     }
 
     public var count: Int { table.count }
@@ -63,6 +87,8 @@ public struct Keyspace: Sendable {
     public var watchedKeyCount: Int { feed.keyCount }
     /// Memory of the index structures (table slots), for INFO.
     public var indexBytes: Int { table.slotBytes }
+    /// Changes held for resuming subscribers, their bytes, and the revision they reach back to.
+    public var historyFigures: (changes: Int, bytes: Int, floor: UInt64) { (history.count, history.byteCount, history.floor) }
 
     // MARK: - Read path
 
@@ -110,12 +136,7 @@ public struct Keyspace: Sendable {
     ) -> SetOutcome {
         let hash = KeyTable.hash(key)
         let previous = lookup(key, hash: hash)
-        switch condition {
-        case .always: break
-        case .ifAbsent where previous != nil: return SetOutcome(applied: false, previous: previous)
-        case .ifPresent where previous == nil: return SetOutcome(applied: false, previous: previous)
-        default: break
-        }
+        guard condition.holds(for: previous) else { return SetOutcome(applied: false, previous: previous) }
         let now = clock.monotonicNanoseconds()
         let deadline: Int64
         switch expiry {
@@ -142,9 +163,26 @@ public struct Keyspace: Sendable {
     /// Deletes `key`. Returns false (and changes nothing, publishes nothing) when it did not exist.
     @discardableResult
     public mutating func delete(_ key: UnsafeRawBufferPointer) -> Bool {
-        guard let entry = lookup(key) else { return false }
+        delete(key, condition: .always) != .absent
+    }
+
+    /// Deletes `key` when `condition` holds for it (`.ifAbsent` makes a delete that only
+    /// succeeds, changing nothing, when there is nothing to delete).
+    public mutating func delete(_ key: UnsafeRawBufferPointer, condition: SetCondition) -> DeleteOutcome {
+        let entry = lookup(key)
+        guard condition.holds(for: entry) else { return .conflict(current: entry?.revision ?? 0) }
+        guard let entry else { return .absent }
         remove(entry, kind: .deleted)
-        return true
+        return .deleted(revision: revision)
+    }
+
+    // MARK: - History
+
+    /// What a subscriber resuming after revision `since` missed of `key`, oldest first; nil when
+    /// the history no longer reaches back that far (or `since` lies in the future).
+    public func changes(of key: UnsafeRawBufferPointer, after since: UInt64) -> [ChangeEvent]? {
+        guard since <= revision else { return nil }
+        return history.changes(of: key, after: since)
     }
 
     /// Clears the TTL of `key`. Not a change of the value: no revision, no event (as Redis
@@ -225,7 +263,9 @@ public struct Keyspace: Sendable {
             let deadline = kind == .set && entry.deadline != 0 ? unixMilliseconds(ofDeadline: entry.deadline) : nil
             recorder.record(kind, entry: entry, revision: revision, deadlineUnixMilliseconds: deadline)
         }
-        feed.publish(ChangeEvent(kind: kind, revision: revision, entry: entry))
+        let change = ChangeEvent(kind: kind, revision: revision, entry: entry)
+        history.append(change)
+        feed.publish(change)
     }
 
     /// A monotonic deadline as Unix milliseconds (what the log keeps: it outlives the process).
@@ -238,7 +278,7 @@ public struct Keyspace: Sendable {
     /// Puts back a write read from the log: no event (nobody is subscribed while kv-stored
     /// loads), no record, and the log's own revision. A deadline already passed removes the key.
     public mutating func restoreSet(_ key: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer, revision: UInt64, deadlineUnixMilliseconds: Int64?) {
-        self.revision = max(self.revision, revision)
+        restoreRevision(revision)
         let hash = KeyTable.hash(key)
         var deadline: Int64 = 0
         if let at = deadlineUnixMilliseconds {
@@ -254,13 +294,16 @@ public struct Keyspace: Sendable {
 
     /// Puts back a delete or expiry read from the log (silently, as `restoreSet`).
     public mutating func restoreRemove(_ key: UnsafeRawBufferPointer, revision: UInt64) {
-        self.revision = max(self.revision, revision)
+        restoreRevision(revision)
         if let entry = table.remove(key) { forget(entry) }
     }
 
-    /// Puts back the revision counter recorded after a compacted snapshot.
+    /// Puts back the revision counter (recorded after a compacted snapshot, or carried by a
+    /// change). Changes loaded from a log are not in the history: resuming from before them
+    /// gets a reset.
     public mutating func restoreRevision(_ revision: UInt64) {
         self.revision = max(self.revision, revision)
+        history.forget(through: self.revision)
     }
 
     /// Every live entry with its deadline as Unix milliseconds, and the current revision: what a

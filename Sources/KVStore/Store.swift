@@ -21,8 +21,8 @@ public final class Store: Sendable {
     /// Most keys one timer tick expires before yielding the lock (and rescheduling at once).
     public let expiryBatch: Int
 
-    public init(clock: any StoreClock = SystemClock(), timerLoop: any EventLoop, expiryBatch: Int = 4096) {
-        self.state = State(keyspace: Keyspace(clock: clock), timer: nil)
+    public init(clock: any StoreClock = SystemClock(), timerLoop: any EventLoop, expiryBatch: Int = 4096, history: HistoryLimits = HistoryLimits()) {
+        self.state = State(keyspace: Keyspace(clock: clock, history: history), timer: nil)
         self.timerLoop = timerLoop
         self.expiryBatch = expiryBatch
     }

@@ -22,6 +22,8 @@ public struct StoreServerConfiguration: Sendable {
     public var maxArguments = 1 << 20
     public var outboxLimits = OutputLimits()
     public var threads = StoreServerConfiguration.defaultThreads
+    /// Recent changes kept for subscribers that resume (`KVSYNC … SINCE`).
+    public var history = HistoryLimits()
 
     /// The append-only log; nil keeps data in memory only (`--persistence none`).
     public var persistence: PersistenceConfiguration?
@@ -85,7 +87,7 @@ public final class StoreServer: Service, Sendable {
         // Checked before any thread starts, so a refusal is just an error message and exit 1.
         try SocketFile.removeStale(at: configuration.socketPath)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.threads))
-        let store = Store(clock: clock, timerLoop: group.next())
+        let store = Store(clock: clock, timerLoop: group.next(), history: configuration.history)
         var log: AppendLog?
         do {
             var recovery: LogRecovery.Report?

@@ -71,6 +71,12 @@ struct KVStored: AsyncParsableCommand {
     @Flag(help: "Start even if the log is damaged: cut it at the first bad record (losing what follows; a copy is kept).")
     var repairLog = false
 
+    @Option(help: "Recent changes kept for subscribers that resume after a disconnection (KVSYNC … SINCE); 0 keeps none.")
+    var historyChanges = HistoryLimits().maxChanges
+
+    @Option(help: "Most bytes (keys and values) of recent changes kept for resuming subscribers.")
+    var historyBytes = HistoryLimits().maxBytes
+
     @OptionGroup var loggingOptions: LoggingOptions
 
     func validate() throws {
@@ -81,6 +87,7 @@ struct KVStored: AsyncParsableCommand {
         }
         guard compactFactor == 0 || compactFactor > 1 else { throw ValidationError("--compact-factor must be 0 (never) or more than 1") }
         guard compactMinBytes >= 0 else { throw ValidationError("--compact-min-bytes must not be negative") }
+        guard historyChanges >= 0, historyBytes >= 0 else { throw ValidationError("--history-changes and --history-bytes must not be negative") }
     }
 
     func run() async throws {
@@ -91,6 +98,7 @@ struct KVStored: AsyncParsableCommand {
         configuration.limits = limitOptions.limits
         configuration.threads = threads
         configuration.outboxLimits = OutputLimits(conflateBytes: subscriberConflateBytes, maxBytes: subscriberOutputLimit)
+        configuration.history = HistoryLimits(maxChanges: historyChanges, maxBytes: historyBytes)
 
         if persistence == .aof {
             var persistence = PersistenceConfiguration(dataDirectory: dataDir)

@@ -19,7 +19,11 @@ struct ConnectionHandlerTests {
     func makeStore() -> Store { Store(clock: clock, timerLoop: loop) }
 
     func makeChannel(_ store: Store, limits: Limits = Limits(), outbox: OutputLimits = .init()) throws -> EmbeddedChannel {
-        let processor = CommandProcessor(store: store, limits: limits, statistics: statistics, socketPath: "/test")
+        try makeChannel(processor: CommandProcessor(store: store, limits: limits, statistics: statistics, socketPath: "/test"), outbox: outbox)
+    }
+
+    func makeChannel(processor: CommandProcessor, outbox: OutputLimits = .init()) throws -> EmbeddedChannel {
+        let limits = processor.limits
         let channel = EmbeddedChannel(loop: loop)
         let resp = RESPLimits(maxBulkBytes: max(limits.maxKeyBytes, limits.maxValueBytes), maxElements: 1024)
         try channel.pipeline.syncOperations.addHandler(

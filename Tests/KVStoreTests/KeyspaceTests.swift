@@ -198,3 +198,41 @@ struct ChangeFeedTests {
         #expect(ks.watchedKeyCount == 2)
     }
 }
+
+@Suite("Keyspace change history")
+struct ChangeHistoryTests {
+    func revisions(_ ks: Keyspace, _ key: String, after since: UInt64) -> [UInt64]? {
+        Array(key.utf8).withUnsafeBytes { ks.changes(of: $0, after: since) }?.map(\.revision)
+    }
+
+    @Test("the history keeps the newest changes within its byte budget, and knows how far back it reaches")
+    func byteBudget() {
+        // Each change costs its key and value plus 64 bytes: 1 + 100 + 64 = 165 here.
+        var ks = Keyspace(clock: ManualClock(), history: HistoryLimits(maxChanges: 1000, maxBytes: 500))
+        let value = String(repeating: "v", count: 100)
+        for _ in 0..<5 { _ = ks.set("k", value) }
+        #expect(ks.historyFigures.changes == 3 && ks.historyFigures.bytes == 495 && ks.historyFigures.floor == 2)
+        #expect(revisions(ks, "k", after: 2) == [3, 4, 5])
+        #expect(revisions(ks, "k", after: 1) == nil, "revision 2 has left the history")
+        // A single change over the budget is still kept: a resume right before it can replay it.
+        _ = ks.set("k", String(repeating: "w", count: 1000))
+        #expect(ks.historyFigures.changes == 1 && revisions(ks, "k", after: 5) == [6])
+    }
+
+    @Test("changes loaded from a log are not in the history: resuming from before them is a reset")
+    func restored() {
+        var ks = Keyspace(clock: ManualClock())
+        Array("k".utf8).withUnsafeBytes { k in Array("1".utf8).withUnsafeBytes { v in ks.restoreSet(k, value: v, revision: 7, deadlineUnixMilliseconds: nil) } }
+        #expect(revisions(ks, "k", after: 6) == nil)
+        #expect(revisions(ks, "k", after: 7) == [])
+        _ = ks.set("k", "2")
+        #expect(revisions(ks, "k", after: 7) == [8])
+    }
+
+    @Test("with no history, only a subscriber already up to date can resume")
+    func none() {
+        var ks = Keyspace(clock: ManualClock(), history: HistoryLimits(maxChanges: 0, maxBytes: 0))
+        _ = ks.set("k", "1")
+        #expect(revisions(ks, "k", after: 0) == nil && revisions(ks, "k", after: 1) == [])
+    }
+}

@@ -1,0 +1,83 @@
+import KVCore
+import NIOCore
+import NIOEmbedded
+import RESP
+import Testing
+@testable import KVStore
+
+/// KVGET, KVSET, KVDEL and KVSYNC (docs/protocol.md, "Versioned commands"), bytes in and out.
+extension ConnectionHandlerTests {
+    func exchange(_ channel: EmbeddedChannel, _ args: String...) throws -> String {
+        try send(channel, args)
+        return try output(channel)
+    }
+
+    @Test("KVGET answers the value with its revision and remaining TTL, or null")
+    func kvget() throws {
+        let channel = try makeChannel(makeStore())
+        #expect(try exchange(channel, "KVGET", "k") == "$-1\r\n")
+        _ = try exchange(channel, "SET", "k", "v", "PX", "5000")
+        #expect(try exchange(channel, "KVGET", "k") == "*3\r\n$1\r\nv\r\n:1\r\n:5000\r\n")
+        _ = try exchange(channel, "SET", "k", "w")
+        #expect(try exchange(channel, "KVGET", "k") == "*3\r\n$1\r\nw\r\n:2\r\n:-1\r\n")
+    }
+
+    @Test("KVSET applies only when its condition holds, answers the new revision, and names the current one on a conflict")
+    func kvset() throws {
+        let store = makeStore()
+        let channel = try makeChannel(store)
+        #expect(try exchange(channel, "KVSET", "k", "1", "IFREV", "3") == "-CONFLICT 0\r\n", "absent: revision 0")
+        #expect(try exchange(channel, "KVSET", "k", "1", "IFREV", "0") == ":1\r\n", "IFREV 0: create only")
+        #expect(try exchange(channel, "KVSET", "k", "2", "NX") == "-CONFLICT 1\r\n")
+        #expect(try exchange(channel, "KVSET", "k", "2", "IFREV", "1", "PX", "60000") == ":2\r\n")
+        // Two writers read revision 2; exactly one of their writes lands.
+        #expect(try exchange(channel, "KVSET", "k", "A", "IFREV", "2") == ":3\r\n")
+        #expect(try exchange(channel, "KVSET", "k", "B", "IFREV", "2") == "-CONFLICT 3\r\n")
+        #expect(try exchange(channel, "KVSET", "k", "C", "IFREV", "9", "IFREV", "3", "XX") == "-ERR syntax error\r\n")
+        #expect(try exchange(channel, "KVSET", "k", "C", "IFREV", "9", "IFREV", "3") == ":4\r\n", "any of several revisions")
+        #expect(try exchange(channel, "KVSET", "k", "D", "XX") == ":5\r\n")
+        #expect(try exchange(channel, "KVSET", "k", "E", "PX", "0") == "-ERR invalid expire time in 'kvset' command\r\n")
+        #expect(try exchange(channel, "KVSET", "k", "E", "IFREV", "x") == "-ERR syntax error\r\n")
+        #expect(store.withKeyspace { ($0.revision, $0.get("k")) } == (5, "D"), "refused writes changed nothing")
+    }
+
+    @Test("KVDEL deletes when its condition holds, tells an absent key apart, and refuses a conflict")
+    func kvdel() throws {
+        let store = makeStore()
+        let channel = try makeChannel(store)
+        #expect(try exchange(channel, "KVDEL", "k") == "*2\r\n:0\r\n:0\r\n", "nothing to delete, at revision 0")
+        #expect(try exchange(channel, "KVDEL", "k", "NX") == "*2\r\n:0\r\n:0\r\n", "absent, as required")
+        _ = try exchange(channel, "SET", "k", "1")
+        #expect(try exchange(channel, "KVDEL", "k", "NX") == "-CONFLICT 1\r\n")
+        #expect(try exchange(channel, "KVDEL", "k", "IFREV", "7") == "-CONFLICT 1\r\n")
+        #expect(store.withKeyspace { $0.get("k") } == "1")
+        #expect(try exchange(channel, "KVDEL", "k", "IFREV", "1") == "*2\r\n:1\r\n:2\r\n")
+        #expect(try exchange(channel, "KVDEL", "k", "XX") == "-CONFLICT 0\r\n")
+    }
+
+    @Test("KVSYNC: live state, exact replay of a key's missed changes, and a reset when it cannot replay")
+    func kvsync() throws {
+        let store = Store(clock: clock, timerLoop: loop, history: HistoryLimits(maxChanges: 6, maxBytes: 1 << 20))
+        let processor = CommandProcessor(store: store, limits: Limits(), statistics: statistics, socketPath: "/test")
+        let channel = try makeChannel(processor: processor)
+        let epoch = processor.epoch
+        let header = { (mode: String, revision: Int) in "*4\r\n$\(mode.utf8.count)\r\n\(mode)\r\n$\(epoch.utf8.count)\r\n\(epoch)\r\n:\(revision)\r\n" }
+
+        #expect(try exchange(channel, "KVSYNC", "k") == header("live", 0) + "*0\r\n")
+        #expect(try exchange(channel, "KVSYNC", "k", "INITIAL") == header("live", 0) + "*1\r\n*2\r\n$6\r\nabsent\r\n:0\r\n")
+        for (key, value) in [("k", "1"), ("other", "x"), ("k", "2")] { _ = try exchange(channel, "SET", key, value) }
+        #expect(try exchange(channel, "KVSYNC", "k", "INITIAL") == header("live", 3) + "*1\r\n*3\r\n$3\r\nset\r\n:3\r\n$1\r\n2\r\n")
+        _ = try exchange(channel, "DEL", "k")
+        _ = try exchange(channel, "SET", "k", "3")
+        // Resuming after revision 1: the key's changes 3, 4 and 5, in order; "other" is not its business.
+        #expect(try exchange(channel, "KVSYNC", "k", "SINCE", "1", "EPOCH", epoch)
+            == header("replay", 5) + "*3\r\n*3\r\n$3\r\nset\r\n:3\r\n$1\r\n2\r\n*2\r\n$7\r\ndeleted\r\n:4\r\n*3\r\n$3\r\nset\r\n:5\r\n$1\r\n3\r\n")
+        #expect(try exchange(channel, "KVSYNC", "k", "SINCE", "5", "EPOCH", epoch) == header("replay", 5) + "*0\r\n", "up to date")
+        let state = "*1\r\n*3\r\n$3\r\nset\r\n:5\r\n$1\r\n3\r\n"
+        #expect(try exchange(channel, "KVSYNC", "k", "SINCE", "1", "EPOCH", "other-data") == header("reset", 5) + state)
+        #expect(try exchange(channel, "KVSYNC", "k", "SINCE", "9", "EPOCH", epoch) == header("reset", 5) + state, "a revision from the future")
+        for i in 0..<6 { _ = try exchange(channel, "SET", "other", "\(i)") }  // the 6-change history moves past revision 5
+        #expect(try exchange(channel, "KVSYNC", "k", "SINCE", "1", "EPOCH", epoch) == header("reset", 11) + state)
+        #expect(try exchange(channel, "KVSYNC", "k", "SINCE", "1") == "-ERR SINCE and EPOCH go together\r\n")
+    }
+}
