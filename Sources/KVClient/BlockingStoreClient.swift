@@ -72,6 +72,25 @@ public final class BlockingStoreClient {
         }
     }
 
+    // MARK: - Versioned operations (docs/protocol.md, "Versioned commands")
+
+    /// The value of `key` with its revision and remaining TTL, or nil.
+    public func versionedGet(_ key: [UInt8]) throws(KVError) -> VersionedValue? {
+        try VersionedCommands.getReply(request([Array("KVGET".utf8), key]))
+    }
+
+    /// Stores `value` when `precondition` holds (checked and written atomically by kv-stored).
+    public func set(_ key: [UInt8], value: [UInt8], ttl: TTL?, precondition: WritePrecondition) throws(KVError) -> WriteResult {
+        let options = VersionedCommands.setOptions(ttl: ttl, precondition: precondition).map { Array($0.utf8) }
+        return try VersionedCommands.setReply(request([Array("KVSET".utf8), key, value] + options))
+    }
+
+    /// Deletes `key` when `precondition` holds.
+    public func delete(_ key: [UInt8], precondition: WritePrecondition) throws(KVError) -> WriteResult {
+        let options = VersionedCommands.deleteOptions(precondition: precondition).map { Array($0.utf8) }
+        return try VersionedCommands.deleteReply(request([Array("KVDEL".utf8), key] + options))
+    }
+
     static func unexpected(_ reply: RESPValue) -> KVError {
         if case .error(let text) = reply {
             return KVError(.storageError, "kv-stored: \(String(buffer: text))")

@@ -28,7 +28,9 @@ final class StorageWorker: FastCGIServer.Worker {
         do throws(FastCGIRequest.BodyError) {
             // Only POST carries a body the API reads; nginx enforces the same limit first.
             let body = method == "POST" ? try request.readBody(limit: api.limits.maxValueBytes + 4096) : []
-            response = api.handle(HTTPRequest(method: method, requestURI: uri, body: body), store: store)
+            response = api.handle(HTTPRequest(method: method, requestURI: uri, body: body,
+                                              ifMatch: request.param("HTTP_IF_MATCH"), ifNoneMatch: request.param("HTTP_IF_NONE_MATCH")),
+                                  store: store)
         } catch {
             switch error {
             case .tooLarge(let length):
@@ -54,15 +56,15 @@ final class StorageWorker: FastCGIServer.Worker {
 struct StoreAdapter: KeyValueStore {
     let client: BlockingStoreClient
 
-    func get(_ key: [UInt8]) throws(KVError) -> [UInt8]? {
-        try client.get(key).map { Array($0.readableBytesView) }
+    func get(_ key: [UInt8]) throws(KVError) -> VersionedValue? {
+        try client.versionedGet(key)
     }
 
-    func set(_ key: [UInt8], value: [UInt8], ttl: TTL?) throws(KVError) {
-        try client.set(key, value: value, ttl: ttl)
+    func set(_ key: [UInt8], value: [UInt8], ttl: TTL?, precondition: WritePrecondition) throws(KVError) -> WriteResult {
+        try client.set(key, value: value, ttl: ttl, precondition: precondition)
     }
 
-    func delete(_ key: [UInt8]) throws(KVError) -> Bool {
-        try client.delete(key)
+    func delete(_ key: [UInt8], precondition: WritePrecondition) throws(KVError) -> WriteResult {
+        try client.delete(key, precondition: precondition)
     }
 }

@@ -6,15 +6,20 @@ public struct HTTPRequest: Sendable, Equatable {
     public var requestURI: [UInt8]
     /// The request body (POST), already read in full.
     public var body: [UInt8]
+    /// The `If-Match` and `If-None-Match` headers, as sent.
+    public var ifMatch: String?
+    public var ifNoneMatch: String?
 
-    public init(method: String, requestURI: [UInt8], body: [UInt8] = []) {
+    public init(method: String, requestURI: [UInt8], body: [UInt8] = [], ifMatch: String? = nil, ifNoneMatch: String? = nil) {
         self.method = method
         self.requestURI = requestURI
         self.body = body
+        self.ifMatch = ifMatch
+        self.ifNoneMatch = ifNoneMatch
     }
 
-    public init(method: String, uri: String, body: String = "") {
-        self.init(method: method, requestURI: Array(uri.utf8), body: Array(body.utf8))
+    public init(method: String, uri: String, body: String = "", ifMatch: String? = nil, ifNoneMatch: String? = nil) {
+        self.init(method: method, requestURI: Array(uri.utf8), body: Array(body.utf8), ifMatch: ifMatch, ifNoneMatch: ifNoneMatch)
     }
 }
 
@@ -52,9 +57,11 @@ public struct HTTPResponse: Sendable, Equatable {
         case 200: "OK"
         case 202: "Accepted"
         case 204: "No Content"
+        case 304: "Not Modified"
         case 400: "Bad Request"
         case 404: "Not Found"
         case 405: "Method Not Allowed"
+        case 412: "Precondition Failed"
         case 413: "Content Too Large"
         case 500: "Internal Server Error"
         case 503: "Service Unavailable"

@@ -1,23 +1,42 @@
 import KVCore
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// What the HTTP API needs from kv-stored; `BlockingStoreClient` provides it in kv-fcgi.
+/// Conditional writes are checked and applied by the store in one atomic step.
 public protocol KeyValueStore {
-    func get(_ key: [UInt8]) throws(KVError) -> [UInt8]?
-    func set(_ key: [UInt8], value: [UInt8], ttl: TTL?) throws(KVError)
-    func delete(_ key: [UInt8]) throws(KVError) -> Bool
+    func get(_ key: [UInt8]) throws(KVError) -> VersionedValue?
+    func set(_ key: [UInt8], value: [UInt8], ttl: TTL?, precondition: WritePrecondition) throws(KVError) -> WriteResult
+    func delete(_ key: [UInt8], precondition: WritePrecondition) throws(KVError) -> WriteResult
 }
 
 /// The HTTP API of `../shared/API.md` for `/storage/:key`, independent of FastCGI: a request
 /// goes in, a response comes out. Every status code of the contract is decided here.
+///
+/// Versions (docs/http.md): a key's revision is its ETag. `GET` sends it (and `KV-Expires-At`
+/// for a key with a TTL) and honours `If-None-Match` (304) and `If-Match`; `POST` and
+/// `DELETE` honour `If-Match` and `If-None-Match: *`, with 412 and the current ETag when the
+/// condition fails. A request without those headers behaves exactly as API.md says.
 public struct StorageAPI: Sendable {
     public let limits: Limits
     public let reader: JSONReader
+    /// Unix time in milliseconds, for `KV-Expires-At`.
+    public let now: @Sendable () -> Int64
 
     public static let allowedMethods = "GET, HEAD, POST, DELETE"
 
-    public init(limits: Limits, reader: JSONReader = JSONReader()) {
+    public init(limits: Limits, reader: JSONReader = JSONReader(), now: @escaping @Sendable () -> Int64 = StorageAPI.unixMilliseconds) {
         self.limits = limits
         self.reader = reader
+        self.now = now
+    }
+
+    public static func unixMilliseconds() -> Int64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000
     }
 
     public func handle(_ request: HTTPRequest, store: some KeyValueStore) -> HTTPResponse {
@@ -25,22 +44,41 @@ public struct StorageAPI: Sendable {
             switch request.method {
             case "GET", "HEAD":
                 let key = try StorageKeyPath.key(fromRequestURI: request.requestURI, limits: limits)
-                guard let value = try store.get(key) else { return HTTPResponse(status: 204) }
+                let ifMatch = try request.ifMatch.map { header throws(KVError) in try EntityTags.parse(header, name: "If-Match") }
+                let ifNoneMatch = try request.ifNoneMatch.map { header throws(KVError) in try EntityTags.parse(header, name: "If-None-Match") }
+                guard let stored = try store.get(key) else {
+                    return ifMatch == nil ? HTTPResponse(status: 204) : Self.preconditionFailed(current: 0)
+                }
+                let etag = EntityTags.tag(stored.revision)
+                if let ifMatch, !ifMatch.matchesStrongly(stored.revision) { return Self.preconditionFailed(current: stored.revision) }
+                if let ifNoneMatch, ifNoneMatch.matchesWeakly(stored.revision) {
+                    return HTTPResponse(status: 304, headers: [("ETag", etag)])
+                }
                 var body = Array(#"{"value":"#.utf8)
-                body.reserveCapacity(value.count + 10)
-                body += value
+                body.reserveCapacity(stored.value.count + 10)
+                body += stored.value
                 body.append(UInt8(ascii: "}"))
-                let headers = [("Content-Type", "application/json"), ("Content-Length", String(body.count))]
+                var headers = [("Content-Type", "application/json"), ("Content-Length", String(body.count)), ("ETag", etag)]
+                if let ttl = stored.ttlMilliseconds { headers.append(("KV-Expires-At", String(now() + ttl))) }
                 return HTTPResponse(status: 200, headers: headers, body: request.method == "HEAD" ? [] : body)
             case "POST":
                 let key = try StorageKeyPath.key(fromRequestURI: request.requestURI, limits: limits)
                 let (value, ttl) = try parseWrite(request.body)
-                try store.set(key, value: value, ttl: ttl)
-                return Self.empty(202)
+                switch try store.set(key, value: value, ttl: ttl, precondition: try Self.writePrecondition(request)) {
+                case .applied(let revision):
+                    var response = Self.empty(202)
+                    response.headers.append(("ETag", EntityTags.tag(revision)))
+                    return response
+                case .conflict(let current):
+                    return Self.preconditionFailed(current: current)
+                }
             case "DELETE":
                 let key = try StorageKeyPath.key(fromRequestURI: request.requestURI, limits: limits)
-                _ = try store.delete(key)
-                return Self.empty(200)
+                switch try store.delete(key, precondition: try Self.writePrecondition(request)) {
+                // No ETag on success: nginx would hold a DELETE's 200 against its If-Match.
+                case .applied: return Self.empty(200)
+                case .conflict(let current): return Self.preconditionFailed(current: current)
+                }
             default:
                 var response = Self.errorResponse(status: 405, message: "method \(request.method) is not allowed; use \(Self.allowedMethods)")
                 response.headers.append(("Allow", Self.allowedMethods))
@@ -69,6 +107,39 @@ public struct StorageAPI: Sendable {
             throw KVError(.tooLarge, "the value is \(text.count) bytes, the limit is \(limits.maxValueBytes)")
         }
         return (text, ttl)
+    }
+
+    /// The precondition of a POST or DELETE: `If-Match` (`*`: the key exists; tags: its
+    /// revision is one of them) or `If-None-Match: *` (the key is absent).
+    static func writePrecondition(_ request: HTTPRequest) throws(KVError) -> WritePrecondition {
+        switch (request.ifMatch, request.ifNoneMatch) {
+        case (nil, nil):
+            return .none
+        case (let ifMatch?, nil):
+            switch try EntityTags.parse(ifMatch, name: "If-Match") {
+            case .any: return .exists
+            case .list(let tags):
+                let revisions = tags.compactMap { $0.weak ? nil : $0.revision }
+                // A list with no tag of ours can never match; kv-stored still reports the
+                // current revision for the 412 (UInt64.max is never a revision).
+                return .revision(in: revisions.isEmpty ? [UInt64.max] : revisions)
+            }
+        case (nil, let ifNoneMatch?):
+            guard try EntityTags.parse(ifNoneMatch, name: "If-None-Match") == .any else {
+                throw KVError(.invalidRequest, "If-None-Match on \(request.method) supports only * (create only if absent); use If-Match for a revision")
+            }
+            return .absent
+        case (.some, .some):
+            throw KVError(.invalidRequest, "send If-Match or If-None-Match, not both")
+        }
+    }
+
+    /// 412, with the key's current ETag when it exists.
+    static func preconditionFailed(current: UInt64) -> HTTPResponse {
+        let message = current == 0 ? "precondition failed: the key does not exist" : "precondition failed: the key is at revision \(current) (ETag \(EntityTags.tag(current)))"
+        var response = errorResponse(status: 412, message: message)
+        if current > 0 { response.headers.append(("ETag", EntityTags.tag(current))) }
+        return response
     }
 
     /// A response with an empty body, said explicitly so nginx does not fall back to chunking.

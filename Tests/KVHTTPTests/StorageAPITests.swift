@@ -2,26 +2,49 @@ import KVCore
 import Testing
 @testable import KVHTTP
 
-/// An in-memory store, so the HTTP rules are tested without sockets.
+/// An in-memory store, so the HTTP rules are tested without sockets. Its revisions count as
+/// kv-stored's do: every write and every delete of an existing key takes the next one.
 final class MemoryStore: KeyValueStore {
     var values: [[UInt8]: [UInt8]] = [:]
     var ttls: [[UInt8]: TTL] = [:]
+    var revisions: [[UInt8]: UInt64] = [:]
+    var revision: UInt64 = 0
     var failure: KVError?
 
-    func get(_ key: [UInt8]) throws(KVError) -> [UInt8]? {
+    func get(_ key: [UInt8]) throws(KVError) -> VersionedValue? {
         if let failure { throw failure }
-        return values[key]
+        guard let value = values[key], let revision = revisions[key] else { return nil }
+        return VersionedValue(value: value, revision: revision, ttlMilliseconds: ttls[key]?.milliseconds)
     }
 
-    func set(_ key: [UInt8], value: [UInt8], ttl: TTL?) throws(KVError) {
+    private func holds(_ precondition: WritePrecondition, for key: [UInt8]) -> Bool {
+        let current = revisions[key] ?? 0
+        switch precondition {
+        case .none: return true
+        case .exists: return current != 0
+        case .absent: return current == 0
+        case .revision(let allowed): return allowed.contains(current)
+        }
+    }
+
+    func set(_ key: [UInt8], value: [UInt8], ttl: TTL?, precondition: WritePrecondition) throws(KVError) -> WriteResult {
         if let failure { throw failure }
+        guard holds(precondition, for: key) else { return .conflict(current: revisions[key] ?? 0) }
+        revision += 1
         values[key] = value
         ttls[key] = ttl
+        revisions[key] = revision
+        return .applied(revision: revision)
     }
 
-    func delete(_ key: [UInt8]) throws(KVError) -> Bool {
+    func delete(_ key: [UInt8], precondition: WritePrecondition) throws(KVError) -> WriteResult {
         if let failure { throw failure }
-        return values.removeValue(forKey: key) != nil
+        guard holds(precondition, for: key) else { return .conflict(current: revisions[key] ?? 0) }
+        guard values.removeValue(forKey: key) != nil else { return .applied(revision: revision) }
+        ttls[key] = nil
+        revisions[key] = nil
+        revision += 1
+        return .applied(revision: revision)
     }
 }
 
@@ -159,5 +182,67 @@ struct StorageAPITests {
         let head = StorageAPI.errorResponse(status: 503, message: "x").cgiHead
         #expect(head.hasPrefix("Status: 503 Service Unavailable\r\nContent-Type: application/json\r\n"))
         #expect(head.hasSuffix("\r\n\r\n"))
+    }
+
+    // MARK: - Versions: ETag, conditional requests, KV-Expires-At
+
+    func call(_ store: MemoryStore, _ method: String, _ uri: String, _ body: String = "", ifMatch: String? = nil, ifNoneMatch: String? = nil) -> HTTPResponse {
+        api.handle(HTTPRequest(method: method, uri: uri, body: body, ifMatch: ifMatch, ifNoneMatch: ifNoneMatch), store: store)
+    }
+
+    @Test("GET sends the revision as ETag and answers a matching If-None-Match with 304")
+    func etags() {
+        let store = MemoryStore()
+        let post = call(store, "POST", "/storage/k", #"{"value":1}"#)
+        #expect(post.status == 202 && post.header("ETag") == "\"1\"")
+        let get = call(store, "GET", "/storage/k")
+        #expect(get.status == 200 && get.header("ETag") == "\"1\"" && get.header("KV-Expires-At") == nil)
+        for tags in ["\"1\"", "W/\"1\"", "\"7\", \"1\"", "*"] {
+            let cached = call(store, "GET", "/storage/k", ifNoneMatch: tags)
+            #expect(cached.status == 304 && cached.body.isEmpty && cached.header("ETag") == "\"1\"", "\(tags)")
+        }
+        #expect(call(store, "GET", "/storage/k", ifNoneMatch: "\"2\"").status == 200)
+        #expect(call(store, "GET", "/storage/k", ifMatch: "\"2\"").status == 412)
+        #expect(call(store, "GET", "/storage/k", ifMatch: "W/\"1\"").status == 412, "If-Match compares strongly")
+        #expect(call(store, "GET", "/storage/missing", ifNoneMatch: "*").status == 204)
+        let bad = call(store, "GET", "/storage/k", ifNoneMatch: "1")
+        #expect(bad.status == 400 && bad.bodyText.contains("quoted entity tags"))
+    }
+
+    @Test("a key with a TTL shows its absolute deadline in KV-Expires-At (Unix milliseconds)")
+    func expiresAt() {
+        let api = StorageAPI(limits: Limits(), now: { 1_700_000_000_000 })
+        let store = MemoryStore()
+        _ = api.handle(HTTPRequest(method: "POST", uri: "/storage/t", body: #"{"value":1,"ttl":"1m"}"#), store: store)
+        #expect(api.handle(HTTPRequest(method: "GET", uri: "/storage/t"), store: store).header("KV-Expires-At") == "1700000060000")
+    }
+
+    @Test("POST and DELETE with If-Match write only at that revision; If-None-Match: * only creates; a failed condition is 412 with the current ETag and changes nothing")
+    func conditionalWrites() {
+        let store = MemoryStore()
+        let created = call(store, "POST", "/storage/k", #"{"value":"a"}"#, ifNoneMatch: "*")
+        #expect(created.status == 202 && created.header("ETag") == "\"1\"")
+        let again = call(store, "POST", "/storage/k", #"{"value":"b"}"#, ifNoneMatch: "*")
+        #expect(again.status == 412 && again.header("ETag") == "\"1\"" && again.bodyText.contains("revision 1"))
+        // Two writers both read revision 1: the first wins, the second gets 412 and the new ETag.
+        #expect(call(store, "POST", "/storage/k", #"{"value":"first"}"#, ifMatch: "\"1\"").status == 202)
+        let second = call(store, "POST", "/storage/k", #"{"value":"second"}"#, ifMatch: "\"1\"")
+        #expect(second.status == 412 && second.header("ETag") == "\"2\"")
+        #expect(call(store, "GET", "/storage/k").bodyText == #"{"value":"first"}"#)
+        #expect(call(store, "POST", "/storage/k", #"{"value":"c"}"#, ifMatch: "W/\"2\"").status == 412, "weak tags never match If-Match")
+        #expect(call(store, "POST", "/storage/k", #"{"value":"c"}"#, ifMatch: "\"x\"").status == 412)
+        #expect(call(store, "POST", "/storage/missing", #"{"value":1}"#, ifMatch: "*").status == 412)
+        #expect(call(store, "POST", "/storage/k", #"{"value":"c"}"#, ifNoneMatch: "\"2\"").status == 400)
+        #expect(call(store, "POST", "/storage/k", #"{"value":"c"}"#, ifMatch: "*", ifNoneMatch: "*").status == 400)
+        #expect(store.revision == 2 && store.values[Array("k".utf8)] == Array(#""first""#.utf8), "refused writes changed nothing")
+
+        let refused = call(store, "DELETE", "/storage/k", ifMatch: "\"1\"")
+        #expect(refused.status == 412 && refused.header("ETag") == "\"2\"")
+        #expect(call(store, "DELETE", "/storage/k", ifNoneMatch: "*").status == 412)
+        let deleted = call(store, "DELETE", "/storage/k", ifMatch: "\"2\"")
+        #expect(deleted.status == 200 && deleted.header("ETag") == nil)
+        #expect(call(store, "DELETE", "/storage/k", ifMatch: "*").status == 412)
+        let gone = call(store, "DELETE", "/storage/k", ifMatch: "\"2\"")
+        #expect(gone.status == 412 && gone.header("ETag") == nil && gone.bodyText.contains("does not exist"))
     }
 }
