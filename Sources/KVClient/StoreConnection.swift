@@ -194,7 +194,7 @@ public final class StoreConnection: @unchecked Sendable {
     }
 
     /// Sends one command; the reply completes the future on `eventLoop`. Errors are `KVError`s.
-    private func requestFuture(_ arguments: [ByteBuffer]) -> EventLoopFuture<RESPValue> {
+    public func requestFuture(_ arguments: [ByteBuffer]) -> EventLoopFuture<RESPValue> {
         let reply = eventLoop.inEventLoop ? send(arguments, onReply: nil) : eventLoop.flatSubmit { self.send(arguments, onReply: nil) }
         return reply.flatMapErrorThrowing { error in
             if let error = error as? KVError { throw error }
@@ -321,9 +321,15 @@ public final class StoreConnection: @unchecked Sendable {
         }
     }
 
-    /// RESP3 (so pushes are told apart from replies), then every subscription again.
+    /// RESP3 (so pushes are told apart from replies); every change, never a conflated
+    /// stream (kv-ws conflates per WebSocket client itself, and exact subscribers must see
+    /// every revision: past kv-stored's output limit the connection is cut and they resume);
+    /// then every subscription again.
     private func handshake(_ channel: Channel) -> EventLoopFuture<Void> {
-        var steps: [[ByteBuffer]] = [[ByteBuffer(string: "HELLO"), ByteBuffer(string: "3")]]
+        var steps: [[ByteBuffer]] = [
+            [ByteBuffer(string: "HELLO"), ByteBuffer(string: "3")],
+            [ByteBuffer(string: "CLIENT"), ByteBuffer(string: "NO-CONFLATE"), ByteBuffer(string: "ON")],
+        ]
         for key in subscriptions { steps.append([ByteBuffer(string: "SUBSCRIBE"), key]) }
         let replies = steps.map { args -> EventLoopFuture<RESPValue> in
             let promise = eventLoop.makePromise(of: RESPValue.self)

@@ -59,3 +59,58 @@ public enum VersionedCommands {
         throw BlockingStoreClient.unexpected(reply)
     }
 }
+
+/// `KVSYNC`'s reply: how a subscriber of one key is exactly up to date at `revision`.
+public struct SyncReply: Sendable, Equatable {
+    public enum Mode: String, Sendable {
+        /// Nothing to catch up (or the current state, asked for with INITIAL).
+        case live
+        /// The key's changes after the subscriber's revision, from kv-stored's history.
+        case replay
+        /// The history does not reach back that far, or the data is another (epoch): the current state.
+        case reset
+    }
+
+    /// One change, or a current state (`kind` nil: absent).
+    public struct Change: Sendable, Equatable {
+        public var kind: ChangeKind?
+        public var revision: UInt64
+        public var value: ByteBuffer?
+    }
+
+    public var mode: Mode
+    public var epoch: String
+    public var revision: UInt64
+    public var changes: [Change]
+}
+
+extension VersionedCommands {
+    /// `KVSYNC key` is followed by these.
+    public static func syncOptions(since: UInt64?, epoch: String?, initial: Bool) -> [String] {
+        (since.map { ["SINCE", String($0), "EPOCH", epoch ?? ""] } ?? []) + (initial ? ["INITIAL"] : [])
+    }
+
+    public static func syncReply(_ reply: RESPValue) throws(KVError) -> SyncReply {
+        guard case .array(let items) = reply, items.count == 4, let modeText = items[0].string, let mode = SyncReply.Mode(rawValue: modeText),
+              let epoch = items[1].string, case .integer(let revision) = items[2], revision >= 0, case .array(let entries) = items[3]
+        else { throw BlockingStoreClient.unexpected(reply) }
+        var changes: [SyncReply.Change] = []
+        for entry in entries {
+            guard case .array(let fields) = entry, fields.count >= 2, let kindText = fields[0].string, case .integer(let at) = fields[1], at >= 0 else {
+                throw BlockingStoreClient.unexpected(reply)
+            }
+            if kindText == "absent" {
+                changes.append(SyncReply.Change(kind: nil, revision: UInt64(at), value: nil))
+                continue
+            }
+            guard let kind = ChangeKind(rawValue: kindText) else { throw BlockingStoreClient.unexpected(reply) }
+            var value: ByteBuffer?
+            if kind == .set {
+                guard fields.count == 3, case .bulkString(let bytes) = fields[2] else { throw BlockingStoreClient.unexpected(reply) }
+                value = bytes
+            }
+            changes.append(SyncReply.Change(kind: kind, revision: UInt64(at), value: value))
+        }
+        return SyncReply(mode: mode, epoch: epoch, revision: UInt64(revision), changes: changes)
+    }
+}

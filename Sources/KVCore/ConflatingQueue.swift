@@ -46,6 +46,8 @@ public struct ConflatingQueue<Element: Conflatable>: Sendable {
     }
 
     public let limits: Limits
+    /// False for a consumer that must see every element: it is cut off at `maxBytes` instead.
+    public var conflates = true
     private var pending: [Element] = []
     /// Index of the oldest element still pending (elements before it were taken).
     private var head = 0
@@ -69,11 +71,11 @@ public struct ConflatingQueue<Element: Conflatable>: Sendable {
         let wasEmpty = isEmpty
         pending.append(element)
         pendingBytes += element.byteCost
-        if pendingBytes > nextConflation {
+        if conflates && pendingBytes > nextConflation {
             conflate()
             nextConflation = max(limits.conflateBytes, pendingBytes * 2)
         }
-        if pendingBytes > limits.maxBytes {
+        if conflates && pendingBytes > limits.maxBytes {
             conflate()  // always before giving up on a subscriber, whatever the doubling guard says
         }
         if pendingBytes > limits.maxBytes && count > 1 {

@@ -144,7 +144,7 @@ public struct CommandProcessor: Sendable {
         case .subscribe: subscribe(args, &connection, subscriber, &out)
         case .unsubscribe: unsubscribe(args, &connection, subscriber, &out)
         case .info: info(args, &out)
-        case .client: client(args, &connection, &out)
+        case .client: client(args, &connection, subscriber, &out)
         case .command: commandCommand(args, connection, &out)
         case .config: config(args, connection, &out)
         case .reset: reset(&connection, subscriber, &out)
@@ -549,7 +549,7 @@ public struct CommandProcessor: Sendable {
         out.writeRESPSimpleString("RESET")
     }
 
-    private func client(_ args: RESPArguments, _ connection: inout ConnectionState, _ out: inout ByteBuffer) {
+    private func client(_ args: RESPArguments, _ connection: inout ConnectionState, _ subscriber: SubscriberOutbox, _ out: inout ByteBuffer) {
         guard args.count >= 2 else { return wrongArity(args, &out) }
         switch args.string(1).uppercased() {
         case "ID": out.writeRESPInteger(connection.id)
@@ -563,6 +563,9 @@ public struct CommandProcessor: Sendable {
         case "GETNAME":
             if connection.name.isEmpty { out.writeRESPNull(connection.version) } else { out.writeRESPBulkString(connection.name) }
         case "SETINFO" where args.count == 4: out.writeRESPOK()
+        case "NO-CONFLATE" where args.count == 3 && (args.matches(2, "ON") || args.matches(2, "OFF")):
+            subscriber.conflates = args.matches(2, "OFF")
+            out.writeRESPOK()
         case "INFO":
             out.writeRESPBulkString("id=\(connection.id) name=\(connection.name) resp=\(connection.version.rawValue) sub=\(connection.subscriptions.count)\n")
         default:

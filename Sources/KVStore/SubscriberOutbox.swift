@@ -43,4 +43,11 @@ public final class SubscriberOutbox: ChangeSubscriber, Sendable {
     }
 
     public var conflatedCount: Int { buffer.withLockedValue { $0.conflatedCount } }
+
+    /// Whether superseded changes may be dropped (`CLIENT NO-CONFLATE`); without it the
+    /// connection sees every change, or is disconnected at the output limit.
+    public var conflates: Bool {
+        get { buffer.withLockedValue { $0.conflates } }
+        set { buffer.withLockedValue { $0.conflates = newValue } }
+    }
 }

@@ -10,9 +10,36 @@ import NIOCore
 ///
 /// Routing happens synchronously on the store connection's event loop, in the order kv-stored
 /// sent the changes, so every session sees one key's changes in revision order.
+///
+/// A *versioned* watcher (a subscription with `id`, `initial` or `since`) is exact: its session
+/// is sent each change with its `rev`, never conflated, and never one it already has. It
+/// catches up with `KVSYNC` once kv-stored has acknowledged the subscription (the current
+/// state, or the changes it missed, or a reset); changes that arrive meanwhile are held and
+/// sent after the catch-up, those at or below its revision dropped. When the connection to
+/// kv-stored is lost, versioned watchers hold again, and catch up once it is back (a replay
+/// from kv-stored's history, or a reset): never a silent gap.
 public final class SubscriptionHub: Sendable {
+    private struct Watcher: Sendable {
+        let session: Session
+        let versioned: Bool
+        /// Changes held while the session catches up (versioned watchers).
+        var held: [StoreChange]?
+        /// The revision of the last change the session was sent of this key (or caught up to).
+        var revision: UInt64 = 0
+        /// The data's epoch at the last catch-up (versioned watchers).
+        var epoch = ""
+    }
+
+    /// What a versioned subscription asks for (`subscribe` with `id`, `initial`, `since`).
+    struct CatchUp: Sendable {
+        var id: [UInt8]?
+        var initial = false
+        var since: UInt64?
+        var epoch: String?
+    }
+
     private struct Watch: Sendable {
-        var sessions: [Int: Session] = [:]
+        var watchers: [Int: Watcher] = [:]
         /// Completes once kv-stored has acknowledged the subscription.
         var acknowledged: EventLoopFuture<Void>
     }
@@ -29,64 +56,168 @@ public final class SubscriptionHub: Sendable {
     }
 
     /// Adds `session` as a watcher of `key`; the future completes once kv-stored has acknowledged
-    /// the subscription, so every change applied after that reaches the session.
-    func subscribe(_ key: [UInt8], _ session: Session) -> EventLoopFuture<Void> {
+    /// the subscription, so every change applied after that reaches the session. With
+    /// `catchUp`, the watcher is versioned, and the future completes once it has caught up: the
+    /// `ok` (with an id), then the state or the missed changes, are in the session's queue.
+    func subscribe(_ key: [UInt8], _ session: Session, catchUp: CatchUp?) -> EventLoopFuture<Void> {
         let keyBuffer = ByteBuffer(bytes: key)
         let acknowledged = watches.withLockedValue { watches -> EventLoopFuture<Void> in
             var watch = watches[keyBuffer] ?? Watch(acknowledged: connection.subscribeFuture(keyBuffer))
-            watch.sessions[session.id] = session
+            watch.watchers[session.id] = Watcher(session: session, versioned: catchUp != nil, held: catchUp != nil ? [] : nil)
             watches[keyBuffer] = watch
             return watch.acknowledged
         }
-        return acknowledged.flatMapError { error in
+        let subscribed = acknowledged.flatMapError { error in
             // kv-stored refused or is unreachable: nobody stays subscribed on a failed subscription.
             self.watches.withLockedValue { watches in
                 if let watch = watches[keyBuffer], watch.acknowledged === acknowledged { watches[keyBuffer] = nil }
             }
             return acknowledged.eventLoop.makeFailedFuture((error as? KVError) ?? KVError(.storageUnavailable, "storage unavailable: \(error)"))
         }
+        guard let catchUp else { return subscribed }
+        return subscribed.flatMap { () -> EventLoopFuture<Void> in
+            // After the acknowledgement: every change after the catch-up's revision reaches the hub.
+            self.sync(keyBuffer, catchUp).map { reply in self.caughtUp(keyBuffer, session, reply, catchUp) }
+        }.flatMapErrorThrowing { error in
+            self.unsubscribe(key, session)
+            throw error
+        }
     }
 
-    /// Removes `session` from `key`'s watchers, dropping the kv-stored subscription with the last one.
-    func unsubscribe(_ key: [UInt8], _ session: Session) {
-        let keyBuffer = ByteBuffer(bytes: key)
+    private func sync(_ key: ByteBuffer, _ catchUp: CatchUp) -> EventLoopFuture<SyncReply> {
+        let options = VersionedCommands.syncOptions(since: catchUp.since, epoch: catchUp.epoch, initial: catchUp.initial)
+        return connection.requestFuture([ByteBuffer(string: "KVSYNC"), key] + options.map { ByteBuffer(string: $0) })
+            .flatMapThrowing { reply in
+                do throws(KVError) { return try VersionedCommands.syncReply(reply) } catch { throw error }
+            }
+    }
+
+    /// Sends what `reply` says the session lacks (after the `ok`, for a request with an id), then
+    /// the changes held meanwhile that come after it; the watcher goes live.
+    private func caughtUp(_ key: ByteBuffer, _ session: Session, _ reply: SyncReply, _ catchUp: CatchUp) {
+        let keyBytes = Array(key.readableBytesView)
         watches.withLockedValue { watches in
-            guard watches[keyBuffer]?.sessions.removeValue(forKey: session.id) != nil else { return }
-            if watches[keyBuffer]?.sessions.isEmpty == true {
+            guard var watcher = watches[key]?.watchers[session.id], let held = watcher.held else { return }
+            if let id = catchUp.id {
+                session.send(text: ServerMessage.ok(key: keyBytes).encoded(.init(id: id, rev: reply.revision, epoch: reply.epoch)))
+            }
+            for change in reply.changes {
+                let message: ServerMessage = change.kind == .set
+                    ? .value(key: keyBytes, value: change.value.map { Array($0.readableBytesView) } ?? Array("null".utf8))
+                    : .noValue(key: keyBytes)
+                session.send(text: message.encoded(.init(rev: change.revision, reset: reply.mode == .reset)))
+            }
+            watcher.revision = reply.revision
+            watcher.epoch = reply.epoch
+            for change in held where change.revision > watcher.revision {
+                session.send(text: Self.message(for: change).encoded(.init(rev: change.revision)))
+                watcher.revision = change.revision
+            }
+            watcher.held = nil
+            watches[key]?.watchers[session.id] = watcher
+        }
+    }
+
+    /// The revision of the last change of `key` the session was sent (or caught up to); 0 if none.
+    func revision(of key: [UInt8], for session: Session) -> UInt64 {
+        watches.withLockedValue { $0[ByteBuffer(bytes: key)]?.watchers[session.id]?.revision } ?? 0
+    }
+
+    /// Removes `session` from `key`'s watchers, dropping the kv-stored subscription with the last
+    /// one. Returns the revision of the last change of `key` the session was sent.
+    @discardableResult
+    func unsubscribe(_ key: [UInt8], _ session: Session) -> UInt64 {
+        let keyBuffer = ByteBuffer(bytes: key)
+        return watches.withLockedValue { watches in
+            guard let removed = watches[keyBuffer]?.watchers.removeValue(forKey: session.id) else { return 0 }
+            if watches[keyBuffer]?.watchers.isEmpty == true {
                 watches[keyBuffer] = nil
                 connection.unsubscribeFuture(keyBuffer)
             }
+            return removed.revision
         }
     }
 
     /// Closes the subscription connection (at shutdown).
     func close() async { await connection.close() }
 
-    /// The number of keys with a kv-stored subscription (one per key, whatever the watchers).
-    public var keyCount: Int { watches.withLockedValue { $0.count } }
+    private static func message(for change: StoreChange) -> ServerMessage {
+        let key = Array(change.key.readableBytesView)
+        return change.kind == .set
+            ? .value(key: key, value: change.value.map { Array($0.readableBytesView) } ?? Array("null".utf8))
+            : .noValue(key: key)
+    }
 
     private func route(_ event: StoreConnectionEvent) {
         switch event {
         case .change(let change):
-            let sessions = watches.withLockedValue { $0[change.key].map { Array($0.sessions.values) } } ?? []
-            guard !sessions.isEmpty else { return }
-            let key = Array(change.key.readableBytesView)
-            let message: ServerMessage = change.kind == .set
-                ? .value(key: key, value: change.value.map { Array($0.readableBytesView) } ?? Array("null".utf8))
-                : .noValue(key: key)
-            let text = message.encoded()  // encoded once, shared by every watcher
-            for session in sessions { session.send(text: text, conflationKey: key) }
+            watches.withLockedValue { watches in
+                guard var watch = watches[change.key] else { return }
+                // Encoded at most once per form, shared by every watcher of that form.
+                var seedText: ByteBuffer?, versionedText: ByteBuffer?
+                var conflationKey: [UInt8]?
+                for (id, var watcher) in watch.watchers {
+                    if watcher.held != nil {
+                        watcher.held?.append(change)
+                    } else if watcher.versioned {
+                        guard change.revision > watcher.revision else { continue }
+                        let text = versionedText ?? Self.message(for: change).encoded(.init(rev: change.revision))
+                        versionedText = text
+                        // Never conflated: an exact subscriber that falls behind is closed and resumes.
+                        watcher.session.send(text: text)
+                        watcher.revision = change.revision
+                    } else {
+                        let text = seedText ?? Self.message(for: change).encoded()
+                        seedText = text
+                        if conflationKey == nil { conflationKey = Array(change.key.readableBytesView) }
+                        watcher.session.send(text: text, conflationKey: conflationKey)
+                        watcher.revision = change.revision
+                    }
+                    watch.watchers[id] = watcher
+                }
+                watches[change.key] = watch
+            }
         case .disconnected:
-            tellEveryWatcher("lost the connection to storage; changes of subscribed keys may be missed until it returns")
+            // Versioned watchers hold whatever arrives until they have caught up again.
+            watches.withLockedValue { watches in
+                for key in watches.keys {
+                    for (id, watcher) in watches[key]?.watchers ?? [:] where watcher.versioned && watcher.held == nil {
+                        watches[key]?.watchers[id]?.held = []
+                    }
+                }
+            }
+            tellWatchers("lost the connection to storage; changes of subscribed keys may be missed until it returns", versioned: true)
         case .restored:
-            tellEveryWatcher("storage is reachable again and subscriptions are restored; changes made during the outage may have been missed")
+            tellWatchers("storage is reachable again and subscriptions are restored; changes made during the outage may have been missed", versioned: false)
+            resumeVersionedWatchers()
         }
     }
 
-    private func tellEveryWatcher(_ message: String) {
-        let sessions = watches.withLockedValue { watches in
-            Dictionary(watches.values.flatMap { $0.sessions.map { ($0.key, $0.value) } }, uniquingKeysWith: { a, _ in a }).values
+    /// After a reconnection: each versioned watcher catches up from the last revision it was
+    /// sent (a replay from kv-stored's history, or a reset with the current state).
+    private func resumeVersionedWatchers() {
+        let resuming = watches.withLockedValue { watches in
+            watches.flatMap { key, watch in
+                watch.watchers.values.filter { $0.versioned }.map { (key, $0.session, CatchUp(since: $0.revision, epoch: $0.epoch)) }
+            }
         }
+        if !resuming.isEmpty { logger.notice("resuming exact subscriptions", metadata: ["kv.subscriptions": "\(resuming.count)"]) }
+        for (key, session, catchUp) in resuming {
+            sync(key, catchUp).whenSuccess { reply in self.caughtUp(key, session, reply, catchUp) }
+            // On failure the connection is gone again: the next `.restored` retries.
+        }
+    }
+
+    /// Tells every session watching something (with `versioned` false, only those with a seed
+    /// subscription: versioned ones are made whole instead).
+    private func tellWatchers(_ message: String, versioned: Bool) {
+        let sessions = watches.withLockedValue { watches in
+            Dictionary(
+                watches.values.flatMap { $0.watchers.filter { versioned || !$0.value.versioned }.map { ($0.key, $0.value.session) } },
+                uniquingKeysWith: { a, _ in a }
+            ).values
+        }
+        guard !sessions.isEmpty else { return }
         logger.warning("\(message)", metadata: ["kv.sessions": "\(sessions.count)"])
         for session in sessions { session.send(.error(message)) }
     }

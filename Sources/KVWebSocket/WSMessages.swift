@@ -9,13 +9,59 @@ public enum ClientMessage: Equatable, Sendable {
     case subscribe(key: [UInt8])
     case unsubscribe(key: [UInt8])
 
-    /// Reads one text frame. Anything that is not a valid message throws a `KVError` whose
-    /// message is what the client is told; nothing is stored for it.
-    public static func parse(_ text: [UInt8], limits: Limits, reader: JSONReader = JSONReader()) throws(KVError) -> ClientMessage {
-        let document = try reader.read(text)
-        guard document.root.kind == .object else {
-            throw KVError(.invalidRequest, "a message must be a JSON object {\"type\": …, \"payload\": …}")
+    var key: [UInt8] {
+        switch self {
+        case .get(let key), .set(let key, _, _), .delete(let key), .subscribe(let key), .unsubscribe(let key): key
         }
+    }
+
+    /// Reads one text frame as a seed message (the opt-in fields are ignored). Anything that is
+    /// not a valid message throws a `KVError` whose message is what the client is told.
+    public static func parse(_ text: [UInt8], limits: Limits, reader: JSONReader = JSONReader()) throws(KVError) -> ClientMessage {
+        try ClientRequest.parse(text, limits: limits, reader: reader).request.get().message
+    }
+}
+
+/// A client message with its opt-in fields (docs/websocket.md): `id` on any message, `ifRev` on
+/// `set`/`delete`, `initial` and `since`/`epoch` on `subscribe`. Without them a message is
+/// handled, and answered, exactly as the seed protocol says.
+public struct ClientRequest: Equatable, Sendable {
+    public var message: ClientMessage
+    /// The `id` as the client wrote it (JSON text of a string or number), echoed in replies.
+    public var id: [UInt8]?
+    /// Compare-and-set: the revision the key must be at (0: absent).
+    public var ifRev: UInt64?
+    /// `subscribe`: send the current state first, atomically with the subscription.
+    public var initial = false
+    /// `subscribe`: resume after this revision of the data with this epoch.
+    public var since: UInt64?
+    public var epoch: String?
+
+    /// Whether any opt-in field is used: replies then carry `rev` (and the `id`).
+    public var isVersioned: Bool { id != nil || ifRev != nil || initial || since != nil }
+
+    /// Reads one text frame. The `id` is read first, so an error about the rest still echoes it.
+    public static func parse(_ text: [UInt8], limits: Limits, reader: JSONReader = JSONReader()) -> (id: [UInt8]?, request: Result<ClientRequest, KVError>) {
+        let document: JSONDocument
+        do throws(KVError) { document = try reader.read(text) } catch { return (nil, .failure(error)) }
+        guard document.root.kind == .object else {
+            return (nil, .failure(KVError(.invalidRequest, "a message must be a JSON object {\"type\": …, \"payload\": …}")))
+        }
+        var id: [UInt8]?
+        if let idValue = document.root[member: "id"] {
+            guard idValue.kind == .string || idValue.kind == .number else {
+                return (nil, .failure(KVError(.invalidRequest, "\"id\" must be a string or a number")))
+            }
+            id = document.compactText(of: idValue)
+        }
+        do throws(KVError) {
+            return (id, .success(try parse(document, id: id, limits: limits)))
+        } catch {
+            return (id, .failure(error))
+        }
+    }
+
+    private static func parse(_ document: JSONDocument, id: [UInt8]?, limits: Limits) throws(KVError) -> ClientRequest {
         guard let typeValue = document.root[member: "type"], let type = document.string(typeValue) else {
             throw KVError(.invalidRequest, "\"type\" must be a string")
         }
@@ -30,11 +76,24 @@ public enum ClientMessage: Equatable, Sendable {
         }
         let keyBytes = Array(key.utf8)
         try StorageKey.validate(keyBytes, limits: limits)
+        var request: ClientRequest
         switch type {
-        case "get": return .get(key: keyBytes)
-        case "delete": return .delete(key: keyBytes)
-        case "subscribe": return .subscribe(key: keyBytes)
-        case "unsubscribe": return .unsubscribe(key: keyBytes)
+        case "get": request = ClientRequest(message: .get(key: keyBytes))
+        case "delete": request = ClientRequest(message: .delete(key: keyBytes))
+        case "unsubscribe": request = ClientRequest(message: .unsubscribe(key: keyBytes))
+        case "subscribe":
+            request = ClientRequest(message: .subscribe(key: keyBytes))
+            if let initial = payload[member: "initial"] {
+                guard initial.kind == .true || initial.kind == .false else { throw KVError(.invalidRequest, "payload.initial must be true or false") }
+                request.initial = initial.kind == .true
+            }
+            if let since = payload[member: "since"] {
+                request.since = try revision(since, in: document, name: "payload.since")
+                if let epoch = payload[member: "epoch"] {
+                    guard let text = document.string(epoch) else { throw KVError(.invalidRequest, "payload.epoch must be a string") }
+                    request.epoch = text
+                }
+            }
         default:
             guard let value = payload[member: "value"] else { throw KVError(.invalidRequest, "payload.value is required for set") }
             let ttl = try TTL.fromJSON(payload[member: "ttl"], in: document)
@@ -42,8 +101,21 @@ public enum ClientMessage: Equatable, Sendable {
             guard text.count <= limits.maxValueBytes else {
                 throw KVError(.tooLarge, "the value is \(text.count) bytes, the limit is \(limits.maxValueBytes)")
             }
-            return .set(key: keyBytes, value: text, ttl: ttl)
+            request = ClientRequest(message: .set(key: keyBytes, value: text, ttl: ttl))
         }
+        if type == "set" || type == "delete", let ifRev = payload[member: "ifRev"] {
+            request.ifRev = try revision(ifRev, in: document, name: "payload.ifRev")
+        }
+        request.id = id
+        return request
+    }
+
+    /// A revision: a JSON integer from 0 to 2^64 - 1, written without fraction or exponent.
+    private static func revision(_ value: JSONValue, in document: JSONDocument, name: String) throws(KVError) -> UInt64 {
+        guard value.kind == .number, let text = document.numberText(value), let revision = UInt64(String(decoding: text, as: UTF8.self)) else {
+            throw KVError(.invalidRequest, "\(name) must be a revision: an integer from 0 up")
+        }
+        return revision
     }
 }
 
@@ -55,33 +127,87 @@ public enum ServerMessage: Equatable, Sendable {
     case noValue(key: [UInt8])
     /// Something went wrong; the text says what.
     case error(String)
+    /// A request with an `id` succeeded (docs/websocket.md).
+    case ok(key: [UInt8])
 
-    /// The JSON text of the message, written straight into one buffer.
-    public func encoded() -> ByteBuffer {
+    /// The opt-in fields a message carries beside `type` and `payload`; none for seed messages.
+    public struct Envelope: Equatable, Sendable {
+        /// The request's `id` (its JSON text).
+        public var id: [UInt8]?
+        /// The revision the message is about.
+        public var rev: UInt64?
+        /// The data's epoch (a subscription's `ok`).
+        public var epoch: String?
+        /// The current state sent when a resume could not replay (`reset: true`).
+        public var reset = false
+        /// What kind of error (`conflict`).
+        public var code: String?
+
+        public init(id: [UInt8]? = nil, rev: UInt64? = nil, epoch: String? = nil, reset: Bool = false, code: String? = nil) {
+            self.id = id
+            self.rev = rev
+            self.epoch = epoch
+            self.reset = reset
+            self.code = code
+        }
+
+        public static let none = Envelope()
+    }
+
+    /// The JSON text of the message, written straight into one buffer. With an empty envelope
+    /// it is byte for byte the seed protocol's message.
+    public func encoded(_ envelope: Envelope = .none) -> ByteBuffer {
+        var out = ByteBuffer()
         switch self {
         case .value(let key, let value):
             let quotedKey = JSONText.quoted(String(decoding: key, as: UTF8.self))
-            var out = ByteBuffer()
             out.reserveCapacity(quotedKey.count + value.count + 48)
-            out.writeStaticString(#"{"type":"value","payload":{"key":"#)
+            out.writeStaticString(#"{"type":"value""#)
+            Self.write(envelope, into: &out)
+            out.writeStaticString(#","payload":{"key":"#)
             out.writeBytes(quotedKey)
             out.writeStaticString(#","value":"#)
             out.writeBytes(value)
             out.writeStaticString("}}")
-            return out
         case .noValue(let key):
-            let quotedKey = JSONText.quoted(String(decoding: key, as: UTF8.self))
-            var out = ByteBuffer()
-            out.reserveCapacity(quotedKey.count + 40)
-            out.writeStaticString(#"{"type":"no-value","payload":{"key":"#)
-            out.writeBytes(quotedKey)
+            out.writeStaticString(#"{"type":"no-value""#)
+            Self.write(envelope, into: &out)
+            out.writeStaticString(#","payload":{"key":"#)
+            out.writeBytes(JSONText.quoted(String(decoding: key, as: UTF8.self)))
             out.writeStaticString("}}")
-            return out
+        case .ok(let key):
+            out.writeStaticString(#"{"type":"ok""#)
+            Self.write(envelope, into: &out)
+            out.writeStaticString(#","payload":{"key":"#)
+            out.writeBytes(JSONText.quoted(String(decoding: key, as: UTF8.self)))
+            out.writeStaticString("}}")
         case .error(let message):
-            var out = ByteBuffer(staticString: #"{"type":"error","payload":"#)
+            out.writeStaticString(#"{"type":"error""#)
+            Self.write(envelope, into: &out)
+            out.writeStaticString(#","payload":"#)
             out.writeBytes(JSONText.quoted(message))
             out.writeStaticString("}")
-            return out
         }
+        return out
+    }
+
+    private static func write(_ envelope: Envelope, into out: inout ByteBuffer) {
+        if let id = envelope.id {
+            out.writeStaticString(#","id":"#)
+            out.writeBytes(id)
+        }
+        if let code = envelope.code {
+            out.writeStaticString(#","code":"#)
+            out.writeBytes(JSONText.quoted(code))
+        }
+        if let rev = envelope.rev {
+            out.writeStaticString(#","rev":"#)
+            out.writeString(String(rev))
+        }
+        if let epoch = envelope.epoch {
+            out.writeStaticString(#","epoch":"#)
+            out.writeBytes(JSONText.quoted(epoch))
+        }
+        if envelope.reset { out.writeStaticString(#","reset":true"#) }
     }
 }

@@ -15,9 +15,14 @@ extension StoreConnection: StoreRequests {}
 
 /// What a session needs of the subscription hub.
 protocol Subscriptions: AnyObject, Sendable {
-    /// Completes once kv-stored has acknowledged the subscription.
-    func subscribe(_ key: [UInt8], _ session: Session) -> EventLoopFuture<Void>
-    func unsubscribe(_ key: [UInt8], _ session: Session)
+    /// Completes once kv-stored has acknowledged the subscription, and, with `catchUp`, once
+    /// the session has been sent what it lacks (see `SubscriptionHub`).
+    func subscribe(_ key: [UInt8], _ session: Session, catchUp: SubscriptionHub.CatchUp?) -> EventLoopFuture<Void>
+    /// The revision of the last change of `key` the session was sent.
+    func revision(of key: [UInt8], for session: Session) -> UInt64
+    /// Returns the revision of the last change of `key` the session was sent.
+    @discardableResult
+    func unsubscribe(_ key: [UInt8], _ session: Session) -> UInt64
 }
 
 extension SubscriptionHub: Subscriptions {}
@@ -47,8 +52,8 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
 
     /// A message read but not yet handled.
     private enum Inbound {
-        case message(ClientMessage)
-        case rejected(String)
+        case message(ClientRequest)
+        case rejected(String, id: [UInt8]?)
     }
 
     private let session: Session
@@ -113,16 +118,17 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
         switch frame.opcode {
         case .text:
             guard !closeSent else { return }
-            do throws(KVError) {
-                inbox.append(.message(try ClientMessage.parse(Array(buffer: frame.unmaskedData), limits: settings.limits)))
-            } catch {
+            let (id, parsed) = ClientRequest.parse(Array(buffer: frame.unmaskedData), limits: settings.limits)
+            switch parsed {
+            case .success(let request): inbox.append(.message(request))
+            case .failure(let error):
                 logger.debug("bad message", metadata: ["error": "\(error.message)"])
-                inbox.append(.rejected(error.message))
+                inbox.append(.rejected(error.message, id: id))
             }
             pump()
         case .binary:
             guard !closeSent else { return }
-            inbox.append(.rejected("messages must be text frames holding JSON"))
+            inbox.append(.rejected("messages must be text frames holding JSON", id: nil))
             pump()
         case .ping:
             guard !closeSent else { return }
@@ -143,8 +149,8 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
         pumping = true
         defer { pumping = false }
         messages: while !awaitingSubscription, !closeSent, let next = inbox.first {
-            if case .message(let message) = next {
-                switch message {
+            if case .message(let request) = next {
+                switch request.message {
                 case .subscribe, .unsubscribe:
                     // Earlier writes are applied before the subscription changes.
                     guard inFlight == 0 else { break messages }
@@ -154,8 +160,8 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
             }
             inbox.removeFirst()
             switch next {
-            case .rejected(let message): session.send(.error(message))
-            case .message(let message): handle(message)
+            case .rejected(let message, let id): session.send(text: ServerMessage.error(message).encoded(.init(id: id)))
+            case .message(let request): request.isVersioned ? handleVersioned(request) : handle(request.message)
             }
         }
         if readDeferred, inbox.count < settings.maxInFlight, let context {
@@ -187,19 +193,93 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
                 do throws(KVError) { _ = try StoreConnection.deleteReply(reply.get()) } catch { session.send(.error(error.message)) }
             }
         case .subscribe(let key):
-            guard !subscriptions.contains(key) else { return }
-            awaitingSubscription = true
-            hub.subscribe(key, session).hop(to: session.eventLoop).assumeIsolated().whenComplete { result in
-                self.awaitingSubscription = false
-                switch result {
-                case .success: self.subscriptions.insert(key)
-                case .failure(let error): self.session.send(.error(Self.message(error)))
-                }
-                self.pump()
-            }
+            subscribe(key, catchUp: nil, id: nil)
         case .unsubscribe(let key):
             guard subscriptions.remove(key) != nil else { return }
             hub.unsubscribe(key, session)
+        }
+    }
+
+    /// Holds every later message until kv-stored has acknowledged the subscription (and, for a
+    /// versioned one, the session has caught up).
+    private func subscribe(_ key: [UInt8], catchUp: SubscriptionHub.CatchUp?, id: [UInt8]?) {
+        awaitingSubscription = true
+        hub.subscribe(key, session, catchUp: catchUp).hop(to: session.eventLoop).assumeIsolated().whenComplete { result in
+            self.awaitingSubscription = false
+            switch result {
+            case .success: self.subscriptions.insert(key)
+            case .failure(let error): self.session.send(text: ServerMessage.error(Self.message(error)).encoded(.init(id: id)))
+            }
+            self.pump()
+        }
+    }
+
+    /// A message with opt-in fields (docs/websocket.md): replies echo its `id` and carry `rev`;
+    /// writes and deletes use kv-stored's versioned commands, which check `ifRev` and write in
+    /// one atomic step.
+    private func handleVersioned(_ request: ClientRequest) {
+        let id = request.id
+        let precondition: WritePrecondition = request.ifRev.map { $0 == 0 ? .absent : .revision(in: [$0]) } ?? .none
+        switch request.message {
+        case .get(let key):
+            self.request(Self.command("KVSYNC", key, VersionedCommands.syncOptions(since: nil, epoch: nil, initial: true))) { session, reply in
+                do throws(KVError) {
+                    let state = try VersionedCommands.syncReply(reply.get()).changes.first
+                    let envelope = ServerMessage.Envelope(id: id, rev: state?.revision)
+                    if let state, state.kind == .set, let value = state.value {
+                        session.send(text: ServerMessage.value(key: key, value: Array(value.readableBytesView)).encoded(envelope))
+                    } else {
+                        session.send(text: ServerMessage.noValue(key: key).encoded(envelope))
+                    }
+                } catch {
+                    session.send(text: ServerMessage.error(error.message).encoded(.init(id: id)))
+                }
+            }
+        case .set(let key, let value, let ttl):
+            let options = VersionedCommands.setOptions(ttl: ttl, precondition: precondition)
+            var command = [ByteBuffer(string: "KVSET"), ByteBuffer(bytes: key), ByteBuffer(bytes: value)]
+            command += options.map { ByteBuffer(string: $0) }
+            self.request(command) { session, reply in
+                Self.answerWrite(session, key: key, request: request, reply.flatMap { reply in
+                    Result { () throws(KVError) in try VersionedCommands.setReply(reply) }
+                })
+            }
+        case .delete(let key):
+            self.request(Self.command("KVDEL", key, VersionedCommands.deleteOptions(precondition: precondition))) { session, reply in
+                Self.answerWrite(session, key: key, request: request, reply.flatMap { reply in
+                    Result { () throws(KVError) in try VersionedCommands.deleteReply(reply) }
+                })
+            }
+        case .subscribe(let key):
+            guard !subscriptions.contains(key) else {
+                // Already subscribed (and up to date): just acknowledged.
+                if let id { session.send(text: ServerMessage.ok(key: key).encoded(.init(id: id, rev: hub.revision(of: key, for: session)))) }
+                return
+            }
+            subscribe(key, catchUp: SubscriptionHub.CatchUp(id: id, initial: request.initial, since: request.since, epoch: request.epoch), id: id)
+        case .unsubscribe(let key):
+            let revision = subscriptions.remove(key) != nil ? hub.unsubscribe(key, session) : 0
+            if let id { session.send(text: ServerMessage.ok(key: key).encoded(.init(id: id, rev: revision))) }
+        }
+    }
+
+    private static func command(_ name: String, _ key: [UInt8], _ options: [String]) -> [ByteBuffer] {
+        [ByteBuffer(string: name), ByteBuffer(bytes: key)] + options.map { ByteBuffer(string: $0) }
+    }
+
+    /// `ok` (with an id) or a `conflict` error naming the key's current revision.
+    private static func answerWrite(_ session: Session, key: [UInt8], request: ClientRequest, _ result: Result<WriteResult, KVError>) {
+        switch result {
+        case .success(.applied(let revision)):
+            if let id = request.id { session.send(text: ServerMessage.ok(key: key).encoded(.init(id: id, rev: revision))) }
+        case .success(.conflict(let current)):
+            let name = JSONText.quoted(String(decoding: key, as: UTF8.self))
+            let expected = request.ifRev.map { $0 == 0 ? "absent" : "at revision \($0)" } ?? "as required"
+            let found = current == 0 ? "absent" : "at revision \(current)"
+            let message = "conflict: key \(String(decoding: name, as: UTF8.self)) is \(found), not \(expected); nothing was written"
+            session.send(text: ServerMessage.error(message).encoded(.init(id: request.id, rev: current, code: "conflict")))
+        case .failure(let error):
+            session.send(text: ServerMessage.error(error.message).encoded(.init(id: request.id)))
         }
     }
 

@@ -81,3 +81,27 @@ extension ConnectionHandlerTests {
         #expect(try exchange(channel, "KVSYNC", "k", "SINCE", "1") == "-ERR SINCE and EPOCH go together\r\n")
     }
 }
+
+extension ConnectionHandlerTests {
+    @Test("CLIENT NO-CONFLATE ON: a slow subscriber gets every change, or is cut off at the limit, never a conflated feed")
+    func noConflate() throws {
+        let store = makeStore()
+        let subscriber = try makeChannel(store, outbox: OutputLimits(conflateBytes: 300, maxBytes: 100_000))
+        #expect(try exchange(subscriber, "CLIENT", "NO-CONFLATE", "maybe").hasPrefix("-ERR unknown subcommand"))
+        #expect(try exchange(subscriber, "CLIENT", "NO-CONFLATE", "ON") == "+OK\r\n")
+        let small = try makeChannel(store, outbox: OutputLimits(conflateBytes: 300, maxBytes: 600))
+        _ = try exchange(small, "CLIENT", "NO-CONFLATE", "ON")
+        _ = try exchange(small, "SUBSCRIBE", "k")
+        small.isWritable = false
+        _ = try exchange(subscriber, "SUBSCRIBE", "k")
+        subscriber.isWritable = false
+        let writer = try makeChannel(store)
+        for i in 0..<20 { _ = try exchange(writer, "SET", "k", "v\(i)") }
+        subscriber.isWritable = true
+        subscriber.pipeline.fireChannelWritabilityChanged()
+        let pushes = try output(subscriber)
+        #expect((0..<20).allSatisfy { pushes.contains("set:\($0 + 1):v\($0)") }, "every change, in order: \(pushes)")
+        loop.run()
+        #expect(!small.isActive, "past its limit, a connection that may not conflate is cut off")
+    }
+}

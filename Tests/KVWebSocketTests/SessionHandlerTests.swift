@@ -24,18 +24,24 @@ final class FakeRequests: StoreRequests {
 /// The subscription hub, acknowledged by hand.
 final class FakeHub: Subscriptions, @unchecked Sendable {
     let loop: any EventLoop
-    var pending: [(key: String, promise: EventLoopPromise<Void>)] = []
+    var pending: [(key: String, catchUp: SubscriptionHub.CatchUp?, promise: EventLoopPromise<Void>)] = []
     var unsubscribed: [String] = []
+    var revision: UInt64 = 0
 
     init(loop: any EventLoop) { self.loop = loop }
 
-    func subscribe(_ key: [UInt8], _ session: Session) -> EventLoopFuture<Void> {
+    func subscribe(_ key: [UInt8], _ session: Session, catchUp: SubscriptionHub.CatchUp?) -> EventLoopFuture<Void> {
         let promise = loop.makePromise(of: Void.self)
-        pending.append((String(decoding: key, as: UTF8.self), promise))
+        pending.append((String(decoding: key, as: UTF8.self), catchUp, promise))
         return promise.futureResult
     }
 
-    func unsubscribe(_ key: [UInt8], _ session: Session) { unsubscribed.append(String(decoding: key, as: UTF8.self)) }
+    func revision(of key: [UInt8], for session: Session) -> UInt64 { revision }
+
+    func unsubscribe(_ key: [UInt8], _ session: Session) -> UInt64 {
+        unsubscribed.append(String(decoding: key, as: UTF8.self))
+        return revision
+    }
 }
 
 /// A session handler on an EmbeddedChannel: frames in, frames out, time advanced by hand.
@@ -185,5 +191,90 @@ struct SessionHandlerTests {
         let h = try Harness()
         for i in 0..<3 { h.session.send(.value(key: Array("k".utf8), value: Array("\(i)".utf8)), conflationKey: Array("k".utf8)) }
         #expect(try h.texts() == (0..<3).map { #"{"type":"value","payload":{"key":"k","value":\#($0)}}"# })
+    }
+
+    // MARK: - Opt-in fields (docs/websocket.md)
+
+    @Test("set and delete with an id are acknowledged with ok and the revision; without one they stay silent")
+    func acknowledgements() throws {
+        let h = try Harness()
+        try h.send(#"{"type":"set","id":"a1","payload":{"key":"k","value":1,"ttl":1000}}"#)
+        try h.send(#"{"type":"delete","id":7,"payload":{"key":"k"}}"#)
+        try h.send(#"{"type":"set","payload":{"key":"k","value":2}}"#)
+        #expect(h.requests.sent == [["KVSET", "k", "1", "PX", "1000"], ["KVDEL", "k"], ["SET", "k", "2"]])
+        h.requests.reply(.success(.integer(5)))
+        h.requests.reply(.success(.array([.integer(1), .integer(6)])))
+        h.requests.reply(Harness.ok)
+        #expect(try h.texts() == [
+            #"{"type":"ok","id":"a1","rev":5,"payload":{"key":"k"}}"#,
+            #"{"type":"ok","id":7,"rev":6,"payload":{"key":"k"}}"#,
+        ])
+    }
+
+    @Test("ifRev is a compare-and-set: a mismatch is an error that says conflict and names the current revision")
+    func compareAndSet() throws {
+        let h = try Harness()
+        try h.send(#"{"type":"set","id":"w","payload":{"key":"k","value":1,"ifRev":3}}"#)
+        try h.send(#"{"type":"set","payload":{"key":"k","value":1,"ifRev":0}}"#)
+        try h.send(#"{"type":"delete","payload":{"key":"k","ifRev":4}}"#)
+        #expect(h.requests.sent == [["KVSET", "k", "1", "IFREV", "3"], ["KVSET", "k", "1", "NX"], ["KVDEL", "k", "IFREV", "4"]])
+        h.requests.reply(.success(.error(ByteBuffer(string: "CONFLICT 7"))))
+        h.requests.reply(.success(.error(ByteBuffer(string: "CONFLICT 7"))))
+        h.requests.reply(.success(.array([.integer(1), .integer(8)])))
+        #expect(try h.texts() == [
+            #"{"type":"error","id":"w","code":"conflict","rev":7,"payload":"conflict: key \"k\" is at revision 7, not at revision 3; nothing was written"}"#,
+            #"{"type":"error","code":"conflict","rev":7,"payload":"conflict: key \"k\" is at revision 7, not absent; nothing was written"}"#,
+        ], "a successful write without an id stays silent")
+    }
+
+    @Test("get with an id answers with the id and the revision, for a missing key too")
+    func versionedGet() throws {
+        let h = try Harness()
+        try h.send(#"{"type":"get","id":1,"payload":{"key":"k"}}"#)
+        try h.send(#"{"type":"get","id":2,"payload":{"key":"m"}}"#)
+        #expect(h.requests.sent == [["KVSYNC", "k", "INITIAL"], ["KVSYNC", "m", "INITIAL"]])
+        let epoch = RESPValue.bulkString(ByteBuffer(string: "e"))
+        h.requests.reply(.success(.array([.bulkString(ByteBuffer(string: "live")), epoch, .integer(9),
+                                          .array([.array([.bulkString(ByteBuffer(string: "set")), .integer(4), .bulkString(ByteBuffer(string: "[1]"))])])])))
+        h.requests.reply(.success(.array([.bulkString(ByteBuffer(string: "live")), epoch, .integer(9),
+                                          .array([.array([.bulkString(ByteBuffer(string: "absent")), .integer(9)])])])))
+        #expect(try h.texts() == [
+            #"{"type":"value","id":1,"rev":4,"payload":{"key":"k","value":[1]}}"#,
+            #"{"type":"no-value","id":2,"rev":9,"payload":{"key":"m"}}"#,
+        ])
+    }
+
+    @Test("a bad message with an id gets its error with the id; bad opt-in fields are errors")
+    func badOptIns() throws {
+        let h = try Harness()
+        try h.send(#"{"type":"get","id":"x","payload":{"key":""}}"#)
+        try h.send(#"{"type":"set","payload":{"key":"k","value":1,"ifRev":-1}}"#)
+        try h.send(#"{"type":"subscribe","payload":{"key":"k","initial":"yes"}}"#)
+        try h.send(#"{"type":"get","id":{"a":1},"payload":{"key":"k"}}"#)
+        let texts = try h.texts()
+        #expect(texts.count == 4)
+        #expect(texts[0].hasPrefix(#"{"type":"error","id":"x","payload":"#), "\(texts)")
+        #expect(texts[1].contains("payload.ifRev must be a revision") && texts[2].contains("payload.initial must be true or false"))
+        #expect(texts[3] == #"{"type":"error","payload":"\"id\" must be a string or a number"}"#)
+        #expect(h.requests.sent.isEmpty && h.hub.pending.isEmpty)
+    }
+
+    @Test("subscribe passes initial, since and epoch to the hub; with an id, a repeated subscribe and an unsubscribe are acknowledged")
+    func versionedSubscribe() throws {
+        let h = try Harness()
+        try h.send(#"{"type":"subscribe","id":"s","payload":{"key":"k","since":41,"epoch":"e1","initial":true}}"#)
+        let catchUp = try #require(h.hub.pending.first?.catchUp)
+        #expect(catchUp.id == Array(#""s""#.utf8) && catchUp.since == 41 && catchUp.epoch == "e1" && catchUp.initial)
+        h.hub.pending[0].promise.succeed()
+        h.hub.revision = 44
+        try h.send(#"{"type":"subscribe","id":"again","payload":{"key":"k"}}"#)
+        try h.send(#"{"type":"unsubscribe","id":"u","payload":{"key":"k"}}"#)
+        #expect(h.hub.pending.count == 1 && h.hub.unsubscribed == ["k"])
+        #expect(try h.texts() == [
+            #"{"type":"ok","id":"again","rev":44,"payload":{"key":"k"}}"#,
+            #"{"type":"ok","id":"u","rev":44,"payload":{"key":"k"}}"#,
+        ])
+        try h.send("subscribe", #"{"key":"plain"}"#)
+        #expect(h.hub.pending.last?.catchUp == nil, "a seed subscribe is not versioned")
     }
 }
