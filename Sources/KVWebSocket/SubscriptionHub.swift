@@ -24,7 +24,7 @@ public final class SubscriptionHub: Sendable {
         let versioned: Bool
         /// Changes held while the session catches up (versioned watchers).
         var held: [StoreChange]?
-        /// The revision of the last change the session was sent of this key (or caught up to).
+        /// The revision of the last change the session was sent of this key, or caught up to (versioned watchers).
         var revision: UInt64 = 0
         /// The data's epoch at the last catch-up (versioned watchers).
         var epoch = ""
@@ -40,6 +40,8 @@ public final class SubscriptionHub: Sendable {
 
     private struct Watch: Sendable {
         var watchers: [Int: Watcher] = [:]
+        /// The revision of the last change sent to the seed watchers (all get every change).
+        var seedRevision: UInt64 = 0
         /// Completes once kv-stored has acknowledged the subscription.
         var acknowledged: EventLoopFuture<Void>
     }
@@ -120,7 +122,10 @@ public final class SubscriptionHub: Sendable {
 
     /// The revision of the last change of `key` the session was sent (or caught up to); 0 if none.
     func revision(of key: [UInt8], for session: Session) -> UInt64 {
-        watches.withLockedValue { $0[ByteBuffer(bytes: key)]?.watchers[session.id]?.revision } ?? 0
+        watches.withLockedValue { watches in
+            guard let watch = watches[ByteBuffer(bytes: key)], let watcher = watch.watchers[session.id] else { return 0 }
+            return watcher.versioned ? watcher.revision : watch.seedRevision
+        }
     }
 
     /// Removes `session` from `key`'s watchers, dropping the kv-stored subscription with the last
@@ -130,11 +135,12 @@ public final class SubscriptionHub: Sendable {
         let keyBuffer = ByteBuffer(bytes: key)
         return watches.withLockedValue { watches in
             guard let removed = watches[keyBuffer]?.watchers.removeValue(forKey: session.id) else { return 0 }
+            let revision = removed.versioned ? removed.revision : watches[keyBuffer]?.seedRevision ?? 0
             if watches[keyBuffer]?.watchers.isEmpty == true {
                 watches[keyBuffer] = nil
                 connection.unsubscribeFuture(keyBuffer)
             }
-            return removed.revision
+            return revision
         }
     }
 
@@ -152,30 +158,38 @@ public final class SubscriptionHub: Sendable {
         switch event {
         case .change(let change):
             watches.withLockedValue { watches in
-                guard var watch = watches[change.key] else { return }
-                // Encoded at most once per form, shared by every watcher of that form.
-                var seedText: ByteBuffer?, versionedText: ByteBuffer?
-                var conflationKey: [UInt8]?
-                for (id, var watcher) in watch.watchers {
-                    if watcher.held != nil {
-                        watcher.held?.append(change)
-                    } else if watcher.versioned {
-                        guard change.revision > watcher.revision else { continue }
-                        let text = versionedText ?? Self.message(for: change).encoded(.init(rev: change.revision))
-                        versionedText = text
-                        // Never conflated: an exact subscriber that falls behind is closed and resumes.
-                        watcher.session.send(text: text)
-                        watcher.revision = change.revision
-                    } else {
-                        let text = seedText ?? Self.message(for: change).encoded()
-                        seedText = text
-                        if conflationKey == nil { conflationKey = Array(change.key.readableBytesView) }
-                        watcher.session.send(text: text, conflationKey: conflationKey)
-                        watcher.revision = change.revision
+                // Read-only pass over the watchers (no copy of the dictionary: routing a change
+                // to 1000 watchers must not cost 1000 dictionary writes); only exact watchers,
+                // usually few, are updated afterwards.
+                var updates: [(id: Int, watcher: Watcher)] = []
+                do {
+                    guard let watch = watches[change.key] else { return }
+                    // Encoded at most once per form, shared by every watcher of that form.
+                    var seedText: ByteBuffer?, versionedText: ByteBuffer?
+                    let conflationKey = Array(change.key.readableBytesView)
+                    for (id, watcher) in watch.watchers {
+                        if watcher.held != nil {
+                            var holding = watcher
+                            holding.held?.append(change)
+                            updates.append((id, holding))
+                        } else if watcher.versioned {
+                            guard change.revision > watcher.revision else { continue }
+                            let text = versionedText ?? Self.message(for: change).encoded(.init(rev: change.revision))
+                            versionedText = text
+                            // Never conflated: an exact subscriber that falls behind is closed and resumes.
+                            watcher.session.send(text: text)
+                            var sent = watcher
+                            sent.revision = change.revision
+                            updates.append((id, sent))
+                        } else {
+                            let text = seedText ?? Self.message(for: change).encoded()
+                            seedText = text
+                            watcher.session.send(text: text, conflationKey: conflationKey)
+                        }
                     }
-                    watch.watchers[id] = watcher
                 }
-                watches[change.key] = watch
+                watches[change.key]?.seedRevision = change.revision
+                for (id, watcher) in updates { watches[change.key]?.watchers[id] = watcher }
             }
         case .disconnected:
             // Versioned watchers hold whatever arrives until they have caught up again.
