@@ -6,6 +6,7 @@ import PackageDescription
 //   RESP     — the wire codec kv-stored speaks (a subset of Redis RESP2/RESP3).
 //   KVStore  — the keyspace, active expiry, change feed and the kv-stored server.
 //   KVClient — clients of kv-stored for kv-fcgi (blocking) and kv-ws (SwiftNIO).
+//   KVMetrics — swift-metrics bootstrapped with a Prometheus registry, and its exposition.
 // Executables only wire libraries together; tests import libraries, never executables.
 let package = Package(
     name: "KvServer",
@@ -25,6 +26,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
     ],
     targets: [
         .target(name: "KVCore"),
@@ -39,6 +42,13 @@ let package = Package(
             ]
         ),
         .target(name: "KVHTTP", dependencies: ["KVCore"]),
+        .target(
+            name: "KVMetrics",
+            dependencies: [
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ]
+        ),
         .systemLibrary(name: "CFastCGI", pkgConfig: "fcgi", providers: [.apt(["libfcgi-dev"])]),
         // CRC-32C for the log's record checksums (see the file for why it is written here).
         .target(name: "CRC32C"),
@@ -46,7 +56,8 @@ let package = Package(
         .target(
             name: "KVFCGI",
             dependencies: [
-                "FastCGI", "KVHTTP", "KVClient", "KVCore", "KVDaemon", "RESP",
+                "FastCGI", "KVHTTP", "KVClient", "KVCore", "KVDaemon", "KVMetrics", "RESP",
+                .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -54,7 +65,8 @@ let package = Package(
         .target(
             name: "KVWebSocket",
             dependencies: [
-                "KVClient", "KVCore", "KVDaemon", "RESP",
+                "KVClient", "KVCore", "KVDaemon", "KVMetrics", "RESP",
+                .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -68,7 +80,7 @@ let package = Package(
         .executableTarget(
             name: "kv-ws",
             dependencies: [
-                "KVWebSocket", "KVCore",
+                "KVWebSocket", "KVMetrics", "KVCore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -76,7 +88,7 @@ let package = Package(
         .executableTarget(
             name: "kv-fcgi",
             dependencies: [
-                "KVFCGI", "KVCore",
+                "KVFCGI", "KVMetrics", "KVCore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -88,7 +100,8 @@ let package = Package(
         .target(
             name: "KVStore",
             dependencies: [
-                "CRC32C", "KVCore", "KVDaemon", "RESP",
+                "CRC32C", "KVCore", "KVDaemon", "KVMetrics", "RESP",
+                .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOExtras", package: "swift-nio-extras"),
@@ -113,7 +126,7 @@ let package = Package(
         .executableTarget(
             name: "kv-stored",
             dependencies: [
-                "KVStore",
+                "KVStore", "KVMetrics",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -91,6 +91,22 @@ public final class BlockingStoreClient {
         return try VersionedCommands.deleteReply(request([Array("KVDEL".utf8), key] + options))
     }
 
+    // MARK: - Operations for the operational endpoints
+
+    /// Succeeds when kv-stored answers (it accepts writes whenever it answers: it exits rather
+    /// than accept a write it cannot log).
+    public func ping() throws(KVError) {
+        let reply = try request([Array("PING".utf8)])
+        guard case .simpleString = reply else { throw Self.unexpected(reply) }
+    }
+
+    /// kv-stored's metrics, in the Prometheus text format.
+    public func metrics() throws(KVError) -> [UInt8] {
+        let reply = try request([Array("KVMETRICS".utf8)])
+        guard case .bulkString(let text) = reply else { throw Self.unexpected(reply) }
+        return Array(text.readableBytesView)
+    }
+
     static func unexpected(_ reply: RESPValue) -> KVError {
         if case .error(let text) = reply {
             return KVError(.storageError, "kv-stored: \(String(buffer: text))")

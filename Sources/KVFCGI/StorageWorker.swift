@@ -1,16 +1,24 @@
+import CoreMetrics
+import Dispatch
 import FastCGI
 import KVClient
 import KVCore
 import KVHTTP
+import KVMetrics
 import Logging
 import NIOCore
 import RESP
 
-/// One kv-fcgi worker thread: its own blocking connection to kv-stored, and the HTTP API.
+/// One kv-fcgi worker thread: its own blocking connection to kv-stored, the HTTP API, and the
+/// operational endpoints (docs/operations.md): `/healthz`, `/readyz`, `/metrics/kv-fcgi` and
+/// `/metrics/kv-stored` (kv-stored's metrics, fetched with `KVMETRICS`).
 final class StorageWorker: FastCGIServer.Worker {
     private let api: StorageAPI
     private let store: StoreAdapter
     private var logger: Logger
+    /// This thread's handles on the request metrics, by "operation status" (no lock per request).
+    private var requestCounters: [String: Counter] = [:]
+    private var requestTimers: [String: Timer] = [:]
 
     init(api: StorageAPI, storeSocket: String, storeTimeoutMilliseconds: Int, reachability: StoreReachability, logger: Logger) {
         self.api = api
@@ -21,9 +29,96 @@ final class StorageWorker: FastCGIServer.Worker {
     }
 
     func handle(_ request: FastCGIRequest) {
+        let started = DispatchTime.now().uptimeNanoseconds
         let method = request.param("REQUEST_METHOD") ?? ""
         let uri = request.paramBytes("REQUEST_URI") ?? []
-        logger.debug("request received", metadata: ["kv.op": "\(method)", "request.id": "\(request.param("REQUEST_ID") ?? "-")"])
+        let path = String(decoding: uri.prefix { $0 != UInt8(ascii: "?") }, as: UTF8.self)
+        let requestID = request.param("REQUEST_ID") ?? "-"
+        logger.debug("request received", metadata: ["kv.op": "\(method)", "request.id": "\(requestID)"])
+        let operation: String
+        let response: HTTPResponse
+        if let operational = operationalResponse(path: path, method: method) {
+            (operation, response) = operational
+        } else {
+            operation = ["GET", "HEAD", "POST", "DELETE"].contains(method) ? method : "other"
+            response = storageResponse(request, method: method, uri: uri)
+        }
+        request.write(Array(response.cgiHead.utf8))
+        if !response.body.isEmpty { request.write(response.body) }
+        count(operation, status: response.status, nanoseconds: DispatchTime.now().uptimeNanoseconds - started)
+        // The key as sent (still percent-encoded), cut short: keys may be a megabyte long.
+        let key = path.hasPrefix("/storage/") ? String(path.dropFirst("/storage/".count).prefix(200)) : "-"
+        if response.status >= 500 {
+            logger.warning("request failed", metadata: [
+                "kv.op": "\(method)", "kv.key": "\(key)", "http.status": "\(response.status)", "error": "\(response.bodyText)",
+                "request.id": "\(requestID)",
+            ])
+        } else {
+            logger.debug("request", metadata: [
+                "kv.op": "\(method)", "kv.key": "\(key)", "http.status": "\(response.status)", "request.id": "\(requestID)",
+            ])
+        }
+    }
+
+    private func count(_ operation: String, status: Int, nanoseconds: UInt64) {
+        let key = "\(operation) \(status)"
+        let counter = requestCounters[key] ?? Counter(label: "kv_fcgi_requests_total", dimensions: [("operation", operation), ("status", String(status))])
+        requestCounters[key] = counter
+        counter.increment()
+        let timer = requestTimers[operation] ?? Timer(label: "kv_fcgi_request_duration_seconds", dimensions: [("operation", operation)])
+        requestTimers[operation] = timer
+        timer.recordNanoseconds(Int64(clamping: nanoseconds))
+    }
+
+    /// `/healthz`, `/readyz` and the metrics paths; nil for anything else (the storage API).
+    private func operationalResponse(path: String, method: String) -> (String, HTTPResponse)? {
+        let operation: String
+        switch path {
+        case "/healthz": operation = "healthz"
+        case "/readyz": operation = "readyz"
+        case "/metrics/kv-fcgi", "/metrics/kv-stored": operation = "metrics"
+        default: return nil
+        }
+        guard method == "GET" || method == "HEAD" else {
+            var response = StorageAPI.errorResponse(status: 405, message: "\(path) answers GET and HEAD only")
+            response.headers.append(("Allow", "GET, HEAD"))
+            return (operation, response)
+        }
+        var response: HTTPResponse
+        switch path {
+        case "/healthz":
+            // Liveness of the front end (nginx and kv-fcgi); kv-stored is /readyz's business.
+            response = Self.json(200, #"{"status":"ok"}"#)
+        case "/readyz":
+            do throws(KVError) {
+                try store.client.ping()
+                response = Self.json(200, #"{"status":"ready","storage":"reachable"}"#)
+            } catch {
+                response = Self.json(503, #"{"status":"unready","error":"# + String(decoding: JSONText.quoted(error.message), as: UTF8.self) + "}")
+            }
+        case "/metrics/kv-stored":
+            do throws(KVError) {
+                response = Self.metrics(try store.client.metrics())
+            } catch {
+                response = StorageAPI.errorResponse(for: error)
+            }
+        default:
+            response = Self.metrics(ProcessMetrics.exposition())
+        }
+        if method == "HEAD" { response.body = [] }
+        return (operation, response)
+    }
+
+    private static func json(_ status: Int, _ text: String) -> HTTPResponse {
+        let body = Array((text + "\n").utf8)
+        return HTTPResponse(status: status, headers: [("Content-Type", "application/json"), ("Content-Length", String(body.count))], body: body)
+    }
+
+    private static func metrics(_ body: [UInt8]) -> HTTPResponse {
+        HTTPResponse(status: 200, headers: [("Content-Type", ProcessMetrics.contentType), ("Content-Length", String(body.count))], body: body)
+    }
+
+    private func storageResponse(_ request: FastCGIRequest, method: String, uri: [UInt8]) -> HTTPResponse {
         let response: HTTPResponse
         do throws(FastCGIRequest.BodyError) {
             // Only POST carries a body the API reads; nginx enforces the same limit first.
@@ -39,16 +134,7 @@ final class StorageWorker: FastCGIServer.Worker {
                 response = StorageAPI.errorResponse(status: 400, message: "the body ended after \(read) bytes, before its Content-Length")
             }
         }
-        request.write(Array(response.cgiHead.utf8))
-        if !response.body.isEmpty { request.write(response.body) }
-        if response.status >= 500 {
-            logger.warning("request failed", metadata: [
-                "kv.op": "\(method)", "http.status": "\(response.status)", "error": "\(response.bodyText)",
-                "request.id": "\(request.param("REQUEST_ID") ?? "-")",
-            ])
-        } else {
-            logger.debug("request", metadata: ["kv.op": "\(method)", "http.status": "\(response.status)"])
-        }
+        return response
     }
 }
 

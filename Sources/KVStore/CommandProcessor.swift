@@ -1,4 +1,5 @@
 import KVCore
+import KVMetrics
 import NIOCore
 import RESP
 
@@ -38,13 +39,16 @@ public struct CommandProcessor: Sendable {
     /// The data's identity for its whole life: the log's epoch, or one made at start for
     /// memory-only data. Resuming subscribers name it (`KVSYNC … EPOCH`).
     public let epoch: String
+    /// Renders `KVMETRICS` (nil: metrics are not kept, as in tests).
+    public let metrics: StoreMetrics?
 
     public static let serverVersion = "0.1.0"
     /// What `redis_version` reports, so tools that gate features on it treat us as modern.
     public static let compatibleRedisVersion = "7.0.0"
 
     public init(store: Store, limits: Limits, statistics: ServerStatistics, socketPath: String,
-                log: AppendLog? = nil, recovery: LogRecovery.Report? = nil) {
+                log: AppendLog? = nil, recovery: LogRecovery.Report? = nil, metrics: StoreMetrics? = nil) {
+        self.metrics = metrics
         self.store = store
         self.limits = limits
         self.statistics = statistics
@@ -58,7 +62,7 @@ public struct CommandProcessor: Sendable {
     enum Command: CaseIterable {
         case get, set, del, exists, pttl, ttl, persist, dbsize, ping, echo, hello, select
         case subscribe, unsubscribe, info, client, command, config, reset, quit, bgrewriteaof
-        case kvget, kvset, kvdel, kvsync
+        case kvget, kvset, kvdel, kvsync, kvmetrics
 
         /// Names are letters only, which `RESPArguments.matches` relies on.
         var name: StaticString {
@@ -88,6 +92,7 @@ public struct CommandProcessor: Sendable {
             case .kvset: "KVSET"
             case .kvdel: "KVDEL"
             case .kvsync: "KVSYNC"
+            case .kvmetrics: "KVMETRICS"
             }
         }
 
@@ -152,6 +157,10 @@ public struct CommandProcessor: Sendable {
         case .kvset: kvset(args, &out)
         case .kvdel: kvdel(args, &out)
         case .kvsync: kvsync(args, &out)
+        case .kvmetrics:
+            guard args.count == 1 else { return wrongArity(args, &out) }
+            guard let metrics else { return out.writeRESPError("ERR metrics are not kept by this kv-stored") }
+            metrics.exposition(store: store, statistics: statistics, log: log).withUnsafeBytes { out.writeRESPBulkString($0) }
         case .quit:
             out.writeRESPOK()
             connection.closeAfterReply = true
@@ -631,7 +640,7 @@ public struct CommandProcessor: Sendable {
             ("connected_clients", String(statistics.connectedClients.load(ordering: .relaxed))),
             ("pubsub_clients_keys", String(snapshot.watchedKeys)),
         ])
-        let rss = ServerStatistics.residentBytes()
+        let rss = ProcessMetrics.residentBytes()
         section("Memory", [
             // glibc exposes no 64-bit allocator total to Swift here, so used_memory is the RSS.
             ("used_memory", String(rss)), ("used_memory_rss", String(rss)),

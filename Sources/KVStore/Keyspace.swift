@@ -75,6 +75,9 @@ public struct Keyspace: Sendable {
     /// Where every change is recorded for durability (kv-stored's append-only log), in the same
     /// order, under the same lock; nil for a memory-only keyspace.
     public var recorder: (any ChangeRecorder)?
+    /// Told, for each key removed by expiry, how late the removal was (nanoseconds from its
+    /// deadline): kv-stored's expiry-lag histogram. Called under the owner's lock.
+    public var expiryLagObserver: (@Sendable (Int64) -> Void)?
 
     public init(clock: any StoreClock = SystemClock(), history: HistoryLimits = HistoryLimits()) {
         self.clock = clock
@@ -103,7 +106,9 @@ public struct Keyspace: Sendable {
             stats.misses += 1
             return nil
         }
-        if entry.deadline != 0 && entry.deadline <= clock.monotonicNanoseconds() {
+        let now = entry.deadline != 0 ? clock.monotonicNanoseconds() : 0
+        if entry.deadline != 0 && entry.deadline <= now {
+            expiryLagObserver?(now - entry.deadline)
             expire(entry)
             stats.misses += 1
             return nil
@@ -209,6 +214,7 @@ public struct Keyspace: Sendable {
         let now = clock.monotonicNanoseconds()
         var removed = 0
         while removed < limit, let entry = expiries.popDue(now: now) {
+            expiryLagObserver?(now - entry.deadline)
             entry.deadline = 0  // its queue item is gone already; not stale
             remove(entry, kind: .expired, countStale: false)
             removed += 1

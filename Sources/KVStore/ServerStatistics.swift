@@ -1,9 +1,5 @@
 import Atomics
 
-#if canImport(Glibc)
-import Glibc
-#endif
-
 /// Process-wide counters for INFO, updated without locks.
 public final class ServerStatistics: Sendable {
     public let connectedClients = ManagedAtomic<Int>(0)
@@ -24,22 +20,4 @@ public final class ServerStatistics: Sendable {
     public func makeClientID() -> Int {
         nextClientID.wrappingIncrementThenLoad(ordering: .relaxed)
     }
-
-    /// Resident set size of this process in bytes, from /proc (0 where unavailable).
-    public static func residentBytes() -> Int {
-        #if os(Linux)
-        guard let file = fopen("/proc/self/statm", "r") else { return 0 }
-        defer { fclose(file) }
-        var size = 0, resident = 0
-        guard withUnsafeMutablePointer(to: &size, { s in
-            withUnsafeMutablePointer(to: &resident) { r in
-                withVaList([s, r]) { vfscanf(file, "%ld %ld", $0) }
-            }
-        }) == 2 else { return 0 }
-        return resident * Int(sysconf(Int32(_SC_PAGESIZE)))
-        #else
-        return 0
-        #endif
-    }
-
 }

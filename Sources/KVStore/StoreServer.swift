@@ -143,9 +143,11 @@ public final class StoreServer: Service, Sendable {
     /// loops (the quiescing helper among them) is gone when this returns.
     private func serve(group: MultiThreadedEventLoopGroup, store: Store, log: AppendLog?, recovery: LogRecovery.Report?) async throws {
         let statistics = ServerStatistics(now: clock.monotonicNanoseconds())
+        let metrics = StoreMetrics()
+        metrics.observe(store)
         let processor = CommandProcessor(
             store: store, limits: configuration.limits, statistics: statistics, socketPath: configuration.socketPath,
-            log: log, recovery: recovery)
+            log: log, recovery: recovery, metrics: metrics)
         let quiesce = ServerQuiescingHelper(group: group)
         let commitBatches = CommitBatches(log: log, loops: Array(group.makeIterator()))
         let configuration = self.configuration

@@ -64,16 +64,20 @@ public final class Session: Sendable {
 
     /// Queues a message already encoded (a change sent to many sessions is encoded once).
     func send(text: ByteBuffer, conflationKey: [UInt8]? = nil) {
-        let (result, drain, firstConflation) = state.withLockedValue { state -> (ConflatingQueue<Outgoing>.AppendResult, Bool, Int?) in
-            guard !state.finished, state.closing == nil else { return (.dropped, false, nil) }
+        let (result, drain, firstConflation, conflated) = state.withLockedValue { state -> (ConflatingQueue<Outgoing>.AppendResult, Bool, Int?, Int) in
+            guard !state.finished, state.closing == nil else { return (.dropped, false, nil, 0) }
+            let conflatedBefore = state.queue.conflatedCount
             let result = state.queue.append(Outgoing(text: text, conflationKey: conflationKey))
+            let conflated = state.queue.conflatedCount - conflatedBefore
             if result == .overflow { state.closing = .outputLimit }
             let drain = result != .overflow && !state.drainDue
             if drain { state.drainDue = true }
-            guard state.queue.conflatedCount > 0, !state.reportedConflation else { return (result, drain, nil) }
+            guard state.queue.conflatedCount > 0, !state.reportedConflation else { return (result, drain, nil, conflated) }
             state.reportedConflation = true
-            return (result, drain, state.queue.conflatedCount)
+            return (result, drain, state.queue.conflatedCount, conflated)
         }
+        if conflated > 0 { WSMetrics.conflated.increment(by: conflated) }
+        if result == .dropped { WSMetrics.dropped.increment() }
         if let firstConflation { onFirstConflation(firstConflation) }
         if result == .overflow {
             eventLoop.execute { self.handler.value?.startClose(.outputLimit) }

@@ -64,15 +64,24 @@ public final class SubscriptionHub: Sendable {
     func subscribe(_ key: [UInt8], _ session: Session, catchUp: CatchUp?) -> EventLoopFuture<Void> {
         let keyBuffer = ByteBuffer(bytes: key)
         let acknowledged = watches.withLockedValue { watches -> EventLoopFuture<Void> in
-            var watch = watches[keyBuffer] ?? Watch(acknowledged: connection.subscribeFuture(keyBuffer))
-            watch.watchers[session.id] = Watcher(session: session, versioned: catchUp != nil, held: catchUp != nil ? [] : nil)
+            var watch = watches[keyBuffer] ?? {
+                WSMetrics.storeSubscriptions.increment()
+                return Watch(acknowledged: connection.subscribeFuture(keyBuffer))
+            }()
+            if watch.watchers.updateValue(Watcher(session: session, versioned: catchUp != nil, held: catchUp != nil ? [] : nil), forKey: session.id) == nil {
+                WSMetrics.subscriptions.increment()
+            }
             watches[keyBuffer] = watch
             return watch.acknowledged
         }
         let subscribed = acknowledged.flatMapError { error in
             // kv-stored refused or is unreachable: nobody stays subscribed on a failed subscription.
             self.watches.withLockedValue { watches in
-                if let watch = watches[keyBuffer], watch.acknowledged === acknowledged { watches[keyBuffer] = nil }
+                if let watch = watches[keyBuffer], watch.acknowledged === acknowledged {
+                    watches[keyBuffer] = nil
+                    WSMetrics.subscriptions.decrement(by: Double(watch.watchers.count))
+                    WSMetrics.storeSubscriptions.decrement()
+                }
             }
             return acknowledged.eventLoop.makeFailedFuture((error as? KVError) ?? KVError(.storageUnavailable, "storage unavailable: \(error)"))
         }
@@ -135,9 +144,11 @@ public final class SubscriptionHub: Sendable {
         let keyBuffer = ByteBuffer(bytes: key)
         return watches.withLockedValue { watches in
             guard let removed = watches[keyBuffer]?.watchers.removeValue(forKey: session.id) else { return 0 }
+            WSMetrics.subscriptions.decrement()
             let revision = removed.versioned ? removed.revision : watches[keyBuffer]?.seedRevision ?? 0
             if watches[keyBuffer]?.watchers.isEmpty == true {
                 watches[keyBuffer] = nil
+                WSMetrics.storeSubscriptions.decrement()
                 connection.unsubscribeFuture(keyBuffer)
             }
             return revision

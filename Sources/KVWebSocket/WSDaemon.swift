@@ -2,6 +2,7 @@ import Atomics
 import KVClient
 import KVCore
 import KVDaemon
+import KVMetrics
 import Logging
 import NIOCore
 import NIOExtras
@@ -101,10 +102,13 @@ struct WSServer: Service {
                 let path = head.uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first
                 return channel.eventLoop.makeSucceededFuture(path == "/ws" ? HTTPHeaders() : nil)
             },
-            upgradePipelineHandler: { channel, _ in
+            upgradePipelineHandler: { channel, head in
                 channel.eventLoop.makeCompletedFuture {
                     let id = Self.nextSessionID.wrappingIncrementThenLoad(ordering: .relaxed)
-                    let session = Session(id: id, eventLoop: channel.eventLoop, limits: configuration.outputLimits) { dropped in
+                    // nginx's $request_id for the upgrade: the session's log lines carry it.
+                    var logger = logger
+                    logger[metadataKey: "request.id"] = "\(head.headers.first(name: "X-Request-ID") ?? "-")"
+                    let session = Session(id: id, eventLoop: channel.eventLoop, limits: configuration.outputLimits) { [logger] dropped in
                         logger.info("a client does not keep up; keeping only the newest change per key for it",
                                     metadata: ["connection.id": "\(id)", "kv.conflated": "\(dropped)"])
                     }
@@ -175,17 +179,30 @@ final class NotWebSocketHandler: ChannelInboundHandler, RemovableChannelHandler 
     static let name = "kv-ws-not-websocket"
 
     private var upgradeMissing = false
+    private var metricsRequested = false
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .head(let head):
-            upgradeMissing = head.uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first == "/ws"
+            let path = head.uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first
+            upgradeMissing = path == "/ws"
+            // kv-ws's metrics (docs/operations.md); nginx lets only allowed addresses through.
+            metricsRequested = path == "/metrics/kv-ws" && head.method == .GET
         case .body:
             break
         case .end:
+            if metricsRequested {
+                let body = ProcessMetrics.exposition()
+                let headers = HTTPHeaders([("Content-Type", ProcessMetrics.contentType), ("Content-Length", "\(body.count)"), ("Connection", "close")])
+                context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))), promise: nil)
+                context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(bytes: body)))), promise: nil)
+                let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+                context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in bound.value.close(promise: nil) }
+                return
+            }
             let (status, text) = upgradeMissing
                 ? (HTTPResponseStatus.upgradeRequired, "/ws speaks WebSocket only: send an Upgrade: websocket request\n")
-                : (.notFound, "kv-ws serves WebSocket upgrades of /ws only\n")
+                : (.notFound, "kv-ws serves WebSocket upgrades of /ws, and its metrics at /metrics/kv-ws\n")
             var headers = HTTPHeaders([("Content-Type", "text/plain"), ("Content-Length", "\(text.utf8.count)"), ("Connection", "close")])
             if upgradeMissing { headers.add(name: "Upgrade", value: "websocket") }
             context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)

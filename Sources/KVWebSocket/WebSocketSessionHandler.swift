@@ -74,6 +74,8 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
     private var closeTimer: Scheduled<Void>?
     private var pinger: RepeatedTask?
     private var awaitingPong = false
+    /// Why the connection is ending, once known (counted when it closes).
+    private var closeReason: WSMetrics.CloseReason?
 
     init(session: Session, requests: any StoreRequests, hub: any Subscriptions, settings: Settings, logger: Logger) {
         self.session = session
@@ -93,6 +95,8 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
             bound.value.ping()
         }
         session.attach(self)
+        WSMetrics.connections.increment()
+        WSMetrics.connectionsTotal.increment()
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -100,6 +104,8 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
         closeTimer?.cancel()
         for key in subscriptions { hub.unsubscribe(key, session) }
         subscriptions.removeAll()
+        WSMetrics.connections.decrement()
+        WSMetrics.closes[closeReason ?? .dropped]?.increment()
         let conflated = session.conflatedCount
         session.finish()
         if conflated > 0 {
@@ -119,6 +125,7 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
         case .text:
             guard !closeSent else { return }
             let (id, parsed) = ClientRequest.parse(Array(buffer: frame.unmaskedData), limits: settings.limits)
+            WSMetrics.messageIn(try? parsed.get().message)
             switch parsed {
             case .success(let request): inbox.append(.message(request))
             case .failure(let error):
@@ -128,6 +135,7 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
             pump()
         case .binary:
             guard !closeSent else { return }
+            WSMetrics.messageIn(nil)
             inbox.append(.rejected("messages must be text frames holding JSON", id: nil))
             pump()
         case .ping:
@@ -319,6 +327,7 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
             for message in messages {
                 context.write(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .text, data: message.text)), promise: nil)
             }
+            WSMetrics.messagesOut.increment(by: messages.count)
             wrote = true
         }
         if wrote { context.flush() }
@@ -334,6 +343,7 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
     private func ping() {
         guard let context, !closeSent else { return }
         if awaitingPong {
+            closeReason = .pingTimeout
             logger.info("closing a websocket whose client did not answer a ping")
             context.close(promise: nil)
             return
@@ -345,6 +355,7 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
     /// Sends a close frame (queued messages are dropped) and cuts the connection off if the
     /// client has not answered within `closeTimeout`: one that stopped reading never does.
     func startClose(_ reason: Session.Closing) {
+        closeReason = closeReason ?? (reason == .outputLimit ? .outputLimit : .shutdown)
         switch reason {
         case .outputLimit:
             logger.warning("closing a websocket whose client does not keep up (output queue over its limit)")
@@ -368,6 +379,7 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
 
     /// The client closes (we answer with its code and close), or answers our close.
     private func receivedClose(_ context: ChannelHandlerContext, _ frame: WebSocketFrame) {
+        closeReason = closeReason ?? .client
         guard !closeSent else {
             context.close(promise: nil)
             return
@@ -394,8 +406,10 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         if let error = error as? NIOWebSocketFrameAggregator.Error, case .accumulatedFrameSizeIsTooLarge = error {
+            closeReason = .protocolError
             sendClose(.messageTooLarge, reason: "message over the size limit")
         } else if error is NIOWebSocketError {
+            closeReason = .protocolError
             closeSent = true  // WebSocketProtocolErrorHandler has sent the close (1009 for an oversize frame)
         } else {
             logger.debug("websocket error", metadata: ["error": "\(error)"])

@@ -1,5 +1,6 @@
 import ArgumentParser
 import KVDaemon
+import KVMetrics
 import KVFCGI
 
 /// kv-fcgi: the HTTP API of KvServer as a FastCGI responder (libfcgi) behind nginx.
@@ -59,6 +60,7 @@ struct KVFCGIMain: ParsableCommand {
 
     func run() throws {
         let logger = loggingOptions.bootstrap(label: "kv-fcgi")
+        ProcessMetrics.bootstrap()
         var configuration = FCGIConfiguration(socketPath: socket, storeSocket: store)
         configuration.socketMode = socketOptions.mode
         configuration.socketGroup = socketOptions.socketGroup

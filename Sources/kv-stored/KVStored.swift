@@ -1,6 +1,7 @@
 import ArgumentParser
 import KVCore
 import KVDaemon
+import KVMetrics
 import KVStore
 import Logging
 import ServiceLifecycle
@@ -92,6 +93,7 @@ struct KVStored: AsyncParsableCommand {
 
     func run() async throws {
         let logger = loggingOptions.bootstrap(label: "kv-stored")
+        ProcessMetrics.bootstrap()
         var configuration = StoreServerConfiguration(socketPath: socket)
         configuration.socketMode = socketOptions.mode
         configuration.socketGroup = socketOptions.socketGroup

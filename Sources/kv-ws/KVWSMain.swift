@@ -1,6 +1,7 @@
 import ArgumentParser
 import KVCore
 import KVDaemon
+import KVMetrics
 import KVWebSocket
 
 /// kv-ws: the WebSocket API of KvServer (get/set/delete/subscribe) behind nginx's /ws.
@@ -65,6 +66,7 @@ struct KVWSMain: AsyncParsableCommand {
 
     func run() async throws {
         let logger = loggingOptions.bootstrap(label: "kv-ws")
+        ProcessMetrics.bootstrap()
         var configuration = WSConfiguration(socketPath: socket, storeSocket: store)
         configuration.socketMode = socketOptions.mode
         configuration.socketGroup = socketOptions.socketGroup
