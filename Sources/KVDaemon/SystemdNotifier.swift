@@ -10,15 +10,29 @@ import Glibc
 public struct SystemdNotifier: Sendable {
     /// Where notifications go; nil when not started by systemd with `Type=notify`.
     public let socketPath: String?
+    /// The unit's `WatchdogSec=` in microseconds (`$WATCHDOG_USEC`), when it is meant for this
+    /// process; nil without a watchdog.
+    public let watchdogMicroseconds: Int64?
 
-    public init(socketPath: String?) {
+    public init(socketPath: String?, watchdogMicroseconds: Int64? = nil) {
         self.socketPath = socketPath.flatMap { $0.isEmpty ? nil : $0 }
+        self.watchdogMicroseconds = watchdogMicroseconds.flatMap { $0 > 0 ? $0 : nil }
     }
 
     /// The notifier for this process's environment.
     public static func fromEnvironment() -> SystemdNotifier {
-        SystemdNotifier(socketPath: getenv("NOTIFY_SOCKET").map { String(cString: $0) })
+        let environment = { (name: String) in getenv(name).map { String(cString: $0) } }
+        // $WATCHDOG_PID names the process the watchdog is for (sd_watchdog_enabled(3)).
+        let forUs = environment("WATCHDOG_PID").map { Int32($0) == getpid() } ?? true
+        return SystemdNotifier(socketPath: environment("NOTIFY_SOCKET"),
+                               watchdogMicroseconds: forUs ? environment("WATCHDOG_USEC").flatMap { Int64($0) } : nil)
     }
+
+    /// How often to call `watchdog()`: half the interval, as sd_watchdog_enabled(3) advises.
+    public var watchdogPingMicroseconds: Int64? { watchdogMicroseconds.map { max(1, $0 / 2) } }
+
+    /// Tells systemd's watchdog the daemon is alive (call only from a path that proves it is).
+    public func watchdog() { send(["WATCHDOG=1"]) }
 
     /// The daemon accepts connections.
     public func ready(status: String) { send(["READY=1", "STATUS=\(status)"]) }

@@ -54,11 +54,30 @@ public enum FCGIDaemon {
         ])
         let notifier = SystemdNotifier.fromEnvironment()
         notifier.ready(status: "accepting FastCGI connections")
+        if let interval = notifier.watchdogPingMicroseconds { startWatchdog(notifier, everyMicroseconds: interval) }
         let signal = TerminationSignals.wait()
         logger.notice("shutting down: finishing requests in flight", metadata: ["signal": "\(TerminationSignals.name(signal))"])
         notifier.stopping(status: "finishing requests in flight")
         server.stop()
         if let path = configuration.socketPath { unlink(path) }
         logger.notice("kv-fcgi stopped")
+    }
+
+    /// WatchdogSec=: a thread that pings while the process runs (the workers block in libfcgi's
+    /// accept, so they cannot ping themselves; a hung process stops the pings all the same).
+    private static func startWatchdog(_ notifier: SystemdNotifier, everyMicroseconds interval: Int64) {
+        final class Box { let notifier: SystemdNotifier; let interval: Int64; init(_ n: SystemdNotifier, _ i: Int64) { notifier = n; interval = i } }
+        let box = Unmanaged.passRetained(Box(notifier, interval))
+        var thread = pthread_t()
+        let started = pthread_create(&thread, nil, { raw in
+            guard let raw else { return nil }
+            let box = Unmanaged<Box>.fromOpaque(raw).takeRetainedValue()
+            while true {
+                box.notifier.watchdog()
+                var pause = timespec(tv_sec: Int(box.interval / 1_000_000), tv_nsec: Int(box.interval % 1_000_000) * 1000)
+                nanosleep(&pause, nil)
+            }
+        }, box.toOpaque())
+        if started == 0 { pthread_detach(thread) } else { box.release() }
     }
 }

@@ -182,6 +182,15 @@ public final class StoreServer: Service, Sendable {
         ])
         onReady()
         notifier.ready(status: "accepting connections on \(path)")
+        // WatchdogSec=: pinged from an event loop after taking the keyspace lock, so a stuck
+        // loop or a lock never released stops the pings and systemd restarts kv-stored.
+        let watchdog = notifier.watchdogPingMicroseconds.map { interval in
+            group.next().scheduleRepeatedTask(initialDelay: .zero, delay: .microseconds(interval)) { [notifier] _ in
+                store.withKeyspace { _ in }
+                notifier.watchdog()
+            }
+        }
+        defer { watchdog?.cancel() }
 
         try await withGracefulShutdownHandler {
             try await channel.closeFuture.get()

@@ -150,6 +150,11 @@ struct WSServer: Service {
         ])
         let notifier = SystemdNotifier.fromEnvironment()
         notifier.ready(status: "accepting WebSocket connections on \(path)")
+        // WatchdogSec=: pinged from each event loop in turn, so a stuck loop stops the pings.
+        let watchdog = notifier.watchdogPingMicroseconds.map { interval in
+            group.next().scheduleRepeatedTask(initialDelay: .zero, delay: .microseconds(interval)) { [notifier] _ in notifier.watchdog() }
+        }
+        defer { watchdog?.cancel() }
 
         try await withGracefulShutdownHandler {
             try await channel.closeFuture.get()

@@ -54,6 +54,29 @@ struct SystemdNotifyTests {
         #expect(stopping?.split(separator: "\n").contains("STOPPING=1") == true, "\(stopping ?? "nothing")")
     }
 
+    @Test("with WatchdogSec= ($WATCHDOG_USEC), each daemon pings WATCHDOG=1 at half the interval; not for another process's watchdog",
+          arguments: ["kv-stored", "kv-fcgi", "kv-ws"])
+    func watchdog(daemon: String) throws {
+        let dir = try TempDirectory()
+        let notify = try FakeNotifySocket(path: dir.file("notify"))
+        let process = try DaemonProcess(Binaries.path(daemon), Self.arguments(daemon, socket: dir.file("d.sock"), dir: dir),
+                                        logPath: dir.file("log"), environment: ["NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "200000"])
+        var pings = 0
+        while pings < 3, let message = notify.next(within: 5) {
+            if message == "WATCHDOG=1" { pings += 1 }
+        }
+        #expect(pings == 3, "\(process.log)")
+        process.terminate()
+
+        let other = try FakeNotifySocket(path: dir.file("notify2"))
+        let elsewhere = try DaemonProcess(Binaries.path(daemon), Self.arguments(daemon, socket: dir.file("e.sock"), dir: dir),
+                                          logPath: dir.file("log2"),
+                                          environment: ["NOTIFY_SOCKET": other.path, "WATCHDOG_USEC": "200000", "WATCHDOG_PID": "1"])
+        #expect(other.next(within: 15)?.contains("READY=1") == true)
+        #expect(other.next(within: 0.5).map { !$0.contains("WATCHDOG=1") } ?? true, "the watchdog was meant for pid 1")
+        elsewhere.terminate()
+    }
+
     @Test("a notify socket in the abstract namespace (@name) works too")
     func abstractNotifySocket() throws {
         let dir = try TempDirectory()
