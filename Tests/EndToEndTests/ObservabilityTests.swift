@@ -39,6 +39,19 @@ struct ObservabilityTests {
         #expect(eventually { (try? http.send("GET", "/readyz"))?.status == 200 })
     }
 
+    @Test("metrics answer loopback only by default: another address gets 403 in JSON; health answers everyone")
+    func metricsRestricted() throws {
+        let stack = try HTTPStack(wsArguments: [])
+        let elsewhere = HTTPClient(port: stack.port, source: "127.0.0.2")
+        for daemon in ["kv-stored", "kv-fcgi", "kv-ws"] {
+            let refused = try elsewhere.send("GET", "/metrics/\(daemon)")
+            #expect(refused.status == 403 && refused.text.contains("not allowed from this address"), "\(daemon): \(refused)")
+            #expect(try stack.client().send("GET", "/metrics/\(daemon)").status == 200, "\(daemon)")
+        }
+        #expect(try elsewhere.send("GET", "/healthz").status == 200)
+        #expect(try elsewhere.send("GET", "/readyz").status == 200)
+    }
+
     @Test("kv-fcgi's request counter and latency histogram move as requests are made")
     func frontEndMetrics() throws {
         let stack = try HTTPStack()

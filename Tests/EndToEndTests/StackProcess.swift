@@ -122,9 +122,22 @@ extension Binaries {
 }
 
 /// A TCP connection to 127.0.0.1:`port` with a receive timeout (and, optionally, a small receive buffer).
-func connectLoopback(port: Int, receiveBuffer: Int32? = nil) throws -> Int32 {
+/// `source`: another loopback address to connect from (127.0.0.2, say), as a client elsewhere would.
+func connectLoopback(port: Int, receiveBuffer: Int32? = nil, source: String? = nil) throws -> Int32 {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     guard fd >= 0 else { throw POSIXFailure(what: "socket") }
+    if let source {
+        var local = sockaddr_in()
+        local.sin_family = sa_family_t(AF_INET)
+        local.sin_addr.s_addr = inet_addr(source)
+        let bound = withUnsafePointer(to: &local) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard bound == 0 else {
+            close(fd)
+            throw POSIXFailure(what: "bind \(source)")
+        }
+    }
     if var size = receiveBuffer {
         setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
     }
@@ -148,6 +161,8 @@ func connectLoopback(port: Int, receiveBuffer: Int32? = nil) throws -> Int32 {
 /// would normalise `%2541` or `/a/../b`), one connection per request.
 struct HTTPClient {
     let port: Int
+    /// The loopback address requests come from (nil: the default, 127.0.0.1).
+    var source: String? = nil
 
     struct Response: CustomStringConvertible {
         var status: Int
@@ -195,7 +210,7 @@ struct HTTPClient {
     }
 
     func start(_ method: String, _ target: [UInt8], body: [UInt8]? = nil, headers: [String: String] = [:]) throws -> Pending {
-        let fd = try connectLoopback(port: port)
+        let fd = try connectLoopback(port: port, source: source)
         let pending = Pending(fd: fd, isHead: method == "HEAD")
         var head = Array("\(method) ".utf8) + target + Array(" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n".utf8)
         for (name, value) in headers { head += Array("\(name): \(value)\r\n".utf8) }
