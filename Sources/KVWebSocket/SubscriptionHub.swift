@@ -3,6 +3,20 @@ import KVCore
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
+import RESP
+
+/// What the hub needs of its kv-stored connection: `StoreConnection`, or a fake in tests.
+public protocol FeedConnection: AnyObject, Sendable {
+    /// Completes once kv-stored has acknowledged the subscription.
+    func subscribeFuture(_ key: ByteBuffer) -> EventLoopFuture<Void>
+    @discardableResult
+    func unsubscribeFuture(_ key: ByteBuffer) -> EventLoopFuture<Void>
+    /// One command on the same connection as the change feed.
+    func requestFuture(_ arguments: [ByteBuffer]) -> EventLoopFuture<RESPValue>
+    func close() async
+}
+
+extension StoreConnection: FeedConnection {}
 
 /// kv-ws's subscriptions: one kv-stored subscription per key for the whole process, however
 /// many WebSocket sessions watch it (reference-counted, dropped with the last watcher), and the
@@ -47,10 +61,10 @@ public final class SubscriptionHub: Sendable {
     }
 
     private let watches = NIOLockedValueBox<[ByteBuffer: Watch]>([:])
-    private let connection: StoreConnection
+    private let connection: any FeedConnection
     private let logger: Logger
 
-    public init(connection makeConnection: (@escaping @Sendable (StoreConnectionEvent) -> Void) -> StoreConnection, logger: Logger) {
+    public init(connection makeConnection: (@escaping @Sendable (StoreConnectionEvent) -> Void) -> any FeedConnection, logger: Logger) {
         let router = NIOLockedValueBox<SubscriptionHub?>(nil)
         self.connection = makeConnection { event in router.withLockedValue { $0 }?.route(event) }
         self.logger = logger

@@ -1,0 +1,135 @@
+import KVClient
+import KVCore
+import Logging
+import NIOCore
+import NIOEmbedded
+import RESP
+import Testing
+@testable import KVWebSocket
+
+/// The hub's side of kv-stored, answered by hand: subscriptions and `KVSYNC` requests wait for
+/// the test, and changes and connection events are routed when the test says.
+final class FakeFeed: FeedConnection, @unchecked Sendable {
+    let loop: EmbeddedEventLoop
+    var onEvent: (@Sendable (StoreConnectionEvent) -> Void)?
+    var subscriptions: [(key: String, promise: EventLoopPromise<Void>)] = []
+    var requests: [(command: [String], promise: EventLoopPromise<RESPValue>)] = []
+
+    init(loop: EmbeddedEventLoop) { self.loop = loop }
+
+    func subscribeFuture(_ key: ByteBuffer) -> EventLoopFuture<Void> {
+        let promise = loop.makePromise(of: Void.self)
+        subscriptions.append((String(buffer: key), promise))
+        return promise.futureResult
+    }
+
+    func unsubscribeFuture(_ key: ByteBuffer) -> EventLoopFuture<Void> { loop.makeSucceededVoidFuture() }
+
+    func requestFuture(_ arguments: [ByteBuffer]) -> EventLoopFuture<RESPValue> {
+        let promise = loop.makePromise(of: RESPValue.self)
+        requests.append((arguments.map { String(buffer: $0) }, promise))
+        return promise.futureResult
+    }
+
+    func close() async {}
+
+    func change(_ key: String, _ revision: UInt64, _ value: String?) {
+        onEvent?(.change(StoreChange(key: ByteBuffer(string: key), kind: value == nil ? .deleted : .set, revision: revision,
+                                     value: value.map { ByteBuffer(string: $0) })))
+    }
+
+    /// A `KVSYNC` reply: mode, epoch, revision, and `[kind, revision, value?]` entries.
+    static func sync(_ mode: String, _ revision: Int64, _ changes: [(String, Int64, String?)]) -> RESPValue {
+        .array([.bulkString(ByteBuffer(string: mode)), .bulkString(ByteBuffer(string: "e1")), .integer(revision),
+                .array(changes.map { kind, at, value in
+                    .array([.bulkString(ByteBuffer(string: kind)), .integer(at)] + (value.map { [.bulkString(ByteBuffer(string: $0))] } ?? []))
+                })])
+    }
+}
+
+@Suite("Subscription hub: exact subscriptions catch up, hold and resume (no sockets)")
+struct SubscriptionHubTests {
+    let loop = EmbeddedEventLoop()
+    let feed: FakeFeed
+    let hub: SubscriptionHub
+
+    init() {
+        let feed = FakeFeed(loop: loop)
+        self.feed = feed
+        hub = SubscriptionHub(connection: { onEvent in
+            feed.onEvent = onEvent
+            return feed
+        }, logger: Logger(label: "test"))
+    }
+
+    func session(_ id: Int) -> Session { Session(id: id, eventLoop: loop, limits: OutputLimits()) }
+
+    func messages(_ session: Session) -> [String] {
+        session.take(maxBytes: .max).map { String(buffer: $0.text) }
+    }
+
+    @Test("changes that arrive while a subscriber catches up are held: those at or below its revision dropped, the rest sent after, once each")
+    func catchUpHoldsAndFilters() throws {
+        let exact = session(1)
+        let subscribed = hub.subscribe(Array("k".utf8), exact, catchUp: SubscriptionHub.CatchUp(id: Array("1".utf8), initial: true))
+        feed.subscriptions[0].promise.succeed()
+        #expect(feed.requests.map(\.command) == [["KVSYNC", "k", "INITIAL"]])
+        feed.change("k", 5, "a")  // applied before KVSYNC ran: part of the state it reports
+        feed.change("k", 7, "c")  // after it
+        #expect(messages(exact).isEmpty, "nothing before the catch-up")
+        feed.requests[0].promise.succeed(FakeFeed.sync("live", 6, [("set", 6, "b")]))
+        try subscribed.wait()
+        #expect(messages(exact) == [
+            #"{"type":"ok","id":1,"rev":6,"epoch":"e1","payload":{"key":"k"}}"#,
+            #"{"type":"value","rev":6,"payload":{"key":"k","value":b}}"#,
+            #"{"type":"value","rev":7,"payload":{"key":"k","value":c}}"#,
+        ])
+        feed.change("k", 7, "c")  // a late duplicate (pushed before the reply was read, say)
+        feed.change("k", 8, nil)
+        #expect(messages(exact) == [#"{"type":"no-value","rev":8,"payload":{"key":"k"}}"#])
+        #expect(hub.revision(of: Array("k".utf8), for: exact) == 8)
+    }
+
+    @Test("after a lost connection an exact subscriber holds, then resumes from its last revision; a seed one is told it may have missed changes")
+    func resumeAfterReconnection() throws {
+        let exact = session(1), seed = session(2)
+        let subscribed = hub.subscribe(Array("k".utf8), exact, catchUp: SubscriptionHub.CatchUp())
+        feed.subscriptions[0].promise.succeed()
+        feed.requests[0].promise.succeed(FakeFeed.sync("live", 4, []))
+        try subscribed.wait()
+        try hub.subscribe(Array("k".utf8), seed, catchUp: nil).wait()
+        feed.change("k", 5, "a")
+        #expect(messages(exact) == [#"{"type":"value","rev":5,"payload":{"key":"k","value":a}}"#])
+        #expect(messages(seed) == [#"{"type":"value","payload":{"key":"k","value":a}}"#])
+
+        feed.onEvent?(.disconnected)
+        #expect(messages(exact).count == 1 && messages(seed).count == 1, "both told the connection is lost")
+        feed.change("k", 7, "c")  // arrives after the reconnection, before the catch-up
+        feed.onEvent?(.restored(subscriptions: 1))
+        #expect(feed.requests.last?.command == ["KVSYNC", "k", "SINCE", "5", "EPOCH", "e1"])
+        #expect(messages(exact).isEmpty, "held until the catch-up; not told it may have missed changes")
+        let seedMessages = messages(seed)
+        #expect(seedMessages.count == 2 && seedMessages[0] == #"{"type":"value","payload":{"key":"k","value":c}}"#
+                && seedMessages[1].contains("may have been missed"), "\(seedMessages)")
+        feed.requests.last?.promise.succeed(FakeFeed.sync("replay", 7, [("set", 6, "b"), ("set", 7, "c")]))
+        #expect(messages(exact) == [
+            #"{"type":"value","rev":6,"payload":{"key":"k","value":b}}"#,
+            #"{"type":"value","rev":7,"payload":{"key":"k","value":c}}"#,
+        ], "the missed change 6 replayed, 7 once")
+        feed.change("k", 8, "d")
+        #expect(messages(exact) == [#"{"type":"value","rev":8,"payload":{"key":"k","value":d}}"#])
+    }
+
+    @Test("a failed catch-up leaves no subscription behind")
+    func failedCatchUp() {
+        let exact = session(1)
+        let subscribed = hub.subscribe(Array("k".utf8), exact, catchUp: SubscriptionHub.CatchUp(since: 3, epoch: "e0"))
+        feed.subscriptions[0].promise.succeed()
+        #expect(feed.requests[0].command == ["KVSYNC", "k", "SINCE", "3", "EPOCH", "e0"])
+        feed.requests[0].promise.fail(KVError(.storageUnavailable, "storage unavailable: test"))
+        #expect(throws: KVError.self) { try subscribed.wait() }
+        feed.change("k", 4, "a")
+        #expect(messages(exact).isEmpty)
+        #expect(hub.revision(of: Array("k".utf8), for: exact) == 0)
+    }
+}
