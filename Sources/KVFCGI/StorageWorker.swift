@@ -16,8 +16,12 @@ final class StorageWorker: FastCGIServer.Worker {
     private let api: StorageAPI
     private let store: StoreAdapter
     private var logger: Logger
-    /// This thread's handles on the request metrics, by "operation status" (no lock per request).
-    private var requestCounters: [String: Counter] = [:]
+    /// This thread's handles on the request metrics (no registry lookup per request).
+    private struct Outcome: Hashable {
+        var operation: String
+        var status: Int
+    }
+    private var requestCounters: [Outcome: Counter] = [:]
     private var requestTimers: [String: Timer] = [:]
 
     init(api: StorageAPI, storeSocket: String, storeTimeoutMilliseconds: Int, reachability: StoreReachability, logger: Logger) {
@@ -32,12 +36,12 @@ final class StorageWorker: FastCGIServer.Worker {
         let started = DispatchTime.now().uptimeNanoseconds
         let method = request.param("REQUEST_METHOD") ?? ""
         let uri = request.paramBytes("REQUEST_URI") ?? []
-        let path = String(decoding: uri.prefix { $0 != UInt8(ascii: "?") }, as: UTF8.self)
         let requestID = request.param("REQUEST_ID") ?? "-"
         logger.debug("request received", metadata: ["kv.op": "\(method)", "request.id": "\(requestID)"])
         let operation: String
         let response: HTTPResponse
-        if let operational = operationalResponse(path: path, method: method) {
+        let isStorage = uri.starts(with: Self.storagePrefix)
+        if !isStorage, let operational = operationalResponse(path: String(decoding: uri.prefix { $0 != UInt8(ascii: "?") }, as: UTF8.self), method: method) {
             (operation, response) = operational
         } else {
             operation = ["GET", "HEAD", "POST", "DELETE"].contains(method) ? method : "other"
@@ -46,24 +50,27 @@ final class StorageWorker: FastCGIServer.Worker {
         request.write(Array(response.cgiHead.utf8))
         if !response.body.isEmpty { request.write(response.body) }
         count(operation, status: response.status, nanoseconds: DispatchTime.now().uptimeNanoseconds - started)
-        // The key as sent (still percent-encoded), cut short: keys may be a megabyte long.
-        let key = path.hasPrefix("/storage/") ? String(path.dropFirst("/storage/".count).prefix(200)) : "-"
+        // The key as sent (still percent-encoded), cut short: keys may be a megabyte long. Only
+        // made when a line is logged (metadata is evaluated lazily).
+        let key = { isStorage ? String(decoding: uri.dropFirst(Self.storagePrefix.count).prefix { $0 != UInt8(ascii: "?") }.prefix(200), as: UTF8.self) : "-" }
         if response.status >= 500 {
             logger.warning("request failed", metadata: [
-                "kv.op": "\(method)", "kv.key": "\(key)", "http.status": "\(response.status)", "error": "\(response.bodyText)",
+                "kv.op": "\(method)", "kv.key": "\(key())", "http.status": "\(response.status)", "error": "\(response.bodyText)",
                 "request.id": "\(requestID)",
             ])
         } else {
             logger.debug("request", metadata: [
-                "kv.op": "\(method)", "kv.key": "\(key)", "http.status": "\(response.status)", "request.id": "\(requestID)",
+                "kv.op": "\(method)", "kv.key": "\(key())", "http.status": "\(response.status)", "request.id": "\(requestID)",
             ])
         }
     }
 
+    private static let storagePrefix = Array("/storage/".utf8)
+
     private func count(_ operation: String, status: Int, nanoseconds: UInt64) {
-        let key = "\(operation) \(status)"
-        let counter = requestCounters[key] ?? Counter(label: "kv_fcgi_requests_total", dimensions: [("operation", operation), ("status", String(status))])
-        requestCounters[key] = counter
+        let outcome = Outcome(operation: operation, status: status)
+        let counter = requestCounters[outcome] ?? Counter(label: "kv_fcgi_requests_total", dimensions: [("operation", operation), ("status", String(status))])
+        requestCounters[outcome] = counter
         counter.increment()
         let timer = requestTimers[operation] ?? Timer(label: "kv_fcgi_request_duration_seconds", dimensions: [("operation", operation)])
         requestTimers[operation] = timer

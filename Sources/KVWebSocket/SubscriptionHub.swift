@@ -112,9 +112,7 @@ public final class SubscriptionHub: Sendable {
     private func sync(_ key: ByteBuffer, _ catchUp: CatchUp) -> EventLoopFuture<SyncReply> {
         let options = VersionedCommands.syncOptions(since: catchUp.since, epoch: catchUp.epoch, initial: catchUp.initial)
         return connection.requestFuture([ByteBuffer(string: "KVSYNC"), key] + options.map { ByteBuffer(string: $0) })
-            .flatMapThrowing { reply in
-                do throws(KVError) { return try VersionedCommands.syncReply(reply) } catch { throw error }
-            }
+            .flatMapThrowing { try VersionedCommands.syncReply($0) }
     }
 
     /// Sends what `reply` says the session lacks (after the `ok`, for a request with an id), then
@@ -127,9 +125,7 @@ public final class SubscriptionHub: Sendable {
                 session.send(text: ServerMessage.ok(key: keyBytes).encoded(.init(id: id, rev: reply.revision, epoch: reply.epoch)))
             }
             for change in reply.changes {
-                let message: ServerMessage = change.kind == .set
-                    ? .value(key: keyBytes, value: change.value.map { Array($0.readableBytesView) } ?? Array("null".utf8))
-                    : .noValue(key: keyBytes)
+                let message = Self.message(key: keyBytes, set: change.kind == .set, value: change.value)
                 session.send(text: message.encoded(.init(rev: change.revision, reset: reply.mode == .reset)))
             }
             watcher.revision = reply.revision
@@ -173,10 +169,12 @@ public final class SubscriptionHub: Sendable {
     func close() async { await connection.close() }
 
     private static func message(for change: StoreChange) -> ServerMessage {
-        let key = Array(change.key.readableBytesView)
-        return change.kind == .set
-            ? .value(key: key, value: change.value.map { Array($0.readableBytesView) } ?? Array("null".utf8))
-            : .noValue(key: key)
+        message(key: Array(change.key.readableBytesView), set: change.kind == .set, value: change.value)
+    }
+
+    /// `value` for a set, `no-value` for a deletion, an expiry or an absent state.
+    private static func message(key: [UInt8], set: Bool, value: ByteBuffer?) -> ServerMessage {
+        set ? .value(key: key, value: value.map { Array($0.readableBytesView) } ?? Array("null".utf8)) : .noValue(key: key)
     }
 
     private func route(_ event: StoreConnectionEvent) {

@@ -169,14 +169,9 @@ public enum ServerMessage: Equatable, Sendable {
             out.writeStaticString(#","value":"#)
             out.writeBytes(value)
             out.writeStaticString("}}")
-        case .noValue(let key):
-            out.writeStaticString(#"{"type":"no-value""#)
-            Self.write(envelope, into: &out)
-            out.writeStaticString(#","payload":{"key":"#)
-            out.writeBytes(JSONText.quoted(String(decoding: key, as: UTF8.self)))
-            out.writeStaticString("}}")
-        case .ok(let key):
-            out.writeStaticString(#"{"type":"ok""#)
+        case .noValue(let key), .ok(let key):
+            // Both carry only the key.
+            if case .ok = self { out.writeStaticString(#"{"type":"ok""#) } else { out.writeStaticString(#"{"type":"no-value""#) }
             Self.write(envelope, into: &out)
             out.writeStaticString(#","payload":{"key":"#)
             out.writeBytes(JSONText.quoted(String(decoding: key, as: UTF8.self)))
