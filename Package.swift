@@ -88,7 +88,7 @@ let package = Package(
         .executableTarget(
             name: "kv-fcgi",
             dependencies: [
-                "KVFCGI", "KVMetrics", "KVCore",
+                "KVFCGI", "KVClient", "KVMetrics", "KVCore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

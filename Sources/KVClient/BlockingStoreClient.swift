@@ -16,7 +16,8 @@ import Glibc
 /// backoff. A connection found dead when reused (kv-stored restarted) is replaced and the
 /// request retried once, because nothing of it can have been applied.
 public final class BlockingStoreClient {
-    public let socketPath: String
+    /// kv-stored's socket, or a Redis/Valkey server (`RedisFunctions`).
+    public let address: StoreAddress
     public let limits: RESPLimits
     /// Longest wait for one send or receive.
     public let timeoutMilliseconds: Int
@@ -31,8 +32,12 @@ public final class BlockingStoreClient {
 
     /// Clients sharing `reachability` (kv-fcgi's workers) skip their backoff once any of them
     /// has reached kv-stored again, so all recover together when it comes back.
-    public init(socketPath: String, limits: RESPLimits, timeoutMilliseconds: Int = 5000, reachability: StoreReachability = StoreReachability()) {
-        self.socketPath = socketPath
+    public convenience init(socketPath: String, limits: RESPLimits, timeoutMilliseconds: Int = 5000, reachability: StoreReachability = StoreReachability()) {
+        self.init(address: .kvStored(path: socketPath), limits: limits, timeoutMilliseconds: timeoutMilliseconds, reachability: reachability)
+    }
+
+    public init(address: StoreAddress, limits: RESPLimits, timeoutMilliseconds: Int = 5000, reachability: StoreReachability = StoreReachability()) {
+        self.address = address
         self.limits = limits
         self.timeoutMilliseconds = timeoutMilliseconds
         self.reachability = reachability
@@ -74,27 +79,44 @@ public final class BlockingStoreClient {
 
     // MARK: - Versioned operations (docs/protocol.md, "Versioned commands")
 
+    // Both stores answer these with the same replies: kv-stored's commands, or the Redis
+    // functions that mirror them.
+
     /// The value of `key` with its revision and remaining TTL, or nil.
     public func versionedGet(_ key: [UInt8]) throws(KVError) -> VersionedValue? {
-        try VersionedCommands.getReply(request([Array("KVGET".utf8), key]))
+        switch address {
+        case .kvStored: try VersionedCommands.getReply(request([Array("KVGET".utf8), key]))
+        case .redis: try VersionedCommands.getReply(request(RedisFunctions.get(key)))
+        }
     }
 
-    /// Stores `value` when `precondition` holds (checked and written atomically by kv-stored).
+    /// Stores `value` when `precondition` holds (checked and written atomically by the store).
     public func set(_ key: [UInt8], value: [UInt8], ttl: TTL?, precondition: WritePrecondition) throws(KVError) -> WriteResult {
-        let options = VersionedCommands.setOptions(ttl: ttl, precondition: precondition).map { Array($0.utf8) }
-        return try VersionedCommands.setReply(request([Array("KVSET".utf8), key, value] + options))
+        switch address {
+        case .kvStored:
+            let options = VersionedCommands.setOptions(ttl: ttl, precondition: precondition).map { Array($0.utf8) }
+            return try VersionedCommands.setReply(request([Array("KVSET".utf8), key, value] + options))
+        case .redis:
+            let condition = VersionedCommands.condition(precondition)
+            return try VersionedCommands.setReply(request(RedisFunctions.set(key, value: value, ttlMilliseconds: ttl?.milliseconds, condition: condition)))
+        }
     }
 
     /// Deletes `key` when `precondition` holds.
     public func delete(_ key: [UInt8], precondition: WritePrecondition) throws(KVError) -> WriteResult {
-        let options = VersionedCommands.deleteOptions(precondition: precondition).map { Array($0.utf8) }
-        return try VersionedCommands.deleteReply(request([Array("KVDEL".utf8), key] + options))
+        switch address {
+        case .kvStored:
+            let options = VersionedCommands.deleteOptions(precondition: precondition).map { Array($0.utf8) }
+            return try VersionedCommands.deleteReply(request([Array("KVDEL".utf8), key] + options))
+        case .redis:
+            return try VersionedCommands.deleteReply(request(RedisFunctions.delete(key, condition: VersionedCommands.condition(precondition))))
+        }
     }
 
     // MARK: - Operations for the operational endpoints
 
-    /// Succeeds when kv-stored answers (it accepts writes whenever it answers: it exits rather
-    /// than accept a write it cannot log).
+    /// Succeeds when the store answers (kv-stored accepts writes whenever it answers: it exits
+    /// rather than accept a write it cannot log).
     public func ping() throws(KVError) {
         let reply = try request([Array("PING".utf8)])
         guard case .simpleString = reply else { throw Self.unexpected(reply) }
@@ -223,29 +245,84 @@ public final class BlockingStoreClient {
         guard fd < 0 else { return }
         let now = Self.monotonicMilliseconds()
         guard now >= nextAttemptAt || reachability.connections > connectionsAtFailure else {
-            throw unavailable("kv-stored at \(socketPath) is unreachable; retrying in \(nextAttemptAt - now) ms")
+            throw unavailable("\(address.name) is unreachable; retrying in \(nextAttemptAt - now) ms")
         }
-        let socketFD = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard socketFD >= 0 else { throw unavailable(String(cString: strerror(errno))) }
-        var timeout = timeval(tv_sec: timeoutMilliseconds / 1000, tv_usec: (timeoutMilliseconds % 1000) * 1000)
-        setsockopt(socketFD, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        setsockopt(socketFD, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        guard var address = UnixAddress(path: socketPath) else {
-            close(socketFD)
-            throw KVError(.storageUnavailable, "storage unavailable: socket path too long: \(socketPath)")
-        }
-        let result = address.withSockaddr { connect(socketFD, $0, $1) }
-        guard result == 0 else {
-            let reason = String(cString: strerror(errno))
-            close(socketFD)
+        let socketFD: Int32
+        do {
+            socketFD = try Self.connect(to: address, timeoutMilliseconds: timeoutMilliseconds)
+        } catch {
             nextAttemptAt = now + backoff.failed()
             connectionsAtFailure = reachability.connections
-            throw unavailable("cannot connect to kv-stored at \(socketPath): \(reason)")
+            throw unavailable("cannot connect to \(address.name): \(error.message)")
         }
         fd = socketFD
+        readBuffer.clear()
+        if case .redis = address {
+            // Each connection loads the functions (idempotent), so a restarted or replaced
+            // server is ready again without an operator step.
+            do {
+                let reply = try exchange(RedisFunctions.load())
+                if case .error(let text) = reply {
+                    disconnect()
+                    throw KVError(.storageError, "\(address.name) refused KvServer's functions (Redis 7 or Valkey 7.2 or later is needed): \(String(buffer: text))")
+                }
+            } catch let error as KVError {
+                throw error
+            } catch {
+                throw fail(error)
+            }
+        }
         backoff.succeeded()
         reachability.connected()
-        readBuffer.clear()
+    }
+
+    /// A connected stream socket with send and receive timeouts, or the reason there is none.
+    private static func connect(to address: StoreAddress, timeoutMilliseconds: Int) throws(KVError) -> Int32 {
+        func configured(_ fd: Int32) -> Int32 {
+            var timeout = timeval(tv_sec: timeoutMilliseconds / 1000, tv_usec: (timeoutMilliseconds % 1000) * 1000)
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            return fd
+        }
+        let path: String
+        switch address {
+        case .kvStored(let socketPath), .redis(.unix(let socketPath)):
+            path = socketPath
+        case .redis(.tcp(let host, let port)):
+            var hints = addrinfo()
+            hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+            var list: UnsafeMutablePointer<addrinfo>?
+            let status = getaddrinfo(host, String(port), &hints, &list)
+            guard status == 0, let first = list else { throw KVError(.storageUnavailable, String(cString: gai_strerror(status))) }
+            defer { freeaddrinfo(list) }
+            var reason = "no address for \(host)"
+            var candidate: UnsafeMutablePointer<addrinfo>? = first
+            while let info = candidate {
+                candidate = info.pointee.ai_next
+                let fd = socket(info.pointee.ai_family, info.pointee.ai_socktype | Int32(SOCK_CLOEXEC.rawValue), info.pointee.ai_protocol)
+                guard fd >= 0 else { continue }
+                if Glibc.connect(configured(fd), info.pointee.ai_addr, info.pointee.ai_addrlen) == 0 {
+                    var one: Int32 = 1  // requests are small and answered one at a time
+                    setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+                    return fd
+                }
+                reason = String(cString: strerror(errno))
+                close(fd)
+            }
+            throw KVError(.storageUnavailable, reason)
+        }
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw KVError(.storageUnavailable, String(cString: strerror(errno))) }
+        guard var unixAddress = UnixAddress(path: path) else {
+            close(fd)
+            throw KVError(.storageUnavailable, "socket path too long: \(path)")
+        }
+        guard unixAddress.withSockaddr({ Glibc.connect(configured(fd), $0, $1) }) == 0 else {
+            let reason = String(cString: strerror(errno))
+            close(fd)
+            throw KVError(.storageUnavailable, reason)
+        }
+        return fd
     }
 
     private func disconnect() {

@@ -16,7 +16,8 @@ public enum VersionedCommands {
         condition(precondition)
     }
 
-    private static func condition(_ precondition: WritePrecondition) -> [String] {
+    /// The condition words (`NX`, `XX`, `IFREV r …`) of `precondition`.
+    static func condition(_ precondition: WritePrecondition) -> [String] {
         switch precondition {
         case .none: []
         case .exists: ["XX"]

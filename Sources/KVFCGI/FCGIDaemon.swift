@@ -16,14 +16,15 @@ public struct FCGIConfiguration: Sendable {
     public var socketMode: UInt32 = 0o660
     public var socketGroup: String?
     public var backlog: Int32 = 1024
-    public var storeSocket: String
+    /// kv-stored's socket, or a Redis/Valkey server.
+    public var store: StoreAddress
     public var threads = 16
     public var limits = Limits()
     public var storeTimeoutMilliseconds = 5000
 
-    public init(socketPath: String?, storeSocket: String) {
+    public init(socketPath: String?, store: StoreAddress) {
         self.socketPath = socketPath
-        self.storeSocket = storeSocket
+        self.store = store
     }
 }
 
@@ -44,13 +45,13 @@ public enum FCGIDaemon {
         let api = StorageAPI(limits: configuration.limits)
         let reachability = StoreReachability()  // one worker reconnecting lets all the others retry
         let server = FastCGIServer(listenFD: listenFD, threads: configuration.threads, logger: logger) {
-            StorageWorker(api: api, storeSocket: configuration.storeSocket,
+            StorageWorker(api: api, store: configuration.store,
                           storeTimeoutMilliseconds: configuration.storeTimeoutMilliseconds, reachability: reachability, logger: logger)
         }
         try server.start()
         logger.notice("kv-fcgi ready", metadata: [
             "socket": "\(configuration.socketPath ?? "inherited fd \(listenFD)")", "threads": "\(configuration.threads)",
-            "store": "\(configuration.storeSocket)",
+            "store": "\(configuration.store)",
         ])
         let notifier = SystemdNotifier.fromEnvironment()
         notifier.ready(status: "accepting FastCGI connections")

@@ -24,11 +24,11 @@ final class StorageWorker: FastCGIServer.Worker {
     private var requestCounters: [Outcome: Counter] = [:]
     private var requestTimers: [String: Timer] = [:]
 
-    init(api: StorageAPI, storeSocket: String, storeTimeoutMilliseconds: Int, reachability: StoreReachability, logger: Logger) {
+    init(api: StorageAPI, store: StoreAddress, storeTimeoutMilliseconds: Int, reachability: StoreReachability, logger: Logger) {
         self.api = api
         let limits = RESPLimits(maxBulkBytes: api.limits.maxValueBytes + 64)
         self.store = StoreAdapter(client: BlockingStoreClient(
-            socketPath: storeSocket, limits: limits, timeoutMilliseconds: storeTimeoutMilliseconds, reachability: reachability))
+            address: store, limits: limits, timeoutMilliseconds: storeTimeoutMilliseconds, reachability: reachability))
         self.logger = logger
     }
 
@@ -104,6 +104,10 @@ final class StorageWorker: FastCGIServer.Worker {
                 response = Self.json(503, #"{"status":"unready","error":"# + String(decoding: JSONText.quoted(error.message), as: UTF8.self) + "}")
             }
         case "/metrics/kv-stored":
+            if case .redis = store.client.address {
+                response = StorageAPI.errorResponse(status: 404, message: "the store is \(store.client.address.name), not kv-stored: use a Redis exporter for its metrics")
+                break
+            }
             do throws(KVError) {
                 response = Self.metrics(try store.client.metrics())
             } catch {

@@ -1,7 +1,9 @@
 import ArgumentParser
+import KVClient
+import KVCore
 import KVDaemon
-import KVMetrics
 import KVFCGI
+import KVMetrics
 
 /// kv-fcgi: the HTTP API of KvServer as a FastCGI responder (libfcgi) behind nginx.
 @main
@@ -40,7 +42,7 @@ struct KVFCGIMain: ParsableCommand {
 
     @OptionGroup var socketOptions: SocketOptions
 
-    @Option(help: "kv-stored's unix socket.")
+    @Option(help: "The store: kv-stored's unix socket, or a Redis/Valkey server as redis://HOST:PORT or redis+unix:///PATH (docs/scaling.md).")
     var store = "/run/kvserver/kv-stored.sock"
 
     @Option(help: "Worker threads, each answering one request at a time with its own kv-stored connection.")
@@ -56,12 +58,13 @@ struct KVFCGIMain: ParsableCommand {
     func validate() throws {
         guard (1...1024).contains(threads) else { throw ValidationError("--threads must be between 1 and 1024") }
         guard storeTimeoutMs >= 1 else { throw ValidationError("--store-timeout-ms must be positive") }
+        do throws(KVError) { _ = try StoreAddress.parse(store) } catch { throw ValidationError("--store: \(error.message)") }
     }
 
     func run() throws {
         let logger = loggingOptions.bootstrap(label: "kv-fcgi")
         ProcessMetrics.bootstrap()
-        var configuration = FCGIConfiguration(socketPath: socket, storeSocket: store)
+        var configuration = FCGIConfiguration(socketPath: socket, store: try StoreAddress.parse(store))
         configuration.socketMode = socketOptions.mode
         configuration.socketGroup = socketOptions.socketGroup
         configuration.threads = threads

@@ -57,6 +57,11 @@ struct KVWSMain: AsyncParsableCommand {
     @OptionGroup var loggingOptions: LoggingOptions
 
     func validate() throws {
+        // A Redis/Valkey store serves kv-fcgi so far; kv-ws's subscriptions need kv-stored's
+        // change feed (docs/scaling.md).
+        guard !["redis://", "redis+unix://", "valkey://", "valkey+unix://"].contains(where: { store.hasPrefix($0) }) else {
+            throw ValidationError("--store: kv-ws needs kv-stored's socket; a Redis/Valkey store serves the HTTP API (kv-fcgi) only so far (docs/scaling.md)")
+        }
         guard clientConflateBytes >= 1, clientOutputLimit >= clientConflateBytes else {
             throw ValidationError("--client-output-limit must be at least --client-conflate-bytes")
         }

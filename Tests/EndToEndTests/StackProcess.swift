@@ -29,6 +29,8 @@ final class HTTPStack {
     let dir: TempDirectory
     let port: Int
     var store: StoreProcess?
+    /// The store when the stack runs on a Redis server instead of kv-stored (`redis: true`).
+    var redis: DaemonProcess?
     var fcgi: DaemonProcess?
     var ws: DaemonProcess?
     var nginx: DaemonProcess?
@@ -37,20 +39,30 @@ final class HTTPStack {
     let storeArguments: [String]
 
     var storeSocket: String { dir.file("kv-stored.sock") }
+    var redisSocket: String { dir.file("redis.sock") }
+    /// What the front ends are given as `--store`.
+    var storeAddress: String { usesRedis ? "redis+unix://\(redisSocket)" : storeSocket }
+    let usesRedis: Bool
     var fcgiSocket: String { dir.file("kv-fcgi.sock") }
     var wsSocket: String { dir.file("kv-ws.sock") }
     var webSocketURL: String { "ws://127.0.0.1:\(port)/ws" }
 
     /// `storeArguments` go to kv-stored, at start and at every restart (a `--data-dir`, say).
+    /// `redis`: the store is a redis-server (on a unix socket) instead of kv-stored.
     init(fcgiThreads: Int = 4, fcgiArguments: [String] = [], inheritedSocket: Bool = false, wsArguments: [String]? = nil,
-         storeArguments: [String] = []) throws {
+         storeArguments: [String] = [], redis: Bool = false) throws {
         dir = try TempDirectory()
         chmod(dir.path, 0o755)  // nginx's workers (nobody when we are root) must reach the sockets
         port = try freeLoopbackPort()
         self.fcgiThreads = fcgiThreads
         groupArguments = getuid() == 0 ? ["--socket-group", "nogroup"] : []
         self.storeArguments = storeArguments
-        store = try StoreProcess(socketPath: storeSocket, arguments: groupArguments + storeArguments)
+        usesRedis = redis
+        if redis {
+            try startRedis()
+        } else {
+            store = try StoreProcess(socketPath: storeSocket, arguments: groupArguments + storeArguments)
+        }
         try startFCGI(fcgiArguments, inherited: inheritedSocket)
         if let wsArguments { try startWS(wsArguments) }
 
@@ -78,7 +90,7 @@ final class HTTPStack {
         }
         fcgi = try DaemonProcess(
             Binaries.path("kv-fcgi"),
-            socketArguments + ["--store", storeSocket, "--threads", String(fcgiThreads), "--log-level", "debug"] + extra,
+            socketArguments + ["--store", storeAddress, "--threads", String(fcgiThreads), "--log-level", "debug"] + extra,
             logPath: dir.file("kv-fcgi.log"), standardInput: stdin)
         guard eventually(within: 20, { isAccepting(fcgiSocket) }) else {
             throw StartFailure(description: "kv-fcgi did not start: \(fcgi?.log ?? "")")
@@ -101,6 +113,26 @@ final class HTTPStack {
         store = try StoreProcess(socketPath: storeSocket, arguments: groupArguments + storeArguments)
     }
 
+    /// Stops redis-server with SHUTDOWN: it inherits this test process's blocked signals, so
+    /// it would leave a SIGTERM pending.
+    func stopRedis() {
+        guard let daemon = redis else { return }
+        redis = nil
+        _ = try? run("redis-cli", ["-s", redisSocket, "shutdown", "nosave"])
+        _ = daemon.terminate(limit: 5)
+    }
+
+    /// Starts redis-server (memory only) on `redisSocket`; ready once the socket accepts.
+    func startRedis() throws {
+        let daemon = try DaemonProcess("/usr/bin/redis-server", [
+            "--port", "0", "--unixsocket", redisSocket, "--unixsocketperm", "700", "--save", "", "--appendonly", "no",
+        ], logPath: dir.file("redis.log"))
+        redis = daemon
+        guard eventually(within: 20, { isAccepting(redisSocket) }) else {
+            throw StartFailure(description: "redis-server did not start: \(daemon.log)")
+        }
+    }
+
     var nginxLog: String { (try? String(contentsOfFile: dir.file("nginx/error.log"), encoding: .utf8)) ?? "" }
 
     struct StartFailure: Error, CustomStringConvertible { var description: String }
@@ -112,6 +144,7 @@ final class HTTPStack {
         ws?.terminate()
         fcgi?.terminate()
         store?.terminate()
+        stopRedis()
     }
 }
 

@@ -28,3 +28,19 @@ struct ClientPiecesTests {
         #expect(StoreChange(push: push(["subscribe", "k", "1"])) == nil)
     }
 }
+
+@Suite("Store addresses (--store)")
+struct StoreAddressTests {
+    @Test("kv-stored socket paths, redis:// and redis+unix:// (and valkey) addresses, and bad ones")
+    func parse() throws {
+        #expect(try StoreAddress.parse("/run/kvserver/kv-stored.sock") == .kvStored(path: "/run/kvserver/kv-stored.sock"))
+        #expect(try StoreAddress.parse("redis://10.0.0.5:6380") == .redis(.tcp(host: "10.0.0.5", port: 6380)))
+        #expect(try StoreAddress.parse("redis://cache.internal") == .redis(.tcp(host: "cache.internal", port: 6379)))
+        #expect(try StoreAddress.parse("valkey://[::1]:7000/") == .redis(.tcp(host: "::1", port: 7000)))
+        #expect(try StoreAddress.parse("redis+unix:///run/redis/redis.sock") == .redis(.unix(path: "/run/redis/redis.sock")))
+        #expect(try StoreAddress.parse("redis://[::1]:7000").description == "redis://[::1]:7000")
+        for bad in ["redis://:6379", "redis://host:0", "redis://host:port", "redis+unix://relative.sock", ""] {
+            #expect(throws: KVError.self, "\(bad)") { try StoreAddress.parse(bad) }
+        }
+    }
+}
