@@ -1,4 +1,7 @@
 import Foundation
+import KVClient
+import KVCore
+import RESP
 import Testing
 
 #if canImport(Glibc)
@@ -103,5 +106,25 @@ struct RedisStoreHTTPTests {
         try stack.startRedis()
         #expect(eventually { (try? http.send("POST", "/storage/k", json: #"{"value":2}"#))?.status == 202 }, "the functions are loaded again on reconnection")
         #expect(try http.send("GET", "/storage/k").text == #"{"value":2}"#)
+    }
+
+    @Test("kv-fcgi's client reaches redis over TCP too (redis://127.0.0.1:PORT), with the same replies")
+    func tcp() throws {
+        let dir = try TempDirectory()
+        let port = try freeLoopbackPort()
+        let server = try DaemonProcess("/usr/bin/redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                                       logPath: dir.file("redis.log"))
+        defer {
+            _ = try? run("redis-cli", ["-p", String(port), "shutdown", "nosave"])
+            _ = server.terminate(limit: 5)
+        }
+        let client = BlockingStoreClient(address: try StoreAddress.parse("redis://127.0.0.1:\(port)"), limits: RESPLimits(maxBulkBytes: 1 << 20))
+        #expect(eventually { (try? client.ping()) != nil }, "\(server.log)")
+        #expect(try client.set(Array("k".utf8), value: Array("[1]".utf8), ttl: try TTL(milliseconds: 60_000), precondition: .absent) == .applied(revision: 1))
+        let read = try #require(try client.versionedGet(Array("k".utf8)))
+        #expect(read.value == Array("[1]".utf8) && read.revision == 1 && (read.ttlMilliseconds ?? 0) > 59_000)
+        #expect(try client.set(Array("k".utf8), value: Array("2".utf8), ttl: nil, precondition: .revision(in: [7])) == .conflict(current: 1))
+        #expect(try client.delete(Array("k".utf8), precondition: .exists) == .applied(revision: 2))
+        #expect(try client.delete(Array("k".utf8), precondition: .none) == .applied(revision: 2), "nothing to delete: the store's revision")
     }
 }
