@@ -80,7 +80,7 @@ let package = Package(
         .executableTarget(
             name: "kv-ws",
             dependencies: [
-                "KVWebSocket", "KVMetrics", "KVCore",
+                "KVWebSocket", "KVClient", "KVMetrics", "KVCore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

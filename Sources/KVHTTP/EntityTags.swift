@@ -3,18 +3,15 @@ import KVCore
 /// Entity tags: a key's revision is its ETag, `"<revision>"` (a strong tag: the value at one
 /// revision is one exact byte sequence).
 public enum EntityTags: Equatable, Sendable {
+    /// One tag of a list; `revision` is nil for a tag that is not one of ours (it matches nothing).
+    public struct Tag: Equatable, Sendable {
+        public var weak: Bool
+        public var revision: UInt64?
+    }
+
     /// `*`
     case any
-    /// A list of tags; `revision` is nil for a tag that is not one of ours (it matches nothing).
-    case list([(weak: Bool, revision: UInt64?)])
-
-    public static func == (a: EntityTags, b: EntityTags) -> Bool {
-        switch (a, b) {
-        case (.any, .any): true
-        case (.list(let x), .list(let y)): x.count == y.count && zip(x, y).allSatisfy { $0.weak == $1.weak && $0.revision == $1.revision }
-        default: false
-        }
-    }
+    case list([Tag])
 
     /// The ETag of a revision.
     public static func tag(_ revision: UInt64) -> String { "\"\(revision)\"" }
@@ -23,7 +20,7 @@ public enum EntityTags: Equatable, Sendable {
     public static func parse(_ header: String, name: String) throws(KVError) -> EntityTags {
         let text = header.trimmingSpaces
         if text == "*" { return .any }
-        var tags: [(weak: Bool, revision: UInt64?)] = []
+        var tags: [Tag] = []
         for part in text.split(separator: ",", omittingEmptySubsequences: false) {
             var tag = Substring(String(part).trimmingSpaces)
             let weak = tag.hasPrefix("W/")
@@ -31,7 +28,7 @@ public enum EntityTags: Equatable, Sendable {
             guard tag.count >= 2, tag.first == "\"", tag.last == "\"", !tag.dropFirst().dropLast().contains("\"") else {
                 throw KVError(.invalidRequest, "\(name) must be * or a list of quoted entity tags such as \"42\"")
             }
-            tags.append((weak, UInt64(tag.dropFirst().dropLast())))
+            tags.append(Tag(weak: weak, revision: UInt64(tag.dropFirst().dropLast())))
         }
         return .list(tags)
     }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import KVClient
 import KVCore
 import KVDaemon
 import KVMetrics
@@ -59,7 +60,7 @@ struct KVWSMain: AsyncParsableCommand {
     func validate() throws {
         // A Redis/Valkey store serves kv-fcgi so far; kv-ws's subscriptions need kv-stored's
         // change feed (docs/scaling.md).
-        guard !["redis://", "redis+unix://", "valkey://", "valkey+unix://"].contains(where: { store.hasPrefix($0) }) else {
+        if case .redis? = try? StoreAddress.parse(store) {
             throw ValidationError("--store: kv-ws needs kv-stored's socket; a Redis/Valkey store serves the HTTP API (kv-fcgi) only so far (docs/scaling.md)")
         }
         guard clientConflateBytes >= 1, clientOutputLimit >= clientConflateBytes else {
