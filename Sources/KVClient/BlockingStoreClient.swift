@@ -79,38 +79,24 @@ public final class BlockingStoreClient {
 
     // MARK: - Versioned operations (docs/protocol.md, "Versioned commands")
 
-    // Both stores answer these with the same replies: kv-stored's commands, or the Redis
-    // functions that mirror them.
+    // On a Redis store these are translated into the Redis functions (`RedisFunctions`) that
+    // mirror them, and their replies read as kv-stored's.
 
     /// The value of `key` with its revision and remaining TTL, or nil.
     public func versionedGet(_ key: [UInt8]) throws(KVError) -> VersionedValue? {
-        switch address {
-        case .kvStored: try VersionedCommands.getReply(request([Array("KVGET".utf8), key]))
-        case .redis: try VersionedCommands.getReply(request(RedisFunctions.get(key)))
-        }
+        try VersionedCommands.getReply(request([Array("KVGET".utf8), key]))
     }
 
     /// Stores `value` when `precondition` holds (checked and written atomically by the store).
     public func set(_ key: [UInt8], value: [UInt8], ttl: TTL?, precondition: WritePrecondition) throws(KVError) -> WriteResult {
-        switch address {
-        case .kvStored:
-            let options = VersionedCommands.setOptions(ttl: ttl, precondition: precondition).map { Array($0.utf8) }
-            return try VersionedCommands.setReply(request([Array("KVSET".utf8), key, value] + options))
-        case .redis:
-            let condition = VersionedCommands.condition(precondition)
-            return try VersionedCommands.setReply(request(RedisFunctions.set(key, value: value, ttlMilliseconds: ttl?.milliseconds, condition: condition)))
-        }
+        let options = VersionedCommands.setOptions(ttl: ttl, precondition: precondition).map { Array($0.utf8) }
+        return try VersionedCommands.setReply(request([Array("KVSET".utf8), key, value] + options))
     }
 
     /// Deletes `key` when `precondition` holds.
     public func delete(_ key: [UInt8], precondition: WritePrecondition) throws(KVError) -> WriteResult {
-        switch address {
-        case .kvStored:
-            let options = VersionedCommands.deleteOptions(precondition: precondition).map { Array($0.utf8) }
-            return try VersionedCommands.deleteReply(request([Array("KVDEL".utf8), key] + options))
-        case .redis:
-            return try VersionedCommands.deleteReply(request(RedisFunctions.delete(key, condition: VersionedCommands.condition(precondition))))
-        }
+        let options = VersionedCommands.deleteOptions(precondition: precondition).map { Array($0.utf8) }
+        return try VersionedCommands.deleteReply(request([Array("KVDEL".utf8), key] + options))
     }
 
     // MARK: - Operations for the operational endpoints
@@ -138,8 +124,15 @@ public final class BlockingStoreClient {
 
     // MARK: - Requests
 
-    /// Sends one command and waits for its reply.
+    /// Sends one of kv-stored's commands and waits for its reply (on a Redis store, through
+    /// `RedisFunctions.translate`).
     public func request(_ arguments: [[UInt8]]) throws(KVError) -> RESPValue {
+        guard case .redis = address else { return try sendCommand(arguments) }
+        let (command, shape, _) = RedisFunctions.translate(arguments)
+        return shape.adapt(try sendCommand(command))
+    }
+
+    private func sendCommand(_ arguments: [[UInt8]]) throws(KVError) -> RESPValue {
         let reused = fd >= 0
         try connectIfNeeded()
         do {

@@ -1,29 +1,42 @@
-/// KvServer on a Redis/Valkey server (docs/scaling.md): the versioned commands kv-stored has
-/// (`KVGET`, `KVSET`, `KVDEL`) as Redis functions, loaded by each front-end connection
-/// (`FUNCTION LOAD REPLACE`, idempotent). Each runs atomically on the server: the condition
-/// check, the write, the revision and the change event are one step, as in kv-stored.
+import KVCore
+import NIOCore
+import RESP
+
+/// KvServer on Redis/Valkey (docs/scaling.md): kv-stored's commands (`GET`, `SET`, `DEL`,
+/// `KVGET`, `KVSET`, `KVDEL`, `KVSYNC`, `SUBSCRIBE`) as calls of the Redis functions below,
+/// laid out as `RedisKeyLayout` says. Both clients (kv-fcgi's blocking one, kv-ws's pipelined
+/// one) speak kv-stored's commands and read kv-stored's replies; on a Redis store each command
+/// passes through `translate`, so the code above the clients does not know which store it has.
 ///
-/// Layout: a key `k` is the hash `kv:k` with fields `v` (the value's JSON text) and `r` (its
-/// revision); the TTL is the hash's. The global revision counter is `kv:revision`. A change is
-/// published on the channel named after the key, with kv-stored's payload (`set:<rev>:<value>`,
-/// `deleted:<rev>`), so a subscriber reads either store the same way. Expiry is Redis's own: an
-/// expired key is gone for every read, but takes no revision and publishes nothing (what that
-/// means for subscribers is in docs/scaling.md).
-///
-/// Replies match kv-stored's commands exactly, so the same reply readers serve both stores.
+/// Each function runs atomically on the server: the condition check, the write, the revision
+/// and the change event (`SPUBLISH` on the key's channel, with kv-stored's payload
+/// `set:<rev>:<value>` / `deleted:<rev>`) are one step, as in kv-stored. Expiry is Redis's
+/// own and takes no revision: it reaches subscribers through the keyspace event
+/// `__keyevent@0__:expired` (see `change(fromPush:)`).
 public enum RedisFunctions {
     public static let library = "kvserver"
-    public static let revisionKey = "kv:revision"
-
-    /// The Redis key holding `key`.
-    public static func dataKey(_ key: [UInt8]) -> [UInt8] { Array("kv:".utf8) + key }
 
     /// Lua (Redis 7 functions). Revisions are compared as decimal strings (a Lua number holds
     /// integers exactly only up to 2^53); `%d` keeps large revisions out of exponent notation.
+    /// keys[1] is always the key's hash `kv:{g}:<key>` (also its channel), keys[2] its group's
+    /// hash `kv:{g}` (`n`: last revision, `e`: epoch, made on first use: a group that is lost
+    /// with the data gets a new epoch, so a resume from before the loss is a reset).
     public static let code = #"""
     #!lua name=kvserver
     local function current(key)
       return redis.call('HGET', key, 'r') or '0'
+    end
+    local function epoch(group)
+      local e = redis.call('HGET', group, 'e')
+      if e then return e end
+      local t = redis.call('TIME')
+      e = t[1] .. '.' .. t[2]
+      redis.call('HSET', group, 'e', e)
+      return e
+    end
+    local function bump(group)
+      epoch(group)
+      return redis.call('HINCRBY', group, 'n', 1)
     end
     -- Conditions from args[from]: NX | XX | IFREV r [IFREV r ...] (0: absent).
     local function holds(cur, args, from)
@@ -43,43 +56,158 @@ public enum RedisFunctions {
       if not fields[1] then return nil end
       return {fields[1], tonumber(fields[2]), redis.call('PTTL', keys[1])}
     end}
-    -- keys: data key, revision counter; args: key, value, ttl ms (0: none), condition...
+    -- args: value, ttl ms (0: none), condition...
     redis.register_function('kv_set', function(keys, args)
       local cur = current(keys[1])
-      if not holds(cur, args, 4) then return redis.error_reply('CONFLICT ' .. cur) end
-      local rev = redis.call('INCR', keys[2])
-      redis.call('HSET', keys[1], 'v', args[2], 'r', string.format('%d', rev))
-      if args[3] ~= '0' then redis.call('PEXPIRE', keys[1], args[3]) else redis.call('PERSIST', keys[1]) end
-      redis.call('PUBLISH', args[1], string.format('set:%d:', rev) .. args[2])
-      return rev
+      if not holds(cur, args, 3) then return redis.error_reply('CONFLICT ' .. cur) end
+      local rev = string.format('%d', bump(keys[2]))
+      redis.call('HSET', keys[1], 'v', args[1], 'r', rev)
+      if args[2] ~= '0' then redis.call('PEXPIRE', keys[1], args[2]) else redis.call('PERSIST', keys[1]) end
+      redis.call('SPUBLISH', keys[1], 'set:' .. rev .. ':' .. args[1])
+      return tonumber(rev)
     end)
-    -- keys: data key, revision counter; args: key, condition...
+    -- args: condition...
     redis.register_function('kv_del', function(keys, args)
       local cur = current(keys[1])
-      if not holds(cur, args, 2) then return redis.error_reply('CONFLICT ' .. cur) end
-      if cur == '0' then return {0, tonumber(redis.call('GET', keys[2]) or '0')} end
-      local rev = redis.call('INCR', keys[2])
+      if not holds(cur, args, 1) then return redis.error_reply('CONFLICT ' .. cur) end
+      if cur == '0' then return {0, tonumber(redis.call('HGET', keys[2], 'n') or '0')} end
+      local rev = string.format('%d', bump(keys[2]))
       redis.call('DEL', keys[1])
-      redis.call('PUBLISH', args[1], string.format('deleted:%d', rev))
-      return {1, rev}
+      redis.call('SPUBLISH', keys[1], 'deleted:' .. rev)
+      return {1, tonumber(rev)}
+    end)
+    -- KVSYNC without a history: args: since ('' for none), epoch, initial ('1'/'0'). A resume is
+    -- live when the key is still at the subscriber's revision, else a reset with the state.
+    redis.register_function('kv_sync', function(keys, args)
+      local e = epoch(keys[2])
+      local fields = redis.call('HMGET', keys[1], 'v', 'r')
+      local at = fields[2] or redis.call('HGET', keys[2], 'n') or '0'
+      local state = {'absent', tonumber(at)}
+      if fields[1] then state = {'set', tonumber(at), fields[1]} end
+      if args[1] ~= '' then
+        if args[2] == e and fields[2] == args[1] then return {'live', e, tonumber(at), {}} end
+        return {'reset', e, tonumber(at), {state}}
+      end
+      if args[3] == '1' then return {'live', e, tonumber(at), {state}} end
+      return {'live', e, tonumber(at), {}}
     end)
     """#
 
-    public static func load() -> [[UInt8]] {
-        [Array("FUNCTION".utf8), Array("LOAD".utf8), Array("REPLACE".utf8), Array(code.utf8)]
+    /// The keyspace event naming each key Redis expires (needs `notify-keyspace-events Ex`).
+    public static let expiredChannel = "__keyevent@0__:expired"
+
+    public static func load<A: CommandArgument>() -> [A] {
+        [A("FUNCTION"), A("LOAD"), A("REPLACE"), A(code)]
     }
 
-    public static func get(_ key: [UInt8]) -> [[UInt8]] {
-        [Array("FCALL_RO".utf8), Array("kv_get".utf8), Array("1".utf8), dataKey(key)]
+    /// How a translated command's reply becomes the reply kv-stored would have sent.
+    public enum ReplyShape: Sendable {
+        /// Already kv-stored's.
+        case same
+        /// `GET`: the value or null, from `kv_get`'s `[value, rev, pttl]`.
+        case value
+        /// `SET`: OK, from `kv_set`'s revision.
+        case ok
+        /// `DEL`: 1 or 0, from `kv_del`'s `[deleted, rev]`.
+        case deletedCount
+
+        public func adapt(_ reply: RESPValue) -> RESPValue {
+            switch (self, reply) {
+            case (.value, .array(let items)) where !items.isEmpty: items[0]
+            case (.ok, .integer): .simpleString(ByteBuffer(string: "OK"))
+            case (.deletedCount, .array(let items)) where !items.isEmpty: items[0]
+            default: reply
+            }
+        }
     }
 
-    public static func set(_ key: [UInt8], value: [UInt8], ttlMilliseconds: Int64?, condition: [String]) -> [[UInt8]] {
-        [Array("FCALL".utf8), Array("kv_set".utf8), Array("2".utf8), dataKey(key), Array(revisionKey.utf8), key, value,
-         Array(String(ttlMilliseconds ?? 0).utf8)] + condition.map { Array($0.utf8) }
+    /// kv-stored's command `arguments` as the Redis command that does the same on a Redis
+    /// store, with the shape of its reply, and the Redis key it routes by (nil: any node).
+    /// Commands that are not KvServer's (`PING`, `HELLO`, …) pass unchanged.
+    public static func translate<A: CommandArgument>(_ arguments: [A]) -> (command: [A], reply: ReplyShape, routingKey: [UInt8]?) {
+        guard arguments.count >= 2, let name = arguments.first?.upperASCII else { return (arguments, .same, nil) }
+        let key = arguments[1].bytes
+        let dataKey = RedisKeyLayout.dataKey(key)
+        let data = A(bytes: dataKey), group = A(bytes: RedisKeyLayout.groupKey(key))
+        func call(_ function: String, _ rest: ArraySlice<A>) -> [A] {
+            [A("FCALL"), A(function), A("2"), data, group] + rest
+        }
+        /// `value [PX ms] condition…` as `value ms condition…`.
+        func valueAndTTL(_ rest: ArraySlice<A>) -> [A] {
+            guard let value = rest.first else { return [] }
+            let options = rest.dropFirst()
+            if options.first?.upperASCII == "PX", options.count >= 2 {
+                return [value, options[options.startIndex + 1]] + options.dropFirst(2)
+            }
+            return [value, A("0")] + options
+        }
+        let rest = arguments.dropFirst(2)
+        switch name {
+        case "GET": return ([A("FCALL_RO"), A("kv_get"), A("1"), data], .value, dataKey)
+        case "KVGET": return ([A("FCALL_RO"), A("kv_get"), A("1"), data], .same, dataKey)
+        case "SET": return (call("kv_set", valueAndTTL(rest)[...]), .ok, dataKey)
+        case "KVSET": return (call("kv_set", valueAndTTL(rest)[...]), .same, dataKey)
+        case "DEL": return (call("kv_del", rest), .deletedCount, dataKey)
+        case "KVDEL": return (call("kv_del", rest), .same, dataKey)
+        case "KVSYNC":
+            var since = A(""), epoch = A(""), initial = A("0")
+            var options = rest
+            while let word = options.first?.upperASCII {
+                options = options.dropFirst()
+                if word == "INITIAL" { initial = A("1"); continue }
+                guard let argument = options.first else { break }
+                options = options.dropFirst()
+                if word == "SINCE" { since = argument } else if word == "EPOCH" { epoch = argument }
+            }
+            return (call("kv_sync", [since, epoch, initial]), .same, dataKey)
+        case "SUBSCRIBE": return ([A("SSUBSCRIBE"), data], .same, dataKey)
+        case "UNSUBSCRIBE": return ([A("SUNSUBSCRIBE"), data], .same, dataKey)
+        default: return (arguments, .same, nil)
+        }
     }
 
-    public static func delete(_ key: [UInt8], condition: [String]) -> [[UInt8]] {
-        [Array("FCALL".utf8), Array("kv_del".utf8), Array("2".utf8), dataKey(key), Array(revisionKey.utf8), key]
-            + condition.map { Array($0.utf8) }
+    /// A change from a Redis push: a sharded message on a key's channel, or the expiry of a key
+    /// (which has no revision: 0). Nil for anything else.
+    public static func change(fromPush elements: [RESPValue]) -> StoreChange? {
+        guard elements.count == 3, case .bulkString(let channel) = elements[1], case .bulkString(let payload) = elements[2] else { return nil }
+        switch elements[0].string {
+        case "smessage":
+            guard let key = RedisKeyLayout.key(of: Array(channel.readableBytesView)),
+                  let change = StoreChange(channel: ByteBuffer(bytes: key), payload: payload)
+            else { return nil }
+            return change
+        case "message" where channel.readableBytesView.elementsEqual(expiredChannel.utf8):
+            guard let key = RedisKeyLayout.key(of: Array(payload.readableBytesView)) else { return nil }
+            return StoreChange(key: ByteBuffer(bytes: key), kind: .expired, revision: 0, value: nil)
+        default:
+            return nil
+        }
     }
+}
+
+/// A command argument as each client holds it: `[UInt8]` (kv-fcgi) or `ByteBuffer` (kv-ws).
+public protocol CommandArgument {
+    init(_ text: String)
+    init(bytes: [UInt8])
+    var bytes: [UInt8] { get }
+}
+
+extension CommandArgument {
+    /// The argument upper-cased, when it is short ASCII (a command name or option word).
+    var upperASCII: String? {
+        let bytes = self.bytes
+        guard bytes.count <= 16 else { return nil }
+        return String(decoding: bytes, as: UTF8.self).uppercased()
+    }
+}
+
+extension Array: CommandArgument where Element == UInt8 {
+    public init(_ text: String) { self = Array(text.utf8) }
+    public init(bytes: [UInt8]) { self = bytes }
+    public var bytes: [UInt8] { self }
+}
+
+extension ByteBuffer: CommandArgument {
+    public init(_ text: String) { self.init(string: text) }
+    public var bytes: [UInt8] { Array(readableBytesView) }
 }

@@ -22,6 +22,11 @@ public struct StoreChange: Sendable, Equatable {
         guard elements.count == 3, elements[0].string == "message",
               case .bulkString(let key) = elements[1], case .bulkString(let payload) = elements[2]
         else { return nil }
+        self.init(channel: key, payload: payload)
+    }
+
+    /// A change of `key` from its change payload (`set:<rev>:<value>`, `deleted:<rev>`, `expired:<rev>`).
+    init?(channel key: ByteBuffer, payload: ByteBuffer) {
         guard let parsed = payload.withUnsafeReadableBytes({ ChangePayload.parse($0) }) else { return nil }
         self.key = key
         self.kind = parsed.kind

@@ -32,10 +32,15 @@ final class StoreClientHandler: ChannelDuplexHandler {
     typealias OutboundIn = StoreRequest
     typealias OutboundOut = ByteBuffer
 
+    /// Whose pushes these are: kv-stored's change feed, or Redis's sharded pub/sub and expiry events.
+    enum Dialect { case kvStored, redis }
+
     private var pending = Deque<StoreReply>()
+    private let dialect: Dialect
     private let onChange: (StoreChange) -> Void
 
-    init(onChange: @escaping (StoreChange) -> Void) {
+    init(dialect: Dialect = .kvStored, onChange: @escaping (StoreChange) -> Void) {
+        self.dialect = dialect
         self.onChange = onChange
     }
 
@@ -51,10 +56,11 @@ final class StoreClientHandler: ChannelDuplexHandler {
         let value = unwrapInboundIn(data)
         if case .push(let elements) = value {
             switch elements.first?.string {
-            case "message":
-                if let change = StoreChange(push: elements) { onChange(change) }
+            case "message", "smessage":
+                let change = dialect == .redis ? RedisFunctions.change(fromPush: elements) : StoreChange(push: elements)
+                if let change { onChange(change) }
                 return
-            case "subscribe", "unsubscribe":
+            case "subscribe", "unsubscribe", "ssubscribe", "sunsubscribe":
                 break  // the reply to a (un)subscribe request
             default:
                 return

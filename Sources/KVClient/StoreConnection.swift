@@ -24,7 +24,8 @@ public enum StoreConnectionEvent: Sendable, Equatable {
 /// `requestTimeout` closes the connection). After a reconnect, every subscription is restored and `.restored`
 /// is reported. All mutable state lives on `eventLoop`.
 public final class StoreConnection: @unchecked Sendable {
-    public let socketPath: String
+    /// kv-stored's socket, or a Redis/Valkey server (commands pass through `RedisFunctions`).
+    public let address: StoreAddress
     public let eventLoop: any EventLoop
     private let limits: RESPLimits
     private let logger: Logger
@@ -51,7 +52,7 @@ public final class StoreConnection: @unchecked Sendable {
     private var answered = false
     private var watchdog: Scheduled<Void>?
 
-    public init(
+    public convenience init(
         socketPath: String,
         eventLoop: any EventLoop,
         limits: RESPLimits,
@@ -59,7 +60,18 @@ public final class StoreConnection: @unchecked Sendable {
         requestTimeout: TimeAmount = .seconds(5),
         onEvent: @escaping @Sendable (StoreConnectionEvent) -> Void = { _ in }
     ) {
-        self.socketPath = socketPath
+        self.init(address: .kvStored(path: socketPath), eventLoop: eventLoop, limits: limits, logger: logger, requestTimeout: requestTimeout, onEvent: onEvent)
+    }
+
+    public init(
+        address: StoreAddress,
+        eventLoop: any EventLoop,
+        limits: RESPLimits,
+        logger: Logger,
+        requestTimeout: TimeAmount = .seconds(5),
+        onEvent: @escaping @Sendable (StoreConnectionEvent) -> Void = { _ in }
+    ) {
+        self.address = address
         self.eventLoop = eventLoop
         self.limits = limits
         self.logger = logger
@@ -183,10 +195,11 @@ public final class StoreConnection: @unchecked Sendable {
         }
         outstanding += 1
         armWatchdog(channel)
-        let request = StoreRequest(arguments: arguments, reply: .callback { result in
+        let (command, shape) = translated(arguments)
+        let request = StoreRequest(arguments: command, reply: .callback { result in
             self.outstanding -= 1
             self.answered = true
-            completion(result)
+            completion(result.map { shape.adapt($0) })
         })
         // On the event loop, so the request (its callback is not Sendable) goes in synchronously.
         channel.pipeline.syncOperations.write(NIOAny(request), promise: nil)
@@ -216,8 +229,16 @@ public final class StoreConnection: @unchecked Sendable {
 
     // MARK: - Event-loop side
 
+    /// `arguments` as this store takes them, and how to read the reply as kv-stored's.
+    private func translated(_ arguments: [ByteBuffer]) -> ([ByteBuffer], RedisFunctions.ReplyShape) {
+        guard case .redis = address else { return (arguments, .same) }
+        let (command, shape, _) = RedisFunctions.translate(arguments)
+        return (command, shape)
+    }
+
     private func send(_ arguments: [ByteBuffer], onReply: (@Sendable () -> Void)?) -> EventLoopFuture<RESPValue> {
-        channel().flatMap { channel in
+        let (command, shape) = translated(arguments)
+        return channel().flatMap { channel in
             let promise = self.eventLoop.makePromise(of: RESPValue.self)
             self.outstanding += 1
             self.armWatchdog(channel)
@@ -226,9 +247,9 @@ public final class StoreConnection: @unchecked Sendable {
                 self.answered = true
                 if case .success = result { onReply?() }
             }
-            channel.pipeline.syncOperations.write(NIOAny(StoreRequest(arguments: arguments, reply: .promise(promise))), promise: nil)
+            channel.pipeline.syncOperations.write(NIOAny(StoreRequest(arguments: command, reply: .promise(promise))), promise: nil)
             self.scheduleFlush(channel)
-            return promise.futureResult
+            return promise.futureResult.map { shape.adapt($0) }
         }
     }
 
@@ -255,7 +276,7 @@ public final class StoreConnection: @unchecked Sendable {
             if self.answered {
                 self.armWatchdog(channel)
             } else {
-                self.logger.warning("kv-stored did not answer in time; reconnecting", metadata: ["kv.timeout": "\(self.requestTimeout)"])
+                self.logger.warning("\(self.address.name) did not answer in time; reconnecting", metadata: ["kv.timeout": "\(self.requestTimeout)"])
                 channel.close(promise: nil)
             }
         }
@@ -273,7 +294,7 @@ public final class StoreConnection: @unchecked Sendable {
         case .waiting(let until) where NIODeadline.now() < until:
             let ms = (until - .now()).nanoseconds / 1_000_000
             return eventLoop.makeFailedFuture(KVError(
-                .storageUnavailable, "storage unavailable: kv-stored at \(socketPath) is unreachable; retrying in \(ms) ms"))
+                .storageUnavailable, "storage unavailable: \(address.name) is unreachable; retrying in \(ms) ms"))
         case .idle, .waiting:
             return connect()
         }
@@ -283,16 +304,24 @@ public final class StoreConnection: @unchecked Sendable {
         let loop = eventLoop
         let bound = NIOLoopBound(self, eventLoop: loop)
         let limits = self.limits
-        let future = ClientBootstrap(group: loop)
+        let dialect: StoreClientHandler.Dialect = if case .redis = address { .redis } else { .kvStored }
+        let bootstrap = ClientBootstrap(group: loop)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandlers([
                         ByteToMessageHandler(RESPValueDecoder(limits: limits)),
-                        StoreClientHandler(onChange: { bound.value.onEvent(.change($0)) }),
+                        StoreClientHandler(dialect: dialect, onChange: { bound.value.onEvent(.change($0)) }),
                     ])
                 }
             }
-            .connect(unixDomainSocketPath: socketPath)
+        let connected: EventLoopFuture<Channel>
+        switch address {
+        case .kvStored(let path), .redis(.unix(let path)):
+            connected = bootstrap.connect(unixDomainSocketPath: path)
+        case .redis(.tcp(let host, let port)):
+            connected = bootstrap.channelOption(.socketOption(.tcp_nodelay), value: 1).connect(host: host, port: port)
+        }
+        let future = connected
             .flatMap { channel in self.handshake(channel).map { channel } }
         state = .connecting(future)
         future.whenComplete { result in
@@ -304,40 +333,74 @@ public final class StoreConnection: @unchecked Sendable {
                 channel.closeFuture.whenComplete { _ in self.connectionLost(channel) }
                 if self.lostSubscriptions {
                     self.lostSubscriptions = false
-                    self.logger.notice("reconnected to kv-stored; subscriptions restored", metadata: ["kv.subscriptions": "\(self.subscriptions.count)"])
+                    self.logger.notice("reconnected to \(self.address.name); subscriptions restored", metadata: ["kv.subscriptions": "\(self.subscriptions.count)"])
                     self.onEvent(.restored(subscriptions: self.subscriptions.count))
                 }
             case .failure(let error):
                 guard case .connecting = self.state else { return }
                 let delay = self.backoff.failed()
                 self.state = .waiting(until: .now() + .milliseconds(delay))
-                self.logger.debug("cannot reach kv-stored", metadata: ["error": "\(error)", "retry.ms": "\(delay)"])
+                self.logger.debug("cannot reach \(self.address.name)", metadata: ["error": "\(error)", "retry.ms": "\(delay)"])
                 if self.lostSubscriptions { self.scheduleReconnect(in: delay) }
             }
         }
         return future.flatMapErrorThrowing { error in
             if let error = error as? KVError { throw error }
-            throw KVError(.storageUnavailable, "storage unavailable: cannot connect to kv-stored at \(self.socketPath): \(error)")
+            throw KVError(.storageUnavailable, "storage unavailable: cannot connect to \(self.address.name): \(error)")
         }
     }
 
-    /// RESP3 (so pushes are told apart from replies); every change, never a conflated
-    /// stream (kv-ws conflates per WebSocket client itself, and exact subscribers must see
-    /// every revision: past kv-stored's output limit the connection is cut and they resume);
-    /// then every subscription again.
+    /// RESP3 (so pushes are told apart from replies); then every subscription again.
+    /// kv-stored: every change, never a conflated stream (kv-ws conflates per WebSocket client
+    /// itself, and exact subscribers must see every revision: past kv-stored's output limit the
+    /// connection is cut and they resume). Redis: KvServer's functions, and its expiry events
+    /// (`RedisFunctions.expiredChannel`; `notify-keyspace-events` must include `Ex`).
     private func handshake(_ channel: Channel) -> EventLoopFuture<Void> {
-        var steps: [[ByteBuffer]] = [
-            [ByteBuffer(string: "HELLO"), ByteBuffer(string: "3")],
-            [ByteBuffer(string: "CLIENT"), ByteBuffer(string: "NO-CONFLATE"), ByteBuffer(string: "ON")],
-        ]
-        for key in subscriptions { steps.append([ByteBuffer(string: "SUBSCRIBE"), key]) }
+        var steps: [[ByteBuffer]] = [[ByteBuffer(string: "HELLO"), ByteBuffer(string: "3")]]
+        switch address {
+        case .kvStored:
+            steps.append([ByteBuffer(string: "CLIENT"), ByteBuffer(string: "NO-CONFLATE"), ByteBuffer(string: "ON")])
+        case .redis:
+            steps.append(RedisFunctions.load())
+            steps.append([ByteBuffer(string: "SUBSCRIBE"), ByteBuffer(string: RedisFunctions.expiredChannel)])
+        }
+        for key in subscriptions { steps.append(translated([ByteBuffer(string: "SUBSCRIBE"), key]).0) }
         let replies = steps.map { args -> EventLoopFuture<RESPValue> in
             let promise = eventLoop.makePromise(of: RESPValue.self)
             channel.pipeline.syncOperations.write(NIOAny(StoreRequest(arguments: args, reply: .promise(promise))), promise: nil)
-            return promise.futureResult
+            return promise.futureResult.flatMapThrowing { reply in
+                if case .error(let text) = reply {
+                    throw KVError(.storageError, "\(self.address.name) refused \(args[0].bytes == Array("FUNCTION".utf8) ? "KvServer's functions (Redis 7 or Valkey 7.2 or later is needed)" : String(buffer: args[0])): \(String(buffer: text))")
+                }
+                return reply
+            }
         }
+        if case .redis = address { checkExpiryEvents(channel) }
         channel.flush()
         return EventLoopFuture.andAllSucceed(replies, on: eventLoop)
+    }
+
+    /// Subscribers learn of Redis's expiries only if the server publishes them: says so in the
+    /// log when `notify-keyspace-events` lacks `E` (keyevent) or `x` (expired; `A` includes it).
+    private func checkExpiryEvents(_ channel: Channel) {
+        let promise = eventLoop.makePromise(of: RESPValue.self)
+        let args = ["CONFIG", "GET", "notify-keyspace-events"].map { ByteBuffer(string: $0) }
+        channel.pipeline.syncOperations.write(NIOAny(StoreRequest(arguments: args, reply: .promise(promise))), promise: nil)
+        promise.futureResult.whenSuccess { reply in
+            let flags: String?
+            switch reply {
+            case .map(let items) where items.count == 2, .array(let items) where items.count == 2: flags = items[1].string
+            default: flags = nil
+            }
+            guard let flags else {
+                self.logger.warning("cannot read notify-keyspace-events (CONFIG GET refused?); subscribers see expiries only if it includes E and x", metadata: ["store": "\(self.address)"])
+                return
+            }
+            if !(flags.contains("E") && (flags.contains("x") || flags.contains("A"))) {
+                self.logger.error("notify-keyspace-events lacks E and x: subscribers will not be told of expiries; set notify-keyspace-events Ex (docs/scaling.md)",
+                                  metadata: ["store": "\(self.address)", "notify-keyspace-events": "\(flags)"])
+            }
+        }
     }
 
     private func connectionLost(_ channel: Channel) {
@@ -345,7 +408,7 @@ public final class StoreConnection: @unchecked Sendable {
         state = .idle
         guard !subscriptions.isEmpty else { return }
         lostSubscriptions = true
-        logger.warning("lost the connection to kv-stored; changes may be missed until it returns", metadata: ["kv.subscriptions": "\(subscriptions.count)"])
+        logger.warning("lost the connection to \(address.name); changes may be missed until it returns", metadata: ["kv.subscriptions": "\(subscriptions.count)"])
         onEvent(.disconnected)
         scheduleReconnect(in: 0)
     }

@@ -130,6 +130,8 @@ public final class SubscriptionHub: Sendable {
             }
             watcher.revision = reply.revision
             watcher.epoch = reply.epoch
+            // (A held change without a revision, Redis's expiry, came before the catch-up's
+            // state on the same connection, so that state already shows it.)
             for change in held where change.revision > watcher.revision {
                 session.send(text: Self.message(for: change).encoded(.init(rev: change.revision)))
                 watcher.revision = change.revision
@@ -196,11 +198,14 @@ public final class SubscriptionHub: Sendable {
                             holding.held?.append(change)
                             updates.append((id, holding))
                         } else if watcher.versioned {
-                            guard change.revision > watcher.revision else { continue }
-                            let text = versionedText ?? Self.message(for: change).encoded(.init(rev: change.revision))
+                            // Revision 0: a change the store gives no revision (Redis's expiry);
+                            // sent as it comes, without `rev`, and it moves no watcher's revision.
+                            guard change.revision > watcher.revision || change.revision == 0 else { continue }
+                            let text = versionedText ?? Self.message(for: change).encoded(.init(rev: change.revision == 0 ? nil : change.revision))
                             versionedText = text
                             // Never conflated: an exact subscriber that falls behind is closed and resumes.
                             watcher.session.send(text: text)
+                            guard change.revision > 0 else { continue }
                             var sent = watcher
                             sent.revision = change.revision
                             updates.append((id, sent))
@@ -211,7 +216,7 @@ public final class SubscriptionHub: Sendable {
                         }
                     }
                 }
-                watches[change.key]?.seedRevision = change.revision
+                if change.revision > 0 { watches[change.key]?.seedRevision = change.revision }
                 for (id, watcher) in updates { watches[change.key]?.watchers[id] = watcher }
             }
         case .disconnected:

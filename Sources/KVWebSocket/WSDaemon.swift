@@ -21,7 +21,8 @@ public struct WSConfiguration: Sendable {
     public var socketPath: String
     public var socketMode: UInt32 = 0o660
     public var socketGroup: String?
-    public var storeSocket: String
+    /// kv-stored's socket or a Redis/Valkey server.
+    public var store: StoreAddress
     /// Event loops. Half the cores by default: a session lives on one loop and every loop's
     /// requests share one kv-stored connection, so few loops batch well, and nginx and
     /// kv-stored need the other cores (on 2 cores, 1 loop measured 15% faster than 2).
@@ -31,9 +32,9 @@ public struct WSConfiguration: Sendable {
     /// WebSocket ping interval; keeps idle subscribers alive through nginx's proxy_read_timeout.
     public var pingSeconds = 30
 
-    public init(socketPath: String, storeSocket: String) {
+    public init(socketPath: String, store: StoreAddress) {
         self.socketPath = socketPath
-        self.storeSocket = storeSocket
+        self.store = store
     }
 
     /// Largest WebSocket message accepted: a value at the limit plus a key at the limit written
@@ -84,11 +85,11 @@ struct WSServer: Service {
         var requestConnections: [ObjectIdentifier: StoreConnection] = [:]
         for loop in group.makeIterator() {
             requestConnections[ObjectIdentifier(loop)] = StoreConnection(
-                socketPath: configuration.storeSocket, eventLoop: loop, limits: resp, logger: logger)
+                address: configuration.store, eventLoop: loop, limits: resp, logger: logger)
         }
         let connections = requestConnections
         let hub = SubscriptionHub(connection: { onEvent in
-            StoreConnection(socketPath: configuration.storeSocket, eventLoop: group.next(), limits: resp, logger: logger, onEvent: onEvent)
+            StoreConnection(address: configuration.store, eventLoop: group.next(), limits: resp, logger: logger, onEvent: onEvent)
         }, logger: logger)
         let settings = WebSocketSessionHandler.Settings(
             limits: configuration.limits, pingInterval: .seconds(Int64(configuration.pingSeconds)))
@@ -145,7 +146,7 @@ struct WSServer: Service {
         let channel = try await SocketFile.bindServer(bootstrap, path: path, mode: configuration.socketMode, group: configuration.socketGroup)
         defer { unlink(path) }
         logger.notice("kv-ws ready", metadata: [
-            "socket": "\(path)", "store": "\(configuration.storeSocket)", "threads": "\(configuration.threads)",
+            "socket": "\(path)", "store": "\(configuration.store)", "threads": "\(configuration.threads)",
             "kv.max_message_bytes": "\(maxMessage)",
         ])
         let notifier = SystemdNotifier.fromEnvironment()

@@ -38,7 +38,7 @@ struct KVWSMain: AsyncParsableCommand {
 
     @OptionGroup var socketOptions: SocketOptions
 
-    @Option(help: "kv-stored's unix socket.")
+    @Option(help: "The store: kv-stored's unix socket, or a Redis/Valkey server (redis://HOST:PORT, redis+unix:///PATH; docs/scaling.md).")
     var store = "/run/kvserver/kv-stored.sock"
 
     @Option(help: "Event-loop threads (default: half the CPU cores, at least 1).")
@@ -58,11 +58,7 @@ struct KVWSMain: AsyncParsableCommand {
     @OptionGroup var loggingOptions: LoggingOptions
 
     func validate() throws {
-        // A Redis/Valkey store serves kv-fcgi so far; kv-ws's subscriptions need kv-stored's
-        // change feed (docs/scaling.md).
-        if case .redis? = try? StoreAddress.parse(store) {
-            throw ValidationError("--store: kv-ws needs kv-stored's socket; a Redis/Valkey store serves the HTTP API (kv-fcgi) only so far (docs/scaling.md)")
-        }
+        do { _ = try StoreAddress.parse(store) } catch { throw ValidationError("--store: \(error.message)") }
         guard clientConflateBytes >= 1, clientOutputLimit >= clientConflateBytes else {
             throw ValidationError("--client-output-limit must be at least --client-conflate-bytes")
         }
@@ -73,7 +69,7 @@ struct KVWSMain: AsyncParsableCommand {
     func run() async throws {
         let logger = loggingOptions.bootstrap(label: "kv-ws")
         ProcessMetrics.bootstrap()
-        var configuration = WSConfiguration(socketPath: socket, storeSocket: store)
+        var configuration = WSConfiguration(socketPath: socket, store: try StoreAddress.parse(store))
         configuration.socketMode = socketOptions.mode
         configuration.socketGroup = socketOptions.socketGroup
         configuration.limits = limitOptions.limits

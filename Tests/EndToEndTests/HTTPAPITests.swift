@@ -5,16 +5,13 @@ import Testing
 import Glibc
 #endif
 
-/// Every HTTP rule of API.md, through the real nginx, kv-fcgi and kv-stored.
+/// Every HTTP rule of API.md, through the real nginx and kv-fcgi, on kv-stored and (the tests
+/// with `StoreKind` arguments) again on a redis-server.
 @Suite("HTTP API through nginx")
 struct HTTPAPITests {
-    func cli(_ stack: HTTPStack, _ args: String...) throws -> String {
-        try run("redis-cli", ["-s", stack.storeSocket] + args).output.trimmingCharacters(in: .whitespacesAndNewlines)
-    }
-
-    @Test("each JSON type round-trips exactly; HEAD, 204 and DELETE behave as documented")
-    func roundTrips() throws {
-        let stack = try HTTPStack()
+    @Test("each JSON type round-trips exactly; HEAD, 204 and DELETE behave as documented", arguments: StoreKind.allCases)
+    func roundTrips(store: StoreKind) throws {
+        let stack = try HTTPStack(on: store)
         let http = stack.client()
         let values = [
             "123456789012345678901234567890", "1.0", "1", "-0.5e-7", "true", "false", "null", #""h\u00e9 \"q\" \n 😀""#,
@@ -42,9 +39,9 @@ struct HTTPAPITests {
         #expect(try http.send("GET", "/storage/v1?ignored=1").text == #"{"value":1.0}"#)
     }
 
-    @Test("bad bodies and bad TTLs are 400 with a JSON error, and nothing is stored")
-    func badRequests() throws {
-        let stack = try HTTPStack()
+    @Test("bad bodies and bad TTLs are 400 with a JSON error, and nothing is stored", arguments: StoreKind.allCases)
+    func badRequests(store: StoreKind) throws {
+        let stack = try HTTPStack(on: store)
         let http = stack.client()
         let bodies = [
             "", "not json", "[1]", #"{"ttl":1}"#, #"{"value":1,}"#, #"{"value":NaN}"#, #"{"value":"\ud800"}"#,
@@ -59,12 +56,12 @@ struct HTTPAPITests {
             #expect(response.text.hasPrefix(#"{"error":""#))
         }
         #expect(try http.send("POST", "/storage/k", json: #"{"value":1,"ttl":"10 parsecs"}"#).text.contains(#"unknown unit \"parsecs\""#))
-        #expect(try cli(stack, "dbsize") == "0")
+        #expect(try stack.storeCLI("dbsize") == "0")
     }
 
-    @Test("TTL numbers and strings expire; a plain write clears the TTL")
-    func ttl() throws {
-        let stack = try HTTPStack()
+    @Test("TTL numbers and strings expire; a plain write clears the TTL", arguments: StoreKind.allCases)
+    func ttl(store: StoreKind) throws {
+        let stack = try HTTPStack(on: store)
         let http = stack.client()
         #expect(try http.send("POST", "/storage/n", json: #"{"value":1,"ttl":150}"#).status == 202)
         #expect(try http.send("POST", "/storage/s", json: #"{"value":2,"ttl":"0.2s"}"#).status == 202)
@@ -73,17 +70,17 @@ struct HTTPAPITests {
         #expect(eventually { (try? http.send("GET", "/storage/s").status) == 204 })
 
         #expect(try http.send("POST", "/storage/c", json: #"{"value":1,"ttl":"10 hours 1m 5s"}"#).status == 202)
-        let pttl = Int(try cli(stack, "pttl", "c")) ?? 0
+        let pttl = Int(try stack.storeCLI("pttl", stack.storeKey("c"))) ?? 0
         #expect(pttl > 36_000_000 && pttl <= 36_065_000)
         #expect(try http.send("POST", "/storage/c", json: #"{"value":2}"#).status == 202)
-        #expect(try cli(stack, "pttl", "c") == "-1")
+        #expect(try stack.storeCLI("pttl", stack.storeKey("c")) == "-1")
         #expect(try http.send("POST", "/storage/c", json: #"{"value":3,"ttl":null}"#).status == 202)
-        #expect(try cli(stack, "pttl", "c") == "-1")
+        #expect(try stack.storeCLI("pttl", stack.storeKey("c")) == "-1")
     }
 
-    @Test("unusual keys: the raw path after /storage/, decoded once, shared with kv-stored's key space")
-    func keys() throws {
-        let stack = try HTTPStack()
+    @Test("unusual keys: the raw path after /storage/, decoded once, shared with the store's key space", arguments: StoreKind.allCases)
+    func keys(store: StoreKind) throws {
+        let stack = try HTTPStack(on: store)
         let http = stack.client()
         let cases: [(target: String, key: String)] = [
             ("/storage/a%2Fb", "a/b"), ("/storage/%2541", "%41"), ("/storage/with%20space", "with space"),
@@ -92,7 +89,7 @@ struct HTTPAPITests {
         ]
         for (i, c) in cases.enumerated() {
             #expect(try http.send("POST", c.target, json: "{\"value\":\(i)}").status == 202, "\(c.target)")
-            #expect(try cli(stack, "get", c.key) == String(i), "\(c.target) should be the key \(c.key)")
+            #expect(try stack.storedValue(c.key) == String(i), "\(c.target) should be the key \(c.key)")
         }
         // Raw '/' and '%2F' name the same key; '%2541' is not '%41'.
         #expect(try http.send("GET", "/storage/a/b").text == #"{"value":0}"#)
@@ -111,9 +108,9 @@ struct HTTPAPITests {
         #expect(try http.send("GET", [UInt8]("/storage/".utf8) + [0xFF]).status == 400)
     }
 
-    @Test("an 8 MiB value round-trips; 405 with Allow; 413 over the limits")
-    func sizesAndMethods() throws {
-        let stack = try HTTPStack(fcgiArguments: ["--max-key-bytes", "40000", "--max-value-bytes", String(9 << 20)])
+    @Test("an 8 MiB value round-trips; 405 with Allow; 413 over the limits", arguments: StoreKind.allCases)
+    func sizesAndMethods(store: StoreKind) throws {
+        let stack = try HTTPStack(fcgiArguments: ["--max-key-bytes", "40000", "--max-value-bytes", String(9 << 20)], on: store)
         let http = stack.client()
         let big = "\"" + String(repeating: "0123456789abcdef", count: (8 << 20) / 16) + "\""
         #expect(try http.send("POST", "/storage/big", json: "{\"value\":\(big)}").status == 202)
@@ -158,9 +155,9 @@ struct HTTPAPITests {
         #expect(eventually(within: 10) { (try? http.send("GET", "/storage/k").text) == #"{"value":3}"# })
     }
 
-    @Test("8× more concurrent requests than kv-fcgi threads all complete; concurrent writers leave one of their values")
-    func concurrency() throws {
-        let stack = try HTTPStack(fcgiThreads: 4)
+    @Test("8× more concurrent requests than kv-fcgi threads all complete; concurrent writers leave one of their values", arguments: StoreKind.allCases)
+    func concurrency(store: StoreKind) throws {
+        let stack = try HTTPStack(fcgiThreads: 4, on: store)
         let http = stack.client()
         let value = "\"" + String(repeating: "v", count: 256 << 10) + "\""
         let writes = try (0..<32).map { i in try http.start("POST", "/storage/c\(i)", json: "{\"value\":\(value)}") }
@@ -176,9 +173,9 @@ struct HTTPAPITests {
         #expect((0..<24).map { "{\"value\":\($0)}" }.contains(final))
     }
 
-    @Test("kv-fcgi stops promptly and cleanly on SIGTERM, and nginx answers 503 meanwhile")
-    func fcgiStops() throws {
-        let stack = try HTTPStack()
+    @Test("kv-fcgi stops promptly and cleanly on SIGTERM, and nginx answers 503 meanwhile", arguments: StoreKind.allCases)
+    func fcgiStops(store: StoreKind) throws {
+        let stack = try HTTPStack(on: store)
         let http = stack.client()
         #expect(try http.send("POST", "/storage/k", json: #"{"value":1}"#).status == 202)
         let stopped = try #require(stack.fcgi).terminate()
@@ -214,9 +211,9 @@ struct HTTPAPITests {
         #expect(try run("redis-cli", ["-s", stack.storeSocket, "get", "inflight"]).output.contains("kept"))
     }
 
-    @Test("kv-fcgi serves on a socket inherited as fd 0, as spawn-fcgi passes it")
-    func inheritedSocket() throws {
-        let stack = try HTTPStack(inheritedSocket: true)
+    @Test("kv-fcgi serves on a socket inherited as fd 0, as spawn-fcgi passes it", arguments: StoreKind.allCases)
+    func inheritedSocket(store: StoreKind) throws {
+        let stack = try HTTPStack(inheritedSocket: true, on: store)
         let http = stack.client()
         #expect(try http.send("POST", "/storage/k", json: #"{"value":"inherited"}"#).status == 202)
         #expect(try http.send("GET", "/storage/k").text == #"{"value":"inherited"}"#)

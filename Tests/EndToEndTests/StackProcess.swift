@@ -1,4 +1,5 @@
 import Foundation
+import KVClient
 import KVDaemon
 import Testing
 
@@ -20,6 +21,14 @@ func freeLoopbackPort() throws -> Int {
     }
     guard bound else { throw POSIXFailure(what: "bind 127.0.0.1:0") }
     return Int(UInt16(bigEndian: address.sin_port))
+}
+
+/// The stores the front ends run on; the end-to-end suites run once on each.
+enum StoreKind: String, CaseIterable, CustomTestStringConvertible, Sendable {
+    case kvStored = "kv-stored"
+    case redis = "redis-server"
+
+    var testDescription: String { "on \(rawValue)" }
 }
 
 /// The whole HTTP stack as users deploy it: kv-stored, kv-fcgi and a real nginx running the
@@ -49,8 +58,16 @@ final class HTTPStack {
 
     /// `storeArguments` go to kv-stored, at start and at every restart (a `--data-dir`, say).
     /// `redis`: the store is a redis-server (on a unix socket) instead of kv-stored.
-    init(fcgiThreads: Int = 4, fcgiArguments: [String] = [], inheritedSocket: Bool = false, wsArguments: [String]? = nil,
+    convenience init(fcgiThreads: Int = 4, fcgiArguments: [String] = [], inheritedSocket: Bool = false, wsArguments: [String]? = nil,
          storeArguments: [String] = [], redis: Bool = false) throws {
+        try self.init(fcgiThreads: fcgiThreads, fcgiArguments: fcgiArguments, inheritedSocket: inheritedSocket, wsArguments: wsArguments,
+                      storeArguments: storeArguments, on: redis ? .redis : .kvStored)
+    }
+
+    /// The stack on `store`: the end-to-end suites run on each (`StoreKind.allCases`).
+    init(fcgiThreads: Int = 4, fcgiArguments: [String] = [], inheritedSocket: Bool = false, wsArguments: [String]? = nil,
+         storeArguments: [String] = [], on kind: StoreKind) throws {
+        let redis = kind == .redis
         dir = try TempDirectory()
         chmod(dir.path, 0o755)  // nginx's workers (nobody when we are root) must reach the sockets
         port = try freeLoopbackPort()
@@ -101,7 +118,7 @@ final class HTTPStack {
     func startWS(_ extra: [String] = []) throws {
         let daemon = try DaemonProcess(
             Binaries.path("kv-ws"),
-            ["--socket", wsSocket, "--store", storeSocket, "--log-level", "debug"] + groupArguments + extra,
+            ["--socket", wsSocket, "--store", storeAddress, "--log-level", "debug"] + groupArguments + extra,
             logPath: dir.file("kv-ws.log"))
         ws = daemon
         guard eventually(within: 20, { daemon.log.contains("kv-ws ready") }) else {
@@ -126,11 +143,40 @@ final class HTTPStack {
     func startRedis() throws {
         let daemon = try DaemonProcess("/usr/bin/redis-server", [
             "--port", "0", "--unixsocket", redisSocket, "--unixsocketperm", "700", "--save", "", "--appendonly", "no",
+            "--notify-keyspace-events", "Ex",  // expiry events for kv-ws's subscribers (docs/scaling.md)
         ], logPath: dir.file("redis.log"))
         redis = daemon
         guard eventually(within: 20, { isAccepting(redisSocket) }) else {
             throw StartFailure(description: "redis-server did not start: \(daemon.log)")
         }
+    }
+
+    // Reading the store directly with redis-cli, past the front ends.
+
+    /// redis-cli on the store's socket (kv-stored's or redis-server's).
+    func storeCLI(_ args: String...) throws -> String {
+        try run("redis-cli", ["-s", usesRedis ? redisSocket : storeSocket] + args).output.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// The store's name for KvServer's `key` (on Redis, its hash: `RedisKeyLayout`).
+    func storeKey(_ key: String) -> String {
+        usesRedis ? String(decoding: RedisKeyLayout.dataKey(Array(key.utf8)), as: UTF8.self) : key
+    }
+
+    /// The JSON text the store holds for `key`, "" when none.
+    func storedValue(_ key: String) throws -> String {
+        usesRedis ? try storeCLI("hget", storeKey(key), "v") : try storeCLI("get", key)
+    }
+
+    /// How many keys' change feeds the store has subscribers for (kv-ws holds one subscription per key).
+    func storeSubscribedKeys() throws -> Int {
+        if usesRedis {
+            return try storeCLI("pubsub", "shardchannels").split(whereSeparator: \.isNewline).count
+        }
+        let stats = try storeCLI("info", "stats")
+        // Split on any newline: in Swift "\r\n" is a single Character, not "\r" then "\n".
+        let field = stats.split(whereSeparator: \.isNewline).first { $0.hasPrefix("pubsub_channels:") }
+        return field.flatMap { Int($0.dropFirst("pubsub_channels:".count).trimmingCharacters(in: .whitespaces)) } ?? -1
     }
 
     var nginxLog: String { (try? String(contentsOfFile: dir.file("nginx/error.log"), encoding: .utf8)) ?? "" }

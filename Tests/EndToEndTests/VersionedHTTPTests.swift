@@ -4,9 +4,9 @@ import Testing
 /// ETags, conditional requests and KV-Expires-At through the real nginx, kv-fcgi and kv-stored.
 @Suite("HTTP versions through nginx")
 struct VersionedHTTPTests {
-    @Test("GET carries the revision as ETag; If-None-Match gives 304; KV-Expires-At shows a TTL's deadline")
-    func etagsAndExpiry() throws {
-        let stack = try HTTPStack()
+    @Test("GET carries the revision as ETag; If-None-Match gives 304; KV-Expires-At shows a TTL's deadline", arguments: StoreKind.allCases)
+    func etagsAndExpiry(store: StoreKind) throws {
+        let stack = try HTTPStack(on: store)
         let http = stack.client()
         let post = try http.send("POST", "/storage/k", json: #"{"value":{"a":1}}"#)
         #expect(post.status == 202 && post.headers["etag"] == "\"1\"", "\(post)")
@@ -24,9 +24,9 @@ struct VersionedHTTPTests {
         #expect(deadline >= before + 3_600_000 - 1000 && deadline <= after + 3_600_000 + 1000, "\(deadline) vs now \(after)")
     }
 
-    @Test("two writers racing with the same If-Match: exactly one wins, the other gets 412 with the new ETag")
-    func racingWriters() throws {
-        let stack = try HTTPStack()
+    @Test("two writers racing with the same If-Match: exactly one wins, the other gets 412 with the new ETag", arguments: StoreKind.allCases)
+    func racingWriters(store: StoreKind) throws {
+        let stack = try HTTPStack(on: store)
         let http = stack.client()
         for round in 0..<20 {
             let key = "/storage/race\(round)"
@@ -46,9 +46,9 @@ struct VersionedHTTPTests {
         }
     }
 
-    @Test("If-None-Match: * creates only; DELETE with If-Match deletes only at that revision")
-    func createAndDelete() throws {
-        let stack = try HTTPStack()
+    @Test("If-None-Match: * creates only; DELETE with If-Match deletes only at that revision", arguments: StoreKind.allCases)
+    func createAndDelete(store: StoreKind) throws {
+        let stack = try HTTPStack(on: store)
         let http = stack.client()
         #expect(try http.send("POST", "/storage/once", body: Array(#"{"value":1}"#.utf8), headers: ["If-None-Match": "*"]).status == 202)
         let again = try http.send("POST", "/storage/once", body: Array(#"{"value":2}"#.utf8), headers: ["If-None-Match": "*"])

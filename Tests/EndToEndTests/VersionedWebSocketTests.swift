@@ -15,9 +15,9 @@ struct VersionedWebSocketTests {
 
     static func rev(_ message: String) -> UInt64? { member(message, "rev").flatMap { UInt64($0) } }
 
-    @Test("with an id, writes and subscriptions are acknowledged with ok and the revision; get answers with the revision")
-    func acknowledgements() async throws {
-        let stack = try HTTPStack(wsArguments: [])
+    @Test("with an id, writes and subscriptions are acknowledged with ok and the revision; get answers with the revision", arguments: StoreKind.allCases)
+    func acknowledgements(store: StoreKind) async throws {
+        let stack = try HTTPStack(wsArguments: [], on: store)
         let ws = try await TestWebSocket.connect(stack.webSocketURL)
         try await ws.send(#"{"type":"set","id":"w1","payload":{"key":"k","value":{"n":1}}}"#)
         let ok = try await ws.next()
@@ -42,9 +42,9 @@ struct VersionedWebSocketTests {
         await ws.close()
     }
 
-    @Test("two WebSocket writers racing with the same ifRev: exactly one is acknowledged, the other gets a conflict naming the new revision")
-    func racingWriters() async throws {
-        let stack = try HTTPStack(wsArguments: [])
+    @Test("two WebSocket writers racing with the same ifRev: exactly one is acknowledged, the other gets a conflict naming the new revision", arguments: StoreKind.allCases)
+    func racingWriters(store: StoreKind) async throws {
+        let stack = try HTTPStack(wsArguments: [], on: store)
         let a = try await TestWebSocket.connect(stack.webSocketURL), b = try await TestWebSocket.connect(stack.webSocketURL)
         for round in 0..<20 {
             let key = "race\(round)"
@@ -65,9 +65,9 @@ struct VersionedWebSocketTests {
         await b.close()
     }
 
-    @Test("subscribe with initial: the current value first, then every later change, with no revision skipped under concurrent writes")
-    func initialState() async throws {
-        let stack = try HTTPStack(wsArguments: [])
+    @Test("subscribe with initial: the current value first, then every later change, with no revision skipped under concurrent writes", arguments: StoreKind.allCases)
+    func initialState(store: StoreKind) async throws {
+        let stack = try HTTPStack(wsArguments: [], on: store)
         let writer = try await TestWebSocket.connect(stack.webSocketURL)
         try await writer.send(#"{"type":"set","id":0,"payload":{"key":"k","value":0}}"#)
         _ = try await writer.next()
@@ -168,9 +168,9 @@ struct VersionedWebSocketTests {
         await ws.close()
     }
 
-    @Test("a seed client next to a versioned one sees byte-identical seed messages")
-    func seedUnchanged() async throws {
-        let stack = try HTTPStack(wsArguments: [])
+    @Test("a seed client next to a versioned one sees byte-identical seed messages", arguments: StoreKind.allCases)
+    func seedUnchanged(store: StoreKind) async throws {
+        let stack = try HTTPStack(wsArguments: [], on: store)
         let seed = try await TestWebSocket.connect(stack.webSocketURL), versioned = try await TestWebSocket.connect(stack.webSocketURL)
         try await versioned.send(#"{"type":"subscribe","id":1,"payload":{"key":"k","initial":true}}"#)
         _ = try await versioned.next()

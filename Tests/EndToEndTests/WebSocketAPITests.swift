@@ -7,7 +7,8 @@ import Testing
 import Glibc
 #endif
 
-/// Every WebSocket rule of API.md, through the real nginx, kv-ws and kv-stored.
+/// Every WebSocket rule of API.md, through the real nginx and kv-ws, on kv-stored and (the tests
+/// with `StoreKind` arguments) again on a redis-server.
 /// Serialized: the expiry-latency test must not share the machine's 2 cores with the
 /// 200-connection fan-out test of the same suite.
 @Suite("WebSocket API through nginx", .serialized)
@@ -35,15 +36,9 @@ struct WebSocketAPITests {
         return try #require(document.root[member: "payload"].flatMap { document.string($0) })
     }
 
-    func info(_ stack: HTTPStack, _ field: String) throws -> String {
-        let text = try run("redis-cli", ["-s", stack.storeSocket, "info", "stats"]).output
-        // Split on any newline: in Swift "\r\n" is a single Character, not "\r" then "\n".
-        return text.split(whereSeparator: \.isNewline).first { $0.hasPrefix(field + ":") }.map { String($0.dropFirst(field.count + 1)).trimmingCharacters(in: .whitespacesAndNewlines) } ?? ""
-    }
-
-    @Test("get/set/delete/subscribe: replies only where the API says, own changes delivered, errors keep the connection")
-    func messageRules() async throws {
-        let stack = try HTTPStack(wsArguments: [])
+    @Test("get/set/delete/subscribe: replies only where the API says, own changes delivered, errors keep the connection", arguments: StoreKind.allCases)
+    func messageRules(store: StoreKind) async throws {
+        let stack = try HTTPStack(wsArguments: [], on: store)
         let ws = try await TestWebSocket.connect(stack.webSocketURL)
         try await ws.send(type: "get", #"{"key":"k"}"#)
         #expect(try await ws.next() == Self.noValue("k"))
@@ -83,9 +78,9 @@ struct WebSocketAPITests {
         await ws.close()
     }
 
-    @Test("changes made over HTTP reach WebSocket subscribers, and the other way round; one kv-stored subscription per key")
-    func crossProtocol() async throws {
-        let stack = try HTTPStack(wsArguments: [])
+    @Test("changes made over HTTP reach WebSocket subscribers, and the other way round; one store subscription per key", arguments: StoreKind.allCases)
+    func crossProtocol(store: StoreKind) async throws {
+        let stack = try HTTPStack(wsArguments: [], on: store)
         let http = stack.client()
         let a = try await TestWebSocket.connect(stack.webSocketURL)
         let b = try await TestWebSocket.connect(stack.webSocketURL)
@@ -93,9 +88,7 @@ struct WebSocketAPITests {
         try await b.send(type: "subscribe", #"{"key":"a/b"}"#)
         try await b.send(type: "get", #"{"key":"a/b"}"#)
         #expect(try await b.next() == Self.noValue("a/b"))
-        let subscriptions = try info(stack, "pubsub_subscriptions")
-        let stats = try run("redis-cli", ["-s", stack.storeSocket, "info", "stats"]).output
-        #expect(subscriptions == "1", "kv-ws holds one subscription per key, however many clients watch it; INFO: \(stats)")
+        #expect(try stack.storeSubscribedKeys() == 1, "kv-ws holds one subscription per key, however many clients watch it")
 
         #expect(try http.send("POST", "/storage/a%2Fb", json: #"{"value":[1,"x"]}"#).status == 202)
         #expect(try await a.next() == Self.value("a/b", #"[1,"x"]"#))
@@ -109,14 +102,14 @@ struct WebSocketAPITests {
 
         await a.close()
         await b.close()
-        #expect(eventually { (try? info(stack, "pubsub_subscriptions")) == "0" }, "closing the last watcher drops the kv-stored subscription")
+        #expect(eventually { (try? stack.storeSubscribedKeys()) == 0 }, "closing the last watcher drops the store subscription")
     }
 
     /// How late expiry is measured by bench/ws.sh (expiry lag) and by kv-stored's
     /// kv_stored_expiry_lag_seconds histogram, not by a timed assertion on a shared machine.
-    @Test("TTL expiry set over HTTP and over WebSocket is notified by itself (active expiry), never before the deadline")
-    func expiryNotification() async throws {
-        let stack = try HTTPStack(wsArguments: [])
+    @Test("TTL expiry set over HTTP and over WebSocket is notified by itself (active expiry), never before the deadline", arguments: StoreKind.allCases)
+    func expiryNotification(store: StoreKind) async throws {
+        let stack = try HTTPStack(wsArguments: [], on: store)
         let http = stack.client()
         let ws = try await TestWebSocket.connect(stack.webSocketURL)
         for key in ["viaHTTP", "viaWS"] { try await ws.send(type: "subscribe", #"{"key":"\#(key)"}"#) }
@@ -126,7 +119,7 @@ struct WebSocketAPITests {
         var start = Date()
         #expect(try http.send("POST", "/storage/viaHTTP", json: #"{"value":1,"ttl":300}"#).status == 202)
         #expect(try await ws.next() == Self.value("viaHTTP", "1"))
-        // Nobody reads the key: only kv-stored's own timer can produce this.
+        // Nobody reads the key: only the store's own timer can produce this (kv-stored's, or Redis's active expiry).
         #expect(try await ws.next() == Self.noValue("viaHTTP"))
         // The deadline is at least 300 ms after `start`.
         #expect(Date().timeIntervalSince(start) >= 0.3, "expired \(0.3 - Date().timeIntervalSince(start)) s early")
@@ -139,9 +132,9 @@ struct WebSocketAPITests {
         await ws.close()
     }
 
-    @Test("200 subscribers on one key all receive a change; 200 sets arrive in order")
-    func fanOutAndOrder() async throws {
-        let stack = try HTTPStack(wsArguments: [])
+    @Test("200 subscribers on one key all receive a change; 200 sets arrive in order", arguments: StoreKind.allCases)
+    func fanOutAndOrder(store: StoreKind) async throws {
+        let stack = try HTTPStack(wsArguments: [], on: store)
         var subscribers: [TestWebSocket] = []
         for _ in 0..<200 {
             let ws = try await TestWebSocket.connect(stack.webSocketURL)
@@ -185,9 +178,9 @@ struct WebSocketAPITests {
         #expect(try idle.waitForFrame(opcode: 0x9, within: 10), "a ping frame arrives at the configured interval")
     }
 
-    @Test("a subscriber that stops reading does not delay another, and is closed with 1008 past its output limit")
-    func slowSubscriber() async throws {
-        let stack = try HTTPStack(wsArguments: ["--client-conflate-bytes", "65536", "--client-output-limit", "262144"])
+    @Test("a subscriber that stops reading does not delay another, and is closed with 1008 past its output limit", arguments: StoreKind.allCases)
+    func slowSubscriber(store: StoreKind) async throws {
+        let stack = try HTTPStack(wsArguments: ["--client-conflate-bytes", "65536", "--client-output-limit", "262144"], on: store)
         let keys = (0..<100).map { "key\($0)" }
         let slow = try RawWebSocket(port: stack.port)
         for key in keys { try slow.sendText(#"{"type":"subscribe","payload":{"key":"\#(key)"}}"#) }
@@ -197,7 +190,7 @@ struct WebSocketAPITests {
         #expect(try await fast.next() == Self.noValue("key99"))
         // The slow client's subscriptions are in force once one of its later gets would be answered;
         // it never reads, so wait until kv-ws holds its 100 keys plus the fast client's (same keys).
-        #expect(eventually { (try? info(stack, "pubsub_channels")) == "100" })
+        #expect(eventually { (try? stack.storeSubscribedKeys()) == 100 })
 
         let writer = try await TestWebSocket.connect(stack.webSocketURL)
         let big = String(repeating: "x", count: 64 << 10)
@@ -218,9 +211,9 @@ struct WebSocketAPITests {
         _ = slow
     }
 
-    @Test("a slow subscriber of one key is conflated (and this is logged), never cut off")
-    func slowSubscriberConflated() async throws {
-        let stack = try HTTPStack(wsArguments: ["--client-conflate-bytes", "65536", "--client-output-limit", "262144"])
+    @Test("a slow subscriber of one key is conflated (and this is logged), never cut off", arguments: StoreKind.allCases)
+    func slowSubscriberConflated(store: StoreKind) async throws {
+        let stack = try HTTPStack(wsArguments: ["--client-conflate-bytes", "65536", "--client-output-limit", "262144"], on: store)
         let slow = try RawWebSocket(port: stack.port)
         try slow.sendText(#"{"type":"subscribe","payload":{"key":"one"}}"#)
         let writer = try await flood(stack, key: "one", count: 300, bytes: 64 << 10)
@@ -235,9 +228,9 @@ struct WebSocketAPITests {
         _ = slow
     }
 
-    @Test("a 1 MiB key and an 8 MiB value work over WebSocket")
-    func largeKeyAndValue() async throws {
-        let stack = try HTTPStack(wsArguments: ["--max-value-bytes", String(9 << 20)])
+    @Test("a 1 MiB key and an 8 MiB value work over WebSocket", arguments: StoreKind.allCases)
+    func largeKeyAndValue(store: StoreKind) async throws {
+        let stack = try HTTPStack(wsArguments: ["--max-value-bytes", String(9 << 20)], on: store)
         let ws = try await TestWebSocket.connect(stack.webSocketURL)
         let key = String(repeating: "k", count: 1 << 20)
         let value = "\"" + String(repeating: "v", count: 8 << 20) + "\""
