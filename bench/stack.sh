@@ -19,13 +19,17 @@ trap stop_stack EXIT
 wait_socket() { for _ in $(seq 1 400); do [ -S "$1" ] && return; sleep 0.05; done; echo "no $1" >&2; exit 1; }
 
 # start_stack "BENCH SERVER DIRECTIVES" [kv-fcgi threads]
+# With $store set (a --store address: Redis, a cluster), the front ends use it and no kv-stored runs.
 start_stack() {
   local bench_directives=$1 threads=${2:-16}
-  "$bin/kv-stored" --socket "$dir/kv-stored.sock" --persistence none --log-level warning "${group_args[@]}" & pids+=($!)
-  wait_socket "$dir/kv-stored.sock"
-  "$bin/kv-fcgi" --socket "$dir/kv-fcgi.sock" --store "$dir/kv-stored.sock" --threads "$threads" --log-level warning "${group_args[@]}" & pids+=($!)
+  if [ -z "${store:-}" ]; then
+    "$bin/kv-stored" --socket "$dir/kv-stored.sock" --persistence none --log-level warning "${group_args[@]}" & pids+=($!)
+    wait_socket "$dir/kv-stored.sock"
+    store=$dir/kv-stored.sock
+  fi
+  "$bin/kv-fcgi" --socket "$dir/kv-fcgi.sock" --store "$store" --threads "$threads" --log-level warning "${group_args[@]}" & pids+=($!)
   fcgi_pid=$!
-  "$bin/kv-ws" --socket "$dir/kv-ws.sock" --store "$dir/kv-stored.sock" --log-level warning "${group_args[@]}" ${WS_ARGS:-} & pids+=($!)
+  "$bin/kv-ws" --socket "$dir/kv-ws.sock" --store "$store" --log-level warning "${group_args[@]}" ${WS_ARGS:-} & pids+=($!)
   wait_socket "$dir/kv-fcgi.sock"; wait_socket "$dir/kv-ws.sock"
   scripts/nginx-local-conf.sh "$dir" "$port" > "$dir/nginx.conf"
   sed -i "s|access_log $dir/nginx/access.log;|access_log off;|" "$dir/nginx.conf"

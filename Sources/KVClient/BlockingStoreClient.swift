@@ -26,6 +26,8 @@ public final class BlockingStoreClient {
     private var backoff = ReconnectBackoff()
     private var nextAttemptAt: Int64 = 0
     private var readBuffer = ByteBuffer()
+    /// The masters' connections, on a cluster.
+    private var cluster: BlockingClusterRouter?
     private let reachability: StoreReachability
     /// `reachability.connections` when this client last failed to connect.
     private var connectionsAtFailure = 0
@@ -127,12 +129,22 @@ public final class BlockingStoreClient {
     /// Sends one of kv-stored's commands and waits for its reply (on a Redis store, through
     /// `RedisFunctions.translate`).
     public func request(_ arguments: [[UInt8]]) throws(KVError) -> RESPValue {
-        guard case .redis = address else { return try sendCommand(arguments) }
-        let (command, shape, _) = RedisFunctions.translate(arguments)
-        return shape.adapt(try sendCommand(command))
+        switch address {
+        case .kvStored:
+            return try sendCommand(arguments)
+        case .redis:
+            let (command, shape, _) = RedisFunctions.translate(arguments)
+            return shape.adapt(try sendCommand(command))
+        case .redisCluster(let seeds):
+            let (command, shape, routingKey) = RedisFunctions.translate(arguments)
+            let router = cluster ?? BlockingClusterRouter(seeds: seeds, limits: limits, timeoutMilliseconds: timeoutMilliseconds)
+            cluster = router
+            return shape.adapt(try router.send(command, routingKey: routingKey))
+        }
     }
 
-    private func sendCommand(_ arguments: [[UInt8]]) throws(KVError) -> RESPValue {
+    /// Sends `arguments` as they are on this client's own connection.
+    func sendCommand(_ arguments: [[UInt8]]) throws(KVError) -> RESPValue {
         let reused = fd >= 0
         try connectIfNeeded()
         do {
@@ -250,12 +262,13 @@ public final class BlockingStoreClient {
         }
         fd = socketFD
         readBuffer.clear()
-        if case .redis = address {
+        if address.isRedis {
             // Each connection loads the functions (idempotent), so a restarted or replaced
-            // server is ready again without an operator step.
+            // server is ready again without an operator step. (A replica refuses with
+            // READONLY: it has its master's functions.)
             do {
                 let reply = try exchange(RedisFunctions.load())
-                if case .error(let text) = reply {
+                if case .error(let text) = reply, !String(buffer: text).hasPrefix("READONLY") {
                     disconnect()
                     throw KVError(.storageError, "\(address.name) refused KvServer's functions (Redis 7 or Valkey 7.2 or later is needed): \(String(buffer: text))")
                 }
@@ -281,6 +294,8 @@ public final class BlockingStoreClient {
         switch address {
         case .kvStored(let socketPath), .redis(.unix(let socketPath)):
             path = socketPath
+        case .redisCluster:
+            throw KVError(.storageUnavailable, "a cluster is reached through its nodes' addresses")
         case .redis(.tcp(let host, let port)):
             var hints = addrinfo()
             hints.ai_socktype = Int32(SOCK_STREAM.rawValue)

@@ -166,6 +166,14 @@ public enum RedisFunctions {
         }
     }
 
+    /// The cluster slot a kv-stored command is about (its key's), or nil for one about no key.
+    public static func routingSlot(_ arguments: [ByteBuffer]) -> Int? {
+        guard arguments.count >= 2, let name = arguments.first?.upperASCII, keyCommands.contains(name) else { return nil }
+        return RedisKeyLayout.slot(ofKey: Array(arguments[1].readableBytesView))
+    }
+
+    private static let keyCommands: Set<String> = ["GET", "SET", "DEL", "KVGET", "KVSET", "KVDEL", "KVSYNC", "SUBSCRIBE", "UNSUBSCRIBE"]
+
     /// A change from a Redis push: a sharded message on a key's channel, or the expiry of a key
     /// (which has no revision: 0). Nil for anything else.
     public static func change(fromPush elements: [RESPValue]) -> StoreChange? {

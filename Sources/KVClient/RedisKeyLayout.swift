@@ -34,6 +34,11 @@ public enum RedisKeyLayout {
         return Array(dataKey[(i + 2)...])
     }
 
+    /// The cluster slot of `key`'s hash, group and channel (a table: one CRC16 per lookup).
+    public static func slot(ofKey key: [UInt8]) -> Int { groupSlots[group(of: key)] }
+
+    private static let groupSlots: [Int] = (0..<groups).map { slot(of: Array("{\($0)}".utf8)) }
+
     /// The cluster slot of a Redis key or channel: CRC16 of its hash tag (the text between the
     /// first `{` and the first `}` after it, when not empty), else of the whole name.
     public static func slot(of name: [UInt8]) -> Int {

@@ -1,12 +1,14 @@
 import KVCore
 
-/// Where the front ends find their data (`--store`): kv-stored's unix socket (the default), or a
-/// single Redis/Valkey server (docs/scaling.md).
+/// Where the front ends find their data (`--store`): kv-stored's unix socket (the default), a
+/// single Redis/Valkey server, or a Redis/Valkey Cluster given by seed nodes (docs/scaling.md).
 public enum StoreAddress: Sendable, Equatable, CustomStringConvertible {
     /// kv-stored, at this unix socket path.
     case kvStored(path: String)
     /// A Redis or Valkey server, on a unix socket or TCP.
     case redis(RedisEndpoint)
+    /// A Redis or Valkey Cluster: any of its nodes; the rest are learnt from them.
+    case redisCluster(seeds: [ClusterNode])
 
     public enum RedisEndpoint: Sendable, Equatable {
         case unix(path: String)
@@ -14,8 +16,17 @@ public enum StoreAddress: Sendable, Equatable, CustomStringConvertible {
     }
 
     /// Reads `--store`: `redis://host[:port]` or `valkey://…` (TCP, port 6379 by default),
-    /// `redis+unix:///path/to/redis.sock`, or anything else as kv-stored's socket path.
+    /// `redis+unix:///path/to/redis.sock`, `redis-cluster://host:port[,host:port…]` (seed
+    /// nodes), or anything else as kv-stored's socket path.
     public static func parse(_ text: String) throws(KVError) -> StoreAddress {
+        for scheme in ["redis-cluster://", "valkey-cluster://"] where text.hasPrefix(scheme) {
+            var seeds: [ClusterNode] = []
+            for seed in text.dropFirst(scheme.count).split(separator: ",", omittingEmptySubsequences: false) {
+                guard case .redis(.tcp(let host, let port)) = try parse("redis://" + seed) else { throw KVError(.invalidRequest, "bad seed in \(text)") }
+                seeds.append(ClusterNode(host: host, port: port))
+            }
+            return .redisCluster(seeds: seeds)
+        }
         for scheme in ["redis+unix://", "valkey+unix://"] where text.hasPrefix(scheme) {
             let path = String(text.dropFirst(scheme.count))
             guard path.hasPrefix("/") else { throw KVError(.invalidRequest, "\(scheme) needs an absolute socket path: \(scheme)/run/redis/redis.sock") }
@@ -46,7 +57,8 @@ public enum StoreAddress: Sendable, Equatable, CustomStringConvertible {
         switch self {
         case .kvStored(let path): path
         case .redis(.unix(let path)): "redis+unix://\(path)"
-        case .redis(.tcp(let host, let port)): "redis://\(host.contains(":") ? "[\(host)]" : host):\(port)"
+        case .redis(.tcp(let host, let port)): "redis://\(ClusterNode(host: host, port: port))"
+        case .redisCluster(let seeds): "redis-cluster://" + seeds.map(\.description).joined(separator: ",")
         }
     }
 
@@ -55,6 +67,26 @@ public enum StoreAddress: Sendable, Equatable, CustomStringConvertible {
         switch self {
         case .kvStored: "kv-stored at \(description)"
         case .redis: "redis at \(description)"
+        case .redisCluster: "redis cluster at \(description)"
         }
     }
+
+    /// Whether the store is Redis/Valkey (a server or a cluster) rather than kv-stored.
+    public var isRedis: Bool {
+        if case .kvStored = self { return false }
+        return true
+    }
+}
+
+/// One node of a Redis Cluster, as `CLUSTER SLOTS` and `MOVED` name it.
+public struct ClusterNode: Sendable, Hashable, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+
+    public init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+
+    public var description: String { "\(host.contains(":") ? "[\(host)]" : host):\(port)" }
 }

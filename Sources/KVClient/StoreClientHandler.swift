@@ -21,6 +21,13 @@ enum StoreReply {
 struct StoreRequest {
     var arguments: [ByteBuffer]
     var reply: StoreReply
+
+    /// Whether the reply comes as a push (RESP3 answers (un)subscribe requests that way).
+    var repliedByPush: Bool {
+        // Cheap for the commands on the request path (GET, SET, KVSET, …): none is 9 to 12 long.
+        guard let name = arguments.first, (9...12).contains(name.readableBytes) else { return false }
+        return ["SUBSCRIBE", "UNSUBSCRIBE", "SSUBSCRIBE", "SUNSUBSCRIBE"].contains(String(buffer: name).uppercased())
+    }
 }
 
 /// Pipelining on one RESP3 connection: requests are written in order and their promises queued;
@@ -35,20 +42,23 @@ final class StoreClientHandler: ChannelDuplexHandler {
     /// Whose pushes these are: kv-stored's change feed, or Redis's sharded pub/sub and expiry events.
     enum Dialect { case kvStored, redis }
 
-    private var pending = Deque<StoreReply>()
+    private var pending = Deque<(reply: StoreReply, byPush: Bool)>()
     private let dialect: Dialect
     private let onChange: (StoreChange) -> Void
+    private let onDropped: (ByteBuffer) -> Void
 
-    init(dialect: Dialect = .kvStored, onChange: @escaping (StoreChange) -> Void) {
+    /// `onDropped`: the store ended a key's subscription by itself (a cluster slot moved).
+    init(dialect: Dialect = .kvStored, onChange: @escaping (StoreChange) -> Void, onDropped: @escaping (ByteBuffer) -> Void = { _ in }) {
         self.dialect = dialect
         self.onChange = onChange
+        self.onDropped = onDropped
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         let request = unwrapOutboundIn(data)
         var buffer = context.channel.allocator.buffer(capacity: request.arguments.reduce(16) { $0 + $1.readableBytes + 16 })
         buffer.writeRESPCommand(request.arguments)
-        pending.append(request.reply)
+        pending.append((request.reply, request.repliedByPush))
         context.write(wrapOutboundOut(buffer), promise: promise)
     }
 
@@ -61,12 +71,20 @@ final class StoreClientHandler: ChannelDuplexHandler {
                 if let change { onChange(change) }
                 return
             case "subscribe", "unsubscribe", "ssubscribe", "sunsubscribe":
-                break  // the reply to a (un)subscribe request
+                // The reply to a (un)subscribe request, unless none waits first: then the server
+                // unsubscribed us by itself (a cluster node whose slot moved away).
+                guard pending.first?.byPush == true else {
+                    if elements.first?.string == "sunsubscribe", elements.count >= 2, case .bulkString(let channel) = elements[1],
+                       let key = RedisKeyLayout.key(of: Array(channel.readableBytesView)) {
+                        onDropped(ByteBuffer(bytes: key))
+                    }
+                    return
+                }
             default:
                 return
             }
         }
-        guard let reply = pending.popFirst() else {
+        guard let (reply, _) = pending.popFirst() else {
             context.fireErrorCaught(RESPProtocolError("a reply arrived with no request waiting for it"))
             return
         }
@@ -84,6 +102,6 @@ final class StoreClientHandler: ChannelDuplexHandler {
     }
 
     private func failAll(_ error: KVError) {
-        while let reply = pending.popFirst() { reply.complete(.failure(error)) }
+        while let (reply, _) = pending.popFirst() { reply.complete(.failure(error)) }
     }
 }

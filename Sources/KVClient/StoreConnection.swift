@@ -14,6 +14,10 @@ public enum StoreConnectionEvent: Sendable, Equatable {
     /// Reconnected and every subscription re-established. Changes between `.disconnected` and
     /// now may have been missed; a subscriber should re-read what it cares about.
     case restored(subscriptions: Int)
+    /// The store ended the subscription of `key` by itself: a Redis Cluster node does when the
+    /// key's slot moves away (a failover or a resharding). `ClusterStoreConnection` subscribes
+    /// it again where the slot went.
+    case dropped(key: ByteBuffer)
 }
 
 /// An asynchronous, pipelined RESP3 connection to kv-stored for kv-ws: requests and change-feed
@@ -30,6 +34,8 @@ public final class StoreConnection: @unchecked Sendable {
     private let limits: RESPLimits
     private let logger: Logger
     private let requestTimeout: TimeAmount
+    /// Whether this connection carries subscriptions (on Redis, it then also receives expiries).
+    private let changeFeed: Bool
     private let onEvent: @Sendable (StoreConnectionEvent) -> Void
 
     private enum State {
@@ -60,17 +66,23 @@ public final class StoreConnection: @unchecked Sendable {
         requestTimeout: TimeAmount = .seconds(5),
         onEvent: @escaping @Sendable (StoreConnectionEvent) -> Void = { _ in }
     ) {
-        self.init(address: .kvStored(path: socketPath), eventLoop: eventLoop, limits: limits, logger: logger, requestTimeout: requestTimeout, onEvent: onEvent)
+        self.init(address: .kvStored(path: socketPath), eventLoop: eventLoop, limits: limits, logger: logger, requestTimeout: requestTimeout,
+                  changeFeed: true, onEvent: onEvent)
     }
 
+    /// `changeFeed`: the connection will carry subscriptions (kv-ws's hub), so on Redis it
+    /// subscribes to expiry events too. `address` is kv-stored or one Redis server (a cluster
+    /// is `ClusterStoreConnection`'s: one of these per master).
     public init(
         address: StoreAddress,
         eventLoop: any EventLoop,
         limits: RESPLimits,
         logger: Logger,
         requestTimeout: TimeAmount = .seconds(5),
+        changeFeed: Bool = false,
         onEvent: @escaping @Sendable (StoreConnectionEvent) -> Void = { _ in }
     ) {
+        self.changeFeed = changeFeed
         self.address = address
         self.eventLoop = eventLoop
         self.limits = limits
@@ -154,7 +166,8 @@ public final class StoreConnection: @unchecked Sendable {
     /// kv-stored in that order, so a quick unsubscribe-then-subscribe of one key stays ordered.
     public func subscribeFuture(_ key: ByteBuffer) -> EventLoopFuture<Void> {
         eventLoop.flatSubmit {
-            self.send([ByteBuffer(string: "SUBSCRIBE"), key], onReply: { self.subscriptions.insert(key) })
+            // Kept for reconnections only once acknowledged (a cluster node may answer MOVED).
+            self.send([ByteBuffer(string: "SUBSCRIBE"), key], onReply: { if case .push = $0 { self.subscriptions.insert(key) } })
         }.flatMapThrowing { reply in
             guard case .push = reply else { throw BlockingStoreClient.unexpected(reply) }
         }.flatMapErrorThrowing { error in
@@ -178,7 +191,7 @@ public final class StoreConnection: @unchecked Sendable {
         try await request(arguments, onReply: nil)
     }
 
-    private func request(_ arguments: [ByteBuffer], onReply: (@Sendable () -> Void)?) async throws(KVError) -> RESPValue {
+    private func request(_ arguments: [ByteBuffer], onReply: (@Sendable (RESPValue) -> Void)?) async throws(KVError) -> RESPValue {
         try await Self.awaitStore(eventLoop.flatSubmit { self.send(arguments, onReply: onReply) })
     }
 
@@ -231,12 +244,12 @@ public final class StoreConnection: @unchecked Sendable {
 
     /// `arguments` as this store takes them, and how to read the reply as kv-stored's.
     private func translated(_ arguments: [ByteBuffer]) -> ([ByteBuffer], RedisFunctions.ReplyShape) {
-        guard case .redis = address else { return (arguments, .same) }
+        guard address.isRedis else { return (arguments, .same) }
         let (command, shape, _) = RedisFunctions.translate(arguments)
         return (command, shape)
     }
 
-    private func send(_ arguments: [ByteBuffer], onReply: (@Sendable () -> Void)?) -> EventLoopFuture<RESPValue> {
+    private func send(_ arguments: [ByteBuffer], onReply: (@Sendable (RESPValue) -> Void)?) -> EventLoopFuture<RESPValue> {
         let (command, shape) = translated(arguments)
         return channel().flatMap { channel in
             let promise = self.eventLoop.makePromise(of: RESPValue.self)
@@ -245,7 +258,7 @@ public final class StoreConnection: @unchecked Sendable {
             promise.futureResult.whenComplete { result in
                 self.outstanding -= 1
                 self.answered = true
-                if case .success = result { onReply?() }
+                if case .success(let reply) = result { onReply?(reply) }
             }
             channel.pipeline.syncOperations.write(NIOAny(StoreRequest(arguments: command, reply: .promise(promise))), promise: nil)
             self.scheduleFlush(channel)
@@ -304,13 +317,13 @@ public final class StoreConnection: @unchecked Sendable {
         let loop = eventLoop
         let bound = NIOLoopBound(self, eventLoop: loop)
         let limits = self.limits
-        let dialect: StoreClientHandler.Dialect = if case .redis = address { .redis } else { .kvStored }
+        let dialect: StoreClientHandler.Dialect = address.isRedis ? .redis : .kvStored
         let bootstrap = ClientBootstrap(group: loop)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandlers([
                         ByteToMessageHandler(RESPValueDecoder(limits: limits)),
-                        StoreClientHandler(dialect: dialect, onChange: { bound.value.onEvent(.change($0)) }),
+                        StoreClientHandler(dialect: dialect, onChange: { bound.value.onEvent(.change($0)) }, onDropped: { bound.value.dropped($0) }),
                     ])
                 }
             }
@@ -320,6 +333,8 @@ public final class StoreConnection: @unchecked Sendable {
             connected = bootstrap.connect(unixDomainSocketPath: path)
         case .redis(.tcp(let host, let port)):
             connected = bootstrap.channelOption(.socketOption(.tcp_nodelay), value: 1).connect(host: host, port: port)
+        case .redisCluster:
+            connected = loop.makeFailedFuture(KVError(.storageUnavailable, "a cluster is reached through ClusterStoreConnection"))
         }
         let future = connected
             .flatMap { channel in self.handshake(channel).map { channel } }
@@ -360,22 +375,23 @@ public final class StoreConnection: @unchecked Sendable {
         switch address {
         case .kvStored:
             steps.append([ByteBuffer(string: "CLIENT"), ByteBuffer(string: "NO-CONFLATE"), ByteBuffer(string: "ON")])
-        case .redis:
+        case .redis, .redisCluster:
             steps.append(RedisFunctions.load())
-            steps.append([ByteBuffer(string: "SUBSCRIBE"), ByteBuffer(string: RedisFunctions.expiredChannel)])
+            if changeFeed { steps.append([ByteBuffer(string: "SUBSCRIBE"), ByteBuffer(string: RedisFunctions.expiredChannel)]) }
         }
         for key in subscriptions { steps.append(translated([ByteBuffer(string: "SUBSCRIBE"), key]).0) }
         let replies = steps.map { args -> EventLoopFuture<RESPValue> in
             let promise = eventLoop.makePromise(of: RESPValue.self)
             channel.pipeline.syncOperations.write(NIOAny(StoreRequest(arguments: args, reply: .promise(promise))), promise: nil)
             return promise.futureResult.flatMapThrowing { reply in
-                if case .error(let text) = reply {
+                // (A replica refuses the functions with READONLY: it has its master's.)
+                if case .error(let text) = reply, !String(buffer: text).hasPrefix("READONLY") {
                     throw KVError(.storageError, "\(self.address.name) refused \(args[0].bytes == Array("FUNCTION".utf8) ? "KvServer's functions (Redis 7 or Valkey 7.2 or later is needed)" : String(buffer: args[0])): \(String(buffer: text))")
                 }
                 return reply
             }
         }
-        if case .redis = address { checkExpiryEvents(channel) }
+        if address.isRedis && changeFeed { checkExpiryEvents(channel) }
         channel.flush()
         return EventLoopFuture.andAllSucceed(replies, on: eventLoop)
     }
@@ -401,6 +417,13 @@ public final class StoreConnection: @unchecked Sendable {
                                   metadata: ["store": "\(self.address)", "notify-keyspace-events": "\(flags)"])
             }
         }
+    }
+
+    /// The store ended `key`'s subscription (a cluster slot moved away).
+    private func dropped(_ key: ByteBuffer) {
+        guard subscriptions.remove(key) != nil else { return }
+        logger.notice("\(address.name) ended a subscription: the key's slot moved", metadata: ["kv.key": "\(String(buffer: key))"])
+        onEvent(.dropped(key: key))
     }
 
     private func connectionLost(_ channel: Channel) {

@@ -104,7 +104,7 @@ final class StorageWorker: FastCGIServer.Worker {
                 response = Self.json(503, #"{"status":"unready","error":"# + String(decoding: JSONText.quoted(error.message), as: UTF8.self) + "}")
             }
         case "/metrics/kv-stored":
-            if case .redis = store.client.address {
+            if store.client.address.isRedis {
                 response = StorageAPI.errorResponse(status: 404, message: "the store is \(store.client.address.name), not kv-stored: use a Redis exporter for its metrics")
                 break
             }

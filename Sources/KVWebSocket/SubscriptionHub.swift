@@ -17,6 +17,7 @@ public protocol FeedConnection: AnyObject, Sendable {
 }
 
 extension StoreConnection: FeedConnection {}
+extension ClusterStoreConnection: FeedConnection {}
 
 /// kv-ws's subscriptions: one kv-stored subscription per key for the whole process, however
 /// many WebSocket sessions watch it (reference-counted, dropped with the last watcher), and the
@@ -229,6 +230,10 @@ public final class SubscriptionHub: Sendable {
                 }
             }
             tellWatchers("lost the connection to storage; changes of subscribed keys may be missed until it returns", versioned: true)
+        case .dropped:
+            // Only a cluster's slot moves end subscriptions; ClusterStoreConnection subscribes
+            // the key again where the slot went, between a `.disconnected` and a `.restored`.
+            break
         case .restored:
             tellWatchers("storage is reachable again and subscriptions are restored; changes made during the outage may have been missed", versioned: false)
             resumeVersionedWatchers()

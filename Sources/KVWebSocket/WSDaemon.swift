@@ -82,14 +82,13 @@ struct WSServer: Service {
         let resp = RESPLimits(maxBulkBytes: configuration.limits.maxValueBytes + 64)
         // One request connection per event loop: a session uses its own loop's, so requests
         // and replies never change threads, and a loop's requests share its writes.
-        var requestConnections: [ObjectIdentifier: StoreConnection] = [:]
+        var requestConnections: [ObjectIdentifier: any FeedConnection & StoreRequests] = [:]
         for loop in group.makeIterator() {
-            requestConnections[ObjectIdentifier(loop)] = StoreConnection(
-                address: configuration.store, eventLoop: loop, limits: resp, logger: logger)
+            requestConnections[ObjectIdentifier(loop)] = Self.connection(to: configuration.store, on: loop, limits: resp, logger: logger)
         }
         let connections = requestConnections
         let hub = SubscriptionHub(connection: { onEvent in
-            StoreConnection(address: configuration.store, eventLoop: group.next(), limits: resp, logger: logger, onEvent: onEvent)
+            Self.connection(to: configuration.store, on: group.next(), limits: resp, logger: logger, changeFeed: true, onEvent: onEvent)
         }, logger: logger)
         let settings = WebSocketSessionHandler.Settings(
             limits: configuration.limits, pingInterval: .seconds(Int64(configuration.pingSeconds)))
@@ -98,7 +97,7 @@ struct WSServer: Service {
 
         let upgrader = NIOWebSocketServerUpgrader(
             maxFrameSize: maxMessage,
-            automaticErrorHandling: true,  // protocol errors are answered with a close frame (1009 for an oversize frame)
+            automaticErrorHandling: false,  // WebSocketSessionHandler answers protocol errors with a close frame (1009 for an oversize frame)
             shouldUpgrade: { channel, head in
                 let path = head.uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first
                 return channel.eventLoop.makeSucceededFuture(path == "/ws" ? HTTPHeaders() : nil)
@@ -170,6 +169,18 @@ struct WSServer: Service {
         try? await done.futureResult.get()
         for connection in connections.values { await connection.close() }
         await hub.close()
+    }
+
+    /// A connection to the store on `loop`: kv-stored's or one Redis server's, or one to each
+    /// master of a Redis Cluster.
+    private static func connection(
+        to store: StoreAddress, on loop: any EventLoop, limits: RESPLimits, logger: Logger, changeFeed: Bool = false,
+        onEvent: @escaping @Sendable (StoreConnectionEvent) -> Void = { _ in }
+    ) -> any FeedConnection & StoreRequests {
+        if case .redisCluster(let seeds) = store {
+            return ClusterStoreConnection(seeds: seeds, eventLoop: loop, limits: limits, logger: logger, changeFeed: changeFeed, onEvent: onEvent)
+        }
+        return StoreConnection(address: store, eventLoop: loop, limits: limits, logger: logger, changeFeed: changeFeed, onEvent: onEvent)
     }
 }
 

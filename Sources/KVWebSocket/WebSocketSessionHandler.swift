@@ -12,6 +12,7 @@ protocol StoreRequests: AnyObject {
 }
 
 extension StoreConnection: StoreRequests {}
+extension ClusterStoreConnection: StoreRequests {}
 
 /// What a session needs of the subscription hub.
 protocol Subscriptions: AnyObject, Sendable {
@@ -408,9 +409,16 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
         if let error = error as? NIOWebSocketFrameAggregator.Error, case .accumulatedFrameSizeIsTooLarge = error {
             closeReason = .protocolError
             sendClose(.messageTooLarge, reason: "message over the size limit")
-        } else if error is NIOWebSocketError {
+        } else if let error = error as? NIOWebSocketError {
+            // Sent here rather than by NIO's automatic error handling, which closes the socket
+            // at once: with the rest of an oversize frame still unread, that close is a reset,
+            // and a reset can overtake the close frame in nginx (seen under load). Closing
+            // after the close timeout lets the close frame through first.
             closeReason = .protocolError
-            closeSent = true  // WebSocketProtocolErrorHandler has sent the close (1009 for an oversize frame)
+            switch error {
+            case .invalidFrameLength: sendClose(.messageTooLarge, reason: "frame over the size limit")
+            case .fragmentedControlFrame, .multiByteControlFrameLength: sendClose(.protocolError, reason: "invalid control frame")
+            }
         } else {
             logger.debug("websocket error", metadata: ["error": "\(error)"])
             context.close(promise: nil)

@@ -50,8 +50,10 @@ final class HTTPStack {
     var storeSocket: String { dir.file("kv-stored.sock") }
     var redisSocket: String { dir.file("redis.sock") }
     /// What the front ends are given as `--store`.
-    var storeAddress: String { usesRedis ? "redis+unix://\(redisSocket)" : storeSocket }
+    var storeAddress: String { externalStore ?? (usesRedis ? "redis+unix://\(redisSocket)" : storeSocket) }
     let usesRedis: Bool
+    /// A store this stack does not run (a `RedisCluster`'s address).
+    let externalStore: String?
     var fcgiSocket: String { dir.file("kv-fcgi.sock") }
     var wsSocket: String { dir.file("kv-ws.sock") }
     var webSocketURL: String { "ws://127.0.0.1:\(port)/ws" }
@@ -64,10 +66,16 @@ final class HTTPStack {
                       storeArguments: storeArguments, on: redis ? .redis : .kvStored)
     }
 
+    /// Front ends (nginx, kv-fcgi, kv-ws) on a store run elsewhere, e.g. a `RedisCluster`.
+    convenience init(wsArguments: [String]? = [], externalStore: String) throws {
+        try self.init(wsArguments: wsArguments, on: .redis, externalStore: externalStore)
+    }
+
     /// The stack on `store`: the end-to-end suites run on each (`StoreKind.allCases`).
     init(fcgiThreads: Int = 4, fcgiArguments: [String] = [], inheritedSocket: Bool = false, wsArguments: [String]? = nil,
-         storeArguments: [String] = [], on kind: StoreKind) throws {
+         storeArguments: [String] = [], on kind: StoreKind, externalStore: String? = nil) throws {
         let redis = kind == .redis
+        self.externalStore = externalStore
         dir = try TempDirectory()
         chmod(dir.path, 0o755)  // nginx's workers (nobody when we are root) must reach the sockets
         port = try freeLoopbackPort()
@@ -75,7 +83,9 @@ final class HTTPStack {
         groupArguments = getuid() == 0 ? ["--socket-group", "nogroup"] : []
         self.storeArguments = storeArguments
         usesRedis = redis
-        if redis {
+        if externalStore != nil {
+            // The store is someone else's to run.
+        } else if redis {
             try startRedis()
         } else {
             store = try StoreProcess(socketPath: storeSocket, arguments: groupArguments + storeArguments)

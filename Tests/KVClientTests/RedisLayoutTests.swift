@@ -1,4 +1,5 @@
 import KVClient
+import KVCore
 import NIOCore
 import RESP
 import Testing
@@ -65,5 +66,51 @@ struct RedisLayoutTests {
         #expect(expired == StoreChange(key: ByteBuffer(string: "a b"), kind: .expired, revision: 0, value: nil))
         #expect(RedisFunctions.change(fromPush: [.bulkString(ByteBuffer(string: "message")), .bulkString(ByteBuffer(string: RedisFunctions.expiredChannel)), .bulkString(ByteBuffer(string: "other"))]) == nil)
         #expect(RedisFunctions.change(fromPush: [.bulkString(ByteBuffer(string: "message")), .bulkString(data), .bulkString(ByteBuffer(string: "set:5:[1]"))]) == nil)
+    }
+}
+
+/// Reading a cluster's answers, without a server.
+@Suite("Redis Cluster topology")
+struct ClusterTopologyTests {
+    static func node(_ host: String, _ port: Int64) -> RESPValue {
+        .array([.bulkString(ByteBuffer(string: host)), .integer(port), .bulkString(ByteBuffer(string: "id"))])
+    }
+
+    @Test("CLUSTER SLOTS: each slot's master; an empty host is the node asked; gaps stay unserved; garbage is nil")
+    func slots() throws {
+        let reply = RESPValue.array([
+            .array([.integer(0), .integer(5460), Self.node("10.0.0.1", 7000), Self.node("10.0.0.4", 7003)]),
+            .array([.integer(5461), .integer(10922), Self.node("", 7001)]),
+            .array([.integer(10923), .integer(16382), Self.node("10.0.0.3", 7002)]),
+        ])
+        let map = try #require(ClusterTopology(slotsReply: reply, defaultHost: "seed"))
+        #expect(map.owner(ofSlot: 0) == ClusterNode(host: "10.0.0.1", port: 7000))
+        #expect(map.owner(ofSlot: 5461) == ClusterNode(host: "seed", port: 7001))
+        #expect(map.owner(ofSlot: 16382) == ClusterNode(host: "10.0.0.3", port: 7002))
+        #expect(map.owner(ofSlot: 16383) == nil && map.uncoveredSlots == 1)
+        #expect(map.masters.count == 3, "replicas are not masters")
+        #expect(ClusterTopology(slotsReply: .error(ByteBuffer(string: "ERR This instance has cluster support disabled")), defaultHost: "x") == nil)
+        #expect(ClusterTopology(slotsReply: .array([.array([.integer(5), .integer(1), Self.node("h", 1)])]), defaultHost: "x") == nil)
+        #expect(ClusterTopology(slotsReply: .array([.array([.integer(0), .integer(16384), Self.node("h", 1)])]), defaultHost: "x") == nil)
+    }
+
+    @Test("MOVED and ASK are redirections (an empty host is the node that answered); other errors are not")
+    func redirects() {
+        #expect(ClusterRedirect(error: "MOVED 3999 127.0.0.1:6381", defaultHost: "x") == .moved(slot: 3999, to: ClusterNode(host: "127.0.0.1", port: 6381)))
+        #expect(ClusterRedirect(error: "ASK 3999 :6381", defaultHost: "n1") == .ask(slot: 3999, to: ClusterNode(host: "n1", port: 6381)))
+        #expect(ClusterRedirect(error: "MOVED 1 [::1]:7000", defaultHost: "x") == .moved(slot: 1, to: ClusterNode(host: "::1", port: 7000)))
+        #expect(ClusterRedirect(error: "CONFLICT 3", defaultHost: "x") == nil)
+        #expect(ClusterRedirect(error: "MOVED 16384 h:1", defaultHost: "x") == nil)
+        #expect(ClusterRedirect(error: "MOVED 1 nohost", defaultHost: "x") == nil)
+    }
+
+    @Test("--store redis-cluster://seed,seed; bad seeds are refused")
+    func address() throws {
+        #expect(try StoreAddress.parse("redis-cluster://10.0.0.1:7000,[::1]:7001,h") == .redisCluster(seeds: [
+            ClusterNode(host: "10.0.0.1", port: 7000), ClusterNode(host: "::1", port: 7001), ClusterNode(host: "h", port: 6379),
+        ]))
+        #expect(try StoreAddress.parse("valkey-cluster://h:1").description == "redis-cluster://h:1")
+        #expect(throws: KVError.self) { try StoreAddress.parse("redis-cluster://h:1,") }
+        #expect(throws: KVError.self) { try StoreAddress.parse("redis-cluster://h:99999") }
     }
 }

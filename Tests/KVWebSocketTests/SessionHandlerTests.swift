@@ -277,4 +277,17 @@ struct SessionHandlerTests {
         try h.send("subscribe", #"{"key":"plain"}"#)
         #expect(h.hub.pending.last?.catchUp == nil, "a seed subscribe is not versioned")
     }
+
+    @Test("an oversize frame is answered with close 1009, and the socket stays open until the close timeout (no reset overtakes the close)")
+    func oversizeFrame() throws {
+        let h = try Harness()
+        h.channel.pipeline.fireErrorCaught(NIOWebSocketError.invalidFrameLength)
+        let frames = try h.received()
+        #expect(frames.count == 1 && frames.first?.0 == .connectionClose, "\(frames)")
+        var payload = try #require(frames.first?.1)
+        #expect(payload.readWebSocketErrorCode() == .messageTooLarge)
+        #expect(h.channel.isActive, "not closed at once")
+        h.channel.embeddedEventLoop.advanceTime(by: .seconds(3))
+        #expect(!h.channel.isActive, "closed after the close timeout")
+    }
 }

@@ -1,0 +1,289 @@
+import KVCore
+import Logging
+import NIOCore
+import RESP
+
+/// kv-ws's connection to a Redis Cluster: one `StoreConnection` per master on one event loop,
+/// each command sent to the master of its key's slot (`MOVED` and `ASK` followed), each key's
+/// subscription held on the master of its slot (sharded pub/sub is per slot), and expiry
+/// events from every master (keyspace events are node-local).
+///
+/// Topology changes: when a master's connection is lost, the slot map is learnt again from
+/// the other nodes until either the master is back (its connection restores its own
+/// subscriptions) or another node serves its slots (a failover): then the keys subscribed
+/// there move to the new master. A node that ends a subscription because the slot moved away
+/// has that key moved the same way. Either way the owner sees `.disconnected`, then
+/// `.restored` once every subscription is in place again, exactly as with one server.
+///
+/// Offers what `StoreConnection` offers kv-ws. All mutable state lives on `eventLoop`.
+public final class ClusterStoreConnection: @unchecked Sendable {
+    public let seeds: [ClusterNode]
+    public let eventLoop: any EventLoop
+    private let limits: RESPLimits
+    private let logger: Logger
+    private let changeFeed: Bool
+    private let onEvent: @Sendable (StoreConnectionEvent) -> Void
+
+    // Event-loop confined.
+    private var topology: ClusterTopology?
+    private var refreshing: EventLoopFuture<Void>?
+    private var nodes: [ClusterNode: StoreConnection] = [:]
+    /// Where each subscribed key's subscription is held.
+    private var subscribedAt: [ByteBuffer: ClusterNode] = [:]
+    /// Masters whose connection is lost while they hold subscriptions.
+    private var down: Set<ClusterNode> = []
+    private var closed = false
+
+    /// A command is redirected at most this often (a slot migrating while the map is learnt).
+    private static let maxRedirections = 8
+    /// How often the slot map is asked for while a master is down.
+    private static let recoveryInterval = TimeAmount.milliseconds(500)
+
+    public init(
+        seeds: [ClusterNode],
+        eventLoop: any EventLoop,
+        limits: RESPLimits,
+        logger: Logger,
+        changeFeed: Bool = false,
+        onEvent: @escaping @Sendable (StoreConnectionEvent) -> Void = { _ in }
+    ) {
+        self.seeds = seeds
+        self.eventLoop = eventLoop
+        self.limits = limits
+        self.logger = logger
+        self.changeFeed = changeFeed
+        self.onEvent = onEvent
+    }
+
+    // MARK: - Requests
+
+    /// On `eventLoop` only: sends one of kv-stored's commands to the master of its key's slot;
+    /// `completion` runs there with the reply.
+    public func send(_ arguments: [ByteBuffer], completion: @escaping (Result<RESPValue, KVError>) -> Void) {
+        eventLoop.preconditionInEventLoop()
+        let slot = RedisFunctions.routingSlot(arguments)
+        if topology != nil {
+            route(arguments, slot: slot, redirections: 0, asking: nil, refreshed: false, completion: completion)
+        } else {
+            refresh().assumeIsolated().whenComplete { result in
+                if case .failure(let error) = result { completion(.failure(Self.storeError(error))); return }
+                self.route(arguments, slot: slot, redirections: 0, asking: nil, refreshed: true, completion: completion)
+            }
+        }
+    }
+
+    /// One command; the reply completes the future on `eventLoop`.
+    public func requestFuture(_ arguments: [ByteBuffer]) -> EventLoopFuture<RESPValue> {
+        let promise = eventLoop.makePromise(of: RESPValue.self)
+        eventLoop.execute {
+            self.send(arguments) { promise.completeWith($0.mapError { $0 as any Error }) }
+        }
+        return promise.futureResult
+    }
+
+    private func route(_ arguments: [ByteBuffer], slot: Int?, redirections: Int, asking: ClusterNode?, refreshed: Bool,
+                       completion: @escaping (Result<RESPValue, KVError>) -> Void) {
+        guard let node = asking ?? owner(of: slot) else {
+            completion(.failure(KVError(.storageUnavailable, "storage unavailable: no node of the cluster serves slot \(slot ?? -1)")))
+            return
+        }
+        let connection = self.connection(to: node)
+        if asking != nil { connection.send([ByteBuffer(string: "ASKING")]) { _ in } }
+        connection.send(arguments) { result in
+            switch result {
+            case .success(let reply):
+                if let redirect = ClusterRedirect(reply: reply, defaultHost: node.host), redirections < Self.maxRedirections {
+                    switch redirect {
+                    case .moved(let movedSlot, let to):
+                        self.topology?.assign(slot: movedSlot, to: to)
+                        _ = self.refresh()  // one slot seen moved usually means many
+                        self.route(arguments, slot: slot, redirections: redirections + 1, asking: nil, refreshed: refreshed, completion: completion)
+                    case .ask(_, let to):
+                        self.route(arguments, slot: slot, redirections: redirections + 1, asking: to, refreshed: refreshed, completion: completion)
+                    }
+                    return
+                }
+                if case .error(let text) = reply, BlockingClusterRouter.isTransient(String(buffer: text)) {
+                    completion(.failure(KVError(.storageUnavailable, "storage unavailable: redis cluster node \(node): \(String(buffer: text))")))
+                    return
+                }
+                completion(.success(reply))
+            case .failure(let error):
+                // The master is unreachable: if the cluster has failed it over, another node
+                // knows the new master; otherwise the slot is unavailable until it returns.
+                guard error.code == .storageUnavailable, !refreshed else { completion(.failure(error)); return }
+                self.refresh(excluding: node).assumeIsolated().whenComplete { _ in
+                    guard let next = self.owner(of: slot), next != node else { completion(.failure(error)); return }
+                    self.route(arguments, slot: slot, redirections: redirections + 1, asking: nil, refreshed: true, completion: completion)
+                }
+            }
+        }
+    }
+
+    private func owner(of slot: Int?) -> ClusterNode? {
+        guard let topology else { return nil }
+        guard let slot else { return topology.masters.first }
+        return topology.owner(ofSlot: slot)
+    }
+
+    // MARK: - Subscriptions
+
+    /// Subscribes to `key`'s changes on the master of its slot.
+    public func subscribeFuture(_ key: ByteBuffer) -> EventLoopFuture<Void> {
+        eventLoop.flatSubmit { self.subscribe(key, retried: false) }
+    }
+
+    private func subscribe(_ key: ByteBuffer, retried: Bool) -> EventLoopFuture<Void> {
+        let ready = topology == nil ? refresh() : eventLoop.makeSucceededVoidFuture()
+        return ready.flatMap { () -> EventLoopFuture<Void> in
+            guard let node = self.owner(of: RedisKeyLayout.slot(ofKey: Array(key.readableBytesView))) else {
+                return self.eventLoop.makeFailedFuture(KVError(.storageUnavailable, "storage unavailable: no node of the cluster serves this key's slot"))
+            }
+            self.subscribedAt[key] = node
+            return self.connection(to: node).subscribeFuture(key).flatMapError { error in
+                // MOVED (the map is stale) or the master is gone: learn the map and try once more.
+                guard !retried, self.subscribedAt[key] == node else { return self.eventLoop.makeFailedFuture(error) }
+                self.subscribedAt[key] = nil
+                return self.refresh(excluding: node).flatMap { self.subscribe(key, retried: true) }
+            }
+        }
+    }
+
+    /// Stops `key`'s changes.
+    @discardableResult
+    public func unsubscribeFuture(_ key: ByteBuffer) -> EventLoopFuture<Void> {
+        eventLoop.flatSubmit {
+            guard let node = self.subscribedAt.removeValue(forKey: key), let connection = self.nodes[node] else {
+                return self.eventLoop.makeSucceededVoidFuture()
+            }
+            return connection.unsubscribeFuture(key)
+        }
+    }
+
+    /// What a master's connection reports.
+    private func nodeEvent(_ node: ClusterNode, _ event: StoreConnectionEvent) {
+        switch event {
+        case .change:
+            onEvent(event)
+        case .disconnected:
+            guard !closed, down.insert(node).inserted else { return }
+            onEvent(.disconnected)
+            recover(node)
+        case .restored:
+            // The master is back with its own subscriptions.
+            guard down.remove(node) != nil else { return }
+            onEvent(.restored(subscriptions: subscribedAt.count))
+        case .dropped(let key):
+            // The key's slot moved away from `node`: subscribe it where it went.
+            guard !closed, subscribedAt[key] == node else { return }
+            subscribedAt[key] = nil
+            onEvent(.disconnected)
+            refresh().flatMap { self.subscribe(key, retried: false) }.assumeIsolated().whenComplete { result in
+                if case .failure(let error) = result {
+                    self.logger.error("could not subscribe a key again after its slot moved", metadata: ["kv.key": "\(String(buffer: key))", "error": "\(error)"])
+                }
+                self.onEvent(.restored(subscriptions: self.subscribedAt.count))
+            }
+        }
+    }
+
+    /// While `node` is down: asks for the slot map until another master serves its keys' slots
+    /// (moving their subscriptions there), or `node` is back.
+    private func recover(_ node: ClusterNode) {
+        guard down.contains(node), !closed else { return }
+        refresh(excluding: node).assumeIsolated().whenComplete { _ in
+            guard self.down.contains(node), !self.closed else { return }
+            let keys = self.subscribedAt.filter { $0.value == node }.map(\.key)
+            let moving = keys.filter { self.owner(of: RedisKeyLayout.slot(ofKey: Array($0.readableBytesView))).map { $0 != node } ?? false }
+            guard !moving.isEmpty || keys.isEmpty else {
+                self.eventLoop.scheduleTask(in: Self.recoveryInterval) { self.recover(node) }
+                return
+            }
+            self.logger.notice("a cluster master is gone; subscribing its keys where their slots are now",
+                               metadata: ["kv.node": "\(node)", "kv.subscriptions": "\(moving.count)"])
+            let old = self.nodes[node]
+            let resubscribed = moving.map { key -> EventLoopFuture<Void> in
+                old?.unsubscribeFuture(key)  // forget it there: not subscribed again if that node returns
+                self.subscribedAt[key] = nil
+                return self.subscribe(key, retried: false)
+            }
+            EventLoopFuture.whenAllComplete(resubscribed, on: self.eventLoop).assumeIsolated().whenSuccess { results in
+                let failed = results.filter { if case .failure = $0 { true } else { false } }.count
+                if failed > 0 {
+                    self.logger.error("could not subscribe some keys on their new master; retrying", metadata: ["kv.failed": "\(failed)"])
+                    self.eventLoop.scheduleTask(in: Self.recoveryInterval) { self.recover(node) }
+                    return
+                }
+                if self.subscribedAt.values.contains(node) {
+                    self.eventLoop.scheduleTask(in: Self.recoveryInterval) { self.recover(node) }
+                    return
+                }
+                self.down.remove(node)
+                self.onEvent(.restored(subscriptions: self.subscribedAt.count))
+            }
+        }
+    }
+
+    // MARK: - Nodes and the slot map
+
+    private func connection(to node: ClusterNode) -> StoreConnection {
+        if let connection = nodes[node] { return connection }
+        let connection = StoreConnection(
+            address: .redis(.tcp(host: node.host, port: node.port)), eventLoop: eventLoop, limits: limits, logger: logger,
+            changeFeed: changeFeed, onEvent: { [weak self] event in
+                guard let self else { return }
+                // Synchronously when on the loop (always, in practice): a change must reach the
+                // owner before the replies that follow it on the same connection.
+                if self.eventLoop.inEventLoop { self.nodeEvent(node, event) } else { self.eventLoop.execute { self.nodeEvent(node, event) } }
+            })
+        nodes[node] = connection
+        return connection
+    }
+
+    /// Learns the slot map from the first node that answers `CLUSTER SLOTS`: the known masters
+    /// (but `excluded`), then the seeds. Concurrent callers share one refresh.
+    private func refresh(excluding excluded: ClusterNode? = nil) -> EventLoopFuture<Void> {
+        if let refreshing { return refreshing }
+        var candidates: [ClusterNode] = []
+        for node in (topology?.masters ?? []) + seeds where node != excluded && !candidates.contains(node) { candidates.append(node) }
+        let promise = eventLoop.makePromise(of: Void.self)
+        refreshing = promise.futureResult
+        ask(candidates[...], reasons: [], promise: promise)
+        promise.futureResult.assumeIsolated().whenComplete { _ in self.refreshing = nil }
+        return promise.futureResult
+    }
+
+    private func ask(_ candidates: ArraySlice<ClusterNode>, reasons: [String], promise: EventLoopPromise<Void>) {
+        guard let node = candidates.first else {
+            promise.fail(KVError(.storageUnavailable, "storage unavailable: no cluster node answered: \(reasons.joined(separator: "; "))"))
+            return
+        }
+        connection(to: node).send([ByteBuffer(string: "CLUSTER"), ByteBuffer(string: "SLOTS")]) { result in
+            switch result {
+            case .success(let reply):
+                if let map = ClusterTopology(slotsReply: reply, defaultHost: node.host) {
+                    if map != self.topology { self.logger.info("cluster slot map learnt", metadata: ["kv.masters": "\(map.masters)", "kv.from": "\(node)"]) }
+                    self.topology = map
+                    promise.succeed()
+                } else {
+                    self.ask(candidates.dropFirst(), reasons: reasons + ["\(node): not a cluster node"], promise: promise)
+                }
+            case .failure(let error):
+                self.ask(candidates.dropFirst(), reasons: reasons + ["\(node): \(error.message)"], promise: promise)
+            }
+        }
+    }
+
+    /// Closes every master's connection; later requests fail.
+    public func close() async {
+        let connections = try? await eventLoop.submit { () -> [StoreConnection] in
+            self.closed = true
+            return Array(self.nodes.values)
+        }.get()
+        for connection in connections ?? [] { await connection.close() }
+    }
+
+    private static func storeError(_ error: any Error) -> KVError {
+        (error as? KVError) ?? KVError(.storageUnavailable, "storage unavailable: \(error)")
+    }
+}

@@ -1,0 +1,153 @@
+import Foundation
+import KVClient
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// KvServer on a Redis Cluster (3 masters, a replica each) made on loopback by the test, with
+/// two sets of front ends (nginx + kv-fcgi + kv-ws) on it, as two nodes behind a load balancer
+/// would be (docs/scaling.md).
+@Suite("KvServer on a 3-master Redis Cluster", .serialized)
+struct RedisClusterTests {
+    static func member(_ message: String, _ name: String) -> String? { VersionedWebSocketTests.member(message, name) }
+    static let value = WebSocketAPITests.value
+    static let noValue = WebSocketAPITests.noValue
+
+    /// Keys whose slots are on every master, one with braces among them.
+    static let keys = ["{braces}", "a}b{c", "plain"] + (0..<27).map { "key-\($0)" }
+
+    static func path(_ key: String) -> String {
+        "/storage/" + key.addingPercentEncoding(withAllowedCharacters: .alphanumerics)!
+    }
+
+    @Test("a subscriber on one kv-ws sees writes made through another node's kv-fcgi, in every slot; keys with braces; conditional writes across nodes")
+    func acrossFrontEnds() async throws {
+        let cluster = try RedisCluster()
+        let a = try HTTPStack(externalStore: cluster.address)
+        let b = try HTTPStack(externalStore: cluster.address)
+        let ws = try await TestWebSocket.connect(a.webSocketURL)
+        for key in Self.keys { try await ws.send(#"{"type":"subscribe","id":1,"payload":{"key":"\#(key)"}}"#) }
+        for _ in Self.keys { #expect(Self.member(try await ws.next(within: 20), "type") == #""ok""#) }
+        let http = b.client()
+        for (i, key) in Self.keys.enumerated() {
+            #expect(try http.send("POST", Self.path(key), json: #"{"value":\#(i)}"#).status == 202, "\(key)")
+        }
+        var seen: [String: String] = [:]
+        for _ in Self.keys {
+            let message = try await ws.next(within: 20)
+            let payload = try #require(Self.member(message, "payload"))
+            seen[payload] = message
+        }
+        for (i, key) in Self.keys.enumerated() {
+            #expect(seen[#"{"key":"\#(key)","value":\#(i)}"#] != nil, "\(key): \(seen.keys.sorted())")
+        }
+        // The keys are spread over all three masters (each holds some of their hashes).
+        let slots = Set(Self.keys.map { RedisKeyLayout.slot(ofKey: Array($0.utf8)) })
+        let masters = Set(try slots.map { try #require(try cluster.masterPort(ofSlot: $0)) })
+        #expect(masters.count == 3, "slots \(slots.sorted()) on masters \(masters)")
+        for key in Self.keys.prefix(5) {
+            let name = String(decoding: RedisKeyLayout.dataKey(Array(key.utf8)), as: UTF8.self)
+            #expect(try cluster.cli(cluster.nodes[0].port, "cluster", "keyslot", name) == String(RedisKeyLayout.slot(ofKey: Array(key.utf8))),
+                    "KvServer computes the slot Redis does for \(name)")
+        }
+        // Read back through the other node, and a compare-and-set race across the two nodes.
+        #expect(try a.client().send("GET", Self.path("{braces}")).text == #"{"value":0}"#)
+        let etag = try #require(try a.client().send("GET", Self.path("plain")).headers["etag"])
+        let first = try a.client().start("POST", Array(Self.path("plain").utf8), body: Array(#"{"value":"a"}"#.utf8), headers: ["If-Match": etag])
+        let second = try b.client().start("POST", Array(Self.path("plain").utf8), body: Array(#"{"value":"b"}"#.utf8), headers: ["If-Match": etag])
+        #expect([try first.finish().status, try second.finish().status].sorted() == [202, 412])
+        await ws.close()
+    }
+
+    @Test("expiries on every master reach the subscribers of another node")
+    func expiry() async throws {
+        let cluster = try RedisCluster()
+        let a = try HTTPStack(externalStore: cluster.address)
+        let b = try HTTPStack(externalStore: cluster.address)
+        let keys = Array(Self.keys.prefix(12))
+        let ws = try await TestWebSocket.connect(a.webSocketURL)
+        for key in keys { try await ws.send(#"{"type":"subscribe","id":1,"payload":{"key":"\#(key)"}}"#) }
+        for _ in keys { _ = try await ws.next(within: 20) }
+        for key in keys { #expect(try b.client().send("POST", Self.path(key), json: #"{"value":1,"ttl":300}"#).status == 202) }
+        var gone = Set<String>()
+        for _ in 0..<(keys.count * 2) {
+            let message = try await ws.next(within: 20)
+            if Self.member(message, "type") == #""no-value""#, let payload = Self.member(message, "payload") { gone.insert(payload) }
+        }
+        #expect(gone == Set(keys.map { #"{"key":"\#($0)"}"# }), "\(gone)")
+    }
+
+    @Test("a failover (manual, then a master stopped) does not wedge the front ends: writes and subscriptions move to the new master")
+    func failover() async throws {
+        let cluster = try RedisCluster()
+        let a = try HTTPStack(externalStore: cluster.address)
+        let b = try HTTPStack(externalStore: cluster.address)
+        let key = "moving"
+        let masterOf = { (key: String) in try cluster.masterPort(ofSlot: RedisKeyLayout.slot(ofKey: Array(key.utf8))) }
+        let other = try #require(try Self.keys.first { try masterOf($0) != masterOf(key) }, "a key on another master")
+        // An exact subscriber too: it must end up with every change or a reset, never a gap.
+        let exact = try await TestWebSocket.connect(a.webSocketURL)
+        try await exact.send(#"{"type":"subscribe","id":"x","payload":{"key":"\#(key)"}}"#)
+        #expect(Self.member(try await exact.next(within: 20), "type") == #""ok""#)
+        let ws = try await TestWebSocket.connect(a.webSocketURL)
+        try await ws.send(#"{"type":"subscribe","payload":{"key":"\#(key)"}}"#)
+        try await ws.send(#"{"type":"get","payload":{"key":"\#(key)"}}"#)
+        _ = try await ws.next(within: 20)
+        /// Reads until a message containing `expected`; on a timeout, records what came and what kv-ws logged.
+        func awaitMessage(_ expected: String) async throws {
+            var messages: [String] = []
+            do {
+                while !messages.contains(where: { $0.contains(expected) }) { messages.append(try await ws.next(within: 30)) }
+            } catch {
+                let channel = String(decoding: RedisKeyLayout.dataKey(Array(key.utf8)), as: UTF8.self)
+                let subs = cluster.nodes.map { "\($0.port): \((try? cluster.cli($0.port, "pubsub", "shardnumsub", channel)) ?? "-") role \((try? cluster.cli($0.port, "role")) ?? "-")" }
+                let log = (a.ws?.log ?? "").split(separator: "\n").filter { !$0.contains("debug") }.joined(separator: "\n")
+                Issue.record("waiting for \(expected), got \(messages); subs \(subs); kv-ws log:\n\(log)")
+                throw error
+            }
+        }
+        #expect(try b.client().send("POST", Self.path(key), json: #"{"value":0}"#).status == 202)
+        try await awaitMessage(Self.value(key, "0"))
+
+        // 1. A manual failover: the replica takes over, the old master becomes its replica.
+        let slot = RedisKeyLayout.slot(ofKey: Array(key.utf8))
+        let master = try #require(try cluster.masterPort(ofSlot: slot))
+        let replica = try #require(try cluster.replicas().first { $0.master == master }?.replica)
+        #expect(try cluster.cli(replica, "cluster", "failover") == "OK")
+        #expect(eventually(within: 30) { (try? cluster.masterPort(ofSlot: slot)) == replica })
+        // The old master ends the key's subscription; kv-ws subscribes it on the new one. Seed
+        // subscribers are told a change may have been missed in between, so write after that.
+        try await awaitMessage("subscriptions are restored")
+        #expect(eventually(within: 20) { (try? b.client().send("POST", Self.path(key), json: #"{"value":1}"#).status) == 202 })
+        try await awaitMessage(Self.value(key, "1"))
+        #expect(try b.client().send("GET", Self.path(key)).text == #"{"value":1}"#)
+
+        // 2. The new master stops: its replica (the old master) is promoted after the node
+        // timeout. Meanwhile other slots keep working; then this one works again.
+        let index = try #require(cluster.index(ofPort: replica))
+        cluster.stop(index)
+        #expect(try a.client().send("POST", Self.path(other), json: #"{"value":"meanwhile"}"#).status == 202, "other masters are unaffected")
+        #expect(eventually(within: 30) { (try? cluster.masterPort(ofSlot: slot)) == master })
+        try await awaitMessage("subscriptions are restored")
+        #expect(eventually(within: 20) { (try? b.client().send("POST", Self.path(key), json: #"{"value":2}"#).status) == 202 })
+        try await awaitMessage(Self.value(key, "2"))
+        #expect(try a.client().send("GET", Self.path(key)).text == #"{"value":2}"#)
+        #expect(try a.client().send("GET", "/readyz").status == 200)
+
+        // 3. The stopped node comes back (as a replica) and nothing wedges.
+        try cluster.start(index)
+        #expect(try b.client().send("POST", Self.path(key), json: #"{"value":3}"#).status == 202)
+        try await awaitMessage(Self.value(key, "3"))
+        await ws.close()
+
+        var seen: [String] = []
+        while !seen.contains(where: { Self.member($0, "payload") == #"{"key":"\#(key)","value":3}"# }) { seen.append(try await exact.next(within: 30)) }
+        let revisions = seen.compactMap { VersionedWebSocketTests.rev($0) }
+        #expect(revisions == revisions.sorted() && Set(revisions).count == revisions.count, "\(seen)")
+        #expect(seen.contains { Self.member($0, "payload") == #"{"key":"\#(key)","value":2}"# }, "value 2, live or as a reset: \(seen)")
+        #expect(!seen.contains { $0.contains("may have been missed") }, "an exact subscriber is made whole instead: \(seen)")
+        await exact.close()
+    }
+}
