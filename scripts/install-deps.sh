@@ -7,7 +7,7 @@ packages=(
   libfcgi-dev   # kv-fcgi is built on libfcgi
   nginx-light   # the front of the stack, in `make run` and the end-to-end tests
   redis-tools   # redis-cli: end-to-end tests drive kv-stored with it
-  redis-server  # the baseline bench/ measures kv-stored against
+  redis-server  # the Redis store the end-to-end suites also run on (and make a cluster of), and bench/'s baseline
   curl          # make run waits for the stack with it and shows how to use it
   wrk           # bench/http.sh drives the stack with it
   systemd       # systemd-analyze: `make test` verifies the installed units with it

@@ -32,6 +32,8 @@ public final class ClusterStoreConnection: @unchecked Sendable {
     private var subscribedAt: [ByteBuffer: ClusterNode] = [:]
     /// Masters whose connection is lost while they hold subscriptions.
     private var down: Set<ClusterNode> = []
+    /// Keys whose subscription is being moved to their slot's new master.
+    private var moving: Set<ByteBuffer> = []
     private var closed = false
 
     /// A command is redirected at most this often (a slot migrating while the map is learnt).
@@ -130,21 +132,33 @@ public final class ClusterStoreConnection: @unchecked Sendable {
 
     /// Subscribes to `key`'s changes on the master of its slot.
     public func subscribeFuture(_ key: ByteBuffer) -> EventLoopFuture<Void> {
-        eventLoop.flatSubmit { self.subscribe(key, retried: false) }
+        eventLoop.flatSubmit { self.subscribe(key) }
     }
 
-    private func subscribe(_ key: ByteBuffer, retried: Bool) -> EventLoopFuture<Void> {
+    /// Subscribes `key` on the master of its slot, following MOVED.
+    private func subscribe(_ key: ByteBuffer, redirections: Int = 0) -> EventLoopFuture<Void> {
         let ready = topology == nil ? refresh() : eventLoop.makeSucceededVoidFuture()
         return ready.flatMap { () -> EventLoopFuture<Void> in
-            guard let node = self.owner(of: RedisKeyLayout.slot(ofKey: Array(key.readableBytesView))) else {
+            let slot = RedisKeyLayout.slot(ofKey: Array(key.readableBytesView))
+            guard let node = self.owner(of: slot) else {
                 return self.eventLoop.makeFailedFuture(KVError(.storageUnavailable, "storage unavailable: no node of the cluster serves this key's slot"))
             }
             self.subscribedAt[key] = node
-            return self.connection(to: node).subscribeFuture(key).flatMapError { error in
-                // MOVED (the map is stale) or the master is gone: learn the map and try once more.
-                guard !retried, self.subscribedAt[key] == node else { return self.eventLoop.makeFailedFuture(error) }
-                self.subscribedAt[key] = nil
-                return self.refresh(excluding: node).flatMap { self.subscribe(key, retried: true) }
+            return self.connection(to: node).subscribeReply(key).flatMapThrowing { reply -> ClusterNode? in
+                if case .push = reply { return nil }
+                // The map is stale: the node names the slot's master.
+                if case .moved(let movedSlot, let to)? = ClusterRedirect(reply: reply, defaultHost: node.host), redirections < Self.maxRedirections {
+                    self.topology?.assign(slot: movedSlot, to: to)
+                    return to
+                }
+                throw BlockingStoreClient.unexpected(reply)
+            }.flatMap { moved -> EventLoopFuture<Void> in
+                guard moved != nil else { return self.eventLoop.makeSucceededVoidFuture() }
+                if self.subscribedAt[key] == node { self.subscribedAt[key] = nil }
+                return self.subscribe(key, redirections: redirections + 1)
+            }.flatMapError { error in
+                if self.subscribedAt[key] == node { self.subscribedAt[key] = nil }
+                return self.eventLoop.makeFailedFuture(error)
             }
         }
     }
@@ -153,6 +167,7 @@ public final class ClusterStoreConnection: @unchecked Sendable {
     @discardableResult
     public func unsubscribeFuture(_ key: ByteBuffer) -> EventLoopFuture<Void> {
         eventLoop.flatSubmit {
+            self.moving.remove(key)
             guard let node = self.subscribedAt.removeValue(forKey: key), let connection = self.nodes[node] else {
                 return self.eventLoop.makeSucceededVoidFuture()
             }
@@ -177,13 +192,9 @@ public final class ClusterStoreConnection: @unchecked Sendable {
             // The key's slot moved away from `node`: subscribe it where it went.
             guard !closed, subscribedAt[key] == node else { return }
             subscribedAt[key] = nil
+            moving.insert(key)
             onEvent(.disconnected)
-            refresh().flatMap { self.subscribe(key, retried: false) }.assumeIsolated().whenComplete { result in
-                if case .failure(let error) = result {
-                    self.logger.error("could not subscribe a key again after its slot moved", metadata: ["kv.key": "\(String(buffer: key))", "error": "\(error)"])
-                }
-                self.onEvent(.restored(subscriptions: self.subscribedAt.count))
-            }
+            resubscribe([key]) { self.onEvent(.restored(subscriptions: self.subscribedAt.count)) }
         }
     }
 
@@ -194,32 +205,38 @@ public final class ClusterStoreConnection: @unchecked Sendable {
         refresh(excluding: node).assumeIsolated().whenComplete { _ in
             guard self.down.contains(node), !self.closed else { return }
             let keys = self.subscribedAt.filter { $0.value == node }.map(\.key)
-            let moving = keys.filter { self.owner(of: RedisKeyLayout.slot(ofKey: Array($0.readableBytesView))).map { $0 != node } ?? false }
-            guard !moving.isEmpty || keys.isEmpty else {
+            let moved = keys.filter { self.owner(of: RedisKeyLayout.slot(ofKey: Array($0.readableBytesView))).map { $0 != node } ?? false }
+            guard moved.count == keys.count else {
                 self.eventLoop.scheduleTask(in: Self.recoveryInterval) { self.recover(node) }
                 return
             }
             self.logger.notice("a cluster master is gone; subscribing its keys where their slots are now",
-                               metadata: ["kv.node": "\(node)", "kv.subscriptions": "\(moving.count)"])
-            let old = self.nodes[node]
-            let resubscribed = moving.map { key -> EventLoopFuture<Void> in
-                old?.unsubscribeFuture(key)  // forget it there: not subscribed again if that node returns
+                               metadata: ["kv.node": "\(node)", "kv.subscriptions": "\(moved.count)"])
+            for key in moved {
+                self.nodes[node]?.unsubscribeFuture(key)  // forget it there: not subscribed again if that node returns
                 self.subscribedAt[key] = nil
-                return self.subscribe(key, retried: false)
+                self.moving.insert(key)
             }
-            EventLoopFuture.whenAllComplete(resubscribed, on: self.eventLoop).assumeIsolated().whenSuccess { results in
-                let failed = results.filter { if case .failure = $0 { true } else { false } }.count
-                if failed > 0 {
-                    self.logger.error("could not subscribe some keys on their new master; retrying", metadata: ["kv.failed": "\(failed)"])
-                    self.eventLoop.scheduleTask(in: Self.recoveryInterval) { self.recover(node) }
-                    return
-                }
-                if self.subscribedAt.values.contains(node) {
-                    self.eventLoop.scheduleTask(in: Self.recoveryInterval) { self.recover(node) }
-                    return
-                }
-                self.down.remove(node)
+            self.resubscribe(moved) {
+                guard self.down.remove(node) != nil else { return }
                 self.onEvent(.restored(subscriptions: self.subscribedAt.count))
+            }
+        }
+    }
+
+    /// Subscribes `keys` where their slots are now, learning the map again and retrying every
+    /// `recoveryInterval` until each is subscribed (or unsubscribed meanwhile); then `done`.
+    private func resubscribe(_ keys: [ByteBuffer], then done: @escaping () -> Void) {
+        let wanted = keys.filter { moving.contains($0) }
+        guard !wanted.isEmpty, !closed else { done(); return }
+        refresh().assumeIsolated().whenComplete { _ in
+            let attempts = wanted.map { key in self.subscribe(key).map { key } }
+            EventLoopFuture.whenAllComplete(attempts, on: self.eventLoop).assumeIsolated().whenSuccess { results in
+                for case .success(let key) in results { self.moving.remove(key) }
+                let left = wanted.filter { self.moving.contains($0) }
+                guard !left.isEmpty else { done(); return }
+                self.logger.warning("could not subscribe keys where their slots moved; retrying", metadata: ["kv.keys": "\(left.count)"])
+                self.eventLoop.scheduleTask(in: Self.recoveryInterval) { self.resubscribe(left, then: done) }
             }
         }
     }

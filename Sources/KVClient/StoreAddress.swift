@@ -15,6 +15,9 @@ public enum StoreAddress: Sendable, Equatable, CustomStringConvertible {
         case tcp(host: String, port: Int)
     }
 
+    /// `--store`'s help, the same in kv-fcgi and kv-ws.
+    public static let optionHelp = "The store: kv-stored's unix socket, a Redis/Valkey server (redis://HOST:PORT, redis+unix:///PATH) or a Redis/Valkey Cluster (redis-cluster://HOST:PORT,HOST:PORT…; docs/scaling.md)."
+
     /// Reads `--store`: `redis://host[:port]` or `valkey://…` (TCP, port 6379 by default),
     /// `redis+unix:///path/to/redis.sock`, `redis-cluster://host:port[,host:port…]` (seed
     /// nodes), or anything else as kv-stored's socket path.

@@ -165,11 +165,17 @@ public final class StoreConnection: @unchecked Sendable {
     /// `subscribe`, as a future. Calls made in sequence (under a caller's lock, say) reach
     /// kv-stored in that order, so a quick unsubscribe-then-subscribe of one key stays ordered.
     public func subscribeFuture(_ key: ByteBuffer) -> EventLoopFuture<Void> {
-        eventLoop.flatSubmit {
-            // Kept for reconnections only once acknowledged (a cluster node may answer MOVED).
-            self.send([ByteBuffer(string: "SUBSCRIBE"), key], onReply: { if case .push = $0 { self.subscriptions.insert(key) } })
-        }.flatMapThrowing { reply in
+        subscribeReply(key).flatMapThrowing { reply in
             guard case .push = reply else { throw BlockingStoreClient.unexpected(reply) }
+        }
+    }
+
+    /// `subscribeFuture`, with the store's reply: a push (subscribed) or an error (a cluster
+    /// node answers MOVED for a slot it does not serve). Errors are `KVError`s.
+    func subscribeReply(_ key: ByteBuffer) -> EventLoopFuture<RESPValue> {
+        eventLoop.flatSubmit {
+            // Kept for reconnections only once acknowledged.
+            self.send([ByteBuffer(string: "SUBSCRIBE"), key], onReply: { if case .push = $0 { self.subscriptions.insert(key) } })
         }.flatMapErrorThrowing { error in
             if let error = error as? KVError { throw error }
             throw KVError(.storageUnavailable, "storage unavailable: \(error)")

@@ -42,7 +42,7 @@ struct KVFCGIMain: ParsableCommand {
 
     @OptionGroup var socketOptions: SocketOptions
 
-    @Option(help: "The store: kv-stored's unix socket, or a Redis/Valkey server as redis://HOST:PORT or redis+unix:///PATH (docs/scaling.md).")
+    @Option(help: ArgumentHelp(StoreAddress.optionHelp))
     var store = "/run/kvserver/kv-stored.sock"
 
     @Option(help: "Worker threads, each answering one request at a time with its own kv-stored connection.")

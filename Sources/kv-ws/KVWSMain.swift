@@ -38,7 +38,7 @@ struct KVWSMain: AsyncParsableCommand {
 
     @OptionGroup var socketOptions: SocketOptions
 
-    @Option(help: "The store: kv-stored's unix socket, or a Redis/Valkey server (redis://HOST:PORT, redis+unix:///PATH; docs/scaling.md).")
+    @Option(help: ArgumentHelp(StoreAddress.optionHelp))
     var store = "/run/kvserver/kv-stored.sock"
 
     @Option(help: "Event-loop threads (default: half the CPU cores, at least 1).")

@@ -64,7 +64,9 @@ final class RedisCluster {
         for index in nodes.indices { stop(index) }
     }
 
-    func cli(_ port: Int, _ args: String...) throws -> String {
+    func cli(_ port: Int, _ args: String...) throws -> String { try cli(port, args) }
+
+    func cli(_ port: Int, _ args: [String]) throws -> String {
         try run("redis-cli", ["-p", String(port)] + args).output.trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
