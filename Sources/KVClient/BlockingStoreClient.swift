@@ -119,9 +119,9 @@ public final class BlockingStoreClient {
 
     static func unexpected(_ reply: RESPValue) -> KVError {
         if case .error(let text) = reply {
-            return KVError(.storageError, "kv-stored: \(String(buffer: text))")
+            return KVError(.storageError, "the store answered: \(String(buffer: text))")
         }
-        return KVError(.storageError, "kv-stored sent an unexpected reply")
+        return KVError(.storageError, "the store sent an unexpected reply")
     }
 
     // MARK: - Requests
