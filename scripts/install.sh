@@ -45,7 +45,7 @@ install_all() {
   if [ -e "$DESTDIR$settings" ]; then
     echo "install: keeping your $settings (the shipped defaults are in $DOCDIR/kvserver.env)"
   else
-    install -D -m 0644 systemd/kvserver.env "$DESTDIR$settings"
+    install -D -m 0640 systemd/kvserver.env "$DESTDIR$settings"  # it may hold KV_STORE_PASSWORD; systemd reads it as root
   fi
   # Into sites-available only: enabling the site is the admin's decision (see docs/deploy.md).
   install -D -m 0644 nginx/kvserver.conf "$DESTDIR$site"

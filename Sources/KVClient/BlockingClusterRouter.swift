@@ -8,6 +8,7 @@ import RESP
 /// Not thread-safe: one per `BlockingStoreClient`, like its connection.
 final class BlockingClusterRouter {
     let seeds: [ClusterNode]
+    private let credentials: StoreCredentials?
     private let limits: RESPLimits
     private let timeoutMilliseconds: Int
     private var topology: ClusterTopology?
@@ -16,8 +17,9 @@ final class BlockingClusterRouter {
     /// A command is redirected at most this often (a slot migrating while the map is learnt).
     private static let maxRedirections = 8
 
-    init(seeds: [ClusterNode], limits: RESPLimits, timeoutMilliseconds: Int) {
+    init(seeds: [ClusterNode], credentials: StoreCredentials?, limits: RESPLimits, timeoutMilliseconds: Int) {
         self.seeds = seeds
+        self.credentials = credentials
         self.limits = limits
         self.timeoutMilliseconds = timeoutMilliseconds
     }
@@ -88,7 +90,8 @@ final class BlockingClusterRouter {
 
     private func client(for node: ClusterNode) -> BlockingStoreClient {
         if let client = nodes[node] { return client }
-        let client = BlockingStoreClient(address: .redis(.tcp(host: node.host, port: node.port)), limits: limits, timeoutMilliseconds: timeoutMilliseconds)
+        let client = BlockingStoreClient(address: .redis(.tcp(host: node.host, port: node.port)), credentials: credentials, limits: limits,
+                                         timeoutMilliseconds: timeoutMilliseconds)
         nodes[node] = client
         return client
     }

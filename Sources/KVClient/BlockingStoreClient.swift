@@ -18,6 +18,7 @@ import Glibc
 public final class BlockingStoreClient {
     /// kv-stored's socket, or a Redis/Valkey server (`RedisFunctions`).
     public let address: StoreAddress
+    public let credentials: StoreCredentials?
     public let limits: RESPLimits
     /// Longest wait for one send or receive.
     public let timeoutMilliseconds: Int
@@ -38,8 +39,11 @@ public final class BlockingStoreClient {
         self.init(address: .kvStored(path: socketPath), limits: limits, timeoutMilliseconds: timeoutMilliseconds, reachability: reachability)
     }
 
-    public init(address: StoreAddress, limits: RESPLimits, timeoutMilliseconds: Int = 5000, reachability: StoreReachability = StoreReachability()) {
+    /// `credentials`: the login for a Redis store that asks for one.
+    public init(address: StoreAddress, credentials: StoreCredentials? = nil, limits: RESPLimits, timeoutMilliseconds: Int = 5000,
+                reachability: StoreReachability = StoreReachability()) {
         self.address = address
+        self.credentials = credentials
         self.limits = limits
         self.timeoutMilliseconds = timeoutMilliseconds
         self.reachability = reachability
@@ -137,7 +141,7 @@ public final class BlockingStoreClient {
             return shape.adapt(try sendCommand(command))
         case .redisCluster(let seeds):
             let (command, shape, routingKey) = RedisFunctions.translate(arguments)
-            let router = cluster ?? BlockingClusterRouter(seeds: seeds, limits: limits, timeoutMilliseconds: timeoutMilliseconds)
+            let router = cluster ?? BlockingClusterRouter(seeds: seeds, credentials: credentials, limits: limits, timeoutMilliseconds: timeoutMilliseconds)
             cluster = router
             return shape.adapt(try router.send(command, routingKey: routingKey))
         }
@@ -267,6 +271,11 @@ public final class BlockingStoreClient {
             // server is ready again without an operator step. (A replica refuses with
             // READONLY: it has its master's functions.)
             do {
+                if let credentials, case .error(let text) = try exchange(credentials.auth()) {
+                    disconnect()
+                    // A configuration error, not an outage: 500 with the reason, and logged.
+                    throw KVError(.storageError, "\(address.name) refused the login (\(StoreCredentials.userVariable)/\(StoreCredentials.passwordVariable)): \(String(buffer: text))")
+                }
                 let reply = try exchange(RedisFunctions.load())
                 if case .error(let text) = reply, !String(buffer: text).hasPrefix("READONLY") {
                     disconnect()

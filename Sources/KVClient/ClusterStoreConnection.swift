@@ -18,6 +18,7 @@ import RESP
 /// Offers what `StoreConnection` offers kv-ws. All mutable state lives on `eventLoop`.
 public final class ClusterStoreConnection: @unchecked Sendable {
     public let seeds: [ClusterNode]
+    private let credentials: StoreCredentials?
     public let eventLoop: any EventLoop
     private let limits: RESPLimits
     private let logger: Logger
@@ -43,6 +44,7 @@ public final class ClusterStoreConnection: @unchecked Sendable {
 
     public init(
         seeds: [ClusterNode],
+        credentials: StoreCredentials? = nil,
         eventLoop: any EventLoop,
         limits: RESPLimits,
         logger: Logger,
@@ -50,6 +52,7 @@ public final class ClusterStoreConnection: @unchecked Sendable {
         onEvent: @escaping @Sendable (StoreConnectionEvent) -> Void = { _ in }
     ) {
         self.seeds = seeds
+        self.credentials = credentials
         self.eventLoop = eventLoop
         self.limits = limits
         self.logger = logger
@@ -246,7 +249,7 @@ public final class ClusterStoreConnection: @unchecked Sendable {
     private func connection(to node: ClusterNode) -> StoreConnection {
         if let connection = nodes[node] { return connection }
         let connection = StoreConnection(
-            address: .redis(.tcp(host: node.host, port: node.port)), eventLoop: eventLoop, limits: limits, logger: logger,
+            address: .redis(.tcp(host: node.host, port: node.port)), credentials: credentials, eventLoop: eventLoop, limits: limits, logger: logger,
             changeFeed: changeFeed, onEvent: { [weak self] event in
                 guard let self else { return }
                 // Synchronously when on the loop (always, in practice): a change must reach the

@@ -30,6 +30,7 @@ public enum StoreConnectionEvent: Sendable, Equatable {
 public final class StoreConnection: @unchecked Sendable {
     /// kv-stored's socket, or a Redis/Valkey server (commands pass through `RedisFunctions`).
     public let address: StoreAddress
+    private let credentials: StoreCredentials?
     public let eventLoop: any EventLoop
     private let limits: RESPLimits
     private let logger: Logger
@@ -75,6 +76,7 @@ public final class StoreConnection: @unchecked Sendable {
     /// is `ClusterStoreConnection`'s: one of these per master).
     public init(
         address: StoreAddress,
+        credentials: StoreCredentials? = nil,
         eventLoop: any EventLoop,
         limits: RESPLimits,
         logger: Logger,
@@ -84,6 +86,7 @@ public final class StoreConnection: @unchecked Sendable {
     ) {
         self.changeFeed = changeFeed
         self.address = address
+        self.credentials = credentials
         self.eventLoop = eventLoop
         self.limits = limits
         self.logger = logger
@@ -377,7 +380,7 @@ public final class StoreConnection: @unchecked Sendable {
     /// connection is cut and they resume). Redis: KvServer's functions, and its expiry events
     /// (`RedisFunctions.expiredChannel`; `notify-keyspace-events` must include `Ex`).
     private func handshake(_ channel: Channel) -> EventLoopFuture<Void> {
-        var steps: [[ByteBuffer]] = [[ByteBuffer(string: "HELLO"), ByteBuffer(string: "3")]]
+        var steps: [[ByteBuffer]] = [credentials?.hello() ?? [ByteBuffer(string: "HELLO"), ByteBuffer(string: "3")]]
         switch address {
         case .kvStored:
             steps.append([ByteBuffer(string: "CLIENT"), ByteBuffer(string: "NO-CONFLATE"), ByteBuffer(string: "ON")])
@@ -392,7 +395,12 @@ public final class StoreConnection: @unchecked Sendable {
             return promise.futureResult.flatMapThrowing { reply in
                 // (A replica refuses the functions with READONLY: it has its master's.)
                 if case .error(let text) = reply, !String(buffer: text).hasPrefix("READONLY") {
-                    throw KVError(.storageError, "\(self.address.name) refused \(args[0].bytes == Array("FUNCTION".utf8) ? "KvServer's functions (Redis 7 or Valkey 7.2 or later is needed)" : String(buffer: args[0])): \(String(buffer: text))")
+                    let what = switch String(buffer: args[0]) {
+                    case "FUNCTION": "KvServer's functions (Redis 7 or Valkey 7.2 or later is needed)"
+                    case "HELLO" where self.credentials != nil: "the login (\(StoreCredentials.userVariable)/\(StoreCredentials.passwordVariable))"
+                    case let command: command
+                    }
+                    throw KVError(.storageError, "\(self.address.name) refused \(what): \(String(buffer: text))")
                 }
                 return reply
             }

@@ -18,6 +18,8 @@ public struct FCGIConfiguration: Sendable {
     public var backlog: Int32 = 1024
     /// kv-stored's socket, or a Redis/Valkey server.
     public var store: StoreAddress
+    /// The login for a Redis store that asks for one (`StoreCredentials.fromEnvironment`).
+    public var storeCredentials: StoreCredentials?
     public var threads = 16
     public var limits = Limits()
     public var storeTimeoutMilliseconds = 5000
@@ -45,7 +47,7 @@ public enum FCGIDaemon {
         let api = StorageAPI(limits: configuration.limits)
         let reachability = StoreReachability()  // one worker reconnecting lets all the others retry
         let server = FastCGIServer(listenFD: listenFD, threads: configuration.threads, logger: logger) {
-            StorageWorker(api: api, store: configuration.store,
+            StorageWorker(api: api, store: configuration.store, credentials: configuration.storeCredentials,
                           storeTimeoutMilliseconds: configuration.storeTimeoutMilliseconds, reachability: reachability, logger: logger)
         }
         try server.start()

@@ -24,11 +24,11 @@ final class StorageWorker: FastCGIServer.Worker {
     private var requestCounters: [Outcome: Counter] = [:]
     private var requestTimers: [String: Timer] = [:]
 
-    init(api: StorageAPI, store: StoreAddress, storeTimeoutMilliseconds: Int, reachability: StoreReachability, logger: Logger) {
+    init(api: StorageAPI, store: StoreAddress, credentials: StoreCredentials?, storeTimeoutMilliseconds: Int, reachability: StoreReachability, logger: Logger) {
         self.api = api
         let limits = RESPLimits(maxBulkBytes: api.limits.maxValueBytes + 64)
         self.store = StoreAdapter(client: BlockingStoreClient(
-            address: store, limits: limits, timeoutMilliseconds: storeTimeoutMilliseconds, reachability: reachability))
+            address: store, credentials: credentials, limits: limits, timeoutMilliseconds: storeTimeoutMilliseconds, reachability: reachability))
         self.logger = logger
     }
 

@@ -23,6 +23,8 @@ public struct WSConfiguration: Sendable {
     public var socketGroup: String?
     /// kv-stored's socket or a Redis/Valkey server.
     public var store: StoreAddress
+    /// The login for a Redis store that asks for one (`StoreCredentials.fromEnvironment`).
+    public var storeCredentials: StoreCredentials?
     /// Event loops. Half the cores by default: a session lives on one loop and every loop's
     /// requests share one kv-stored connection, so few loops batch well, and nginx and
     /// kv-stored need the other cores (on 2 cores, 1 loop measured 15% faster than 2).
@@ -84,11 +86,11 @@ struct WSServer: Service {
         // and replies never change threads, and a loop's requests share its writes.
         var requestConnections: [ObjectIdentifier: any FeedConnection & StoreRequests] = [:]
         for loop in group.makeIterator() {
-            requestConnections[ObjectIdentifier(loop)] = Self.connection(to: configuration.store, on: loop, limits: resp, logger: logger)
+            requestConnections[ObjectIdentifier(loop)] = Self.connection(to: configuration.store, configuration.storeCredentials, on: loop, limits: resp, logger: logger)
         }
         let connections = requestConnections
         let hub = SubscriptionHub(connection: { onEvent in
-            Self.connection(to: configuration.store, on: group.next(), limits: resp, logger: logger, changeFeed: true, onEvent: onEvent)
+            Self.connection(to: configuration.store, configuration.storeCredentials, on: group.next(), limits: resp, logger: logger, changeFeed: true, onEvent: onEvent)
         }, logger: logger)
         let settings = WebSocketSessionHandler.Settings(
             limits: configuration.limits, pingInterval: .seconds(Int64(configuration.pingSeconds)))
@@ -174,13 +176,13 @@ struct WSServer: Service {
     /// A connection to the store on `loop`: kv-stored's or one Redis server's, or one to each
     /// master of a Redis Cluster.
     private static func connection(
-        to store: StoreAddress, on loop: any EventLoop, limits: RESPLimits, logger: Logger, changeFeed: Bool = false,
+        to store: StoreAddress, _ credentials: StoreCredentials?, on loop: any EventLoop, limits: RESPLimits, logger: Logger, changeFeed: Bool = false,
         onEvent: @escaping @Sendable (StoreConnectionEvent) -> Void = { _ in }
     ) -> any FeedConnection & StoreRequests {
         if case .redisCluster(let seeds) = store {
-            return ClusterStoreConnection(seeds: seeds, eventLoop: loop, limits: limits, logger: logger, changeFeed: changeFeed, onEvent: onEvent)
+            return ClusterStoreConnection(seeds: seeds, credentials: credentials, eventLoop: loop, limits: limits, logger: logger, changeFeed: changeFeed, onEvent: onEvent)
         }
-        return StoreConnection(address: store, eventLoop: loop, limits: limits, logger: logger, changeFeed: changeFeed, onEvent: onEvent)
+        return StoreConnection(address: store, credentials: credentials, eventLoop: loop, limits: limits, logger: logger, changeFeed: changeFeed, onEvent: onEvent)
     }
 }
 

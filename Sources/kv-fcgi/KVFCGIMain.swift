@@ -26,6 +26,8 @@ struct KVFCGIMain: ParsableCommand {
             ENVIRONMENT
               NOTIFY_SOCKET   set by systemd (Type=notify): READY=1 is sent once the socket
                               accepts connections, STOPPING=1 at shutdown.
+              KV_STORE_PASSWORD, KV_STORE_USER   the login for a Redis/Valkey store that
+                              asks for one (kept out of the command line, docs/scaling.md).
               LISTEN_FDS, LISTEN_PID   an inherited listening socket (socket activation).
 
             FILES
@@ -58,7 +60,9 @@ struct KVFCGIMain: ParsableCommand {
     func validate() throws {
         guard (1...1024).contains(threads) else { throw ValidationError("--threads must be between 1 and 1024") }
         guard storeTimeoutMs >= 1 else { throw ValidationError("--store-timeout-ms must be positive") }
-        do throws(KVError) { _ = try StoreAddress.parse(store) } catch { throw ValidationError("--store: \(error.message)") }
+        do throws(KVError) { try StoreAddress.parse(store).check(credentials: StoreCredentials.fromEnvironment()) } catch {
+            throw ValidationError("--store: \(error.message)")
+        }
     }
 
     func run() throws {
@@ -70,6 +74,7 @@ struct KVFCGIMain: ParsableCommand {
         configuration.threads = threads
         configuration.limits = limitOptions.limits
         configuration.storeTimeoutMilliseconds = storeTimeoutMs
+        configuration.storeCredentials = StoreCredentials.fromEnvironment()
         try FCGIDaemon.run(configuration, logger: logger)
     }
 }

@@ -23,6 +23,8 @@ struct KVWSMain: AsyncParsableCommand {
             ENVIRONMENT
               NOTIFY_SOCKET   set by systemd (Type=notify): READY=1 is sent once the socket
                               accepts connections, STOPPING=1 at shutdown.
+              KV_STORE_PASSWORD, KV_STORE_USER   the login for a Redis/Valkey store that
+                              asks for one (kept out of the command line, docs/scaling.md).
 
             FILES
               /run/kvserver/kv-ws.sock       default socket
@@ -58,7 +60,9 @@ struct KVWSMain: AsyncParsableCommand {
     @OptionGroup var loggingOptions: LoggingOptions
 
     func validate() throws {
-        do { _ = try StoreAddress.parse(store) } catch { throw ValidationError("--store: \(error.message)") }
+        do throws(KVError) { try StoreAddress.parse(store).check(credentials: StoreCredentials.fromEnvironment()) } catch {
+            throw ValidationError("--store: \(error.message)")
+        }
         guard clientConflateBytes >= 1, clientOutputLimit >= clientConflateBytes else {
             throw ValidationError("--client-output-limit must be at least --client-conflate-bytes")
         }
@@ -75,6 +79,7 @@ struct KVWSMain: AsyncParsableCommand {
         configuration.limits = limitOptions.limits
         configuration.outputLimits = OutputLimits(conflateBytes: clientConflateBytes, maxBytes: clientOutputLimit)
         configuration.pingSeconds = pingSeconds
+        configuration.storeCredentials = StoreCredentials.fromEnvironment()
         if let threads { configuration.threads = threads }
         try await WSDaemon.run(configuration, logger: logger)
     }

@@ -138,6 +138,27 @@ struct RedisStoreTests {
         await seed.close()
     }
 
+    @Test("a server with a password (KV_STORE_PASSWORD): HTTP and WebSocket log in; a wrong password is a clear error, not an outage")
+    func password() async throws {
+        let stack = try HTTPStack(wsArguments: [], on: .redis, redisPassword: "s3cret pass")
+        let http = stack.client()
+        let ws = try await TestWebSocket.connect(stack.webSocketURL)
+        try await ws.send(#"{"type":"subscribe","payload":{"key":"k"}}"#)
+        try await ws.send(#"{"type":"get","payload":{"key":"k"}}"#)
+        #expect(try await ws.next() == WebSocketAPITests.noValue("k"))
+        #expect(try http.send("POST", "/storage/k", json: #"{"value":1}"#).status == 202)
+        #expect(try await ws.next() == WebSocketAPITests.value("k", "1"))
+        #expect(try stack.storedValue("k") == "1")
+        await ws.close()
+
+        stack.fcgi?.terminate()
+        stack.frontEndEnvironment[StoreCredentials.passwordVariable] = "wrong"
+        try stack.startFCGI()
+        let refused = try http.send("GET", "/storage/k")
+        #expect(refused.status == 500 && refused.text.contains("refused the login"), "\(refused)")
+        #expect(stack.fcgi?.log.contains("refused the login") == true)
+    }
+
     @Test("503 with a JSON error while redis-server is down; back by itself when it returns; /readyz follows")
     func outage() throws {
         let stack = try HTTPStack(redis: true)

@@ -54,6 +54,10 @@ final class HTTPStack {
     let usesRedis: Bool
     /// A store this stack does not run (a `RedisCluster`'s address).
     let externalStore: String?
+    /// redis-server's `requirepass`, when the stack's Redis asks for a login.
+    let redisPassword: String?
+    /// Extra environment of kv-fcgi and kv-ws (`KV_STORE_PASSWORD`, say); read at each (re)start.
+    var frontEndEnvironment: [String: String] = [:]
     var fcgiSocket: String { dir.file("kv-fcgi.sock") }
     var wsSocket: String { dir.file("kv-ws.sock") }
     var webSocketURL: String { "ws://127.0.0.1:\(port)/ws" }
@@ -73,9 +77,11 @@ final class HTTPStack {
 
     /// The stack on `store`: the end-to-end suites run on each (`StoreKind.allCases`).
     init(fcgiThreads: Int = 4, fcgiArguments: [String] = [], inheritedSocket: Bool = false, wsArguments: [String]? = nil,
-         storeArguments: [String] = [], on kind: StoreKind, externalStore: String? = nil) throws {
+         storeArguments: [String] = [], on kind: StoreKind, externalStore: String? = nil, redisPassword: String? = nil) throws {
         let redis = kind == .redis
         self.externalStore = externalStore
+        self.redisPassword = redisPassword
+        if let redisPassword { frontEndEnvironment[StoreCredentials.passwordVariable] = redisPassword }
         dir = try TempDirectory()
         chmod(dir.path, 0o755)  // nginx's workers (nobody when we are root) must reach the sockets
         port = try freeLoopbackPort()
@@ -118,7 +124,7 @@ final class HTTPStack {
         fcgi = try DaemonProcess(
             Binaries.path("kv-fcgi"),
             socketArguments + ["--store", storeAddress, "--threads", String(fcgiThreads), "--log-level", "debug"] + extra,
-            logPath: dir.file("kv-fcgi.log"), standardInput: stdin)
+            logPath: dir.file("kv-fcgi.log"), standardInput: stdin, environment: frontEndEnvironment)
         guard eventually(within: 20, { isAccepting(fcgiSocket) }) else {
             throw StartFailure(description: "kv-fcgi did not start: \(fcgi?.log ?? "")")
         }
@@ -129,7 +135,7 @@ final class HTTPStack {
         let daemon = try DaemonProcess(
             Binaries.path("kv-ws"),
             ["--socket", wsSocket, "--store", storeAddress, "--log-level", "debug"] + groupArguments + extra,
-            logPath: dir.file("kv-ws.log"))
+            logPath: dir.file("kv-ws.log"), environment: frontEndEnvironment)
         ws = daemon
         guard eventually(within: 20, { daemon.log.contains("kv-ws ready") }) else {
             throw StartFailure(description: "kv-ws did not start: \(daemon.log)")
@@ -145,7 +151,7 @@ final class HTTPStack {
     func stopRedis() {
         guard let daemon = redis else { return }
         redis = nil
-        _ = try? run("redis-cli", ["-s", redisSocket, "shutdown", "nosave"])
+        _ = try? run("redis-cli", ["-s", redisSocket] + redisLogin + ["shutdown", "nosave"])
         _ = daemon.terminate(limit: 5)
     }
 
@@ -154,7 +160,7 @@ final class HTTPStack {
         let daemon = try DaemonProcess("/usr/bin/redis-server", [
             "--port", "0", "--unixsocket", redisSocket, "--unixsocketperm", "700", "--save", "", "--appendonly", "no",
             "--notify-keyspace-events", "Ex",  // expiry events for kv-ws's subscribers (docs/scaling.md)
-        ], logPath: dir.file("redis.log"))
+        ] + (redisPassword.map { ["--requirepass", $0] } ?? []), logPath: dir.file("redis.log"))
         redis = daemon
         guard eventually(within: 20, { isAccepting(redisSocket) }) else {
             throw StartFailure(description: "redis-server did not start: \(daemon.log)")
@@ -165,8 +171,10 @@ final class HTTPStack {
 
     /// redis-cli on the store's socket (kv-stored's or redis-server's).
     func storeCLI(_ args: String...) throws -> String {
-        try run("redis-cli", ["-s", usesRedis ? redisSocket : storeSocket] + args).output.trimmingCharacters(in: .whitespacesAndNewlines)
+        try run("redis-cli", ["-s", usesRedis ? redisSocket : storeSocket] + redisLogin + args).output.trimmingCharacters(in: .whitespacesAndNewlines)
     }
+
+    private var redisLogin: [String] { redisPassword.map { ["-a", $0, "--no-auth-warning"] } ?? [] }
 
     /// The store's name for KvServer's `key` (on Redis, its hash: `RedisKeyLayout`).
     func storeKey(_ key: String) -> String {

@@ -114,3 +114,19 @@ struct ClusterTopologyTests {
         #expect(throws: KVError.self) { try StoreAddress.parse("redis-cluster://h:99999") }
     }
 }
+
+@Suite("Store credentials")
+struct StoreCredentialsTests {
+    @Test("read from KV_STORE_PASSWORD and KV_STORE_USER; none without a password; refused for kv-stored")
+    func environment() throws {
+        let both = ["KV_STORE_PASSWORD": "p w", "KV_STORE_USER": "kv"]
+        #expect(StoreCredentials.fromEnvironment { both[$0] } == StoreCredentials(user: "kv", password: "p w"))
+        #expect(StoreCredentials.fromEnvironment { ["KV_STORE_PASSWORD": "p"][$0] } == StoreCredentials(user: nil, password: "p"))
+        #expect(StoreCredentials.fromEnvironment { ["KV_STORE_USER": "kv", "KV_STORE_PASSWORD": ""][$0] } == nil)
+        let login = StoreCredentials(password: "p")
+        #expect(throws: KVError.self) { try StoreAddress.parse("/run/kvserver/kv-stored.sock").check(credentials: login) }
+        try StoreAddress.parse("redis://h").check(credentials: login)
+        try StoreAddress.parse("redis-cluster://h:1").check(credentials: login)
+        try StoreAddress.parse("/run/kvserver/kv-stored.sock").check(credentials: nil)
+    }
+}
