@@ -14,6 +14,8 @@ BIN_DIR ?=
 INSTALL_ENV = DESTDIR="$(DESTDIR)" PREFIX="$(PREFIX)" BINDIR="$(BINDIR)" SYSCONFDIR="$(SYSCONFDIR)" \
 	UNITDIR="$(UNITDIR)" SYSUSERSDIR="$(SYSUSERSDIR)" DOCDIR="$(DOCDIR)" NGINXDIR="$(NGINXDIR)"
 RUN_DIR ?= $(CURDIR)/run
+# `make run STORE=redis://HOST:PORT` (or redis-cluster://…): the local front ends on that store.
+STORE ?=
 SWIFT ?= swift
 
 .PHONY: deps build release test run bench clean install uninstall
@@ -50,7 +52,7 @@ uninstall:
 
 # Starts the local stack in the foreground; Ctrl-C stops everything it started.
 run: deps release
-	@scripts/run-local.sh "$(RUN_DIR)" "$(PORT)"
+	@scripts/run-local.sh "$(RUN_DIR)" "$(PORT)" "$(STORE)"
 
 bench: deps release
 	bench/store-vs-redis.sh

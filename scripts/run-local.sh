@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # The local stack for `make run`: kv-stored, kv-fcgi, kv-ws and nginx (the production site file with
 # local socket paths and port), release binaries, everything under RUN_DIR, logs in this
-# terminal, and every process stopped on Ctrl-C or SIGTERM.
+# terminal, and every process stopped on Ctrl-C or SIGTERM. With a third argument (`make run
+# STORE=redis://HOST:PORT`, or redis-cluster://…), the front ends use that store and no kv-stored
+# runs (docs/scaling.md).
 set -euo pipefail
 run_dir=${1:?run directory}
 port=${2:-8080}
+store=${3:-}
 here=$(cd "$(dirname "$0")/.." && pwd)
 bin=$(cd "$here" && swift build -c release --show-bin-path)
 mkdir -p "$run_dir"
@@ -33,15 +36,22 @@ wait_for_socket() {
   exit 1
 }
 
-"$bin/kv-stored" --socket "$run_dir/kv-stored.sock" --data-dir "$run_dir/data" "${group_args[@]}" &
-pids+=($!)
-wait_for_socket "$run_dir/kv-stored.sock"
+if [ -z "$store" ]; then
+  "$bin/kv-stored" --socket "$run_dir/kv-stored.sock" --data-dir "$run_dir/data" "${group_args[@]}" &
+  pids+=($!)
+  wait_for_socket "$run_dir/kv-stored.sock"
+  store=$run_dir/kv-stored.sock
+  store_note="  redis-cli -s $run_dir/kv-stored.sock info keyspace
+Data is kept in $run_dir/data/kv-stored.aof across runs (\`make clean\` removes it)."
+else
+  store_note="The store is $store (docs/scaling.md)."
+fi
 
-"$bin/kv-fcgi" --socket "$run_dir/kv-fcgi.sock" --store "$run_dir/kv-stored.sock" "${group_args[@]}" &
+"$bin/kv-fcgi" --socket "$run_dir/kv-fcgi.sock" --store "$store" "${group_args[@]}" &
 pids+=($!)
 wait_for_socket "$run_dir/kv-fcgi.sock"
 
-"$bin/kv-ws" --socket "$run_dir/kv-ws.sock" --store "$run_dir/kv-stored.sock" "${group_args[@]}" &
+"$bin/kv-ws" --socket "$run_dir/kv-ws.sock" --store "$store" "${group_args[@]}" &
 pids+=($!)
 wait_for_socket "$run_dir/kv-ws.sock"
 
@@ -63,8 +73,7 @@ KvServer is running on http://127.0.0.1:$port  (files in $run_dir)
   curl -i http://127.0.0.1:$port/storage/greeting
   curl -i -X DELETE http://127.0.0.1:$port/storage/greeting
   WebSocket: ws://127.0.0.1:$port/ws  — {"type":"subscribe","payload":{"key":"greeting"}}
-  redis-cli -s $run_dir/kv-stored.sock info keyspace
-Data is kept in $run_dir/data/kv-stored.aof across runs (\`make clean\` removes it).
+$store_note
 Ctrl-C stops everything.
 
 MSG

@@ -239,7 +239,7 @@ public final class ClusterStoreConnection: @unchecked Sendable {
                 let left = wanted.filter { self.moving.contains($0) }
                 guard !left.isEmpty else { done(); return }
                 self.logger.warning("could not subscribe keys where their slots moved; retrying", metadata: ["kv.keys": "\(left.count)"])
-                self.eventLoop.scheduleTask(in: Self.recoveryInterval) { self.resubscribe(left, then: done) }
+                self.eventLoop.assumeIsolated().scheduleTask(in: Self.recoveryInterval) { self.resubscribe(left, then: done) }
             }
         }
     }
