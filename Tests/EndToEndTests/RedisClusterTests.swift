@@ -175,16 +175,17 @@ struct RedisClusterTests {
         #expect(try b.client().send("POST", Self.path(key), json: #"{"value":1}"#).status == 202, "through ASK")
         #expect(try a.client().send("GET", Self.path(key)).text == #"{"value":1}"#, "through ASK")
 
-        // Migrated: the source is told first and ends the key's subscription; kv-ws moves it
-        // while the other masters still have the old map (the source's MOVED names the target).
+        // Migrated, in the order Redis's documentation gives: the target, then the source, which
+        // ends the key's subscription; kv-ws moves it while the other masters still have the
+        // old map (the source's MOVED names the target), and only then are the others told.
+        #expect(try cluster.cli(target, "cluster", "setslot", String(slot), "node", targetID) == "OK")
         #expect(try cluster.cli(source, "cluster", "setslot", String(slot), "node", targetID) == "OK")
-        try await Task.sleep(nanoseconds: 1_000_000_000)
-        for master in Set(try cluster.replicas().map(\.master)) where master != source {
+        #expect(eventually(within: 20) { (try? cluster.cli(target, "pubsub", "shardnumsub", names[0]).hasSuffix("1")) == true },
+                "kv-ws subscribed the key on its new master")
+        for master in Set(try cluster.replicas().map(\.master)) where master != source && master != target {
             #expect(try cluster.cli(master, "cluster", "setslot", String(slot), "node", targetID) == "OK")
         }
         #expect(try a.client().send("GET", Self.path(key)).text == #"{"value":1}"#, "through MOVED")
-        #expect(eventually(within: 20) { (try? cluster.cli(target, "pubsub", "shardnumsub", names[0]).hasSuffix("1")) == true },
-                "kv-ws subscribed the key on its new master")
         #expect(try b.client().send("POST", Self.path(key), json: #"{"value":2}"#).status == 202)
         // The change made during the migration was published on the target, where nobody was
         // subscribed yet: the exact subscriber gets it by catching up, then the live one.
