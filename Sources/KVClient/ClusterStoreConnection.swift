@@ -12,8 +12,9 @@ import RESP
 /// the other nodes until either the master is back (its connection restores its own
 /// subscriptions) or another node serves its slots (a failover): then the keys subscribed
 /// there move to the new master. A node that ends a subscription because the slot moved away
-/// has that key moved the same way. Either way the owner sees `.disconnected`, then
-/// `.restored` once every subscription is in place again, exactly as with one server.
+/// has that key moved the same way. Either way the owner sees `.interrupted` for the keys
+/// concerned (only those: the other masters' keys are unaffected), then `.resumed` once their
+/// subscriptions are in place again.
 ///
 /// Offers what `StoreConnection` offers kv-ws. All mutable state lives on `eventLoop`.
 public final class ClusterStoreConnection: @unchecked Sendable {
@@ -185,20 +186,26 @@ public final class ClusterStoreConnection: @unchecked Sendable {
             onEvent(event)
         case .disconnected:
             guard !closed, down.insert(node).inserted else { return }
-            onEvent(.disconnected)
+            onEvent(.interrupted(keys: keys(at: node)))
             recover(node)
         case .restored:
             // The master is back with its own subscriptions.
             guard down.remove(node) != nil else { return }
-            onEvent(.restored(subscriptions: subscribedAt.count))
+            onEvent(.resumed(keys: keys(at: node)))
         case .dropped(let key):
             // The key's slot moved away from `node`: subscribe it where it went.
             guard !closed, subscribedAt[key] == node else { return }
             subscribedAt[key] = nil
             moving.insert(key)
-            onEvent(.disconnected)
-            resubscribe([key]) { self.onEvent(.restored(subscriptions: self.subscribedAt.count)) }
+            onEvent(.interrupted(keys: [key]))
+            resubscribe([key]) { self.onEvent(.resumed(keys: [key])) }
+        case .interrupted, .resumed:
+            break  // a single server's connection never reports these
         }
+    }
+
+    private func keys(at node: ClusterNode) -> [ByteBuffer] {
+        subscribedAt.filter { $0.value == node }.map(\.key)
     }
 
     /// While `node` is down: asks for the slot map until another master serves its keys' slots
@@ -207,7 +214,7 @@ public final class ClusterStoreConnection: @unchecked Sendable {
         guard down.contains(node), !closed else { return }
         refresh(excluding: node).assumeIsolated().whenComplete { _ in
             guard self.down.contains(node), !self.closed else { return }
-            let keys = self.subscribedAt.filter { $0.value == node }.map(\.key)
+            let keys = self.keys(at: node)
             let moved = keys.filter { self.owner(of: RedisKeyLayout.slot(ofKey: Array($0.readableBytesView))).map { $0 != node } ?? false }
             guard moved.count == keys.count else {
                 self.eventLoop.scheduleTask(in: Self.recoveryInterval) { self.recover(node) }
@@ -222,7 +229,7 @@ public final class ClusterStoreConnection: @unchecked Sendable {
             }
             self.resubscribe(moved) {
                 guard self.down.remove(node) != nil else { return }
-                self.onEvent(.restored(subscriptions: self.subscribedAt.count))
+                self.onEvent(.resumed(keys: moved))
             }
         }
     }

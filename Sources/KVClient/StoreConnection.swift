@@ -18,6 +18,11 @@ public enum StoreConnectionEvent: Sendable, Equatable {
     /// key's slot moves away (a failover or a resharding). `ClusterStoreConnection` subscribes
     /// it again where the slot went.
     case dropped(key: ByteBuffer)
+    /// Like `.disconnected`, for some keys only: the cluster master holding their
+    /// subscriptions is lost (or their slot is moving); the other keys are unaffected.
+    case interrupted(keys: [ByteBuffer])
+    /// Like `.restored`, for the keys of an `.interrupted`.
+    case resumed(keys: [ByteBuffer])
 }
 
 /// An asynchronous, pipelined RESP3 connection to kv-stored for kv-ws: requests and change-feed

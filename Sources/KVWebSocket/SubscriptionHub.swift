@@ -221,30 +221,45 @@ public final class SubscriptionHub: Sendable {
                 for (id, watcher) in updates { watches[change.key]?.watchers[id] = watcher }
             }
         case .disconnected:
-            // Versioned watchers hold whatever arrives until they have caught up again.
-            watches.withLockedValue { watches in
-                for key in watches.keys {
-                    for (id, watcher) in watches[key]?.watchers ?? [:] where watcher.versioned && watcher.held == nil {
-                        watches[key]?.watchers[id]?.held = []
-                    }
-                }
-            }
-            tellWatchers("lost the connection to storage; changes of subscribed keys may be missed until it returns", versioned: true)
+            interrupted(nil, "lost the connection to storage; changes of subscribed keys may be missed until it returns")
+        case .interrupted(let keys):
+            interrupted(Set(keys), "lost the storage node of some subscribed keys; their changes may be missed until it returns")
         case .dropped:
             // Only a cluster's slot moves end subscriptions; ClusterStoreConnection subscribes
-            // the key again where the slot went, between a `.disconnected` and a `.restored`.
+            // the key again where the slot went, between an `.interrupted` and a `.resumed`.
             break
         case .restored:
-            tellWatchers("storage is reachable again and subscriptions are restored; changes made during the outage may have been missed", versioned: false)
-            resumeVersionedWatchers()
+            resumed(nil, "storage is reachable again and subscriptions are restored; changes made during the outage may have been missed")
+        case .resumed(let keys):
+            resumed(Set(keys), "the storage node of some subscribed keys is reachable again; changes of those keys made meanwhile may have been missed")
         }
+    }
+
+    /// The subscriptions of `keys` (nil: all) are lost: versioned watchers hold whatever
+    /// arrives until they have caught up again; every watcher is told.
+    private func interrupted(_ keys: Set<ByteBuffer>?, _ message: String) {
+        watches.withLockedValue { watches in
+            for key in watches.keys where keys?.contains(key) ?? true {
+                for (id, watcher) in watches[key]?.watchers ?? [:] where watcher.versioned && watcher.held == nil {
+                    watches[key]?.watchers[id]?.held = []
+                }
+            }
+        }
+        tellWatchers(message, versioned: true, keys: keys)
+    }
+
+    /// The subscriptions of `keys` (nil: all) are back: seed watchers are told changes may
+    /// have been missed; versioned ones catch up instead.
+    private func resumed(_ keys: Set<ByteBuffer>?, _ message: String) {
+        tellWatchers(message, versioned: false, keys: keys)
+        resumeVersionedWatchers(keys)
     }
 
     /// After a reconnection: each versioned watcher catches up from the last revision it was
     /// sent (a replay from kv-stored's history, or a reset with the current state).
-    private func resumeVersionedWatchers() {
+    private func resumeVersionedWatchers(_ keys: Set<ByteBuffer>?) {
         let resuming = watches.withLockedValue { watches in
-            watches.flatMap { key, watch in
+            watches.filter { keys?.contains($0.key) ?? true }.flatMap { key, watch in
                 watch.watchers.values.filter { $0.versioned }.map { (key, $0.session, CatchUp(since: $0.revision, epoch: $0.epoch)) }
             }
         }
@@ -255,12 +270,12 @@ public final class SubscriptionHub: Sendable {
         }
     }
 
-    /// Tells every session watching something (with `versioned` false, only those with a seed
-    /// subscription: versioned ones are made whole instead).
-    private func tellWatchers(_ message: String, versioned: Bool) {
+    /// Tells every session watching one of `keys` (nil: anything), once (with `versioned`
+    /// false, only those with a seed subscription: versioned ones are made whole instead).
+    private func tellWatchers(_ message: String, versioned: Bool, keys: Set<ByteBuffer>?) {
         let sessions = watches.withLockedValue { watches in
             Dictionary(
-                watches.values.flatMap { $0.watchers.filter { versioned || !$0.value.versioned }.map { ($0.key, $0.value.session) } },
+                watches.filter { keys?.contains($0.key) ?? true }.values.flatMap { $0.watchers.filter { versioned || !$0.value.versioned }.map { ($0.key, $0.value.session) } },
                 uniquingKeysWith: { a, _ in a }
             ).values
         }

@@ -91,6 +91,11 @@ struct RedisClusterTests {
         let exact = try await TestWebSocket.connect(a.webSocketURL)
         try await exact.send(#"{"type":"subscribe","id":"x","payload":{"key":"\#(key)"}}"#)
         #expect(Self.member(try await exact.next(within: 20), "type") == #""ok""#)
+        // A seed subscriber of a key on another master: its master never fails.
+        let bystander = try await TestWebSocket.connect(a.webSocketURL)
+        try await bystander.send(#"{"type":"subscribe","payload":{"key":"\#(other)"}}"#)
+        try await bystander.send(#"{"type":"get","payload":{"key":"\#(other)"}}"#)
+        _ = try await bystander.next(within: 20)
         let ws = try await TestWebSocket.connect(a.webSocketURL)
         try await ws.send(#"{"type":"subscribe","payload":{"key":"\#(key)"}}"#)
         try await ws.send(#"{"type":"get","payload":{"key":"\#(key)"}}"#)
@@ -119,7 +124,7 @@ struct RedisClusterTests {
         #expect(eventually(within: 30) { (try? cluster.masterPort(ofSlot: slot)) == replica })
         // The old master ends the key's subscription; kv-ws subscribes it on the new one. Seed
         // subscribers are told a change may have been missed in between, so write after that.
-        try await awaitMessage("subscriptions are restored")
+        try await awaitMessage("reachable again")
         #expect(eventually(within: 20) { (try? b.client().send("POST", Self.path(key), json: #"{"value":1}"#).status) == 202 })
         try await awaitMessage(Self.value(key, "1"))
         #expect(try b.client().send("GET", Self.path(key)).text == #"{"value":1}"#)
@@ -130,7 +135,7 @@ struct RedisClusterTests {
         cluster.stop(index)
         #expect(try a.client().send("POST", Self.path(other), json: #"{"value":"meanwhile"}"#).status == 202, "other masters are unaffected")
         #expect(eventually(within: 30) { (try? cluster.masterPort(ofSlot: slot)) == master })
-        try await awaitMessage("subscriptions are restored")
+        try await awaitMessage("reachable again")
         #expect(eventually(within: 20) { (try? b.client().send("POST", Self.path(key), json: #"{"value":2}"#).status) == 202 })
         try await awaitMessage(Self.value(key, "2"))
         #expect(try a.client().send("GET", Self.path(key)).text == #"{"value":2}"#)
@@ -141,6 +146,12 @@ struct RedisClusterTests {
         #expect(try b.client().send("POST", Self.path(key), json: #"{"value":3}"#).status == 202)
         try await awaitMessage(Self.value(key, "3"))
         await ws.close()
+
+        // The bystander saw its own key's change, and no notice of the other master's outages.
+        #expect(try await bystander.next(within: 20) == Self.value(other, #""meanwhile""#))
+        #expect(try b.client().send("POST", Self.path(other), json: #"{"value":"after"}"#).status == 202)
+        #expect(try await bystander.next(within: 20) == Self.value(other, #""after""#), "nothing in between")
+        await bystander.close()
 
         var seen: [String] = []
         while !seen.contains(where: { Self.member($0, "payload") == #"{"key":"\#(key)","value":3}"# }) { seen.append(try await exact.next(within: 30)) }

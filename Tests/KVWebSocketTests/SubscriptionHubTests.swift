@@ -120,6 +120,33 @@ struct SubscriptionHubTests {
         #expect(messages(exact) == [#"{"type":"value","rev":8,"payload":{"key":"k","value":d}}"#])
     }
 
+    @Test("an interruption of some keys (a cluster master lost) holds and tells only their watchers; the others stay live")
+    func partialInterruption() throws {
+        let onA = session(1), onB = session(2), seedB = session(3)
+        for (key, session) in [("a", onA), ("b", onB)] {
+            let subscribed = hub.subscribe(Array(key.utf8), session, catchUp: SubscriptionHub.CatchUp())
+            feed.subscriptions.last?.promise.succeed()
+            feed.requests.last?.promise.succeed(FakeFeed.sync("live", 4, []))
+            try subscribed.wait()
+        }
+        try hub.subscribe(Array("b".utf8), seedB, catchUp: nil).wait()
+
+        feed.onEvent?(.interrupted(keys: [ByteBuffer(string: "a")]))
+        #expect(messages(onA).count == 1, "a's watcher is told")
+        #expect(messages(onB).isEmpty && messages(seedB).isEmpty, "b's watchers are not")
+        feed.change("b", 5, "x")
+        #expect(messages(onB) == [#"{"type":"value","rev":5,"payload":{"key":"b","value":x}}"#], "b stays live")
+        #expect(messages(seedB) == [#"{"type":"value","payload":{"key":"b","value":x}}"#])
+        feed.change("a", 6, "y")
+        #expect(messages(onA).isEmpty, "a holds until it has caught up")
+        let syncs = feed.requests.count
+        feed.onEvent?(.resumed(keys: [ByteBuffer(string: "a")]))
+        #expect(feed.requests.count == syncs + 1 && feed.requests.last?.command == ["KVSYNC", "a", "SINCE", "4", "EPOCH", "e1"], "only a catches up")
+        feed.requests.last?.promise.succeed(FakeFeed.sync("replay", 6, [("set", 6, "y")]))
+        #expect(messages(onA) == [#"{"type":"value","rev":6,"payload":{"key":"a","value":y}}"#])
+        #expect(messages(seedB).isEmpty, "b's seed watcher is not told of a's outage")
+    }
+
     @Test("a failed catch-up leaves no subscription behind")
     func failedCatchUp() {
         let exact = session(1)
