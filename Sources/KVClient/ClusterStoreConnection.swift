@@ -30,6 +30,8 @@ public final class ClusterStoreConnection: @unchecked Sendable {
     private var topology: ClusterTopology?
     private var refreshing: EventLoopFuture<Void>?
     private var nodes: [ClusterNode: StoreConnection] = [:]
+    /// `orderingDomain`'s numbers.
+    private var nodeNumbers: [ClusterNode: Int] = [:]
     /// Where each subscribed key's subscription is held.
     private var subscribedAt: [ByteBuffer: ClusterNode] = [:]
     /// Masters whose connection is lost while they hold subscriptions.
@@ -124,6 +126,16 @@ public final class ClusterStoreConnection: @unchecked Sendable {
                 }
             }
         }
+    }
+
+    /// On `eventLoop` only: a number naming the master `key`'s commands go to now; commands
+    /// for one master are applied in the order sent (one connection), others may overtake.
+    public func orderingDomain(ofKey key: [UInt8]) -> Int {
+        guard let node = owner(of: RedisKeyLayout.slot(ofKey: key)) else { return -1 }
+        if let id = nodeNumbers[node] { return id }
+        let id = nodeNumbers.count
+        nodeNumbers[node] = id
+        return id
     }
 
     private func owner(of slot: Int?) -> ClusterNode? {

@@ -7,11 +7,19 @@ import RESP
 
 /// What a session needs of kv-stored for requests: its event loop's pipelined connection.
 protocol StoreRequests: AnyObject {
-    /// Sends `command`; `completion` runs on the session's event loop, in call order.
+    /// Sends `command`; `completion` runs on the session's event loop, in call order among
+    /// commands of one ordering domain.
     func send(_ command: [ByteBuffer], completion: @escaping (Result<RESPValue, KVError>) -> Void)
+    /// Commands about keys of one domain are applied and answered in the order sent; those of
+    /// different domains (a cluster's masters) may overtake each other.
+    func orderingDomain(ofKey key: [UInt8]) -> Int
 }
 
-extension StoreConnection: StoreRequests {}
+extension StoreConnection: StoreRequests {
+    /// One connection: everything is in order.
+    func orderingDomain(ofKey key: [UInt8]) -> Int { 0 }
+}
+
 extension ClusterStoreConnection: StoreRequests {}
 
 /// What a session needs of the subscription hub.
@@ -33,8 +41,10 @@ extension SubscriptionHub: Subscriptions {}
 ///
 /// Ordering: messages are handled in the order sent. `get`/`set`/`delete` are pipelined on the
 /// event loop's own kv-stored connection (replies come back in order, so answers keep the
-/// order of the questions); `subscribe` and `unsubscribe` wait until every earlier request is
-/// answered, and no later message is looked at until kv-stored has acknowledged a `subscribe`.
+/// order of the questions); on a cluster, only those for one master are pipelined, and a
+/// request for another master waits for them. `subscribe` and `unsubscribe` wait until every
+/// earlier request is answered, and no later message is looked at until kv-stored has
+/// acknowledged a `subscribe`.
 ///
 /// Everything here runs on the event loop: no locks, no thread hops on the request path.
 final class WebSocketSessionHandler: ChannelDuplexHandler {
@@ -66,6 +76,8 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
     private var context: ChannelHandlerContext?
     private var inbox = CircularBuffer<Inbound>()
     private var inFlight = 0
+    /// The ordering domain of the requests in flight (`StoreRequests.orderingDomain`).
+    private var inFlightDomain = 0
     private var awaitingSubscription = false
     private var pumping = false
     private var subscriptions = Set<[UInt8]>()
@@ -165,6 +177,11 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
                     guard inFlight == 0 else { break messages }
                 case .get, .set, .delete:
                     guard inFlight < settings.maxInFlight else { break messages }
+                    // A request for another cluster master could overtake those in flight:
+                    // it waits for them, so messages are still handled in the order sent.
+                    let domain = requests.orderingDomain(ofKey: request.message.key)
+                    guard inFlight == 0 || domain == inFlightDomain else { break messages }
+                    inFlightDomain = domain
                 }
             }
             inbox.removeFirst()

@@ -11,6 +11,10 @@ import Testing
 /// when the test says.
 final class FakeRequests: StoreRequests {
     var sent: [[String]] = []
+    /// Each key's ordering domain (a cluster master, say); 0 when not listed.
+    var domains: [String: Int] = [:]
+
+    func orderingDomain(ofKey key: [UInt8]) -> Int { domains[String(decoding: key, as: UTF8.self)] ?? 0 }
     private var completions: [(Result<RESPValue, KVError>) -> Void] = []
 
     func send(_ command: [ByteBuffer], completion: @escaping (Result<RESPValue, KVError>) -> Void) {
@@ -99,6 +103,26 @@ struct SessionHandlerTests {
             #"{"type":"error","payload":"storage unavailable: test"}"#,
             #"{"type":"value","payload":{"key":"k","value":1}}"#,
         ])
+    }
+
+    @Test("on a cluster, requests for one master are pipelined; one for another master waits for them (messages stay in order)")
+    func orderingDomains() throws {
+        let h = try Harness()
+        h.requests.domains = ["a1": 1, "a2": 1, "b": 2]
+        try h.send("set", #"{"key":"a1","value":1}"#)
+        try h.send("set", #"{"key":"a2","value":2}"#)
+        try h.send("get", #"{"key":"b"}"#)
+        try h.send("get", #"{"key":"a1"}"#)
+        #expect(h.requests.sent == [["SET", "a1", "1"], ["SET", "a2", "2"]], "b waits for the master of a1 and a2")
+        h.requests.reply(.success(.simpleString(ByteBuffer(string: "OK"))))
+        #expect(h.requests.sent.count == 2, "still one in flight there")
+        h.requests.reply(.success(.simpleString(ByteBuffer(string: "OK"))))
+        #expect(h.requests.sent.last == ["GET", "b"])
+        #expect(h.requests.sent.count == 3, "a1's get waits for b's")
+        h.requests.reply(.success(.null))
+        #expect(h.requests.sent.last == ["GET", "a1"])
+        h.requests.reply(.success(.bulkString(ByteBuffer(string: "1"))))
+        #expect(try h.texts() == [#"{"type":"no-value","payload":{"key":"b"}}"#, #"{"type":"value","payload":{"key":"a1","value":1}}"#])
     }
 
     @Test("subscribe waits for earlier requests, and nothing after it is handled until kv-stored acknowledges it")
