@@ -10,7 +10,8 @@ group_args=(); [ "$(id -u)" -eq 0 ] && group_args=(--socket-group nogroup)
 
 stop_stack() {
   [ -f "$dir/nginx/nginx.pid" ] && nginx -p "$dir/nginx" -c "$dir/nginx.conf" -s stop 2>/dev/null || true
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  # Newest first: the front ends stop before the store they use (no reconnection noise).
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do kill "${pids[$i]}" 2>/dev/null || true; done
   wait 2>/dev/null || true
   rm -rf "$dir"
 }
