@@ -81,21 +81,17 @@ for test in "HTTP GET hit, 32 B" "HTTP POST, 32 B, one key" "HTTP POST, 32 B, 10
     echo "| $kind | $name | $rps | $p50 | $p99 | $ratio | ${errors:-none} |"
   done
 done
-echo
-echo "WebSocket fan-out: $subs subscribers of one key, a writer at $rate and at $((rate / 4)) sets/s for ${fan_seconds}s"
-echo
-echo "| store | test | load | deliveries/s | p50 | p99 | max | lost | out of order |"
-echo "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
-for line in "${rows[@]}"; do
-  IFS='|' read -r kind name rest <<<"$line"
-  [ "$name" = fanout ] && echo "| $kind $rest"
-done
-echo
-echo "Expiry: how late the no-value of a key with a TTL reaches its subscriber (from the set's send + TTL)"
-echo
-echo "| store | test | load | notified | p50 | p99 | max | missing |"
-echo "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"
-for line in "${rows[@]}"; do
-  IFS='|' read -r kind name rest <<<"$line"
-  [ "$name" = expiry ] && echo "| $kind $rest"
-done
+# ws_table NAME TITLE HEADER SEPARATOR: the rows of ws_load.py's scenario NAME, each store's in turn.
+ws_table() {
+  printf '\n%s\n\n%s\n%s\n' "$2" "$3" "$4"
+  for line in "${rows[@]}"; do
+    IFS='|' read -r kind name rest <<<"$line"
+    [ "$name" = "$1" ] && echo "| $kind $rest"
+  done
+}
+ws_table fanout "WebSocket fan-out: $subs subscribers of one key, a writer at $rate and at $((rate / 4)) sets/s for ${fan_seconds}s" \
+  "| store | test | load | deliveries/s | p50 | p99 | max | lost | out of order |" \
+  "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+ws_table expiry "Expiry: how late the no-value of a key with a TTL reaches its subscriber (from the set's send + TTL)" \
+  "| store | test | load | notified | p50 | p99 | max | missing |" \
+  "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"

@@ -18,15 +18,19 @@ struct RedisClusterTests {
     /// Keys whose slots are on every master, one with braces among them.
     static let keys = ["{braces}", "a}b{c", "plain"] + (0..<27).map { "key-\($0)" }
 
+    /// A cluster, and two front-end nodes (nginx + kv-fcgi + kv-ws) on it.
+    static func twoNodes() throws -> (RedisCluster, HTTPStack, HTTPStack) {
+        let cluster = try RedisCluster()
+        return (cluster, try HTTPStack(externalStore: cluster.address), try HTTPStack(externalStore: cluster.address))
+    }
+
     static func path(_ key: String) -> String {
         "/storage/" + key.addingPercentEncoding(withAllowedCharacters: .alphanumerics)!
     }
 
     @Test("a subscriber on one kv-ws sees writes made through another node's kv-fcgi, in every slot; keys with braces; conditional writes across nodes")
     func acrossFrontEnds() async throws {
-        let cluster = try RedisCluster()
-        let a = try HTTPStack(externalStore: cluster.address)
-        let b = try HTTPStack(externalStore: cluster.address)
+        let (cluster, a, b) = try Self.twoNodes()
         let ws = try await TestWebSocket.connect(a.webSocketURL)
         for key in Self.keys { try await ws.send(#"{"type":"subscribe","id":1,"payload":{"key":"\#(key)"}}"#) }
         for _ in Self.keys { #expect(Self.member(try await ws.next(within: 20), "type") == #""ok""#) }
@@ -63,9 +67,7 @@ struct RedisClusterTests {
 
     @Test("expiries on every master reach the subscribers of another node")
     func expiry() async throws {
-        let cluster = try RedisCluster()
-        let a = try HTTPStack(externalStore: cluster.address)
-        let b = try HTTPStack(externalStore: cluster.address)
+        let (cluster, a, b) = try Self.twoNodes()
         let keys = Array(Self.keys.prefix(12))
         let ws = try await TestWebSocket.connect(a.webSocketURL)
         for key in keys { try await ws.send(#"{"type":"subscribe","id":1,"payload":{"key":"\#(key)"}}"#) }
@@ -81,9 +83,7 @@ struct RedisClusterTests {
 
     @Test("a failover (manual, then a master stopped) does not wedge the front ends: writes and subscriptions move to the new master")
     func failover() async throws {
-        let cluster = try RedisCluster()
-        let a = try HTTPStack(externalStore: cluster.address)
-        let b = try HTTPStack(externalStore: cluster.address)
+        let (cluster, a, b) = try Self.twoNodes()
         let key = "moving"
         let masterOf = { (key: String) in try cluster.masterPort(ofSlot: RedisKeyLayout.slot(ofKey: Array(key.utf8))) }
         let other = try #require(try Self.keys.first { try masterOf($0) != masterOf(key) }, "a key on another master")
@@ -164,9 +164,7 @@ struct RedisClusterTests {
 
     @Test("a slot moved to another master (resharding): writes follow ASK during the migration and MOVED after; subscriptions move with the slot")
     func resharding() async throws {
-        let cluster = try RedisCluster()
-        let a = try HTTPStack(externalStore: cluster.address)
-        let b = try HTTPStack(externalStore: cluster.address)
+        let (cluster, a, b) = try Self.twoNodes()
         let key = "migrating"
         let slot = RedisKeyLayout.slot(ofKey: Array(key.utf8))
         let source = try #require(try cluster.masterPort(ofSlot: slot))

@@ -17,6 +17,18 @@ struct RedisStoreTests {
     static func member(_ message: String, _ name: String) -> String? { VersionedWebSocketTests.member(message, name) }
     static func rev(_ message: String) -> UInt64? { VersionedWebSocketTests.rev(message) }
 
+    /// An exact and a seed subscriber of `key`, both subscribed once this returns.
+    static func subscribers(_ stack: HTTPStack, _ key: String) async throws -> (exact: TestWebSocket, seed: TestWebSocket) {
+        let exact = try await TestWebSocket.connect(stack.webSocketURL)
+        let seed = try await TestWebSocket.connect(stack.webSocketURL)
+        try await exact.send(#"{"type":"subscribe","id":1,"payload":{"key":"\#(key)"}}"#)
+        _ = try await exact.next()  // the ok
+        try await seed.send(#"{"type":"subscribe","payload":{"key":"\#(key)"}}"#)
+        try await seed.send(#"{"type":"get","payload":{"key":"\#(key)"}}"#)
+        _ = try await seed.next()  // the get's answer: the subscription is in force
+        return (exact, seed)
+    }
+
     @Test("a key is a hash in its group's slot, braces and all; its revisions keep growing across deletions")
     func layout() throws {
         let stack = try HTTPStack(redis: true)
@@ -88,13 +100,7 @@ struct RedisStoreTests {
     func expiry() async throws {
         let stack = try HTTPStack(wsArguments: [], redis: true)
         let http = stack.client()
-        let exact = try await TestWebSocket.connect(stack.webSocketURL)
-        let seed = try await TestWebSocket.connect(stack.webSocketURL)
-        try await exact.send(#"{"type":"subscribe","id":1,"payload":{"key":"brief"}}"#)
-        _ = try await exact.next()
-        try await seed.send(#"{"type":"subscribe","payload":{"key":"brief"}}"#)
-        try await seed.send(#"{"type":"get","payload":{"key":"brief"}}"#)
-        _ = try await seed.next()
+        let (exact, seed) = try await Self.subscribers(stack, "brief")
         #expect(try http.send("POST", "/storage/brief", json: #"{"value":1,"ttl":200}"#).status == 202)
         let set = try await exact.next()
         let written = try #require(Self.rev(set))
@@ -112,13 +118,7 @@ struct RedisStoreTests {
     func restart() async throws {
         let stack = try HTTPStack(wsArguments: [], redis: true)
         let http = stack.client()
-        let exact = try await TestWebSocket.connect(stack.webSocketURL)
-        let seed = try await TestWebSocket.connect(stack.webSocketURL)
-        try await exact.send(#"{"type":"subscribe","id":1,"payload":{"key":"k"}}"#)
-        _ = try await exact.next()
-        try await seed.send(#"{"type":"subscribe","payload":{"key":"k"}}"#)
-        try await seed.send(#"{"type":"get","payload":{"key":"k"}}"#)
-        _ = try await seed.next()
+        let (exact, seed) = try await Self.subscribers(stack, "k")
         #expect(try http.send("POST", "/storage/k", json: #"{"value":1}"#).status == 202)
         _ = try await exact.next()
         _ = try await seed.next()
