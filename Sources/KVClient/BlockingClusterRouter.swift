@@ -1,25 +1,33 @@
 import KVCore
+import Logging
 import RESP
 
 /// kv-fcgi's way through a Redis Cluster: one blocking connection per master (each a
 /// `BlockingStoreClient` of that node, which loads KvServer's functions there), commands sent
 /// to the master of their key's slot, `MOVED` and `ASK` followed, and the slot map learnt again
 /// from any node that answers when a master moves or stops answering (a failover).
-/// Not thread-safe: one per `BlockingStoreClient`, like its connection.
+/// Not thread-safe: one per `BlockingStoreClient`, like its connection; the slot map is the
+/// process's (`StoreReachability`), shared by every worker's router.
 final class BlockingClusterRouter {
     let seeds: [ClusterNode]
     private let credentials: StoreCredentials?
     private let limits: RESPLimits
     private let timeoutMilliseconds: Int
-    private var topology: ClusterTopology?
+    private let shared: StoreReachability
+    private let logger: Logger?
     private var nodes: [ClusterNode: BlockingStoreClient] = [:]
+
+    private var topology: ClusterTopology? { shared.slotMap }
 
     /// A command is redirected at most this often (a slot migrating while the map is learnt).
     private static let maxRedirections = 8
 
-    init(seeds: [ClusterNode], credentials: StoreCredentials?, limits: RESPLimits, timeoutMilliseconds: Int) {
+    init(seeds: [ClusterNode], credentials: StoreCredentials?, limits: RESPLimits, timeoutMilliseconds: Int,
+         shared: StoreReachability, logger: Logger?) {
         self.seeds = seeds
         self.credentials = credentials
+        self.shared = shared
+        self.logger = logger
         self.limits = limits
         self.timeoutMilliseconds = timeoutMilliseconds
     }
@@ -49,6 +57,8 @@ final class BlockingClusterRouter {
                 // knows the new master; otherwise the slot is unavailable until it returns.
                 guard error.code == .storageUnavailable, !refreshed else { throw error }
                 refreshed = true
+                logger?.warning("a cluster master does not answer; asking the other nodes for the slot map",
+                                metadata: ["kv.node": "\(node)", "error": "\(error.message)"])
                 try? refresh(excluding: node)
                 guard let next = owner(of: slot), next != node else { throw error }
                 target = next
@@ -58,7 +68,7 @@ final class BlockingClusterRouter {
             if let redirect = ClusterRedirect(reply: reply, defaultHost: node.host) {
                 switch redirect {
                 case .moved(let movedSlot, let to):
-                    topology?.assign(slot: movedSlot, to: to)
+                    shared.moved(slot: movedSlot, to: to)
                     target = to
                     asking = false
                     // One slot seen moved usually means a failover or resharding moved many.
@@ -88,6 +98,27 @@ final class BlockingClusterRouter {
         return topology.owner(ofSlot: slot)
     }
 
+    /// Succeeds when any master (or seed) answers `PING`.
+    func ping() throws(KVError) {
+        var reasons: [String] = []
+        for node in candidates(excluding: nil) {
+            do {
+                if case .simpleString = try client(for: node).sendCommand([Array("PING".utf8)]) { return }
+                reasons.append("\(node): unexpected reply")
+            } catch {
+                reasons.append("\(node): \(error.message)")
+            }
+        }
+        throw KVError(.storageUnavailable, "storage unavailable: no cluster node answered: \(reasons.joined(separator: "; "))")
+    }
+
+    /// The known masters (but `excluded`), then the seeds.
+    private func candidates(excluding excluded: ClusterNode?) -> [ClusterNode] {
+        var candidates: [ClusterNode] = []
+        for node in (topology?.masters ?? []) + seeds where node != excluded && !candidates.contains(node) { candidates.append(node) }
+        return candidates
+    }
+
     private func client(for node: ClusterNode) -> BlockingStoreClient {
         if let client = nodes[node] { return client }
         let client = BlockingStoreClient(address: .redis(.tcp(host: node.host, port: node.port)), credentials: credentials, limits: limits,
@@ -98,17 +129,17 @@ final class BlockingClusterRouter {
 
     /// Learns the slot map from the first node that answers: the known masters, then the seeds.
     private func refresh(excluding excluded: ClusterNode? = nil) throws(KVError) {
-        var candidates: [ClusterNode] = []
-        for node in (topology?.masters ?? []) + seeds where node != excluded && !candidates.contains(node) { candidates.append(node) }
         var reasons: [String] = []
-        for node in candidates {
+        for node in candidates(excluding: excluded) {
             do {
                 let reply = try client(for: node).sendCommand([Array("CLUSTER".utf8), Array("SLOTS".utf8)])
                 guard let map = ClusterTopology(slotsReply: reply, defaultHost: node.host) else {
                     reasons.append("\(node): not a cluster node (CLUSTER SLOTS: \(reply.string ?? "unexpected reply"))")
                     continue
                 }
-                topology = map
+                if shared.learnt(map) {
+                    logger?.notice("cluster slot map learnt", metadata: ["kv.masters": "\(map.masters)", "kv.from": "\(node)"])
+                }
                 // Connections to nodes that are no longer masters are closed.
                 let masters = Set(map.masters)
                 nodes = nodes.filter { masters.contains($0.key) || seeds.contains($0.key) }

@@ -1,5 +1,6 @@
 import KVCore
 import KVDaemon
+import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import RESP
@@ -19,6 +20,7 @@ public final class BlockingStoreClient {
     /// kv-stored's socket, or a Redis/Valkey server (`RedisFunctions`).
     public let address: StoreAddress
     public let credentials: StoreCredentials?
+    private let logger: Logger?
     public let limits: RESPLimits
     /// Longest wait for one send or receive.
     public let timeoutMilliseconds: Int
@@ -40,10 +42,12 @@ public final class BlockingStoreClient {
     }
 
     /// `credentials`: the login for a Redis store that asks for one.
+    /// `logger`: where a cluster's topology changes are told (a failover, a resharding).
     public init(address: StoreAddress, credentials: StoreCredentials? = nil, limits: RESPLimits, timeoutMilliseconds: Int = 5000,
-                reachability: StoreReachability = StoreReachability()) {
+                reachability: StoreReachability = StoreReachability(), logger: Logger? = nil) {
         self.address = address
         self.credentials = credentials
+        self.logger = logger
         self.limits = limits
         self.timeoutMilliseconds = timeoutMilliseconds
         self.reachability = reachability
@@ -109,7 +113,10 @@ public final class BlockingStoreClient {
 
     /// Succeeds when the store answers (kv-stored accepts writes whenever it answers: it exits
     /// rather than accept a write it cannot log).
+    /// On a cluster, any master's answer will do: each slot's availability shows in the
+    /// requests for it, and one lost master must not take every front end out of rotation.
     public func ping() throws(KVError) {
+        if case .redisCluster(let seeds) = address { return try router(seeds).ping() }
         let reply = try request([Array("PING".utf8)])
         guard case .simpleString = reply else { throw Self.unexpected(reply) }
     }
@@ -141,10 +148,17 @@ public final class BlockingStoreClient {
             return shape.adapt(try sendCommand(command))
         case .redisCluster(let seeds):
             let (command, shape, routingKey) = RedisFunctions.translate(arguments)
-            let router = cluster ?? BlockingClusterRouter(seeds: seeds, credentials: credentials, limits: limits, timeoutMilliseconds: timeoutMilliseconds)
-            cluster = router
-            return shape.adapt(try router.send(command, routingKey: routingKey))
+            return shape.adapt(try router(seeds).send(command, routingKey: routingKey))
         }
+    }
+
+    /// The cluster's router, made on first use.
+    private func router(_ seeds: [ClusterNode]) -> BlockingClusterRouter {
+        if let cluster { return cluster }
+        let router = BlockingClusterRouter(seeds: seeds, credentials: credentials, limits: limits, timeoutMilliseconds: timeoutMilliseconds,
+                                           shared: reachability, logger: logger)
+        cluster = router
+        return router
     }
 
     /// Sends `arguments` as they are on this client's own connection.
@@ -355,12 +369,31 @@ public final class BlockingStoreClient {
     }
 }
 
-/// Shared by the clients of one process: counts their successful connections to kv-stored.
+/// Shared by the clients of one process (kv-fcgi's workers): counts their successful
+/// connections to the store, and on a cluster holds the slot map they learn, so one worker
+/// that learns a new map (a failover) gives it to all, and the change is logged once.
 public final class StoreReachability: Sendable {
     private let count = NIOLockedValueBox(0)
+    private let map = NIOLockedValueBox<ClusterTopology?>(nil)
 
     public init() {}
 
     var connections: Int { count.withLockedValue { $0 } }
     func connected() { count.withLockedValue { $0 += 1 } }
+
+    /// The cluster's slot map as last learnt, if any.
+    var slotMap: ClusterTopology? { map.withLockedValue { $0 } }
+
+    /// Keeps `learnt`; true when it differs from the map before.
+    func learnt(_ learnt: ClusterTopology) -> Bool {
+        map.withLockedValue { current in
+            defer { current = learnt }
+            return current != learnt
+        }
+    }
+
+    /// A `MOVED` reply: `slot` is served by `node` now.
+    func moved(slot: Int, to node: ClusterNode) {
+        map.withLockedValue { $0?.assign(slot: slot, to: node) }
+    }
 }

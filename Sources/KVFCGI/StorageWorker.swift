@@ -28,7 +28,8 @@ final class StorageWorker: FastCGIServer.Worker {
         self.api = api
         let limits = RESPLimits(maxBulkBytes: api.limits.maxValueBytes + 64)
         self.store = StoreAdapter(client: BlockingStoreClient(
-            address: store, credentials: credentials, limits: limits, timeoutMilliseconds: storeTimeoutMilliseconds, reachability: reachability))
+            address: store, credentials: credentials, limits: limits, timeoutMilliseconds: storeTimeoutMilliseconds, reachability: reachability,
+            logger: logger))
         self.logger = logger
     }
 

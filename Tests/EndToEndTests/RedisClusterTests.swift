@@ -69,6 +69,8 @@ struct RedisClusterTests {
     func expiry() async throws {
         let (cluster, a, b) = try Self.twoNodes()
         let keys = Array(Self.keys.prefix(12))
+        let masters = Set(try keys.map { try cluster.masterPort(ofSlot: RedisKeyLayout.slot(ofKey: Array($0.utf8))) })
+        #expect(masters.count == 3, "the keys are on every master: \(masters)")
         let ws = try await TestWebSocket.connect(a.webSocketURL)
         for key in keys { try await ws.send(#"{"type":"subscribe","id":1,"payload":{"key":"\#(key)"}}"#) }
         for _ in keys { _ = try await ws.next(within: 20) }
@@ -134,12 +136,17 @@ struct RedisClusterTests {
         let index = try #require(cluster.index(ofPort: replica))
         cluster.stop(index)
         #expect(try a.client().send("POST", Self.path(other), json: #"{"value":"meanwhile"}"#).status == 202, "other masters are unaffected")
+        #expect(try a.client().send("GET", "/readyz").status == 200, "one lost master does not take a front end out of rotation")
         #expect(eventually(within: 30) { (try? cluster.masterPort(ofSlot: slot)) == master })
         try await awaitMessage("reachable again")
         #expect(eventually(within: 20) { (try? b.client().send("POST", Self.path(key), json: #"{"value":2}"#).status) == 202 })
         try await awaitMessage(Self.value(key, "2"))
         #expect(try a.client().send("GET", Self.path(key)).text == #"{"value":2}"#)
         #expect(try a.client().send("GET", "/readyz").status == 200)
+        // kv-fcgi's log tells the failover: the lost master, and the new map.
+        let fcgiLog = b.fcgi?.log ?? ""
+        #expect(fcgiLog.contains("a cluster master does not answer"))
+        #expect(fcgiLog.components(separatedBy: "cluster slot map learnt").count - 1 >= 2, "the first map, then the failovers'")
 
         // 3. The stopped node comes back (as a replica) and nothing wedges.
         try cluster.start(index)
