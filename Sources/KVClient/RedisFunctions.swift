@@ -127,8 +127,8 @@ public enum RedisFunctions {
     public static func translate<A: CommandArgument>(_ arguments: [A]) -> (command: [A], reply: ReplyShape, routingKey: [UInt8]?) {
         guard arguments.count >= 2, let name = arguments.first?.upperASCII else { return (arguments, .same, nil) }
         let key = arguments[1].bytes
-        let dataKey = RedisKeyLayout.dataKey(key)
-        let data = A(bytes: dataKey), group = A(bytes: RedisKeyLayout.groupKey(key))
+        let (dataKey, groupKey) = RedisKeyLayout.names(of: key)
+        let data = A(bytes: dataKey), group = A(bytes: groupKey)
         func call(_ function: String, _ rest: ArraySlice<A>) -> [A] {
             [A("FCALL"), A(function), A("2"), data, group] + rest
         }

@@ -19,10 +19,16 @@ public enum RedisKeyLayout {
     static func prefix(group: Int) -> [UInt8] { Array("kv:{\(group)}:".utf8) }
 
     /// The hash holding `key` (also its change channel).
-    public static func dataKey(_ key: [UInt8]) -> [UInt8] { prefix(group: group(of: key)) + key }
+    public static func dataKey(_ key: [UInt8]) -> [UInt8] { names(of: key).data }
 
     /// The hash holding the revision counter and epoch of `key`'s group.
-    public static func groupKey(_ key: [UInt8]) -> [UInt8] { Array("kv:{\(group(of: key))}".utf8) }
+    public static func groupKey(_ key: [UInt8]) -> [UInt8] { names(of: key).group }
+
+    /// Both, from one hash of the key.
+    public static func names(of key: [UInt8]) -> (data: [UInt8], group: [UInt8]) {
+        let group = group(of: key)
+        return (prefix(group: group) + key, Array("kv:{\(group)}".utf8))
+    }
 
     /// The KvServer key a data key or channel names, or nil for anything else.
     public static func key(of dataKey: [UInt8]) -> [UInt8]? {
