@@ -101,7 +101,7 @@ final class BlockingClusterRouter {
     /// Succeeds when any master (or seed) answers `PING`.
     func ping() throws(KVError) {
         var reasons: [String] = []
-        for node in candidates(excluding: nil) {
+        for node in ClusterTopology.nodesToAsk(topology, seeds: seeds, excluding: nil) {
             do {
                 if case .simpleString = try client(for: node).sendCommand([Array("PING".utf8)]) { return }
                 reasons.append("\(node): unexpected reply")
@@ -110,13 +110,6 @@ final class BlockingClusterRouter {
             }
         }
         throw KVError(.storageUnavailable, "storage unavailable: no cluster node answered: \(reasons.joined(separator: "; "))")
-    }
-
-    /// The known masters (but `excluded`), then the seeds.
-    private func candidates(excluding excluded: ClusterNode?) -> [ClusterNode] {
-        var candidates: [ClusterNode] = []
-        for node in (topology?.masters ?? []) + seeds where node != excluded && !candidates.contains(node) { candidates.append(node) }
-        return candidates
     }
 
     private func client(for node: ClusterNode) -> BlockingStoreClient {
@@ -130,7 +123,7 @@ final class BlockingClusterRouter {
     /// Learns the slot map from the first node that answers: the known masters, then the seeds.
     private func refresh(excluding excluded: ClusterNode? = nil) throws(KVError) {
         var reasons: [String] = []
-        for node in candidates(excluding: excluded) {
+        for node in ClusterTopology.nodesToAsk(topology, seeds: seeds, excluding: excluded) {
             do {
                 let reply = try client(for: node).sendCommand([Array("CLUSTER".utf8), Array("SLOTS".utf8)])
                 guard let map = ClusterTopology(slotsReply: reply, defaultHost: node.host) else {
@@ -138,7 +131,7 @@ final class BlockingClusterRouter {
                     continue
                 }
                 if shared.learnt(map) {
-                    logger?.notice("cluster slot map learnt", metadata: ["kv.masters": "\(map.masters)", "kv.from": "\(node)"])
+                    logger?.notice("cluster slot map learnt", metadata: map.logMetadata.merging(["kv.from": "\(node)"]) { a, _ in a })
                 }
                 // Connections to nodes that are no longer masters are closed.
                 let masters = Set(map.masters)

@@ -283,8 +283,7 @@ public final class ClusterStoreConnection: @unchecked Sendable {
     /// (but `excluded`), then the seeds. Concurrent callers share one refresh.
     private func refresh(excluding excluded: ClusterNode? = nil) -> EventLoopFuture<Void> {
         if let refreshing { return refreshing }
-        var candidates: [ClusterNode] = []
-        for node in (topology?.masters ?? []) + seeds where node != excluded && !candidates.contains(node) { candidates.append(node) }
+        let candidates = ClusterTopology.nodesToAsk(topology, seeds: seeds, excluding: excluded)
         let promise = eventLoop.makePromise(of: Void.self)
         refreshing = promise.futureResult
         ask(candidates[...], reasons: [], promise: promise)
@@ -301,7 +300,9 @@ public final class ClusterStoreConnection: @unchecked Sendable {
             switch result {
             case .success(let reply):
                 if let map = ClusterTopology(slotsReply: reply, defaultHost: node.host) {
-                    if map != self.topology { self.logger.info("cluster slot map learnt", metadata: ["kv.masters": "\(map.masters)", "kv.from": "\(node)"]) }
+                    if map != self.topology {
+                        self.logger.info("cluster slot map learnt", metadata: map.logMetadata.merging(["kv.from": "\(node)"]) { a, _ in a })
+                    }
                     self.topology = map
                     promise.succeed()
                 } else {

@@ -1,3 +1,4 @@
+import Logging
 import NIOCore
 import RESP
 
@@ -39,6 +40,19 @@ public struct ClusterTopology: Sendable, Equatable {
 
     /// Slots no master serves (the cluster is incomplete, or a failover is under way).
     public var uncoveredSlots: Int { owners.lazy.filter { $0 == nil }.count }
+
+    /// Whom to ask for the slot map, in order: the masters of `map` (but `excluded`: the one
+    /// that stopped answering), then the seeds.
+    static func nodesToAsk(_ map: ClusterTopology?, seeds: [ClusterNode], excluding excluded: ClusterNode?) -> [ClusterNode] {
+        var nodes: [ClusterNode] = []
+        for node in (map?.masters ?? []) + seeds where node != excluded && !nodes.contains(node) { nodes.append(node) }
+        return nodes
+    }
+
+    /// What a log line says of a newly learnt map.
+    var logMetadata: Logger.Metadata {
+        ["kv.masters": "\(masters)", "kv.uncovered_slots": "\(uncoveredSlots)"]
+    }
 }
 
 /// A cluster node's answer that the command belongs elsewhere.

@@ -14,8 +14,6 @@ import RESP
 /// own and takes no revision: it reaches subscribers through the keyspace event
 /// `__keyevent@0__:expired` (see `change(fromPush:)`).
 public enum RedisFunctions {
-    public static let library = "kvserver"
-
     /// Lua (Redis 7 functions). Revisions are compared as decimal strings (a Lua number holds
     /// integers exactly only up to 2^53); `%d` keeps large revisions out of exponent notation.
     /// keys[1] is always the key's hash `kv:{g}:<key>` (also its channel), keys[2] its group's
@@ -125,7 +123,7 @@ public enum RedisFunctions {
     /// store, with the shape of its reply, and the Redis key it routes by (nil: any node).
     /// Commands that are not KvServer's (`PING`, `HELLO`, …) pass unchanged.
     public static func translate<A: CommandArgument>(_ arguments: [A]) -> (command: [A], reply: ReplyShape, routingKey: [UInt8]?) {
-        guard arguments.count >= 2, let name = arguments.first?.upperASCII else { return (arguments, .same, nil) }
+        guard arguments.count >= 2, let name = arguments.first?.upperASCII, keyCommands.contains(name) else { return (arguments, .same, nil) }
         let key = arguments[1].bytes
         let (dataKey, groupKey) = RedisKeyLayout.names(of: key)
         let data = A(bytes: dataKey), group = A(bytes: groupKey)
@@ -172,6 +170,7 @@ public enum RedisFunctions {
         return RedisKeyLayout.slot(ofKey: Array(arguments[1].readableBytesView))
     }
 
+    /// The commands about one key (the second argument): those `translate` rewrites.
     private static let keyCommands: Set<String> = ["GET", "SET", "DEL", "KVGET", "KVSET", "KVDEL", "KVSYNC", "SUBSCRIBE", "UNSUBSCRIBE"]
 
     /// A change from a Redis push: a sharded message on a key's channel, or the expiry of a key
