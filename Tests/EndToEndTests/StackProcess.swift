@@ -294,6 +294,10 @@ struct HTTPClient {
             var chunk = [UInt8](repeating: 0, count: 1 << 16)
             while true {
                 let n = recv(fd, &chunk, chunk.count, 0)
+                // A server that answers and closes while request bytes are still unread (an
+                // over-long request line, say) ends with a reset instead of a FIN: after a
+                // response, that is its end (`parse` checks the response is whole).
+                if n < 0 && errno == ECONNRESET && !received.isEmpty { break }
                 if n < 0 { throw POSIXFailure(what: "recv") }
                 if n == 0 { break }
                 received += chunk[0..<n]
@@ -342,6 +346,8 @@ struct HTTPClient {
         }
         var body = Array(bytes[(split + 4)...])
         if headers["transfer-encoding"] == "chunked" && !isHead { body = try dechunk(body) }
+        // A response cut short (the connection reset mid-body) is no response.
+        if !isHead, let length = headers["content-length"].flatMap({ Int($0) }), body.count != length { throw ParseFailure() }
         return Response(status: status, headers: headers, body: body)
     }
 
@@ -352,6 +358,7 @@ struct HTTPClient {
             guard let lineEnd = bytes[i...].firstIndex(of: 13) else { throw ParseFailure() }
             guard let size = Int(String(decoding: bytes[i..<lineEnd], as: UTF8.self), radix: 16) else { throw ParseFailure() }
             if size == 0 { break }
+            guard lineEnd + 2 + size <= bytes.count else { throw ParseFailure() }  // cut short
             out += bytes[(lineEnd + 2)..<(lineEnd + 2 + size)]
             i = lineEnd + 2 + size + 2
         }

@@ -37,7 +37,15 @@ final class TempDirectory {
 
 struct POSIXFailure: Error, CustomStringConvertible {
     var what: String
-    var description: String { "\(what): \(String(cString: strerror(errno)))" }
+    /// Taken when the failure is made: by the time it is printed, errno is another call's.
+    var code: Int32
+
+    init(what: String) {
+        self.what = what
+        code = errno
+    }
+
+    var description: String { "\(what): \(String(cString: strerror(code)))" }
 }
 
 /// A real kv-stored process on a temp socket.
