@@ -21,13 +21,17 @@ public final class FastCGIServer: @unchecked Sendable {
 
     public let listenFD: Int32
     public let threadCount: Int
+    /// Longest a worker waits on one read or write of nginx's connection: a stalled connection
+    /// costs a thread for at most this long, never for good.
+    public let ioTimeoutSeconds: Int
     private let logger: Logger
     private let makeWorker: @Sendable () -> any Worker
     private var threads: [WorkerThread] = []
 
-    public init(listenFD: Int32, threads: Int, logger: Logger, makeWorker: @escaping @Sendable () -> any Worker) {
+    public init(listenFD: Int32, threads: Int, ioTimeoutSeconds: Int = 60, logger: Logger, makeWorker: @escaping @Sendable () -> any Worker) {
         self.listenFD = listenFD
         self.threadCount = threads
+        self.ioTimeoutSeconds = ioTimeoutSeconds
         self.logger = logger
         self.makeWorker = makeWorker
     }
@@ -40,8 +44,10 @@ public final class FastCGIServer: @unchecked Sendable {
     /// Starts the workers. Call `stop()` to end them.
     public func start() throws {
         for index in 0..<threadCount {
-            let fd = listenFD, logger = self.logger, makeWorker = self.makeWorker
-            guard let thread = WorkerThread.start({ Self.workerLoop(listenFD: fd, index: index, logger: logger, worker: makeWorker()) }) else {
+            let fd = listenFD, logger = self.logger, makeWorker = self.makeWorker, timeout = ioTimeoutSeconds
+            guard let thread = WorkerThread.start({
+                Self.workerLoop(listenFD: fd, index: index, ioTimeoutSeconds: timeout, logger: logger, worker: makeWorker())
+            }) else {
                 throw SocketFailure("cannot start worker thread \(index)")
             }
             threads.append(thread)
@@ -59,7 +65,7 @@ public final class FastCGIServer: @unchecked Sendable {
         threads.removeAll()
     }
 
-    private static func workerLoop(listenFD: Int32, index: Int, logger: Logger, worker: any Worker) {
+    private static func workerLoop(listenFD: Int32, index: Int, ioTimeoutSeconds: Int, logger: Logger, worker: any Worker) {
         let request = UnsafeMutablePointer<FCGX_Request>.allocate(capacity: 1)
         defer { request.deallocate() }
         guard FCGX_InitRequest(request, listenFD, 0) == 0 else {
@@ -67,6 +73,11 @@ public final class FastCGIServer: @unchecked Sendable {
             return
         }
         while FCGX_Accept_r(request) >= 0 {
+            // libfcgi reads and writes with plain blocking calls; the socket timeouts make one that
+            // waits too long fail (the request is abandoned, the thread goes back to accepting).
+            var timeout = timeval(tv_sec: ioTimeoutSeconds, tv_usec: 0)
+            setsockopt(request.pointee.ipcFd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            setsockopt(request.pointee.ipcFd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
             worker.handle(FastCGIRequest(raw: request))
             FCGX_Finish_r(request)
         }

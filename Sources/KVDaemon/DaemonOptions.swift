@@ -61,3 +61,23 @@ public struct LoggingOptions: ParsableArguments {
 }
 
 extension Logger.Level: @retroactive ExpressibleByArgument {}
+
+/// `--allowed-origins`, the browser origins kv-fcgi and kv-ws accept (docs/security.md).
+public struct OriginOptions: ParsableArguments {
+    @Option(help: ArgumentHelp(
+        "Browser origins allowed besides the site itself (scheme://host[:port], comma-separated or repeated; * for any).",
+        discussion: "Requests without an Origin header (curl, servers, native clients) are always allowed."))
+    public var allowedOrigins: [String] = []
+
+    public init() {}
+
+    public var policy: OriginPolicy {
+        get throws(KVError) {
+            try OriginPolicy(parsing: allowedOrigins.flatMap { $0.split(separator: ",").map { String($0.filter { !$0.isWhitespace }) } }.filter { !$0.isEmpty })
+        }
+    }
+
+    public func validate() throws {
+        do throws(KVError) { _ = try policy } catch { throw ValidationError("--allowed-origins: \(error.message)") }
+    }
+}

@@ -23,6 +23,8 @@ public struct FCGIConfiguration: Sendable {
     public var threads = 16
     public var limits = Limits()
     public var storeTimeoutMilliseconds = 5000
+    /// Browser origins allowed (docs/security.md).
+    public var origins = OriginPolicy()
 
     public init(socketPath: String?, store: StoreAddress) {
         self.socketPath = socketPath
@@ -44,7 +46,7 @@ public enum FCGIDaemon {
         } else {
             throw FastCGIServer.SocketFailure("no --socket given and no inherited listening socket (LISTEN_FDS or fd 0)")
         }
-        let api = StorageAPI(limits: configuration.limits)
+        let api = StorageAPI(limits: configuration.limits, origins: configuration.origins)
         let reachability = StoreReachability()  // one worker reconnecting lets all the others retry
         let server = FastCGIServer(listenFD: listenFD, threads: configuration.threads, logger: logger) {
             StorageWorker(api: api, store: configuration.store, credentials: configuration.storeCredentials,

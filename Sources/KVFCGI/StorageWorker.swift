@@ -39,14 +39,22 @@ final class StorageWorker: FastCGIServer.Worker {
         let uri = request.paramBytes("REQUEST_URI") ?? []
         let requestID = request.param("REQUEST_ID") ?? "-"
         logger.debug("request received", metadata: ["kv.op": "\(method)", "request.id": "\(requestID)"])
+        // What nginx routed (the location's $kv_endpoint), never the raw URI's path: nginx resolves
+        // /storage/../healthz to /healthz before choosing a location.
+        let endpoint = request.param("KV_ENDPOINT") ?? ""
         let operation: String
         let response: HTTPResponse
-        let isStorage = uri.starts(with: Self.storagePrefix)
-        if !isStorage, let operational = operationalResponse(path: String(decoding: uri.prefix { $0 != UInt8(ascii: "?") }, as: UTF8.self), method: method) {
-            (operation, response) = operational
-        } else {
+        let isStorage = endpoint == "storage"
+        if isStorage {
             operation = ["GET", "HEAD", "POST", "DELETE"].contains(method) ? method : "other"
             response = storageResponse(request, method: method, uri: uri)
+        } else if let operational = operationalResponse(endpoint: endpoint, method: method) {
+            (operation, response) = operational
+        } else {
+            operation = "other"
+            logger.warning("a request came from an nginx location kv-fcgi does not know: each location that passes to kv-fcgi must set $kv_endpoint (see the shipped site)",
+                           metadata: ["kv.endpoint": "\(endpoint.prefix(100))", "request.id": "\(requestID)"])
+            response = StorageAPI.errorResponse(status: 404, message: "not found: this nginx location is not one of kv-fcgi's")
         }
         request.write(Array(response.cgiHead.utf8))
         if !response.body.isEmpty { request.write(response.body) }
@@ -78,13 +86,14 @@ final class StorageWorker: FastCGIServer.Worker {
         timer.recordNanoseconds(Int64(clamping: nanoseconds))
     }
 
-    /// `/healthz`, `/readyz` and the metrics paths; nil for anything else (the storage API).
-    private func operationalResponse(path: String, method: String) -> (String, HTTPResponse)? {
-        let operation: String
-        switch path {
-        case "/healthz": operation = "healthz"
-        case "/readyz": operation = "readyz"
-        case "/metrics/kv-fcgi", "/metrics/kv-stored": operation = "metrics"
+    /// `/healthz`, `/readyz` and the metrics paths, by the endpoint nginx named; nil for any other.
+    private func operationalResponse(endpoint: String, method: String) -> (String, HTTPResponse)? {
+        let operation: String, path: String
+        switch endpoint {
+        case "healthz": (operation, path) = ("healthz", "/healthz")
+        case "readyz": (operation, path) = ("readyz", "/readyz")
+        case "metrics-kv-fcgi": (operation, path) = ("metrics", "/metrics/kv-fcgi")
+        case "metrics-kv-stored": (operation, path) = ("metrics", "/metrics/kv-stored")
         default: return nil
         }
         guard method == "GET" || method == "HEAD" else {
@@ -136,7 +145,8 @@ final class StorageWorker: FastCGIServer.Worker {
             // Only POST carries a body the API reads; nginx enforces the same limit first.
             let body = method == "POST" ? try request.readBody(limit: api.limits.maxValueBytes + 4096) : []
             response = api.handle(HTTPRequest(method: method, requestURI: uri, body: body,
-                                              ifMatch: request.param("HTTP_IF_MATCH"), ifNoneMatch: request.param("HTTP_IF_NONE_MATCH")),
+                                              ifMatch: request.param("HTTP_IF_MATCH"), ifNoneMatch: request.param("HTTP_IF_NONE_MATCH"),
+                                              origin: request.param("HTTP_ORIGIN"), host: request.param("HTTP_HOST")),
                                   store: store)
         } catch {
             switch error {

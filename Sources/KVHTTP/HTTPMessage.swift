@@ -9,17 +9,25 @@ public struct HTTPRequest: Sendable, Equatable {
     /// The `If-Match` and `If-None-Match` headers, as sent.
     public var ifMatch: String?
     public var ifNoneMatch: String?
+    /// The `Origin` and `Host` headers: a browser's page and the site it sent the request to.
+    public var origin: String?
+    public var host: String?
 
-    public init(method: String, requestURI: [UInt8], body: [UInt8] = [], ifMatch: String? = nil, ifNoneMatch: String? = nil) {
+    public init(method: String, requestURI: [UInt8], body: [UInt8] = [], ifMatch: String? = nil, ifNoneMatch: String? = nil,
+                origin: String? = nil, host: String? = nil) {
         self.method = method
         self.requestURI = requestURI
         self.body = body
         self.ifMatch = ifMatch
         self.ifNoneMatch = ifNoneMatch
+        self.origin = origin
+        self.host = host
     }
 
-    public init(method: String, uri: String, body: String = "", ifMatch: String? = nil, ifNoneMatch: String? = nil) {
-        self.init(method: method, requestURI: Array(uri.utf8), body: Array(body.utf8), ifMatch: ifMatch, ifNoneMatch: ifNoneMatch)
+    public init(method: String, uri: String, body: String = "", ifMatch: String? = nil, ifNoneMatch: String? = nil,
+                origin: String? = nil, host: String? = nil) {
+        self.init(method: method, requestURI: Array(uri.utf8), body: Array(body.utf8), ifMatch: ifMatch, ifNoneMatch: ifNoneMatch,
+                  origin: origin, host: host)
     }
 }
 
@@ -59,6 +67,7 @@ public struct HTTPResponse: Sendable, Equatable {
         case 204: "No Content"
         case 304: "Not Modified"
         case 400: "Bad Request"
+        case 403: "Forbidden"
         case 404: "Not Found"
         case 405: "Method Not Allowed"
         case 412: "Precondition Failed"

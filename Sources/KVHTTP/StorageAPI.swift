@@ -22,14 +22,18 @@ public protocol KeyValueStore {
 public struct StorageAPI: Sendable {
     public let limits: Limits
     public let reader: JSONReader
+    /// The browser origins allowed (docs/security.md); requests without `Origin` always are.
+    public let origins: OriginPolicy
     /// Unix time in milliseconds, for `KV-Expires-At`.
     public let now: @Sendable () -> Int64
 
     public static let allowedMethods = "GET, HEAD, POST, DELETE"
 
-    public init(limits: Limits, reader: JSONReader = JSONReader(), now: @escaping @Sendable () -> Int64 = StorageAPI.unixMilliseconds) {
+    public init(limits: Limits, reader: JSONReader = JSONReader(), origins: OriginPolicy = OriginPolicy(),
+                now: @escaping @Sendable () -> Int64 = StorageAPI.unixMilliseconds) {
         self.limits = limits
         self.reader = reader
+        self.origins = origins
         self.now = now
     }
 
@@ -39,7 +43,34 @@ public struct StorageAPI: Sendable {
         return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000
     }
 
+    /// Answers `request`: the browser-origin check first (a page of another site gets 403 and
+    /// nothing is read or written; an allowed one gets CORS headers and its preflight answered),
+    /// then the API itself.
     public func handle(_ request: HTTPRequest, store: some KeyValueStore) -> HTTPResponse {
+        guard let origin = request.origin else { return answer(request, store: store) }
+        guard origins.allows(origin: origin, host: request.host) else {
+            let shown = String(decoding: JSONText.quoted(String(origin.prefix(200))), as: UTF8.self)
+            return Self.errorResponse(
+                status: 403, message: "origin \(shown) is not allowed: pages of other sites may use this API only if the admin lists them (--allowed-origins)")
+        }
+        var response: HTTPResponse
+        if request.method == "OPTIONS" {
+            // A CORS preflight: what a page of an allowed origin may send.
+            response = Self.empty(204)
+            response.headers += [
+                ("Access-Control-Allow-Methods", Self.allowedMethods),
+                ("Access-Control-Allow-Headers", "Content-Type, If-Match, If-None-Match, Authorization"),
+                ("Access-Control-Max-Age", "600"),
+            ]
+        } else {
+            response = answer(request, store: store)
+            response.headers.append(("Access-Control-Expose-Headers", "ETag, KV-Expires-At"))
+        }
+        response.headers += [("Access-Control-Allow-Origin", origin), ("Vary", "Origin")]
+        return response
+    }
+
+    private func answer(_ request: HTTPRequest, store: some KeyValueStore) -> HTTPResponse {
         do throws(KVError) {
             switch request.method {
             case "GET", "HEAD":

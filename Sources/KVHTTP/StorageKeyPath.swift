@@ -16,7 +16,19 @@ public enum StorageKeyPath {
         let encoded = uri[prefix.count..<end]
         let key = try percentDecode(encoded)
         try StorageKey.validate(key, limits: limits)
+        if hasDotSegment(key) {
+            throw KVError(.invalidKey, "a key sent over HTTP cannot have a \".\" or \"..\" path segment: nginx resolves them before routing (/storage/a/../b is the path /storage/b, %2E and %2F included), so the key would not be the path nginx checked; such keys are reachable over the WebSocket API")
+        }
         return key
+    }
+
+    /// Whether `/storage/` + `key` has a `.` or `..` segment, which nginx folds away (after
+    /// decoding) before it chooses a location. Acting on such a key would act on something
+    /// other than what nginx routed and applied its rules to.
+    static func hasDotSegment(_ key: [UInt8]) -> Bool {
+        key.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false).contains { segment in
+            segment.elementsEqual([UInt8(ascii: ".")]) || segment.elementsEqual([UInt8(ascii: "."), UInt8(ascii: ".")])
+        }
     }
 
     /// Decodes `%XX` escapes once; `+` stays `+` (it is not a space in a path).

@@ -147,14 +147,13 @@ public struct Keyspace: Sendable {
         switch expiry {
         case .none: deadline = 0
         case .keep: deadline = previous?.deadline ?? 0
-        case .after(let ms): deadline = now + ms * 1_000_000
+        case .after(let ms): deadline = Self.deadline(now: now, afterMilliseconds: ms)
         case .atUnixMilliseconds(let at):
-            let delta = at - clock.unixMilliseconds()
-            guard delta > 0 else {
+            guard let delta = Self.millisecondsUntil(at, from: clock.unixMilliseconds()) else {
                 if let previous { expire(previous) }
                 return SetOutcome(applied: true, previous: previous)
             }
-            deadline = now + delta * 1_000_000
+            deadline = Self.deadline(now: now, afterMilliseconds: delta)
         }
         let revision = nextRevision()
         let entry = Entry.make(key: key, value: value, revision: revision, deadline: deadline)
@@ -163,6 +162,21 @@ public struct Keyspace: Sendable {
         if deadline != 0 { expiries.add(entry) }
         notify(.set, revision: revision, entry: entry)
         return SetOutcome(applied: true, previous: previous)
+    }
+
+    /// The monotonic deadline `milliseconds` after `now`, at most 100 years ahead (the front
+    /// ends' own TTL limit). Deadlines are Int64 nanoseconds, which reach only ~292 years: an
+    /// `EXAT` in year 2600 (or a log record saying so) must be capped, not overflow, or one
+    /// command would end the process. Nobody can observe the difference before then.
+    static func deadline(now: Int64, afterMilliseconds milliseconds: Int64) -> Int64 {
+        now + min(max(milliseconds, 1), TTL.maxMilliseconds) * 1_000_000
+    }
+
+    /// Milliseconds from Unix time `now` until `at`, saturated; nil when `at` is not after `now`.
+    static func millisecondsUntil(_ at: Int64, from now: Int64) -> Int64? {
+        guard at > now else { return nil }
+        let delta = at.subtractingReportingOverflow(now)
+        return delta.overflow ? Int64.max : delta.partialValue
     }
 
     /// Deletes `key`. Returns false (and changes nothing, publishes nothing) when it did not exist.
@@ -288,9 +302,8 @@ public struct Keyspace: Sendable {
         let hash = KeyTable.hash(key)
         var deadline: Int64 = 0
         if let at = deadlineUnixMilliseconds {
-            let left = at - clock.unixMilliseconds()
-            guard left > 0 else { return restoreRemove(key, revision: revision) }
-            deadline = clock.monotonicNanoseconds() + left * 1_000_000
+            guard let left = Self.millisecondsUntil(at, from: clock.unixMilliseconds()) else { return restoreRemove(key, revision: revision) }
+            deadline = Self.deadline(now: clock.monotonicNanoseconds(), afterMilliseconds: left)
         }
         let entry = Entry.make(key: key, value: value, revision: revision, deadline: deadline)
         if let old = table.upsert(entry, hash: hash) { forget(old) }

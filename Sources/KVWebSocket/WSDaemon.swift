@@ -33,6 +33,12 @@ public struct WSConfiguration: Sendable {
     public var outputLimits = OutputLimits(conflateBytes: 1 << 20, maxBytes: 64 << 20)
     /// WebSocket ping interval; keeps idle subscribers alive through nginx's proxy_read_timeout.
     public var pingSeconds = 30
+    /// Keys one connection may watch at once (docs/limits.md).
+    public var maxSubscriptionsPerConnection = 10_000
+    /// Bytes of one connection's messages read but not yet answered before reading pauses.
+    public var maxPendingBytesPerConnection = 16 << 20
+    /// Browser origins allowed to open a WebSocket (docs/security.md).
+    public var origins = OriginPolicy()
 
     public init(socketPath: String, store: StoreAddress) {
         self.socketPath = socketPath
@@ -93,7 +99,8 @@ struct WSServer: Service {
             Self.connection(to: configuration.store, configuration.storeCredentials, on: group.next(), limits: resp, logger: logger, changeFeed: true, onEvent: onEvent)
         }, logger: logger)
         let settings = WebSocketSessionHandler.Settings(
-            limits: configuration.limits, pingInterval: .seconds(Int64(configuration.pingSeconds)))
+            limits: configuration.limits, pingInterval: .seconds(Int64(configuration.pingSeconds)),
+            maxPendingBytes: configuration.maxPendingBytesPerConnection, maxSubscriptions: configuration.maxSubscriptionsPerConnection)
         let maxMessage = configuration.maxMessageBytes
         let quiesce = ServerQuiescingHelper(group: group)
 
@@ -102,7 +109,9 @@ struct WSServer: Service {
             automaticErrorHandling: false,  // WebSocketSessionHandler answers protocol errors with a close frame (1009 for an oversize frame)
             shouldUpgrade: { channel, head in
                 let path = head.uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first
-                return channel.eventLoop.makeSucceededFuture(path == "/ws" ? HTTPHeaders() : nil)
+                // A browser on another site is refused here; NotWebSocketHandler answers it 403.
+                let allowed = configuration.origins.allows(origin: head.headers.first(name: "Origin"), host: head.headers.first(name: "Host"))
+                return channel.eventLoop.makeSucceededFuture(path == "/ws" && allowed ? HTTPHeaders() : nil)
             },
             upgradePipelineHandler: { channel, head in
                 channel.eventLoop.makeCompletedFuture {
@@ -140,7 +149,8 @@ struct WSServer: Service {
                             // Upgraded: from now on frames, not HTTP, flow past where this handler sat.
                             context.pipeline.removeHandler(name: NotWebSocketHandler.name, promise: nil)
                         }))
-                    try channel.pipeline.syncOperations.addHandler(NotWebSocketHandler(), name: NotWebSocketHandler.name)
+                    try channel.pipeline.syncOperations.addHandler(
+                        NotWebSocketHandler(origins: configuration.origins, logger: logger), name: NotWebSocketHandler.name)
                 }
             }
         let path = configuration.socketPath
@@ -197,14 +207,24 @@ final class NotWebSocketHandler: ChannelInboundHandler, RemovableChannelHandler 
     typealias OutboundOut = HTTPServerResponsePart
     static let name = "kv-ws-not-websocket"
 
+    private let origins: OriginPolicy
+    private let logger: Logger
     private var upgradeMissing = false
+    private var originRefused: String?
     private var metricsRequested = false
+
+    init(origins: OriginPolicy, logger: Logger) {
+        self.origins = origins
+        self.logger = logger
+    }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .head(let head):
             let path = head.uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first
             upgradeMissing = path == "/ws"
+            let origin = head.headers.first(name: "Origin")
+            originRefused = path == "/ws" && !origins.allows(origin: origin, host: head.headers.first(name: "Host")) ? origin : nil
             // kv-ws's metrics (docs/operations.md); nginx lets only allowed addresses through.
             metricsRequested = path == "/metrics/kv-ws" && head.method == .GET
         case .body:
@@ -219,11 +239,17 @@ final class NotWebSocketHandler: ChannelInboundHandler, RemovableChannelHandler 
                 context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in bound.value.close(promise: nil) }
                 return
             }
-            let (status, text) = upgradeMissing
-                ? (HTTPResponseStatus.upgradeRequired, "/ws speaks WebSocket only: send an Upgrade: websocket request\n")
-                : (.notFound, "kv-ws serves WebSocket upgrades of /ws, and its metrics at /metrics/kv-ws\n")
+            let (status, text): (HTTPResponseStatus, String)
+            if let origin = originRefused {
+                logger.info("refused a WebSocket from another site's page", metadata: ["http.origin": "\(origin.prefix(200))"])
+                (status, text) = (.forbidden, "origin not allowed: this WebSocket accepts pages of its own site and of --allowed-origins\n")
+            } else if upgradeMissing {
+                (status, text) = (.upgradeRequired, "/ws speaks WebSocket only: send an Upgrade: websocket request\n")
+            } else {
+                (status, text) = (.notFound, "kv-ws serves WebSocket upgrades of /ws, and its metrics at /metrics/kv-ws\n")
+            }
             var headers = HTTPHeaders([("Content-Type", "text/plain"), ("Content-Length", "\(text.utf8.count)"), ("Connection", "close")])
-            if upgradeMissing { headers.add(name: "Upgrade", value: "websocket") }
+            if upgradeMissing && originRefused == nil { headers.add(name: "Upgrade", value: "websocket") }
             context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
             context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: text)))), promise: nil)
             let bound = NIOLoopBound(context, eventLoop: context.eventLoop)

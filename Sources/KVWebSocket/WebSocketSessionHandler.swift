@@ -59,12 +59,23 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
         var closeTimeout: TimeAmount = .seconds(2)
         /// Requests of one connection waiting for kv-stored at once; past this, reading pauses.
         var maxInFlight = 128
+        /// Bytes of messages read but not yet answered (waiting in the inbox or for kv-stored);
+        /// past this, reading pauses. One message is always taken, whatever its size.
+        var maxPendingBytes = 16 << 20
+        /// Keys one connection may watch at once; a `subscribe` past it gets an `error`.
+        var maxSubscriptions = 10_000
     }
 
     /// A message read but not yet handled.
     private enum Inbound {
-        case message(ClientRequest)
-        case rejected(String, id: [UInt8]?)
+        case message(ClientRequest, bytes: Int)
+        case rejected(String, id: [UInt8]?, bytes: Int)
+
+        var bytes: Int {
+            switch self {
+            case .message(_, let bytes), .rejected(_, _, let bytes): bytes
+            }
+        }
     }
 
     private let session: Session
@@ -76,6 +87,9 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
     private var context: ChannelHandlerContext?
     private var inbox = CircularBuffer<Inbound>()
     private var inFlight = 0
+    /// Bytes of the messages in `inbox`, and of the commands waiting for kv-stored.
+    private var inboxBytes = 0
+    private var inFlightBytes = 0
     /// The ordering domain of the requests in flight (`StoreRequests.orderingDomain`).
     private var inFlightDomain = 0
     private var awaitingSubscription = false
@@ -87,6 +101,10 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
     private var closeTimer: Scheduled<Void>?
     private var pinger: RepeatedTask?
     private var awaitingPong = false
+    /// The newest ping not yet answered because the socket is not taking data. RFC 6455 §5.5.3
+    /// lets an endpoint answer only the most recent ping, so a client that floods pings and
+    /// never reads costs one pending pong, not one per ping (it grew kv-ws by 1.6 GB in 15 s).
+    private var pendingPong: ByteBuffer?
     /// Why the connection is ending, once known (counted when it closes).
     private var closeReason: WSMetrics.CloseReason?
 
@@ -137,23 +155,29 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
         switch frame.opcode {
         case .text:
             guard !closeSent else { return }
+            let bytes = frame.length
             let (id, parsed) = ClientRequest.parse(Array(buffer: frame.unmaskedData), limits: settings.limits)
             WSMetrics.messageIn(try? parsed.get().message)
             switch parsed {
-            case .success(let request): inbox.append(.message(request))
+            case .success(let request): inbox.append(.message(request, bytes: bytes))
             case .failure(let error):
                 logger.debug("bad message", metadata: ["error": "\(error.message)"])
-                inbox.append(.rejected(error.message, id: id))
+                inbox.append(.rejected(error.message, id: id, bytes: bytes))
             }
+            inboxBytes += bytes
             pump()
         case .binary:
             guard !closeSent else { return }
             WSMetrics.messageIn(nil)
-            inbox.append(.rejected("messages must be text frames holding JSON", id: nil))
+            inbox.append(.rejected("messages must be text frames holding JSON", id: nil, bytes: 0))
             pump()
         case .ping:
             guard !closeSent else { return }
-            context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .pong, data: frame.unmaskedData)), promise: nil)
+            if context.channel.isWritable {
+                context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .pong, data: frame.unmaskedData)), promise: nil)
+            } else {
+                pendingPong = frame.unmaskedData  // answered once the socket takes data again
+            }
         case .pong:
             awaitingPong = false
         case .connectionClose:
@@ -170,7 +194,7 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
         pumping = true
         defer { pumping = false }
         messages: while !awaitingSubscription, !closeSent, let next = inbox.first {
-            if case .message(let request) = next {
+            if case .message(let request, _) = next {
                 switch request.message {
                 case .subscribe, .unsubscribe:
                     // Earlier writes are applied before the subscription changes.
@@ -185,12 +209,13 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
                 }
             }
             inbox.removeFirst()
+            inboxBytes -= next.bytes
             switch next {
-            case .rejected(let message, let id): session.send(text: ServerMessage.error(message).encoded(.init(id: id)))
-            case .message(let request): request.isVersioned ? handleVersioned(request) : handle(request.message)
+            case .rejected(let message, let id, _): session.send(text: ServerMessage.error(message).encoded(.init(id: id)))
+            case .message(let request, _): request.isVersioned ? handleVersioned(request) : handle(request.message)
             }
         }
-        if readDeferred, inbox.count < settings.maxInFlight, let context {
+        if readDeferred, !mustPauseReading, let context {
             readDeferred = false
             context.read()
         }
@@ -229,10 +254,20 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
     /// Holds every later message until kv-stored has acknowledged the subscription (and, for a
     /// versioned one, the session has caught up).
     private func subscribe(_ key: [UInt8], catchUp: SubscriptionHub.CatchUp?, id: [UInt8]?) {
+        guard subscriptions.contains(key) || subscriptions.count < settings.maxSubscriptions else {
+            let message = "subscription limit reached: this connection already watches \(subscriptions.count) keys (the limit); unsubscribe from some first"
+            session.send(text: ServerMessage.error(message).encoded(.init(id: id)))
+            return
+        }
         awaitingSubscription = true
         hub.subscribe(key, session, catchUp: catchUp).hop(to: session.eventLoop).assumeIsolated().whenComplete { result in
             self.awaitingSubscription = false
             switch result {
+            case .success where self.context == nil:
+                // The connection closed while kv-stored was acknowledging: channelInactive has
+                // already dropped the subscriptions it knew of, so this one goes now, or it
+                // would stay in the hub and in kv-stored for good.
+                self.hub.unsubscribe(key, self.session)
             case .success: self.subscriptions.insert(key)
             case .failure(let error): self.session.send(text: ServerMessage.error(Self.message(error)).encoded(.init(id: id)))
             }
@@ -312,9 +347,12 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
     /// Pipelines a command on this event loop's kv-stored connection, counting it until its
     /// reply, which `answer` turns into messages for the client.
     private func request(_ command: [ByteBuffer], answer: @escaping (Session, Result<RESPValue, KVError>) -> Void) {
+        let bytes = command.reduce(0) { $0 + $1.readableBytes }
         inFlight += 1
+        inFlightBytes += bytes
         requests.send(command) { reply in
             self.inFlight -= 1
+            self.inFlightBytes -= bytes
             answer(self.session, reply)
             self.pump()
         }
@@ -324,13 +362,17 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
         (error as? KVError)?.message ?? "storage unavailable: \(error)"
     }
 
-    /// Reading pauses while too many messages wait, so a client cannot queue unbounded work.
+    /// Reading pauses while too many messages or bytes wait, so a client cannot queue unbounded work.
     func read(context: ChannelHandlerContext) {
-        if inbox.count >= settings.maxInFlight {
+        if mustPauseReading {
             readDeferred = true
         } else {
             context.read()
         }
+    }
+
+    private var mustPauseReading: Bool {
+        inbox.count >= settings.maxInFlight || inboxBytes + inFlightBytes >= settings.maxPendingBytes
     }
 
     // MARK: - Writing
@@ -352,6 +394,10 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable, let pong = pendingPong, !closeSent {
+            pendingPong = nil
+            context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .pong, data: pong)), promise: nil)
+        }
         if context.channel.isWritable { drain() }
         context.fireChannelWritabilityChanged()
     }

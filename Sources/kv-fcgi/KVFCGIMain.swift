@@ -55,6 +55,8 @@ struct KVFCGIMain: ParsableCommand {
     @Option(help: "Longest wait for kv-stored on one request, in milliseconds.")
     var storeTimeoutMs = 5000
 
+    @OptionGroup var originOptions: OriginOptions
+
     @OptionGroup var loggingOptions: LoggingOptions
 
     func validate() throws {
@@ -75,6 +77,7 @@ struct KVFCGIMain: ParsableCommand {
         configuration.limits = limitOptions.limits
         configuration.storeTimeoutMilliseconds = storeTimeoutMs
         configuration.storeCredentials = StoreCredentials.fromEnvironment()
+        configuration.origins = try originOptions.policy
         try FCGIDaemon.run(configuration, logger: logger)
     }
 }

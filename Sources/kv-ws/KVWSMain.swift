@@ -57,6 +57,14 @@ struct KVWSMain: AsyncParsableCommand {
     @Option(help: "Seconds between WebSocket pings (keeps idle subscribers alive through proxies).")
     var pingSeconds = 30
 
+    @Option(help: "Keys one connection may watch at once; a subscribe past it gets an error.")
+    var maxSubscriptions = 10_000
+
+    @Option(help: "Bytes of one connection's messages read but not yet answered; past it, kv-ws stops reading from that client until they are.")
+    var maxPendingBytes = 16 << 20
+
+    @OptionGroup var originOptions: OriginOptions
+
     @OptionGroup var loggingOptions: LoggingOptions
 
     func validate() throws {
@@ -68,6 +76,7 @@ struct KVWSMain: AsyncParsableCommand {
         }
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
         guard pingSeconds >= 1 else { throw ValidationError("--ping-seconds must be at least 1") }
+        guard maxSubscriptions >= 1, maxPendingBytes >= 1 else { throw ValidationError("--max-subscriptions and --max-pending-bytes must be at least 1") }
     }
 
     func run() async throws {
@@ -79,6 +88,9 @@ struct KVWSMain: AsyncParsableCommand {
         configuration.limits = limitOptions.limits
         configuration.outputLimits = OutputLimits(conflateBytes: clientConflateBytes, maxBytes: clientOutputLimit)
         configuration.pingSeconds = pingSeconds
+        configuration.maxSubscriptionsPerConnection = maxSubscriptions
+        configuration.maxPendingBytesPerConnection = maxPendingBytes
+        configuration.origins = try originOptions.policy
         configuration.storeCredentials = StoreCredentials.fromEnvironment()
         if let threads { configuration.threads = threads }
         try await WSDaemon.run(configuration, logger: logger)

@@ -65,6 +65,21 @@ struct JSONReaderTests {
         #expect(throws: KVError.self) { try read(hostile) }
     }
 
+    /// Issue 15, finding 1: the duplicate check compared each member with every earlier one, so
+    /// 200,000 members cost 2·10¹⁰ comparisons (minutes). The limit is a guard against that hang,
+    /// sixty times what the linear reader needs, not a speed assertion (docs/BENCHMARKS.md has those).
+    @Test("an object of 200,000 members is read in linear time, at depth 0 and 1, and a late duplicate is still caught",
+          .timeLimit(.minutes(1)))
+    func manyMembers() throws {
+        let members = (0..<200_000).map { "\"k\($0)\":0" }.joined(separator: ",")
+        let top = try read("{\"value\":1,\(members)}")
+        #expect(top.root.members?.count == 200_001)
+        let nested = try read("{\"value\":{\(members)}}")
+        #expect(nested.root[member: "value"]?.members?.count == 200_000)
+        #expect(throws: KVError.self) { try read("{\"value\":1,\(members),\"k0\":1}") }
+        #expect(throws: KVError.self) { try read("{\"value\":{\(members),\"k199999\":1}}") }
+    }
+
     @Test("errors say where and what")
     func errorMessages() {
         do {

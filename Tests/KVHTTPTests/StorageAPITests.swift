@@ -84,7 +84,7 @@ struct StorageAPITests {
     @Test("the key is the raw path after /storage/, up to '?', percent-decoded once", arguments: [
         ("/storage/a/b", "a/b"), ("/storage/a%2Fb", "a/b"), ("/storage/%2541", "%41"), ("/storage/a?x=1", "a"),
         ("/storage/a%20b", "a b"), ("/storage/%D0%BA%D0%BB%D1%8E%D1%87", "ключ"), ("/storage/a+b", "a+b"),
-        ("/storage/..%2F..", "../.."), ("/storage//x", "/x"), ("/storage/a%3Fb?c", "a?b"),
+        ("/storage/...%2F.x", ".../.x"), ("/storage//x", "/x"), ("/storage/a%3Fb?c", "a?b"),
     ])
     func keys(uri: String, key: String) {
         let store = MemoryStore()
@@ -244,5 +244,71 @@ struct StorageAPITests {
         #expect(call(store, "DELETE", "/storage/k", ifMatch: "*").status == 412)
         let gone = call(store, "DELETE", "/storage/k", ifMatch: "\"2\"")
         #expect(gone.status == 412 && gone.header("ETag") == nil && gone.bodyText.contains("does not exist"))
+    }
+}
+
+/// Issue 15, findings 6 and 7: keys nginx would route as another path, and pages of other sites.
+@Suite("HTTP API: what nginx routed, and browser origins")
+struct StorageAPIBoundaryTests {
+    let api: StorageAPI
+
+    init() throws {
+        api = StorageAPI(limits: Limits(), origins: try OriginPolicy(parsing: ["https://app.example.com"]))
+    }
+
+    @Test("a key with a . or .. segment (as sent or percent-encoded) is a 400 and stores nothing; dots inside a segment are fine", arguments: [
+        "/storage/..", "/storage/../healthz", "/storage/a/../b", "/storage/a/.", "/storage/./a", "/storage/a%2F..%2Fb",
+        "/storage/%2E%2E/x", "/storage/a/%2e",
+    ])
+    func dotSegments(uri: String) {
+        let store = MemoryStore()
+        let response = api.handle(HTTPRequest(method: "POST", uri: uri, body: #"{"value":1}"#), store: store)
+        #expect(response.status == 400 && response.bodyText.contains("path segment"), "\(response.bodyText)")
+        #expect(store.values.isEmpty)
+        for fine in ["/storage/.hidden", "/storage/a..b", "/storage/.../x", "/storage/a/.b/c.", "/storage/%2E%2E%2E"] {
+            #expect(api.handle(HTTPRequest(method: "POST", uri: fine, body: #"{"value":1}"#), store: store).status == 202, "\(fine)")
+        }
+    }
+
+    @Test("a page of another site gets 403 and changes nothing; the site itself, a listed origin and non-browsers are served")
+    func origins() {
+        let store = MemoryStore()
+        let evil = api.handle(HTTPRequest(method: "POST", uri: "/storage/k", body: #"{"value":1}"#, origin: "https://evil.example", host: "kv.example.com"), store: store)
+        #expect(evil.status == 403 && evil.bodyText.contains("not allowed") && evil.header("Access-Control-Allow-Origin") == nil)
+        #expect(store.values.isEmpty)
+        #expect(api.handle(HTTPRequest(method: "GET", uri: "/storage/k", origin: "null", host: "kv.example.com"), store: store).status == 403)
+        for (origin, host) in [("http://kv.example.com", "kv.example.com"), ("https://kv.example.com", "kv.example.com:443"),
+                               ("http://127.0.0.1:8080", "127.0.0.1:8080"), ("HTTPS://APP.example.com", "kv.example.com")] {
+            let response = api.handle(HTTPRequest(method: "POST", uri: "/storage/k", body: #"{"value":1}"#, origin: origin, host: host), store: store)
+            #expect(response.status == 202, "\(origin) to \(host)")
+            #expect(response.header("Access-Control-Allow-Origin") == origin && response.header("Vary") == "Origin")
+            #expect(response.header("Access-Control-Expose-Headers")?.contains("ETag") == true)
+        }
+        #expect(api.handle(HTTPRequest(method: "GET", uri: "/storage/k", origin: "http://127.0.0.1:9999", host: "127.0.0.1:8080"), store: store).status == 403,
+                "another port is another origin")
+        let plain = api.handle(HTTPRequest(method: "GET", uri: "/storage/k"), store: store)
+        #expect(plain.status == 200 && plain.header("Access-Control-Allow-Origin") == nil, "curl sends no Origin and gets no CORS headers")
+    }
+
+    @Test("a CORS preflight is answered for allowed origins and refused for others; OPTIONS without Origin stays 405")
+    func preflight() {
+        let store = MemoryStore()
+        let allowed = api.handle(HTTPRequest(method: "OPTIONS", uri: "/storage/k", origin: "https://app.example.com", host: "kv.example.com"), store: store)
+        #expect(allowed.status == 204)
+        #expect(allowed.header("Access-Control-Allow-Methods") == "GET, HEAD, POST, DELETE")
+        #expect(allowed.header("Access-Control-Allow-Headers")?.contains("If-Match") == true)
+        #expect(allowed.header("Access-Control-Allow-Origin") == "https://app.example.com")
+        #expect(api.handle(HTTPRequest(method: "OPTIONS", uri: "/storage/k", origin: "https://evil.example", host: "kv.example.com"), store: store).status == 403)
+        #expect(api.handle(HTTPRequest(method: "OPTIONS", uri: "/storage/k"), store: store).status == 405)
+    }
+
+    @Test("origin lists are checked: junk is refused with a clear message; * allows every origin")
+    func originList() throws {
+        #expect(throws: KVError.self) { try OriginPolicy(parsing: ["app.example.com"]) }
+        #expect(throws: KVError.self) { try OriginPolicy(parsing: ["https://app.example.com/path"]) }
+        let any = try OriginPolicy(parsing: ["*"])
+        #expect(any.allows(origin: "https://whoever.example", host: "kv.example.com"))
+        #expect(OriginPolicy().allows(origin: nil, host: nil))
+        #expect(!OriginPolicy().allows(origin: "http://a.example", host: nil))
     }
 }

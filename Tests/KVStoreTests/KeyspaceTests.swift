@@ -137,6 +137,31 @@ struct KeyspaceExpiryTests {
         #expect(feed.summary == ["set a=1 @1", "expired a @2"])
     }
 
+    /// Issue 15, finding 5: `SET k v EXAT 20000000000` overflowed the nanosecond deadline and
+    /// ended kv-stored on an arithmetic trap.
+    @Test("deadlines far in the future, written or read back from the log, are capped at 100 years instead of overflowing")
+    func farDeadlines() throws {
+        let clock = ManualClock()
+        var ks = Keyspace(clock: clock)
+        let hundredYears = TTL.maxMilliseconds
+        for (key, at) in [("exat", Int64(20_000_000_000) * 1000), ("max", Int64.max), ("year9999", 253_402_300_799_000)] {
+            _ = ks.set(key, "1", expiry: .atUnixMilliseconds(at))
+            let entry = try #require(Array(key.utf8).withUnsafeBytes { ks.lookup($0) })
+            #expect(ks.remainingMilliseconds(of: entry) == hundredYears, "\(key)")
+        }
+        _ = ks.set("min", "1", expiry: .atUnixMilliseconds(Int64.min))
+        #expect(ks.get("min") == nil, "a deadline long past expires the key")
+        Array("restored".utf8).withUnsafeBytes { k in
+            Array("1".utf8).withUnsafeBytes { v in ks.restoreSet(k, value: v, revision: 100, deadlineUnixMilliseconds: Int64.max) }
+        }
+        let restored = try #require(Array("restored".utf8).withUnsafeBytes { ks.lookup($0) })
+        #expect(ks.remainingMilliseconds(of: restored) == hundredYears)
+        Array("old".utf8).withUnsafeBytes { k in
+            Array("1".utf8).withUnsafeBytes { v in ks.restoreSet(k, value: v, revision: 101, deadlineUnixMilliseconds: Int64.min) }
+        }
+        #expect(ks.get("old") == nil)
+    }
+
     @Test("a key that expires and is deleted at about the same moment yields one event")
     func expireThenDelete() {
         let clock = ManualClock()

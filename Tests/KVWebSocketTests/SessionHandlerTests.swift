@@ -48,6 +48,16 @@ final class FakeHub: Subscriptions, @unchecked Sendable {
     }
 }
 
+final class ReadCounter: ChannelOutboundHandler, @unchecked Sendable {
+    typealias OutboundIn = Any
+    var count = 0
+
+    func read(context: ChannelHandlerContext) {
+        count += 1
+        context.read()
+    }
+}
+
 /// A session handler on an EmbeddedChannel: frames in, frames out, time advanced by hand.
 struct Harness {
     let channel = EmbeddedChannel()
@@ -55,10 +65,13 @@ struct Harness {
     let hub: FakeHub
     let session: Session
 
-    init() throws {
+    /// Counts the reads the handler asks of the socket (it pauses reading by not asking).
+    let reads = ReadCounter()
+
+    init(settings: WebSocketSessionHandler.Settings = .init(limits: Limits(), pingInterval: .seconds(30))) throws {
         hub = FakeHub(loop: channel.eventLoop)
         session = Session(id: 1, eventLoop: channel.eventLoop, limits: OutputLimits())
-        let settings = WebSocketSessionHandler.Settings(limits: Limits(), pingInterval: .seconds(30))
+        try channel.pipeline.syncOperations.addHandler(reads)
         try channel.pipeline.syncOperations.addHandler(
             WebSocketSessionHandler(session: session, requests: requests, hub: hub, settings: settings, logger: Logger(label: "test")))
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()  // active, as after an upgrade
@@ -181,6 +194,68 @@ struct SessionHandlerTests {
         #expect(h.channel.isActive)
         h.channel.embeddedEventLoop.advanceTime(by: .seconds(30))
         #expect(!h.channel.isActive, "the last ping went unanswered")
+    }
+
+    /// Issue 15, finding 2: pongs were written whatever the socket's state, so a client that
+    /// sent pings and never read grew kv-ws without bound.
+    @Test("a ping flood from a client that does not read costs one pending pong: only the newest ping is answered, once the socket takes data")
+    func pingFlood() throws {
+        let h = try Harness()
+        h.channel.isWritable = false
+        for i in 0..<10_000 { try h.send("ping \(i)", opcode: .ping) }
+        #expect(try h.received().isEmpty, "nothing is written while the socket takes nothing")
+        h.channel.isWritable = true
+        h.channel.pipeline.fireChannelWritabilityChanged()
+        let frames = try h.received()
+        #expect(frames.count == 1 && frames[0].0 == .pong && String(buffer: frames[0].1) == "ping 9999", "\(frames.map(\.0))")
+    }
+
+    /// Issue 15, finding 3: a connection that closed before kv-stored acknowledged its subscribe
+    /// left the subscription in the hub (and kv-stored) for good.
+    @Test("a subscribe acknowledged after its connection closed is dropped at once")
+    func subscribeAfterClose() throws {
+        let h = try Harness()
+        try h.send("subscribe", #"{"key":"fresh"}"#)
+        #expect(h.hub.pending.map(\.key) == ["fresh"])
+        try h.channel.close().wait()
+        #expect(h.hub.unsubscribed.isEmpty, "not acknowledged yet: nothing the handler knew of")
+        h.hub.pending[0].promise.succeed()
+        h.channel.embeddedEventLoop.run()
+        #expect(h.hub.unsubscribed == ["fresh"])
+    }
+
+    @Test("subscriptions per connection are capped: one past the limit is an error and subscribes nothing; a key already watched is fine")
+    func subscriptionLimit() throws {
+        let h = try Harness(settings: .init(limits: Limits(), pingInterval: .seconds(30), maxSubscriptions: 2))
+        for key in ["a", "b"] {
+            try h.send("subscribe", #"{"key":"\#(key)"}"#)
+            h.hub.pending.last?.promise.succeed()
+            h.channel.embeddedEventLoop.run()
+        }
+        try h.send("subscribe", #"{"key":"c"}"#)
+        try h.send(#"{"type":"subscribe","id":"again","payload":{"key":"a"}}"#)
+        #expect(h.hub.pending.map(\.key) == ["a", "b"], "c was refused, a is already watched")
+        let texts = try h.texts()
+        #expect(texts.count == 2 && texts[0].contains("subscription limit reached") && texts[1].contains(#""type":"ok""#), "\(texts)")
+        try h.send("unsubscribe", #"{"key":"a"}"#)
+        try h.send("subscribe", #"{"key":"c"}"#)
+        #expect(h.hub.pending.map(\.key) == ["a", "b", "c"], "room again after an unsubscribe")
+    }
+
+    @Test("reading pauses while a connection's unanswered messages exceed their byte limit, and resumes once they are answered")
+    func pendingBytes() throws {
+        let h = try Harness(settings: .init(limits: Limits(), pingInterval: .seconds(30), maxPendingBytes: 1000))
+        let big = String(repeating: "x", count: 600)
+        try h.send("set", #"{"key":"a","value":"\#(big)"}"#)
+        h.channel.read()
+        #expect(h.reads.count == 1, "600 bytes waiting: below the limit")
+        try h.send("set", #"{"key":"b","value":"\#(big)"}"#)
+        let before = h.reads.count
+        h.channel.read()
+        #expect(h.reads.count == before, "1200 bytes waiting: reading paused")
+        h.requests.reply(Harness.ok)
+        h.channel.embeddedEventLoop.run()
+        #expect(h.reads.count == before + 1, "the deferred read happens once the bytes are answered")
     }
 
     @Test("a client's close is answered with its code, then the connection closes and its subscriptions go")
