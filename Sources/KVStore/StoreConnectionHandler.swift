@@ -20,6 +20,11 @@ final class StoreConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
 
     /// Most bytes of pushes encoded per drain step, so one subscriber cannot monopolise its loop.
     static let drainChunkBytes = 256 << 10
+    /// Most reply bytes held while they wait for the log's commit. Past it, no further command
+    /// runs until the commit: otherwise `SET x 1` followed by thousands of `GET big` in one
+    /// write would make gigabytes of replies that nothing sends (the socket stays writable
+    /// while replies are held, so writability alone never stops the loop).
+    static let maxHeldReplyBytes = 1 << 20
 
     private let processor: CommandProcessor
     private let limits: RESPLimits
@@ -31,6 +36,8 @@ final class StoreConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
     private var replies: ByteBuffer
     private var inbound: ByteBuffer?
     private var argumentRanges: [Range<Int>] = []
+    /// How far the incomplete command at the start of `inbound` has been parsed.
+    private var parseProgress = RESPCommandParser.Progress()
     /// A `read` held back while the socket is not writable.
     private var pendingRead = false
     private var closing = false
@@ -96,10 +103,10 @@ final class StoreConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
             }  // else nothing is kept: an idle connection holds no read buffer
             processor.statistics.totalCommands.wrappingIncrement(by: executed, ordering: .relaxed)
         }
-        while buffer.readableBytes > 0, !closing, context.channel.isWritable {
+        while buffer.readableBytes > 0, !closing, context.channel.isWritable, !holdingReplies {
             let step: Result<RESPCommandParser.Outcome, RESPProtocolError> = buffer.withUnsafeReadableBytes { raw in
                 do throws(RESPProtocolError) {
-                    let outcome = try RESPCommandParser.parse(raw, limits: limits, arguments: &argumentRanges)
+                    let outcome = try RESPCommandParser.parse(raw, limits: limits, arguments: &argumentRanges, progress: &parseProgress)
                     if case .command = outcome {
                         processor.execute(
                             RESPArguments(bytes: raw, ranges: argumentRanges),
@@ -137,8 +144,15 @@ final class StoreConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
         context.fireChannelReadComplete()
     }
 
+    /// Replies wait for the log and have reached their bound: commands wait for the commit.
+    private var holdingReplies: Bool {
+        awaitingCommit && replies.readableBytes >= Self.maxHeldReplyBytes
+    }
+
+    /// Reading pauses while replies cannot go out (the client does not read them, or they wait
+    /// for the commit with the hold full), so unexecuted commands cannot pile up either.
     func read(context: ChannelHandlerContext) {
-        if context.channel.isWritable && !closing {
+        if context.channel.isWritable && !closing && !holdingReplies {
             context.read()
         } else {
             pendingRead = true
@@ -214,6 +228,13 @@ final class StoreConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
         guard let context else { return }
         flushReplies(context)
         drainChanges()
+        // Commands held back by the reply bound run now, and a read held with them resumes.
+        executeBufferedCommands(context)
+        flushReplies(context)
+        if pendingRead && context.channel.isWritable && !holdingReplies && !closing {
+            pendingRead = false
+            context.read()
+        }
     }
 
     // MARK: - Change pushes

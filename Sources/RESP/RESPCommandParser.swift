@@ -14,6 +14,23 @@ public enum RESPCommandParser {
         case incomplete
     }
 
+    /// How far an incomplete command has been parsed, so the next read resumes there instead of
+    /// parsing it again from its start: a client that drips a 1M-argument command a few bytes at
+    /// a time would otherwise cost time quadratic in its size. Positions are relative to the
+    /// command's first byte, which stays the buffer's start until the command is complete.
+    public struct Progress: Sendable, Equatable {
+        /// Where parsing resumes: the start of the first argument not yet read whole.
+        var position = 0
+        /// Arguments still to read; nil until the `*<count>` line has been read.
+        var remaining: Int?
+        /// Bytes of an inline command already searched for its LF.
+        var scanned = 0
+
+        public init() {}
+
+        var isFresh: Bool { position == 0 && remaining == nil && scanned == 0 }
+    }
+
     /// Parses the command at the start of `bytes`, replacing the contents of `arguments` with the
     /// ranges of its arguments (the name first).
     public static func parse(
@@ -21,21 +38,46 @@ public enum RESPCommandParser {
         limits: RESPLimits,
         arguments: inout [Range<Int>]
     ) throws(RESPProtocolError) -> Outcome {
-        arguments.removeAll(keepingCapacity: true)
-        guard let first = bytes.first else { return .incomplete }
-        if first != UInt8(ascii: "*") { return try parseInline(bytes, limits: limits, arguments: &arguments) }
+        var progress = Progress()
+        return try parse(bytes, limits: limits, arguments: &arguments, progress: &progress)
+    }
 
-        var position = 1
-        guard let count = try readNumber(bytes, at: &position, limits: limits) else { return .incomplete }
-        guard count >= 0 else {
-            if count == -1 { return .nothing(consumed: position) }  // a null array, as Redis skips it
-            throw RESPProtocolError("invalid multibulk length \(count)")
+    /// Parses the command at the start of `bytes`, resuming from `progress` (which an `.incomplete`
+    /// outcome updates, and any other outcome resets). `arguments` must be the array given to the
+    /// previous call while the command is incomplete: it keeps the arguments already read.
+    /// Each byte is looked at a bounded number of times whatever the reads' sizes: the total cost
+    /// is linear in the command's size.
+    public static func parse(
+        _ bytes: UnsafeRawBufferPointer,
+        limits: RESPLimits,
+        arguments: inout [Range<Int>],
+        progress: inout Progress
+    ) throws(RESPProtocolError) -> Outcome {
+        if progress.isFresh { arguments.removeAll(keepingCapacity: true) }
+        guard let first = bytes.first else { return .incomplete }
+        if first != UInt8(ascii: "*") { return try parseInline(bytes, limits: limits, arguments: &arguments, progress: &progress) }
+
+        var position = progress.position
+        var remaining: Int
+        if let left = progress.remaining {
+            remaining = left
+        } else {
+            position = 1
+            // At most 18 digits (readNumber's own bound): re-reading this line is cheap.
+            guard let count = try readNumber(bytes, at: &position, limits: limits) else { return .incomplete }
+            guard count >= 0 else {
+                if count == -1 { return .nothing(consumed: position) }  // a null array, as Redis skips it
+                throw RESPProtocolError("invalid multibulk length \(count)")
+            }
+            guard count <= limits.maxElements else {
+                throw RESPProtocolError("multibulk of \(count) exceeds the limit of \(limits.maxElements)")
+            }
+            if count == 0 { return .nothing(consumed: position) }
+            remaining = count
+            progress.remaining = count
+            progress.position = position
         }
-        guard count <= limits.maxElements else {
-            throw RESPProtocolError("multibulk of \(count) exceeds the limit of \(limits.maxElements)")
-        }
-        if count == 0 { return .nothing(consumed: position) }
-        for _ in 0..<count {
+        while remaining > 0 {
             guard position < bytes.count else { return .incomplete }
             guard bytes[position] == UInt8(ascii: "$") else {
                 throw RESPProtocolError("expected '$' in a command, got '\(Character(Unicode.Scalar(bytes[position])))'")
@@ -46,6 +88,7 @@ public enum RESPCommandParser {
             guard length <= limits.maxBulkBytes else {
                 throw RESPProtocolError("bulk of \(length) exceeds the limit of \(limits.maxBulkBytes)")
             }
+            // The bulk's bytes are not looked at until they are all here.
             guard bytes.count - position >= length + 2 else { return .incomplete }
             arguments.append(position..<(position + length))
             position += length
@@ -53,7 +96,11 @@ public enum RESPCommandParser {
                 throw RESPProtocolError("bulk string not followed by CRLF")
             }
             position += 2
+            remaining -= 1
+            progress.position = position
+            progress.remaining = remaining
         }
+        progress = Progress()
         return .command(consumed: position)
     }
 
@@ -82,11 +129,16 @@ public enum RESPCommandParser {
         return nil
     }
 
-    private static func parseInline(_ bytes: UnsafeRawBufferPointer, limits: RESPLimits, arguments: inout [Range<Int>]) throws(RESPProtocolError) -> Outcome {
-        guard let lf = bytes.firstIndex(of: 0x0A) else {
+    private static func parseInline(
+        _ bytes: UnsafeRawBufferPointer, limits: RESPLimits, arguments: inout [Range<Int>], progress: inout Progress
+    ) throws(RESPProtocolError) -> Outcome {
+        // The search for the LF resumes where the last read's search ended.
+        guard let lf = bytes[min(progress.scanned, bytes.count)...].firstIndex(of: 0x0A) else {
             if bytes.count > limits.maxLineBytes { throw RESPProtocolError("line longer than \(limits.maxLineBytes) bytes") }
+            progress.scanned = bytes.count
             return .incomplete
         }
+        progress = Progress()
         if lf > limits.maxLineBytes { throw RESPProtocolError("line longer than \(limits.maxLineBytes) bytes") }
         let end = lf > 0 && bytes[lf - 1] == 0x0D ? lf - 1 : lf
         var i = 0

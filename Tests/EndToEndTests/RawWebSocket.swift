@@ -12,15 +12,28 @@ final class RawWebSocket {
     /// Connects to 127.0.0.1:`port`, upgrades `/ws`, with a small receive buffer.
     init(port: Int, receiveBuffer: Int32 = 4096) throws {
         fd = try connectLoopback(port: port, receiveBuffer: receiveBuffer)
-        try write(Array("GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".utf8))
-        // Read the 101 response head byte by byte, so no frame after it is consumed.
+        let head = try Self.handshake(fd, headers: [])
+        guard head.hasPrefix("HTTP/1.1 101") else { throw POSIXFailure(what: "upgrade refused") }
+    }
+
+    /// The response head to an upgrade of `/ws` with these extra header lines (an `Origin`, say).
+    static func handshakeResponse(port: Int, headers: [String]) throws -> String {
+        let fd = try connectLoopback(port: port)
+        defer { close(fd) }
+        return try handshake(fd, headers: headers)
+    }
+
+    private static func handshake(_ fd: Int32, headers: [String]) throws -> String {
+        let extra = headers.map { $0 + "\r\n" }.joined()
+        try write(fd, Array("GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\(extra)\r\n".utf8))
+        // Read the response head byte by byte, so no frame after it is consumed.
         var head: [UInt8] = []
         var byte: UInt8 = 0
         while !head.suffix(4).elementsEqual([13, 10, 13, 10]) {
             guard recv(fd, &byte, 1, 0) == 1 else { throw POSIXFailure(what: "handshake") }
             head.append(byte)
         }
-        guard String(decoding: head, as: UTF8.self).hasPrefix("HTTP/1.1 101") else { throw POSIXFailure(what: "upgrade refused") }
+        return String(decoding: head, as: UTF8.self)
     }
 
     deinit { close(fd) }
@@ -72,8 +85,12 @@ final class RawWebSocket {
 
     /// Sends one masked text frame, as RFC 6455 requires of clients.
     func sendText(_ text: String) throws {
-        let payload = Array(text.utf8)
-        var frame: [UInt8] = [0x81]
+        try write(Self.frame(opcode: 0x1, Array(text.utf8)))
+    }
+
+    /// One masked frame with `fin` set, as RFC 6455 requires of clients.
+    static func frame(opcode: UInt8, _ payload: [UInt8]) -> [UInt8] {
+        var frame: [UInt8] = [0x80 | opcode]
         if payload.count < 126 {
             frame.append(0x80 | UInt8(payload.count))
         } else if payload.count <= 0xFFFF {
@@ -85,10 +102,12 @@ final class RawWebSocket {
         let mask: [UInt8] = [0x12, 0x34, 0x56, 0x78]
         frame += mask
         frame += payload.enumerated().map { $0.element ^ mask[$0.offset % 4] }
-        try write(frame)
+        return frame
     }
 
-    private func write(_ bytes: [UInt8]) throws {
+    func write(_ bytes: [UInt8]) throws { try Self.write(fd, bytes) }
+
+    private static func write(_ fd: Int32, _ bytes: [UInt8]) throws {
         var offset = 0
         while offset < bytes.count {
             let n = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress! + offset, bytes.count - offset, Int32(MSG_NOSIGNAL)) }

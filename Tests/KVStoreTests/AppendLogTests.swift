@@ -133,6 +133,26 @@ struct AppendLogTests {
         #expect(read(flipped).outcome == .damaged(LogDamage(offset: fourthStarts, reason: .badChecksum)))
     }
 
+    /// Issue 15: a damaged length that ran past the end of the log read as a torn tail, and
+    /// recovery cut off every record after it without a word.
+    @Test("a record whose length runs past a whole record after it is damage, not a torn tail")
+    func damagedLength() {
+        let header = bytes([Self.sample[0]])
+        let record = bytes([Self.sample[2]])
+        let rest = bytes(Array(Self.sample[3...]))
+        let text = String(decoding: record, as: UTF8.self)
+        let longer = Array(text.replacingOccurrences(of: "$11\r\n{", with: "$99999\r\n{").utf8)
+        #expect(longer != record)
+        let outcome = read(header + longer + rest).outcome
+        guard case .damaged(let damage) = outcome else {
+            Issue.record("a damaged length read as \(outcome)")
+            return
+        }
+        #expect(damage.offset == header.count)
+        // The same record at the very end of the log is what a crash leaves: a torn tail.
+        #expect(read(header + longer).outcome == .tornTail(validBytes: header.count))
+    }
+
     @Test("format 1 logs (no checksums) still read")
     func formatOne() {
         let v1 = Array("*3\r\n$5\r\nKVLOG\r\n$1\r\n1\r\n$1\r\ne\r\n*4\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\n1\r\n$1\r\n7\r\n".utf8)

@@ -1,3 +1,4 @@
+import Foundation
 import KVCore
 import Logging
 import NIOCore
@@ -6,6 +7,19 @@ import NIOExtras
 import RESP
 import Testing
 @testable import KVStore
+
+/// A temporary folder for a log, removed with the value.
+final class TemporaryLogDirectory {
+    let path: String
+
+    init() throws {
+        var template = Array("/tmp/kvch-XXXXXX".utf8CString)
+        guard let made = mkdtemp(&template) else { throw PersistenceFailure("mkdtemp failed") }
+        path = String(cString: made)
+    }
+
+    deinit { try? FileManager.default.removeItem(atPath: path) }
+}
 
 /// Channel-level tests: bytes in, bytes out, through the real pipeline on EmbeddedChannels.
 @Suite("kv-stored connection handling")
@@ -68,6 +82,37 @@ struct ConnectionHandlerTests {
         channel.isWritable = true
         channel.pipeline.fireChannelWritabilityChanged()
         #expect(try output(channel) == "+OK\r\n$1\r\n1\r\n")
+    }
+
+    /// Issue 15: replies waiting for the log's commit kept the socket writable, so nothing
+    /// stopped `SET x 1` + thousands of `GET big` in one write from making unbounded replies.
+    @Test("replies held for the log's commit are bounded: commands wait for the commit, then all are answered in order")
+    func heldRepliesAreBounded() throws {
+        let dir = try TemporaryLogDirectory()
+        let store = makeStore()
+        let appendLog = try AppendLog(path: dir.path + "/kv-stored.aof", validBytes: 0, epoch: "e", policy: .no, logger: log.logger)
+        store.withKeyspace { $0.recorder = appendLog }
+        let processor = CommandProcessor(store: store, limits: Limits(), statistics: statistics, socketPath: "/test", log: appendLog)
+        let channel = EmbeddedChannel(loop: loop)
+        try channel.pipeline.syncOperations.addHandler(StoreConnectionHandler(
+            processor: processor, limits: RESPLimits(maxBulkBytes: 1 << 20), outboxLimits: .init(), logger: log.logger,
+            commitBatch: CommitBatch(log: appendLog, eventLoop: loop)))
+        try channel.connect(to: SocketAddress(unixDomainSocketPath: "/test")).wait()
+        try send(channel, ["SET", "big", String(repeating: "b", count: 64 << 10)])
+        loop.run()
+        #expect(try output(channel) == "+OK\r\n")
+
+        var burst = ByteBuffer()
+        burst.writeRESPCommand(["SET", "x", "1"].map { ByteBuffer(string: $0) })
+        for _ in 0..<1000 { burst.writeRESPCommand(["GET", "big"].map { ByteBuffer(string: $0) }) }
+        let before = statistics.totalCommands.load(ordering: .relaxed)
+        channel.pipeline.fireChannelRead(NIOAny(burst))
+        let ran = statistics.totalCommands.load(ordering: .relaxed) - before
+        #expect(ran <= 1 + (StoreConnectionHandler.maxHeldReplyBytes >> 16) + 1, "\(ran) commands ran before the commit: their replies are held")
+        loop.run()  // the commit, then the rest
+        let replies = try output(channel)
+        #expect(replies.hasPrefix("+OK\r\n$65536\r\n"))
+        #expect(replies.utf8.count == 5 + 1000 * (65536 + 10), "every GET answered once, after the commit")
     }
 
     @Test("a subscription acknowledgement precedes the changes, which arrive in revision order")

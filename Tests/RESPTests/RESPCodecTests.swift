@@ -117,6 +117,51 @@ struct RESPCommandParserTests {
         #expect(throws: RESPProtocolError.self) { try parseCommand(Array(text.utf8)) }
     }
 
+    /// Issue 15: an incomplete command was parsed again from its start on every read, so one
+    /// dripped a few bytes at a time cost time quadratic in its size.
+    @Test("a command fed in pieces resumes where the last piece ended, and gives the same arguments as fed whole", arguments: [1, 3, 7, 64])
+    func resumes(pieceSize: Int) throws {
+        var text = "*201\r\n$4\r\nMSET\r\n"
+        for i in 0..<200 { text += "$\(String(i).utf8.count)\r\n\(i)\r\n" }
+        let bytes = Array(text.utf8)
+        var ranges: [Range<Int>] = []
+        var progress = RESPCommandParser.Progress()
+        var fed = 0, outcome = RESPCommandParser.Outcome.incomplete
+        while case .incomplete = outcome, fed < bytes.count {
+            fed = min(fed + pieceSize, bytes.count)
+            outcome = try Array(bytes[0..<fed]).withUnsafeBytes { raw throws(RESPProtocolError) in
+                try RESPCommandParser.parse(raw, limits: RESPLimits(maxBulkBytes: 1024), arguments: &ranges, progress: &progress)
+            }
+            if case .incomplete = outcome {
+                // Nothing before the first argument not yet whole is read again.
+                let afterCountLine = progress.remaining == nil ? 0 : "*201\r\n".utf8.count
+                #expect(progress.position == (ranges.last.map { $0.upperBound + 2 } ?? afterCountLine))
+            }
+        }
+        #expect(outcome == .command(consumed: bytes.count))
+        #expect(progress == RESPCommandParser.Progress(), "reset for the next command")
+        let whole = try parseCommand(bytes)
+        let pieces = bytes.withUnsafeBytes { raw in (0..<ranges.count).map { RESPArguments(bytes: raw, ranges: ranges).string($0) } }
+        #expect(pieces == whole.arguments && pieces.count == 201)
+    }
+
+    @Test("an inline command fed in pieces searches each byte for its end once")
+    func inlineResumes() throws {
+        let bytes = Array("SET key value\r\n".utf8)
+        var ranges: [Range<Int>] = []
+        var progress = RESPCommandParser.Progress()
+        for fed in 1..<bytes.count {
+            let outcome = try Array(bytes[0..<fed]).withUnsafeBytes { raw throws(RESPProtocolError) in
+                try RESPCommandParser.parse(raw, limits: RESPLimits(maxBulkBytes: 1024), arguments: &ranges, progress: &progress)
+            }
+            #expect(outcome == .incomplete && progress.scanned == fed)
+        }
+        let outcome = try bytes.withUnsafeBytes { raw throws(RESPProtocolError) in
+            try RESPCommandParser.parse(raw, limits: RESPLimits(maxBulkBytes: 1024), arguments: &ranges, progress: &progress)
+        }
+        #expect(outcome == .command(consumed: bytes.count) && ranges.count == 3)
+    }
+
     @Test("arguments match words ignoring case")
     func matching() throws {
         let bytes = Array("*2\r\n$3\r\nsEt\r\n$2\r\npx\r\n".utf8)

@@ -60,6 +60,12 @@ public enum LogReader {
             }
             switch outcome {
             case .incomplete:
+                // A record running past the end is what a crash leaves of the last write, unless
+                // a whole record follows it: then its length was damaged, and cutting the log
+                // there would silently drop every record after it.
+                if !hasZeroSector(bytes, from: offset, to: end), let next = nextRecord(in: log, after: offset, checksummed: checksummed) {
+                    return .damaged(LogDamage(offset: offset, reason: .malformed("the record's length runs past a whole record at offset \(next)")))
+                }
                 return .tornTail(validBytes: offset)
             case .nothing:
                 return failure(offset, .malformed("empty record"))
@@ -95,6 +101,29 @@ public enum LogReader {
             }
         }
         return .complete(length: end)
+    }
+
+    /// The offset of the first whole, valid record that starts after `offset` (at a `*` that
+    /// follows a line end), if any. Each attempt reads only record headers until one is whole
+    /// (bulk contents are skipped by their lengths, at most 8 fields); only whole ones have
+    /// their checksum computed, and at most `maxVerified` of them (values may hold text shaped
+    /// like records), so the search stays linear in the log's size.
+    static func nextRecord(in log: UnsafeRawBufferPointer, after offset: Int, checksummed: Bool, maxVerified: Int = 64) -> Int? {
+        let limits = RESPLimits(maxBulkBytes: Int(UInt32.max), maxElements: 8)
+        var ranges: [Range<Int>] = []
+        var candidate = offset + 1
+        var verified = 0
+        while candidate < log.count, verified < maxVerified {
+            guard let star = log[candidate...].firstIndex(of: UInt8(ascii: "*")) else { return nil }
+            candidate = star + 1
+            guard log[star - 1] == 0x0A else { continue }
+            let rest = UnsafeRawBufferPointer(rebasing: log[star...])
+            guard case .command? = try? RESPCommandParser.parse(rest, limits: limits, arguments: &ranges) else { continue }
+            verified += 1
+            let args = RESPArguments(bytes: rest, ranges: ranges)
+            if case .success = checksummed ? LogRecord.decodeChecked(args) : LogRecord.decode(args) { return star }
+        }
+        return nil
     }
 
     /// Whether a whole, aligned sector of zeros lies in `bytes[from..<to]`: the mark of a write a

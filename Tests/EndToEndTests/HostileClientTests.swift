@@ -1,0 +1,164 @@
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Issue 15: each attack a hostile client made on `make run`, repeated through the real nginx.
+/// Every test checks that the process survives, stays within its memory, keeps serving the
+/// other clients, and that the attacker gets the documented answer (docs/security.md).
+@Suite("Hostile clients through nginx", .serialized)
+struct HostileClientTests {
+    @Test("a POST of 200,000 JSON members (2.3 MB) is answered, and other clients are served meanwhile")
+    func quadraticJSON() throws {
+        let stack = try HTTPStack()
+        let members = (0..<200_000).map { "\"k\($0)\":0" }.joined(separator: ",")
+        // Linear: a fraction of a second. The quadratic reader took minutes, past the client's 30 s.
+        let pending = try stack.client().start("POST", "/storage/wide", json: "{\"value\":{\(members)}}")
+        #expect(try stack.client().send("GET", "/healthz").status == 200)
+        #expect(try pending.finish().status == 202)
+        #expect(try stack.client().send("GET", "/storage/wide").body.count > 2_000_000)
+    }
+
+    @Test("a client flooding pings without reading leaves kv-ws's memory flat and the connection usable by others")
+    func pingFlood() async throws {
+        let stack = try HTTPStack(wsArguments: [])
+        let ws = try #require(stack.ws)
+        let before = try residentBytes(of: ws)
+        let flooder = try RawWebSocket(port: stack.port, receiveBuffer: 4096)
+        var sendTimeout = timeval(tv_sec: 30, tv_usec: 0)
+        setsockopt(flooder.fd, SOL_SOCKET, SO_SNDTIMEO, &sendTimeout, socklen_t(MemoryLayout<timeval>.size))
+        // 400,000 pings with the largest payload (125 bytes): 50 MB of pongs owed to a client
+        // that reads none. kv-ws used to queue them all (1.6 GB in 15 s on make run).
+        let ping = RawWebSocket.frame(opcode: 0x9, [UInt8](repeating: 0x70, count: 125))
+        let burst = Array([[UInt8]](repeating: ping, count: 1000).joined())
+        for _ in 0..<400 { try flooder.write(burst) }
+        // Every ping has reached kv-ws once a message sent after them is answered.
+        try flooder.sendText(#"{"type":"get","payload":{"key":"after-the-flood"}}"#)
+        let other = try await TestWebSocket.connect(stack.webSocketURL)
+        try await other.send(type: "get", #"{"key":"k"}"#)
+        #expect(try await other.next() == #"{"type":"no-value","payload":{"key":"k"}}"#)
+        let grown = try residentBytes(of: ws) - before
+        #expect(grown < 48 << 20, "kv-ws grew by \(grown >> 20) MiB for one client's pongs")
+        await other.close()
+    }
+
+    @Test("500 connections that subscribe a fresh key and close at once leave no subscription behind, in kv-ws or in kv-stored")
+    func subscriptionLeak() throws {
+        let stack = try HTTPStack(wsArguments: [])
+        for i in 0..<500 {
+            let socket = try RawWebSocket(port: stack.port)
+            try socket.sendText(#"{"type":"subscribe","payload":{"key":"fresh-\#(i)"}}"#)
+            // Closed at once: the subscription is usually still being acknowledged.
+        }
+        let http = stack.client()
+        let clean = eventually(within: 30) {
+            (try? stack.storeSubscribedKeys()) == 0 && metric("kv_ws_subscriptions", in: (try? http.send("GET", "/metrics/kv-ws").text) ?? "") == 0
+        }
+        let leftInStore = try stack.storeSubscribedKeys()
+        #expect(clean, "kv-stored still has \(leftInStore) subscribed keys")
+    }
+
+    @Test("100 clients that never read a large value hold no kv-fcgi thread: /healthz, /readyz and small GETs are answered")
+    func slowHTTPReaders() throws {
+        let stack = try HTTPStack(fcgiThreads: 4)
+        let value = "\"" + String(repeating: "v", count: 8 << 20) + "\""
+        #expect(try stack.client().send("POST", "/storage/big", json: "{\"value\":\(value)}").status == 202)
+        #expect(try stack.client().send("POST", "/storage/small", json: #"{"value":1}"#).status == 202)
+        // Each asks for 8 MiB and reads none of it (a 4 KiB receive buffer).
+        let slow = try (0..<100).map { _ in
+            let fd = try connectLoopback(port: stack.port, receiveBuffer: 4096)
+            let request = Array("GET /storage/big HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".utf8)
+            guard send(fd, request, request.count, Int32(MSG_NOSIGNAL)) == request.count else { throw POSIXFailure(what: "send") }
+            return fd
+        }
+        defer { for fd in slow { close(fd) } }
+        // The client's 30 s receive timeout is the bound: kv-fcgi's 4 threads would be held for
+        // nginx's 60 s send timeout if nginx did not spool the responses.
+        for _ in 0..<3 {
+            #expect(try stack.client().send("GET", "/healthz").status == 200)
+            #expect(try stack.client().send("GET", "/readyz").status == 200)
+            #expect(try stack.client().send("GET", "/storage/small").text == #"{"value":1}"#)
+        }
+    }
+
+    @Test("100 WebSocket clients that never read a large value do not delay another client's answers")
+    func slowWebSocketReaders() async throws {
+        let stack = try HTTPStack(wsArguments: [])
+        let value = "\"" + String(repeating: "v", count: 1 << 20) + "\""
+        #expect(try stack.client().send("POST", "/storage/big", json: "{\"value\":\(value)}").status == 202)
+        let slow = try (0..<100).map { _ in try RawWebSocket(port: stack.port) }
+        for socket in slow { for _ in 0..<4 { try socket.sendText(#"{"type":"get","payload":{"key":"big"}}"#) } }
+        let other = try await TestWebSocket.connect(stack.webSocketURL)
+        for i in 0..<20 {
+            try await other.send(type: "get", #"{"key":"k\#(i)"}"#)
+            #expect(try await other.next() == #"{"type":"no-value","payload":{"key":"k\#(i)"}}"#)
+        }
+        #expect(try stack.client().send("GET", "/healthz").status == 200)
+        await other.close()
+        _ = slow
+    }
+
+    @Test("SET with an EXAT centuries away is accepted and kv-stored lives on (it used to trap on an overflow)")
+    func farExpiry() throws {
+        let stack = try HTTPStack()
+        #expect(try stack.storeCLI("set", "far", "1", "exat", "20000000000") == "OK")
+        #expect(try stack.storeCLI("set", "farther", "1", "pxat", "253402300799000") == "OK")
+        #expect(try stack.storeCLI("ping") == "PONG")
+        let ttl = try #require(Int64(try stack.storeCLI("pttl", "far")))
+        #expect(ttl > 0 && ttl <= 3_155_760_000_000, "capped at 100 years: \(ttl)")
+        #expect(try stack.client().send("GET", "/storage/far").text == "{\"value\":1}")
+    }
+
+    @Test("a request nginx routes away from /storage/ is not treated as storage; a key nginx would fold is refused")
+    func routing() throws {
+        let stack = try HTTPStack()
+        let http = stack.client()
+        // nginx resolves this to /healthz: kv-fcgi answers as /healthz (GET and HEAD only), stores nothing.
+        let walked = try http.send("POST", "/storage/../healthz", json: #"{"value":1}"#)
+        #expect(walked.status == 405, "\(walked)")
+        #expect(try stack.storedValue("../healthz") == "")
+        // Routed to /storage/ by nginx, but the key is not the path nginx checked: refused.
+        for target in ["/storage/a/../b", "/storage/a%2F..%2Fb", "/storage/a/%2E%2E/b", "/storage/x/./y"] {
+            let response = try http.send("POST", target, json: #"{"value":1}"#)
+            #expect(response.status == 400 && response.text.contains("path segment"), "\(target) → \(response)")
+        }
+        #expect(try stack.storeCLI("dbsize") == "0")
+    }
+
+    @Test("browsers: another site's page is refused (WebSocket 403, HTTP 403); the site itself, listed origins and non-browsers are served")
+    func origins() throws {
+        let stack = try HTTPStack(fcgiArguments: ["--allowed-origins", "https://app.example.com"],
+                                  wsArguments: ["--allowed-origins", "https://app.example.com"])
+        let evil = try RawWebSocket.handshakeResponse(port: stack.port, headers: ["Origin: https://evil.example"])
+        #expect(evil.hasPrefix("HTTP/1.1 403"), "\(evil)")
+        for allowed in [[], ["Origin: https://app.example.com"]] {
+            let head = try RawWebSocket.handshakeResponse(port: stack.port, headers: allowed)
+            #expect(head.hasPrefix("HTTP/1.1 101"), "\(allowed): \(head)")
+        }
+        let http = stack.client()
+        let refused = try http.send("POST", "/storage/k", body: Array(#"{"value":1}"#.utf8), headers: ["Origin": "https://evil.example"])
+        #expect(refused.status == 403 && refused.text.contains("not allowed"))
+        #expect(try stack.storedValue("k") == "")
+        let listed = try http.send("POST", "/storage/k", body: Array(#"{"value":1}"#.utf8), headers: ["Origin": "https://app.example.com"])
+        #expect(listed.status == 202 && listed.headers["access-control-allow-origin"] == "https://app.example.com")
+        let preflight = try http.send("OPTIONS", "/storage/k", headers: ["Origin": "https://app.example.com", "Access-Control-Request-Method": "DELETE"])
+        #expect(preflight.status == 204 && preflight.headers["access-control-allow-methods"]?.contains("DELETE") == true)
+        #expect(try http.send("POST", "/storage/k", json: #"{"value":2}"#).status == 202, "curl sends no Origin")
+    }
+}
+
+/// The resident memory of a daemon, from /proc.
+func residentBytes(of daemon: DaemonProcess) throws -> Int {
+    let status = try String(contentsOfFile: "/proc/\(daemon.process.processIdentifier)/status", encoding: .utf8)
+    guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
+          let kilobytes = Int(line.split(separator: " ").dropFirst().first ?? "")
+    else { throw POSIXFailure(what: "VmRSS") }
+    return kilobytes * 1024
+}
+
+/// The value of an unlabelled metric in a Prometheus exposition; nil when absent.
+func metric(_ name: String, in exposition: String) -> Double? {
+    exposition.split(separator: "\n").first { $0.hasPrefix(name + " ") }.flatMap { Double($0.split(separator: " ").last ?? "") }
+}
