@@ -129,6 +129,10 @@ public final class BlockingStoreClient {
     }
 
     static func unexpected(_ reply: RESPValue) -> KVError {
+        // kv-stored's --max-memory and Redis's maxmemory both answer writes with OOM.
+        if case .error(let text) = reply, text.readableBytesView.starts(with: "OOM ".utf8) {
+            return KVError(.storageFull, "the store is full (its memory limit is reached): writes are refused until keys are deleted or expire; reads and deletes still work")
+        }
         if case .error(let text) = reply {
             return KVError(.storageError, "the store answered: \(String(buffer: text))")
         }

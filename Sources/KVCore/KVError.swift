@@ -17,6 +17,9 @@ public struct KVError: Error, Equatable, Sendable, CustomStringConvertible {
         case storageUnavailable
         /// kv-stored answered with something this client does not understand, or an internal error.
         case storageError
+        /// The store is at its memory limit (kv-stored's `--max-memory`, Redis's `maxmemory`):
+        /// writes are refused until keys are deleted or expire; reads and deletes still work.
+        case storageFull
     }
 
     public var code: Code

@@ -74,6 +74,7 @@ public struct HTTPResponse: Sendable, Equatable {
         case 413: "Content Too Large"
         case 500: "Internal Server Error"
         case 503: "Service Unavailable"
+        case 507: "Insufficient Storage"
         default: "Status"
         }
     }

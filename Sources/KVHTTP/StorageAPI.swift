@@ -185,6 +185,7 @@ public struct StorageAPI: Sendable {
         case .tooLarge: 413
         case .storageUnavailable: 503
         case .storageError: 500
+        case .storageFull: 507
         }
     }
 

@@ -47,6 +47,18 @@ struct ChangeHistory: Sendable {
         }
     }
 
+    /// Drops the oldest changes until `bytes` of them are gone or none is left (the memory limit
+    /// needs room: the history is a cache for resumes, which become resets without it).
+    mutating func shed(_ needed: Int) {
+        var freed = 0
+        while freed < needed, let first = changes.first {
+            changes.removeFirst()
+            bytes -= first.byteCost
+            freed += first.byteCost
+            floor = first.revision
+        }
+    }
+
     /// Nothing at or below `revision` is held (after loading a log).
     mutating func forget(through revision: UInt64) {
         while let first = changes.first, first.revision <= revision {

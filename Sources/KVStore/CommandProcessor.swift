@@ -36,8 +36,8 @@ public struct CommandProcessor: Sendable {
     public let log: AppendLog?
     /// How the log was loaded at startup.
     public let recovery: LogRecovery.Report?
-    /// The data's identity for its whole life: the log's epoch, or one made at start for
-    /// memory-only data. Resuming subscribers name it (`KVSYNC … EPOCH`).
+    /// The data's identity, which resuming subscribers name (`KVSYNC … EPOCH`): kept across a
+    /// clean restart, new after anything that may have lost or replaced revisions (`CleanStop`).
     public let epoch: String
     /// Renders `KVMETRICS` (nil: metrics are not kept, as in tests).
     public let metrics: StoreMetrics?
@@ -47,7 +47,7 @@ public struct CommandProcessor: Sendable {
     public static let compatibleRedisVersion = "7.0.0"
 
     public init(store: Store, limits: Limits, statistics: ServerStatistics, socketPath: String,
-                log: AppendLog? = nil, recovery: LogRecovery.Report? = nil, metrics: StoreMetrics? = nil) {
+                log: AppendLog? = nil, recovery: LogRecovery.Report? = nil, epoch: String = LogRecovery.newEpoch(), metrics: StoreMetrics? = nil) {
         self.metrics = metrics
         self.store = store
         self.limits = limits
@@ -55,7 +55,7 @@ public struct CommandProcessor: Sendable {
         self.socketPath = socketPath
         self.log = log
         self.recovery = recovery
-        self.epoch = recovery?.epoch ?? LogRecovery.newEpoch()
+        self.epoch = epoch
     }
 
     /// The commands of the subset. Matching is by bytes, ignoring case, with no allocation.
@@ -216,6 +216,7 @@ public struct CommandProcessor: Sendable {
         let outcome = store.withKeyspace { ks in
             ks.set(args[1], value: args[2], expiry: options.expiry, condition: options.condition)
         }
+        if outcome.overMemory { return Self.writeOutOfMemory(&out) }
         if options.returnPrevious {
             if let previous = outcome.previous {
                 previous.withValue { out.writeRESPBulkString($0) }
@@ -333,8 +334,14 @@ public struct CommandProcessor: Sendable {
             let outcome = ks.set(args[1], value: args[2], expiry: expiry, condition: condition ?? .always)
             return (outcome, ks.revision)
         }
+        if outcome.overMemory { return Self.writeOutOfMemory(&out) }
         guard outcome.applied else { return Self.writeConflict(outcome.previous?.revision ?? 0, &out) }
         out.writeRESPInteger(Int(revision))
+    }
+
+    /// Redis's own words for a write refused at `maxmemory`, so its clients recognise it.
+    static func writeOutOfMemory(_ out: inout ByteBuffer) {
+        out.writeRESPError("OOM command not allowed when used memory > 'maxmemory'.")
     }
 
     /// `KVDEL key [NX | XX | IFREV r …]` → `[1, revision of the delete]`, `[0, current revision]`
@@ -597,7 +604,8 @@ public struct CommandProcessor: Sendable {
             return out.writeRESPError("ERR CONFIG supports only GET in kv-stored")
         }
         let known: [(String, String)] = [
-            ("save", ""), ("appendonly", "no"), ("databases", "1"), ("maxmemory", "0"),
+            ("save", ""), ("appendonly", log == nil ? "no" : "yes"), ("databases", "1"),
+            ("maxmemory", String(store.withKeyspace { $0.maxMemoryBytes } ?? 0)), ("maxmemory-policy", "noeviction"),
             ("proto-max-bulk-len", String(max(limits.maxKeyBytes, limits.maxValueBytes))),
         ]
         var matches: [(String, String)] = []
@@ -645,7 +653,9 @@ public struct CommandProcessor: Sendable {
             // glibc exposes no 64-bit allocator total to Swift here, so used_memory is the RSS.
             ("used_memory", String(rss)), ("used_memory_rss", String(rss)),
             ("used_memory_dataset", String(snapshot.dataset)), ("used_memory_index", String(snapshot.index)),
-            ("maxmemory", "0"),
+            // What --max-memory bounds (Keyspace.usedMemoryBytes), and the bound.
+            ("used_memory_limited", String(store.withKeyspace { $0.usedMemoryBytes })),
+            ("maxmemory", String(store.withKeyspace { $0.maxMemoryBytes } ?? 0)), ("maxmemory_policy", "noeviction"),
         ])
         section("Stats", [
             ("total_connections_received", String(statistics.totalConnections.load(ordering: .relaxed))),

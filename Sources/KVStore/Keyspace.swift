@@ -32,10 +32,12 @@ public enum SetCondition: Sendable, Equatable {
 }
 
 public struct SetOutcome: Sendable {
-    /// False when the condition did not hold; nothing changed then.
+    /// False when the condition did not hold, or the memory limit refused the write; nothing changed then.
     public var applied: Bool
     /// The live entry the key had before (for `SET … GET`, and the revision a failed condition met).
     public var previous: Entry?
+    /// The write would have taken the data past `Keyspace.maxMemoryBytes`.
+    public var overMemory = false
 }
 
 /// What a conditional delete did.
@@ -72,6 +74,11 @@ public struct Keyspace: Sendable {
     public private(set) var stats = KeyspaceStats()
     /// Sum of key and value bytes of live entries.
     public private(set) var datasetBytes = 0
+    /// The most memory the data may use (`usedMemoryBytes`), or nil for no limit (kv-stored's
+    /// `--max-memory`). A write that would take it past this is refused; one that shrinks the
+    /// data is not, nor is any delete, and nothing stored is ever evicted (Redis's
+    /// `maxmemory-policy noeviction`).
+    public var maxMemoryBytes: Int?
     /// Where every change is recorded for durability (kv-stored's append-only log), in the same
     /// order, under the same lock; nil for a memory-only keyspace.
     public var recorder: (any ChangeRecorder)?
@@ -90,6 +97,9 @@ public struct Keyspace: Sendable {
     public var watchedKeyCount: Int { feed.keyCount }
     /// Memory of the index structures (table slots), for INFO.
     public var indexBytes: Int { table.slotBytes }
+    /// What `maxMemoryBytes` bounds: keys and values, the index, and the changes kept for
+    /// resuming subscribers. Connection buffers have limits of their own.
+    public var usedMemoryBytes: Int { datasetBytes + indexBytes + history.byteCount }
     /// Changes held for resuming subscribers, their bytes, and the revision they reach back to.
     public var historyFigures: (changes: Int, bytes: Int, floor: UInt64) { (history.count, history.byteCount, history.floor) }
 
@@ -142,6 +152,17 @@ public struct Keyspace: Sendable {
         let hash = KeyTable.hash(key)
         let previous = lookup(key, hash: hash)
         guard condition.holds(for: previous) else { return SetOutcome(applied: false, previous: previous) }
+        if let maxMemoryBytes {
+            let growth = key.count + value.count - (previous.map { $0.keyCount + $0.valueCount } ?? 0)
+            if growth > 0 && usedMemoryBytes + growth > maxMemoryBytes {
+                // The resume history gives way first (it shares live values, so it holds memory
+                // of its own only for superseded ones); the data is never evicted.
+                history.shed(usedMemoryBytes + growth - maxMemoryBytes)
+                if usedMemoryBytes + growth > maxMemoryBytes {
+                    return SetOutcome(applied: false, previous: previous, overMemory: true)
+                }
+            }
+        }
         let now = clock.monotonicNanoseconds()
         let deadline: Int64
         switch expiry {

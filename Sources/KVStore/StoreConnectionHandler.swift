@@ -216,6 +216,12 @@ final class StoreConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
             }
         }
         if awaitingCommit && !immediately { return }
+        if processor.log?.hasFailed == true {
+            // The log could not take these writes: nothing is acknowledged (the process is stopping).
+            closing = true
+            context.close(promise: nil)
+            return
+        }
         let chunk = replies
         replies = context.channel.allocator.buffer(capacity: 1024)
         context.writeAndFlush(wrapOutboundOut(chunk), promise: nil)

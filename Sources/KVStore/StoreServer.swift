@@ -24,6 +24,8 @@ public struct StoreServerConfiguration: Sendable {
     public var threads = StoreServerConfiguration.defaultThreads
     /// Recent changes kept for subscribers that resume (`KVSYNC … SINCE`).
     public var history = HistoryLimits()
+    /// The most memory the data may use (`Keyspace.maxMemoryBytes`); nil: no limit.
+    public var maxMemoryBytes: Int?
 
     /// The append-only log; nil keeps data in memory only (`--persistence none`).
     public var persistence: PersistenceConfiguration?
@@ -39,9 +41,12 @@ public struct StoreServerConfiguration: Sendable {
     }
 
     /// The decoder limits that follow from the key and value limits: a frame that cannot hold a
-    /// valid key or value is refused from its header, before anything is allocated for it.
+    /// valid key or value is refused from its header, before anything is allocated for it, and
+    /// a command as a whole may be as long as the longest write (a key and a value at their
+    /// limits, and 64 KiB for the rest): what one incomplete command can hold in memory.
     public var respLimits: RESPLimits {
-        RESPLimits(maxBulkBytes: max(limits.maxKeyBytes, limits.maxValueBytes), maxElements: maxArguments)
+        RESPLimits(maxBulkBytes: max(limits.maxKeyBytes, limits.maxValueBytes), maxElements: maxArguments,
+                   maxCommandBytes: limits.maxKeyBytes + limits.maxValueBytes + (64 << 10))
     }
 }
 
@@ -88,13 +93,16 @@ public final class StoreServer: Service, Sendable {
         try SocketFile.removeStale(at: configuration.socketPath)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.threads))
         let store = Store(clock: clock, timerLoop: group.next(), history: configuration.history)
+        store.withKeyspace { $0.maxMemoryBytes = configuration.maxMemoryBytes }
         var log: AppendLog?
+        // Memory-only data is new at every start, and so is its epoch.
+        var epoch = LogRecovery.newEpoch()
         do {
             var recovery: LogRecovery.Report?
             if let persistence = configuration.persistence {
-                (log, recovery) = try openLog(persistence, store: store)
+                (log, recovery, epoch) = try openLog(persistence, store: store)
             }
-            try await serve(group: group, store: store, log: log, recovery: recovery)
+            try await serve(group: group, store: store, log: log, recovery: recovery, epoch: epoch)
         } catch {
             store.stop()
             log?.stop()
@@ -103,22 +111,40 @@ public final class StoreServer: Service, Sendable {
         }
         store.stop()
         log?.stop()  // after the last connection: everything acknowledged is on disk
+        if let log, !log.hasFailed {
+            // The next start may keep this epoch if it finds the log exactly as it is now (CleanStop).
+            do { try CleanStop.record(log: log.path, epoch: epoch) } catch {
+                logger.warning("cannot mark the clean stop; the next start begins a new epoch", metadata: ["error": "\(error)"])
+            }
+        }
         try await group.shutdownGracefully()
         logger.notice("kv-stored stopped")
     }
 
     /// Loads the log into the keyspace (before the socket exists: no client sees a half-loaded
     /// keyspace), then records every later change in it.
-    private func openLog(_ persistence: PersistenceConfiguration, store: Store) throws -> (AppendLog, LogRecovery.Report) {
+    private func openLog(_ persistence: PersistenceConfiguration, store: Store) throws -> (AppendLog, LogRecovery.Report, epoch: String) {
         if mkdir(persistence.dataDirectory, 0o750) != 0 && errno != EEXIST {
             throw PersistenceFailure("cannot create the data directory \(persistence.dataDirectory): \(String(cString: strerror(errno)))")
         }
         let path = persistence.logPath
+        // Read before anything touches the log (opening it below truncates it to its records).
+        let cleanStopEpoch = CleanStop.take(log: path)
         let report = try store.withKeyspace { keyspace in
             try LogRecovery.load(path: path, into: &keyspace, repair: persistence.repair, logger: logger)
         }
+        let epoch: String
+        if let kept = cleanStopEpoch, report.discardedBytes == 0 {
+            epoch = kept
+        } else {
+            epoch = LogRecovery.newEpoch()
+            if report.records > 0 {
+                logger.notice("a new data epoch: the last stop was not a clean one, or the log changed since (resuming subscribers get a reset)",
+                              metadata: ["log": "\(path)", "epoch": "\(epoch)"])
+            }
+        }
         unlink(path + ".compacting")  // a compaction interrupted by a crash; the log itself is whole
-        let log = try AppendLog(path: path, validBytes: report.validBytes, epoch: report.epoch, policy: persistence.fsync,
+        let log = try AppendLog(path: path, validBytes: report.validBytes, epoch: epoch, policy: persistence.fsync,
                                 logger: logger, compaction: persistence.compaction)
         store.withKeyspace { $0.recorder = log }
         log.snapshotSource = { [weak log] in
@@ -136,18 +162,18 @@ public final class StoreServer: Service, Sendable {
         }
         log.startBackgroundFlush()
         logger.notice("persistence on", metadata: ["log": "\(path)", "appendfsync": "\(persistence.fsync.rawValue)"])
-        return (log, report)
+        return (log, report, epoch)
     }
 
     /// Binds, serves until graceful shutdown, then quiesces. Everything that needs the event
     /// loops (the quiescing helper among them) is gone when this returns.
-    private func serve(group: MultiThreadedEventLoopGroup, store: Store, log: AppendLog?, recovery: LogRecovery.Report?) async throws {
+    private func serve(group: MultiThreadedEventLoopGroup, store: Store, log: AppendLog?, recovery: LogRecovery.Report?, epoch: String) async throws {
         let statistics = ServerStatistics(now: clock.monotonicNanoseconds())
         let metrics = StoreMetrics()
         metrics.observe(store)
         let processor = CommandProcessor(
             store: store, limits: configuration.limits, statistics: statistics, socketPath: configuration.socketPath,
-            log: log, recovery: recovery, metrics: metrics)
+            log: log, recovery: recovery, epoch: epoch, metrics: metrics)
         let quiesce = ServerQuiescingHelper(group: group)
         let commitBatches = CommitBatches(log: log, loops: Array(group.makeIterator()))
         let configuration = self.configuration

@@ -88,6 +88,9 @@ public enum RESPCommandParser {
             guard length <= limits.maxBulkBytes else {
                 throw RESPProtocolError("bulk of \(length) exceeds the limit of \(limits.maxBulkBytes)")
             }
+            guard length <= limits.maxCommandBytes - position - 2 else {
+                throw RESPProtocolError("command longer than the limit of \(limits.maxCommandBytes) bytes")
+            }
             // The bulk's bytes are not looked at until they are all here.
             guard bytes.count - position >= length + 2 else { return .incomplete }
             arguments.append(position..<(position + length))

@@ -8,12 +8,16 @@ public struct RESPLimits: Sendable, Equatable {
     public var maxLineBytes: Int
     /// Deepest nesting of aggregates (replies only; commands are flat).
     public var maxDepth: Int
+    /// Longest command as a whole (all its arguments and their framing): what one incomplete
+    /// command may hold in a server's read buffer.
+    public var maxCommandBytes: Int
 
-    public init(maxBulkBytes: Int, maxElements: Int = 1 << 20, maxLineBytes: Int = 64 << 10, maxDepth: Int = 64) {
+    public init(maxBulkBytes: Int, maxElements: Int = 1 << 20, maxLineBytes: Int = 64 << 10, maxDepth: Int = 64, maxCommandBytes: Int = .max) {
         self.maxBulkBytes = maxBulkBytes
         self.maxElements = maxElements
         self.maxLineBytes = maxLineBytes
         self.maxDepth = maxDepth
+        self.maxCommandBytes = maxCommandBytes
     }
 }
 

@@ -78,11 +78,17 @@ struct KVStored: AsyncParsableCommand {
     @Option(help: "Most bytes (keys and values) of recent changes kept for resuming subscribers.")
     var historyBytes = HistoryLimits().maxBytes
 
+    @Option(help: ArgumentHelp(
+        "The most memory the data may use (keys, values, index, resume history), in bytes or with a k/m/g suffix; 0: no limit.",
+        discussion: "Past it, writes get OOM (HTTP 507, a WebSocket error); reads and deletes still work, and nothing stored is evicted."))
+    var maxMemory = "0"
+
     @OptionGroup var loggingOptions: LoggingOptions
 
     func validate() throws {
         guard socket.utf8.count < 108 else { throw ValidationError("--socket path is longer than a unix socket path may be (107 bytes)") }
         guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
+        guard ByteSize.parse(maxMemory) != nil else { throw ValidationError("--max-memory must be a number of bytes, optionally with k, m or g (e.g. 4g)") }
         guard subscriberConflateBytes >= 1, subscriberOutputLimit >= subscriberConflateBytes else {
             throw ValidationError("--subscriber-output-limit must be at least --subscriber-conflate-bytes")
         }
@@ -101,6 +107,8 @@ struct KVStored: AsyncParsableCommand {
         configuration.threads = threads
         configuration.outboxLimits = OutputLimits(conflateBytes: subscriberConflateBytes, maxBytes: subscriberOutputLimit)
         configuration.history = HistoryLimits(maxChanges: historyChanges, maxBytes: historyBytes)
+        let memory = ByteSize.parse(maxMemory) ?? 0
+        configuration.maxMemoryBytes = memory > 0 ? memory : nil
 
         if persistence == .aof {
             var persistence = PersistenceConfiguration(dataDirectory: dataDir)

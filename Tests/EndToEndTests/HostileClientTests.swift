@@ -147,6 +147,41 @@ struct HostileClientTests {
         #expect(preflight.status == 204 && preflight.headers["access-control-allow-methods"]?.contains("DELETE") == true)
         #expect(try http.send("POST", "/storage/k", json: #"{"value":2}"#).status == 202, "curl sends no Origin")
     }
+
+    @Test("over kv-stored's --max-memory, writes get 507 and a WebSocket error; reads and deletes work; nothing stored is lost")
+    func maxMemory() async throws {
+        let stack = try HTTPStack(wsArguments: [], storeArguments: ["--max-memory", "1m"])
+        let http = stack.client()
+        let value = "\"" + String(repeating: "m", count: 300 << 10) + "\""
+        var stored = 0
+        var refused: HTTPClient.Response?
+        for i in 0..<10 {
+            let response = try http.send("POST", "/storage/m\(i)", json: "{\"value\":\(value)}")
+            if response.status == 202 { stored += 1 } else { refused = response; break }
+        }
+        #expect(stored >= 2 && stored <= 3, "\(stored) values of 300 KiB fit under 1 MiB")
+        #expect(refused?.status == 507 && refused?.text.contains("store is full") == true, "\(String(describing: refused))")
+        #expect(try http.send("GET", "/storage/m0").body.count > 300 << 10, "what was stored is still there")
+        let ws = try await TestWebSocket.connect(stack.webSocketURL)
+        try await ws.send(type: "set", "{\"key\":\"w\",\"value\":\(value)}")
+        #expect(try await ws.next().contains("store is full"))
+        #expect(try http.send("DELETE", "/storage/m0").status == 200)
+        #expect(try http.send("POST", "/storage/again", json: "{\"value\":\(value)}").status == 202, "room again after a delete")
+        #expect(try stack.storeCLI("config", "get", "maxmemory").hasSuffix("1048576"))
+        await ws.close()
+    }
+
+    @Test("subscriptions per WebSocket connection are capped (--max-subscriptions): one more is an error, the others stay live")
+    func subscriptionCap() async throws {
+        let stack = try HTTPStack(wsArguments: ["--max-subscriptions", "3"])
+        let ws = try await TestWebSocket.connect(stack.webSocketURL)
+        for key in ["a", "b", "c", "d"] { try await ws.send(type: "subscribe", #"{"key":"\#(key)"}"#) }
+        #expect(try await ws.next().contains("subscription limit reached"))
+        #expect(try stack.client().send("POST", "/storage/c", json: #"{"value":3}"#).status == 202)
+        #expect(try await ws.next() == #"{"type":"value","payload":{"key":"c","value":3}}"#)
+        #expect(try stack.storeSubscribedKeys() == 3)
+        await ws.close()
+    }
 }
 
 /// The resident memory of a daemon, from /proc.

@@ -155,7 +155,8 @@ struct PersistenceTests {
         try client.set(Array("new".utf8), value: Array("1".utf8), ttl: nil)
         store.terminate()
         let log = try String(contentsOfFile: data + "/kv-stored.aof", encoding: .utf8)
-        #expect(log.hasPrefix("*4\r\n$5\r\nKVLOG\r\n$1\r\n2\r\n$4\r\nbeef\r\n"), "\(log.prefix(80))")
+        // Format 2, and a new epoch: a hand-made log is no clean stop of kv-stored's (CleanStop).
+        #expect(log.hasPrefix("*4\r\n$5\r\nKVLOG\r\n$1\r\n2\r\n$16\r\n"), "\(log.prefix(80))")
 
         let again = try StoreProcess(socketPath: socket, arguments: ["--data-dir", data])
         let reader = BlockingStoreClient(socketPath: socket, limits: Self.limits)
@@ -163,6 +164,36 @@ struct PersistenceTests {
         let info = try reader.request([Array("INFO".utf8), Array("keyspace".utf8)])
         #expect(info.string?.contains("revision:8\r\n") == true, "the revision continues from the format 1 log's 7: \(info)")
         again.terminate()
+    }
+
+    /// Issue 15: a repaired or restored log kept its epoch, so revisions a client had seen were
+    /// used again for other data and a resume from them passed for the same history.
+    @Test("a log put back from an older copy starts a new epoch: a resume from the newer data is a reset, not a replay")
+    func restoredLogNewEpoch() throws {
+        let dir = try TempDirectory()
+        let socket = dir.file("s"), data = dir.file("data"), log = data + "/kv-stored.aof"
+        let store = try StoreProcess(socketPath: socket, arguments: ["--data-dir", data])
+        let client = BlockingStoreClient(socketPath: socket, limits: Self.limits)
+        try client.set(Array("k".utf8), value: Array("1".utf8), ttl: nil)
+        store.terminate()
+        let backup = try Data(contentsOf: URL(fileURLWithPath: log))
+
+        let newer = try StoreProcess(socketPath: socket, arguments: ["--data-dir", data])
+        let writer = BlockingStoreClient(socketPath: socket, limits: Self.limits)
+        for i in 2...5 { try writer.set(Array("k".utf8), value: Array(String(i).utf8), ttl: nil) }
+        let seen = try writer.request([Array("KVSYNC".utf8), Array("k".utf8), Array("INITIAL".utf8)])
+        let seenEpoch = try #require(seen.elements?[1].string)
+        newer.terminate()
+
+        // The admin puts the older copy back: revisions 2… will be used again for other values.
+        try backup.write(to: URL(fileURLWithPath: log))
+        let restored = try StoreProcess(socketPath: socket, arguments: ["--data-dir", data])
+        let reader = BlockingStoreClient(socketPath: socket, limits: Self.limits)
+        for i in 6...9 { try reader.set(Array("k".utf8), value: Array(String(i * 100).utf8), ttl: nil) }
+        let resume = try reader.request([Array("KVSYNC".utf8), Array("k".utf8), Array("SINCE".utf8), Array("3".utf8), Array("EPOCH".utf8), Array(seenEpoch.utf8)])
+        #expect(resume.elements?[1].string != seenEpoch, "a new epoch at every start")
+        #expect(resume.elements?[0].string == "reset", "\(resume)")
+        restored.terminate()
     }
 
     @Test("values written over HTTP survive a kv-stored restart, and kv-fcgi recovers without being restarted")

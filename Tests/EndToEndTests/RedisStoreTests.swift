@@ -63,9 +63,19 @@ struct RedisStoreTests {
         #expect(eventually { (try? stack.storeCLI("pubsub", "shardnumsub", channel).hasSuffix("1")) == true })
         #expect(try http.send("POST", "/storage/k", json: #"{"value":{"x":1}}"#).status == 202)
         #expect(try http.send("DELETE", "/storage/k").status == 200)
+        // Read until both messages are in (killing the listener at once raced its output); the
+        // kill after 20 s ends the reading if they never come.
+        let deadline = DispatchWorkItem { [listener] in if listener.isRunning { kill(listener.processIdentifier, SIGKILL) } }
+        DispatchQueue.global().asyncAfter(deadline: .now() + 20, execute: deadline)
+        defer { deadline.cancel() }
+        var text = ""
+        while !text.contains("deleted:2") {
+            let chunk = output.fileHandleForReading.availableData
+            if chunk.isEmpty { break }
+            text += String(decoding: chunk, as: UTF8.self)
+        }
         kill(listener.processIdentifier, SIGKILL)
         listener.waitUntilExit()
-        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         #expect(text.contains(#""smessage","\#(channel)","set:1:{\"x\":1}""#) && text.contains(#""smessage","\#(channel)","deleted:2""#), "\(text)")
     }
 

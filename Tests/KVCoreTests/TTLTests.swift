@@ -96,3 +96,18 @@ struct TTLNumberTests {
         #expect(try TTL(milliseconds: TTL.maxMilliseconds).milliseconds == TTL.maxMilliseconds)
     }
 }
+
+@Suite("Byte sizes in settings")
+struct ByteSizeTests {
+    @Test("sizes read as Redis reads maxmemory; anything else is refused", arguments: [
+        ("0", 0), ("1048576", 1 << 20), ("512k", 512 << 10), ("64MB", 64 << 20), ("4g", 4 << 30), ("10b", 10),
+    ])
+    func sizes(text: String, bytes: Int) {
+        #expect(ByteSize.parse(text) == bytes)
+    }
+
+    @Test("junk, signs and overflow are refused", arguments: ["", "k", "-1", "1.5g", "1 g", "1t", "99999999999999999999", "9223372036854775807g"])
+    func refused(text: String) {
+        #expect(ByteSize.parse(text) == nil)
+    }
+}

@@ -165,7 +165,7 @@ struct StorageAPITests {
     func statusMapping() {
         let expected: [KVError.Code: Int] = [
             .invalidKey: 400, .invalidJSON: 400, .invalidRequest: 400, .invalidTTL: 400,
-            .tooLarge: 413, .storageUnavailable: 503, .storageError: 500,
+            .tooLarge: 413, .storageUnavailable: 503, .storageError: 500, .storageFull: 507,
         ]
         for code in KVError.Code.allCases { #expect(StorageAPI.status(for: code) == expected[code]) }
     }

@@ -1,5 +1,6 @@
 import Foundation
 import KVCore
+import NIOConcurrencyHelpers
 import NIOCore
 import Testing
 @testable import KVStore
@@ -151,6 +152,48 @@ struct AppendLogTests {
         #expect(damage.offset == header.count)
         // The same record at the very end of the log is what a crash leaves: a torn tail.
         #expect(read(header + longer).outcome == .tornTail(validBytes: header.count))
+    }
+
+    /// Issue 15: a failed fsync while zero-filling space ahead of the log was ignored, so a later
+    /// fsync could "succeed" over lost pages; a failed write during a compaction's switch dropped
+    /// the records logged meanwhile and writes went on being acknowledged.
+    @Test("after a failed write or sync of the live log, every commit refuses, even once the disk answers again, and the failure is reported once", arguments: ["commit sync", "zero-fill sync", "write", "compaction switch"])
+    func failStop(step: String) throws {
+        try withTemporaryDirectory { dir in
+            let failing = NIOLockedValueBox(false)
+            let reported = NIOLockedValueBox<[String]>([])
+            let io = LogFileIO(
+                write: { fd, bytes, offset in
+                    if step == "write" || step == "compaction switch", failing.withLockedValue({ $0 }) { errno = EIO; return -1 }
+                    return pwrite(fd, bytes.baseAddress, bytes.count, offset)
+                },
+                sync: { fd in
+                    if step.hasSuffix("sync"), failing.withLockedValue({ $0 }) { errno = EIO; return -1 }
+                    return fdatasync(fd)
+                })
+            let logs = RecordingLogHandler()
+            let log = try AppendLog(path: dir + "/kv-stored.aof", validBytes: 0, epoch: "e", policy: .always, logger: logs.logger, io: io,
+                                    onFailure: { message in reported.withLockedValue { $0.append(message) } })
+            var keyspace = Keyspace(clock: ManualClock())
+            keyspace.recorder = log
+            keyspace.put("a", "1")
+            try log.commit()
+            keyspace.put("b", "2")
+            failing.withLockedValue { $0 = true }
+            switch step {
+            case "zero-fill sync": log.prepareSpace()
+            case "compaction switch":
+                let snapshot = LogSnapshot(entries: [], revision: keyspace.revision, logOffset: log.appendedOffset)
+                #expect(throws: PersistenceFailure.self) { _ = try log.compact(snapshot) }
+            default: #expect(throws: PersistenceFailure.self) { try log.commit() }
+            }
+            #expect(log.hasFailed, "\(step)")
+            failing.withLockedValue { $0 = false }
+            keyspace.put("c", "3")
+            #expect(throws: PersistenceFailure.self) { try log.commit() }
+            log.commitOrDie()
+            #expect(reported.withLockedValue { $0.count } == 1, "\(reported.withLockedValue { $0 })")
+        }
     }
 
     @Test("format 1 logs (no checksums) still read")
@@ -370,6 +413,29 @@ struct AppendLogTests {
                 _ = try AppendLog(path: dir + "/kv-stored.aof", validBytes: 0, epoch: "e", policy: .no, logger: logs.logger)
             }
             first.stop()
+        }
+    }
+}
+
+@Suite("Clean-stop marker")
+struct CleanStopTests {
+    @Test("the epoch is kept only for the very log a clean stop left: a missing, stale or edited log, or a second start, gets none")
+    func keepsOnlyUntouched() throws {
+        try withTemporaryDirectory { dir in
+            let log = dir + "/kv-stored.aof"
+            try LogRecovery.writeFile(log, Array("records".utf8))
+            #expect(CleanStop.take(log: log) == nil, "no marker: not a clean stop")
+            try CleanStop.record(log: log, epoch: "feedfacefeedface")
+            #expect(CleanStop.take(log: log) == "feedfacefeedface")
+            #expect(CleanStop.take(log: log) == nil, "the marker is used once: a crash after this start leaves none")
+
+            try CleanStop.record(log: log, epoch: "e1")
+            try LogRecovery.writeFile(log, Array("other records".utf8))  // an older copy put back, say
+            #expect(CleanStop.take(log: log) == nil)
+
+            try CleanStop.record(log: log, epoch: "e2")
+            try LogRecovery.writeFile(CleanStop.markerPath(forLog: log), Array("junk".utf8))
+            #expect(CleanStop.take(log: log) == nil)
         }
     }
 }

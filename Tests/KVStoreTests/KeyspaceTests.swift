@@ -261,3 +261,29 @@ struct ChangeHistoryTests {
         #expect(revisions(ks, "k", after: 0) == nil && revisions(ks, "k", after: 1) == [])
     }
 }
+
+@Suite("Keyspace memory limit")
+struct KeyspaceMemoryTests {
+    @Test("past the memory limit, writes that grow the data are refused and change nothing; shrinking writes and deletes go through; nothing is evicted")
+    func maxMemory() throws {
+        var ks = Keyspace(clock: ManualClock(), history: HistoryLimits(maxChanges: 0, maxBytes: 0))
+        let big = String(repeating: "v", count: 1000)
+        _ = ks.set("a", big)
+        ks.maxMemoryBytes = ks.usedMemoryBytes + 1500
+        let first = ks.set("b", big)
+        #expect(first.applied)
+        let refused = ks.set("c", big)
+        #expect(!refused.applied && refused.overMemory)
+        #expect(ks.get("c") == nil && ks.get("a") == big && ks.get("b") == big, "nothing stored is lost")
+        let revision = ks.revision
+        let larger = ks.set("a", big + big)
+        #expect(!larger.applied, "a larger value for an existing key grows the data too")
+        #expect(ks.revision == revision, "a refused write is no change")
+        let smaller = ks.set("a", "small")
+        #expect(smaller.applied, "a smaller value frees memory")
+        let deleted = ks.delete("b")
+        #expect(deleted)
+        let again = ks.set("c", big)
+        #expect(again.applied, "room again after the delete")
+    }
+}

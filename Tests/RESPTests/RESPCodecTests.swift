@@ -162,6 +162,20 @@ struct RESPCommandParserTests {
         #expect(outcome == .command(consumed: bytes.count) && ranges.count == 3)
     }
 
+    @Test("a command longer than its limit as a whole is refused from the header that crosses it, however its arguments are split")
+    func commandBytes() throws {
+        let limits = RESPLimits(maxBulkBytes: 100, maxCommandBytes: 60)
+        var ranges: [Range<Int>] = []
+        let fits = Array("*3\r\n$3\r\nDEL\r\n$10\r\naaaaaaaaaa\r\n$10\r\nbbbbbbbbbb\r\n".utf8)
+        #expect(fits.count <= 60)
+        let outcome = try fits.withUnsafeBytes { raw throws(RESPProtocolError) in try RESPCommandParser.parse(raw, limits: limits, arguments: &ranges) }
+        #expect(outcome == .command(consumed: fits.count))
+        let over = Array("*4\r\n$3\r\nDEL\r\n$10\r\naaaaaaaaaa\r\n$10\r\nbbbbbbbbbb\r\n$10\r\n".utf8)
+        #expect(throws: RESPProtocolError.self) {
+            try over.withUnsafeBytes { raw throws(RESPProtocolError) in try RESPCommandParser.parse(raw, limits: limits, arguments: &ranges) }
+        }
+    }
+
     @Test("arguments match words ignoring case")
     func matching() throws {
         let bytes = Array("*2\r\n$3\r\nsEt\r\n$2\r\npx\r\n".utf8)

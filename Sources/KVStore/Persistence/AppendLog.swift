@@ -42,8 +42,13 @@ public enum FsyncPolicy: String, Sendable, CaseIterable {
 /// record are not part of the log (`LogReader`).
 ///
 /// A log that cannot be written is fatal: acknowledging writes that cannot be made durable
-/// would break the promise the log exists for. The process exits; systemd restarts it, and
-/// recovery brings back everything that was acknowledged.
+/// would break the promise the log exists for. Nor is a failed fsync ever retried: Linux may
+/// mark the pages that failed to reach the disk clean, so a later fsync "succeeds" over lost
+/// data (PostgreSQL's and Redis's reason to stop there too). So the first failure of a write
+/// or a sync of the live log puts it in a failed state, where every commit refuses (nothing
+/// more is acknowledged), and calls `onFailure`, which exits the process: systemd restarts it,
+/// and recovery brings back everything that was acknowledged. Failures of a compaction's own
+/// temporary file only end that compaction.
 public final class AppendLog: ChangeRecorder, @unchecked Sendable {
     public let path: String
     public let policy: FsyncPolicy
@@ -70,6 +75,12 @@ public final class AppendLog: ChangeRecorder, @unchecked Sendable {
     private let lastSyncUnixSeconds = ManagedAtomic<Int>(0)
     private let flusher: NIOLockedValueBox<Bool> = NIOLockedValueBox(false)
     private var flushThread: pthread_t?
+    /// The first failure of the live log, once there has been one: every commit refuses after it.
+    private let failure = NIOLockedValueBox<String?>(nil)
+    /// Called once, at the first failure (the process exits by default).
+    private let onFailure: @Sendable (String) -> Void
+    /// The calls that write and sync the live log (a seam for tests that make them fail).
+    let io: LogFileIO
 
     // Compaction state.
     public let compaction: CompactionPolicy
@@ -84,7 +95,10 @@ public final class AppendLog: ChangeRecorder, @unchecked Sendable {
     /// Opens (creating if needed) the log at `path`, whose first `validBytes` bytes hold whole
     /// records; anything after them (a torn tail) is cut off. A new log gets its header.
     public init(path: String, validBytes: Int, epoch: String, policy: FsyncPolicy, logger: Logger,
-                compaction: CompactionPolicy = CompactionPolicy()) throws {
+                compaction: CompactionPolicy = CompactionPolicy(), io: LogFileIO = LogFileIO(),
+                onFailure: @escaping @Sendable (String) -> Void = { _ in exit(1) }) throws {
+        self.io = io
+        self.onFailure = onFailure
         self.path = path
         self.policy = policy
         self.epoch = epoch
@@ -147,6 +161,9 @@ public final class AppendLog: ChangeRecorder, @unchecked Sendable {
     /// Writes every record appended so far to the file, and with `always` (or `sync`) forces
     /// it to disk. Returns once that is done; cheap when another caller already did it.
     public func commit(sync: Bool = false) throws {
+        if let failed = failure.withLockedValue({ $0 }) {
+            throw PersistenceFailure("the log \(path) failed earlier (\(failed)); no write is acknowledged after that")
+        }
         let mustSync = sync || policy == .always
         let target = bufferLock.withLock { appendedBytes }
         if synced.load(ordering: .acquiring) >= target || (!mustSync && written.load(ordering: .acquiring) >= target) { return }
@@ -159,7 +176,7 @@ public final class AppendLog: ChangeRecorder, @unchecked Sendable {
         try syncLock.withLock {
             guard synced.load(ordering: .acquiring) < target else { return }  // another caller's sync covered us
             let (end, file) = try writePending()
-            guard fdatasync(file) == 0 else { throw PersistenceFailure("cannot sync the log \(path): \(String(cString: strerror(errno)))") }
+            guard io.sync(file) == 0 else { throw fail("cannot sync the log \(path): \(String(cString: strerror(errno)))") }
             synced.store(end, ordering: .releasing)
             lastSyncUnixSeconds.store(Int(time(nil)), ordering: .relaxed)
         }
@@ -178,29 +195,51 @@ public final class AppendLog: ChangeRecorder, @unchecked Sendable {
             return chunk
         }
         if chunk.readableBytes > 0 {
-            try Self.writeAll(chunk, to: fd, at: written.load(ordering: .acquiring), path: path)
+            do {
+                try Self.writeAll(chunk, to: fd, at: written.load(ordering: .acquiring), path: path, io: io)
+            } catch {
+                // The chunk has left the buffer: the log now lacks records that were made.
+                throw fail("\(error)")
+            }
             written.wrappingIncrement(by: chunk.readableBytes, ordering: .releasing)
         }
         return (written.load(ordering: .acquiring), fd)
     }
 
-    /// `commit`, or exit: called where a failure cannot be answered any other way.
+    /// `commit`, or the failure of the log: called where a failure cannot be answered any other way.
     public func commitOrDie(sync: Bool = false) {
         do {
             try commit(sync: sync)
         } catch {
-            logger.critical("\(error); exiting so that no write is acknowledged without being in the log")
-            exit(1)
+            _ = fail("\(error)")
         }
     }
 
+    /// Puts the log in its failed state (the first failure is kept and reported once) and
+    /// returns the error to throw.
+    private func fail(_ message: String) -> PersistenceFailure {
+        let first = failure.withLockedValue { failed -> Bool in
+            guard failed == nil else { return false }
+            failed = message
+            return true
+        }
+        if first {
+            logger.critical("\(message); stopping so that no write is acknowledged without being in the log")
+            onFailure(message)
+        }
+        return PersistenceFailure(message)
+    }
+
+    /// Whether the log has failed (it refuses every commit since).
+    public var hasFailed: Bool { failure.withLockedValue { $0 != nil } }
+
     /// Writes `chunk` at `position` (the end of the log), or at the file's offset when nil.
-    private static func writeAll(_ chunk: ByteBuffer, to fd: Int32, at position: Int? = nil, path: String) throws {
+    private static func writeAll(_ chunk: ByteBuffer, to fd: Int32, at position: Int? = nil, path: String, io: LogFileIO = LogFileIO()) throws {
         try chunk.withUnsafeReadableBytes { raw in
             var offset = 0
             while offset < raw.count {
                 let n = if let position {
-                    pwrite(fd, raw.baseAddress! + offset, raw.count - offset, off_t(position + offset))
+                    io.write(fd, UnsafeRawBufferPointer(rebasing: raw[offset...]), off_t(position + offset))
                 } else {
                     write(fd, raw.baseAddress! + offset, raw.count - offset)
                 }
@@ -282,17 +321,20 @@ public final class AppendLog: ChangeRecorder, @unchecked Sendable {
                         if from < to {
                             var slice = zeros
                             slice.moveWriterIndex(to: to - from)
-                            try Self.writeAll(slice, to: file, at: from, path: path)
+                            try Self.writeAll(slice, to: file, at: from, path: path, io: io)
                         }
                         preparedEnd = max(preparedEnd, to)
                     }
                     step += Self.spaceStep
                 }
-                guard fdatasync(file) == 0 else { throw PersistenceFailure("cannot sync \(path): \(String(cString: strerror(errno)))") }
             } catch {
-                // Not fatal: the log appends past the end instead.
+                // Not fatal: no record was written, and the log appends past the end instead.
                 logger.warning("cannot zero-fill space ahead of the log", metadata: ["log": "\(path)", "error": "\(error)"])
+                return
             }
+            // This sync covers the log's own pages too: if it fails, records may be lost
+            // although a later sync would say all is well. Never carried on from.
+            if io.sync(file) != 0 { _ = fail("cannot sync the log \(path): \(String(cString: strerror(errno)))") }
         }
     }
 
@@ -384,13 +426,16 @@ public final class AppendLog: ChangeRecorder, @unchecked Sendable {
         // The switch: bring the old log up to date, copy the little it gained since, and rename.
         // Appends go on into the buffer meanwhile; only commits wait for these locks.
         return try spaceLock.withLock { try syncLock.withLock { try fileLock.withLock {
+            // A failure here is the live log's (`fail`), not the compaction's.
             let oldEnd = try writePendingHoldingFileLock().end
             try Self.copy(from: fd, range: copied..<oldEnd, to: out, path: path)
             guard fdatasync(out) == 0 else { throw PersistenceFailure("cannot sync \(temporary): \(String(cString: strerror(errno)))") }
             guard flock(out, LOCK_EX | LOCK_NB) == 0 else { throw PersistenceFailure("cannot lock \(temporary)") }
             guard rename(temporary, path) == 0 else { throw PersistenceFailure("cannot rename \(temporary): \(String(cString: strerror(errno)))") }
             keep = true
-            Self.syncDirectory(of: path)
+            // Until the directory is synced, a crash may bring the old log back, without the
+            // writes acknowledged into the new one from now on.
+            guard Self.syncDirectory(of: path) else { throw fail("cannot sync the directory of \(path) after switching to the compacted log") }
             let newSize = Int(lseek(out, 0, SEEK_END))
             Glibc.close(fd)
             fd = out
@@ -426,12 +471,12 @@ public final class AppendLog: ChangeRecorder, @unchecked Sendable {
         }
     }
 
-    private static func syncDirectory(of path: String) {
+    private static func syncDirectory(of path: String) -> Bool {
         let directory = path.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
         let dirFD = open(directory.isEmpty ? "." : directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard dirFD >= 0 else { return }
-        fsync(dirFD)
-        Glibc.close(dirFD)
+        guard dirFD >= 0 else { return false }
+        defer { Glibc.close(dirFD) }
+        return fsync(dirFD) == 0
     }
 
     static func monotonicMilliseconds() -> Int {
@@ -503,4 +548,18 @@ public struct LogSnapshot: @unchecked Sendable {
 public struct PersistenceFailure: Error, CustomStringConvertible, Sendable {
     public var description: String
     public init(_ description: String) { self.description = description }
+}
+
+/// The calls that write and sync the live log: the system's, or a test's that fails on demand.
+public struct LogFileIO: Sendable {
+    public var write: @Sendable (Int32, UnsafeRawBufferPointer, off_t) -> Int
+    public var sync: @Sendable (Int32) -> Int32
+
+    public init(
+        write: @escaping @Sendable (Int32, UnsafeRawBufferPointer, off_t) -> Int = { fd, bytes, offset in pwrite(fd, bytes.baseAddress, bytes.count, offset) },
+        sync: @escaping @Sendable (Int32) -> Int32 = { fdatasync($0) }
+    ) {
+        self.write = write
+        self.sync = sync
+    }
 }

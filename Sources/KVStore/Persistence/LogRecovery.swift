@@ -91,7 +91,7 @@ public enum LogRecovery {
     }
 
     /// A fresh identity for new data: 16 random hex digits.
-    static func newEpoch() -> String {
+    public static func newEpoch() -> String {
         var generator = SystemRandomNumberGenerator()
         let value = generator.next() as UInt64
         let hex = String(value, radix: 16)
