@@ -18,7 +18,7 @@ RUN_DIR ?= $(CURDIR)/run
 STORE ?=
 SWIFT ?= swift
 
-.PHONY: deps build release test run bench clean install uninstall
+.PHONY: deps build release test run bench fuzz clean install uninstall
 
 deps:
 	@scripts/install-deps.sh
@@ -59,6 +59,12 @@ bench: deps release
 	bench/http.sh
 	bench/ws.sh
 	bench/persistence.sh
+	bench/parsers.sh
+
+# libFuzzer over every parser a client or a disk feeds (scripts/fuzz.sh); FUZZ_SECONDS per target.
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	scripts/fuzz.sh $(FUZZ_SECONDS)
 
 clean:
-	rm -rf .build "$(RUN_DIR)"
+	rm -rf .build .build-fuzz "$(RUN_DIR)"

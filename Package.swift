@@ -132,6 +132,20 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        // The parsers under a fuzzer (docs/security.md): the harnesses, and the executable
+        // libFuzzer drives (scripts/fuzz.sh builds it with -sanitize=fuzzer).
+        .target(
+            name: "KVFuzzTargets",
+            dependencies: ["KVCore", "KVHTTP", "KVStore", "KVWebSocket", "RESP", .product(name: "NIOCore", package: "swift-nio")]
+        ),
+        .target(name: "CLibFuzzer"),
+        .executableTarget(name: "kv-fuzz", dependencies: ["KVFuzzTargets", "CLibFuzzer"]),
+        // CPU time per MB of each parser on hostile shapes (bench/parsers.sh, docs/BENCHMARKS.md).
+        .executableTarget(
+            name: "kv-parse-bench",
+            dependencies: ["KVCore", "KVHTTP", "KVStore", "KVWebSocket", "RESP", .product(name: "NIOCore", package: "swift-nio")]
+        ),
+        .testTarget(name: "KVFuzzTargetsTests", dependencies: ["KVFuzzTargets"]),
         .testTarget(name: "KVCoreTests", dependencies: ["KVCore"]),
         .testTarget(name: "KVHTTPTests", dependencies: ["KVHTTP", "KVCore"]),
         .testTarget(

@@ -79,7 +79,10 @@ public struct TTL: Sendable, Equatable, Hashable, CustomStringConvertible {
             } else if byte == UInt8(ascii: ".") {
                 pointPosition = digits.count
             } else if byte == UInt8(ascii: "e") || byte == UInt8(ascii: "E") {
-                exponent = Self.parseExponent(text[text.index(after: index)...])
+                guard let parsed = Self.parseExponent(text[text.index(after: index)...]) else {
+                    throw KVError(.invalidTTL, "ttl: not a number")
+                }
+                exponent = parsed
                 break
             } else {
                 throw KVError(.invalidTTL, "ttl: not a number")
@@ -95,16 +98,24 @@ public struct TTL: Sendable, Equatable, Hashable, CustomStringConvertible {
     }
 
     /// The exponent clamped to ±100 000: far enough that every clamped value is
-    /// either far above 100 years or a nonzero sliver that rounds up to 1 ms.
-    private static func parseExponent<C: Collection>(_ text: C) -> Int where C.Element == UInt8 {
+    /// either far above 100 years or a nonzero sliver that rounds up to 1 ms. Nil unless it is
+    /// an optional sign and digits: this init is public, and no text may trap it (the fuzzer
+    /// found `1e#`, which wrapped below zero).
+    private static func parseExponent<C: Collection>(_ text: C) -> Int? where C.Element == UInt8 {
         var sign = 1
         var value = 0
-        for byte in text {
-            if byte == UInt8(ascii: "-") { sign = -1 }
-            else if byte == UInt8(ascii: "+") { continue }
-            else { value = min(value * 10 + Int(byte - 0x30), 100_000) }
+        var digits = 0
+        for (offset, byte) in text.enumerated() {
+            if offset == 0 && (byte == UInt8(ascii: "-") || byte == UInt8(ascii: "+")) {
+                sign = byte == UInt8(ascii: "-") ? -1 : 1
+            } else if byte >= 0x30 && byte <= 0x39 {
+                value = min(value * 10 + Int(byte - 0x30), 100_000)
+                digits += 1
+            } else {
+                return nil
+            }
         }
-        return sign * value
+        return digits > 0 ? sign * value : nil
     }
 
     // MARK: - Duration strings

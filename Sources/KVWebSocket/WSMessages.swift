@@ -9,7 +9,7 @@ public enum ClientMessage: Equatable, Sendable {
     case subscribe(key: [UInt8])
     case unsubscribe(key: [UInt8])
 
-    var key: [UInt8] {
+    public var key: [UInt8] {
         switch self {
         case .get(let key), .set(let key, _, _), .delete(let key), .subscribe(let key), .unsubscribe(let key): key
         }

@@ -182,6 +182,48 @@ struct HostileClientTests {
         #expect(try stack.storeSubscribedKeys() == 3)
         await ws.close()
     }
+
+    @Test("a command longer than kv-stored's limit as a whole is refused from its header; kv-stored serves others on")
+    func commandTooLong() throws {
+        let stack = try HTTPStack(storeArguments: ["--max-key-bytes", "1024", "--max-value-bytes", "4096"])
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            for (i, byte) in stack.storeSocket.utf8.enumerated() { raw[i] = byte }
+        }
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        #expect(connected == 0)
+        var timeout = timeval(tv_sec: 10, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        // DEL with many 1 KiB keys: each argument within the limits, the whole far beyond
+        // 1024 + 4096 + 64 KiB. The refusal comes once the total crosses the limit.
+        var command = Array("*1001\r\n$3\r\nDEL\r\n".utf8)
+        let key = Array("$1000\r\n".utf8) + [UInt8](repeating: 0x6B, count: 1000) + Array("\r\n".utf8)
+        for _ in 0..<200 { command += key }
+        _ = command.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        var reply = [UInt8](repeating: 0, count: 512)
+        let n = recv(fd, &reply, reply.count, 0)
+        let text = n > 0 ? String(decoding: reply[0..<n], as: UTF8.self) : ""
+        #expect(text.hasPrefix("-ERR Protocol error: command longer than"), "\(text)")
+        #expect(try stack.storeCLI("ping") == "PONG")
+        #expect(try stack.client().send("POST", "/storage/k", json: #"{"value":1}"#).status == 202)
+    }
+
+    @Test("request headers over nginx's limit are refused by nginx before kv-fcgi; other headers never reach it")
+    func headerLimits() throws {
+        let stack = try HTTPStack()
+        let http = stack.client()
+        let refused = try http.send("GET", "/storage/k", headers: ["Cookie": String(repeating: "c", count: 70_000)])
+        #expect(refused.status == 400 && refused.text.contains("request header is larger"), "\(refused)")
+        // A large header kv-fcgi does not read is not passed on, so it costs the key no room.
+        let long = String(repeating: "k", count: 40_000)
+        let stored = try http.send("POST", "/storage/" + long, body: Array(#"{"value":1}"#.utf8), headers: ["Cookie": String(repeating: "c", count: 40_000)])
+        #expect(stored.status == 202, "\(stored)")
+    }
 }
 
 /// The resident memory of a daemon, from /proc.

@@ -77,6 +77,9 @@ struct TTLNumberTests {
         ("0", "greater than 0"), ("0.0", "greater than 0"), ("-5", "greater than 0"), ("-0", "greater than 0"),
         ("-0.5", "greater than 0"), ("3155760000001", "at most 100 years"), ("3155760000000.1", "at most 100 years"),
         ("1e400", "at most 100 years"), ("1e99999999999", "at most 100 years"),
+        // Found by the fuzzer: a non-digit in the exponent trapped (the init is public, and
+        // trusted its caller to have validated the number).
+        ("1e#", "not a number"), ("1e", "not a number"), ("1e+", "not a number"), ("1e1-1", "not a number"), ("1e--1", "not a number"),
     ]
 
     @Test("zero, negatives and more than 100 years are rejected", arguments: invalid)
