@@ -186,19 +186,8 @@ struct HostileClientTests {
     @Test("a command longer than kv-stored's limit as a whole is refused from its header; kv-stored serves others on")
     func commandTooLong() throws {
         let stack = try HTTPStack(storeArguments: ["--max-key-bytes", "1024", "--max-value-bytes", "4096"])
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        let fd = try connectUnix(stack.storeSocket)
         defer { close(fd) }
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            for (i, byte) in stack.storeSocket.utf8.enumerated() { raw[i] = byte }
-        }
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
-        #expect(connected == 0)
-        var timeout = timeval(tv_sec: 10, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         // DEL with many 1 KiB keys: each argument within the limits, the whole far beyond
         // 1024 + 4096 + 64 KiB. The refusal comes once the total crosses the limit.
         var command = Array("*1001\r\n$3\r\nDEL\r\n".utf8)
@@ -211,6 +200,27 @@ struct HostileClientTests {
         #expect(text.hasPrefix("-ERR Protocol error: command longer than"), "\(text)")
         #expect(try stack.storeCLI("ping") == "PONG")
         #expect(try stack.client().send("POST", "/storage/k", json: #"{"value":1}"#).status == 202)
+    }
+
+    @Test("SET then 1000 GETs of a 1 MiB value in one write, never read: kv-stored holds at most a bounded share of the replies")
+    func heldReplies() throws {
+        let data = try TempDirectory()
+        let stack = try HTTPStack(storeArguments: ["--data-dir", data.file("data")])
+        let store = try #require(stack.store)
+        let value = "\"" + String(repeating: "b", count: 1 << 20) + "\""
+        #expect(try stack.client().send("POST", "/storage/big", json: "{\"value\":\(value)}").status == 202)
+        let before = try residentBytes(of: store.daemon)
+        let fd = try connectUnix(stack.storeSocket, receiveBuffer: 4096)
+        defer { close(fd) }
+        // The SET's reply waits for the log's commit; the GETs' replies (1 GiB in all) used to be
+        // made behind it, all of them, before anything was sent.
+        var burst = Array("*3\r\n$3\r\nSET\r\n$1\r\nx\r\n$1\r\n1\r\n".utf8)
+        for _ in 0..<1000 { burst += Array("*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n".utf8) }
+        _ = burst.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        #expect(eventually(within: 5) { (try? stack.storeCLI("get", "x")) == "1" }, "the SET was executed")
+        #expect(try stack.storeCLI("ping") == "PONG", "others are served")
+        let grown = try residentBytes(of: store.daemon) - before
+        #expect(grown < 128 << 20, "kv-stored grew by \(grown >> 20) MiB for one client's unread replies")
     }
 
     @Test("request headers over nginx's limit are refused by nginx before kv-fcgi; other headers never reach it")
@@ -233,6 +243,28 @@ func residentBytes(of daemon: DaemonProcess) throws -> Int {
           let kilobytes = Int(line.split(separator: " ").dropFirst().first ?? "")
     else { throw POSIXFailure(what: "VmRSS") }
     return kilobytes * 1024
+}
+
+/// A connection to a unix socket, with a 10 s receive timeout (and optionally a small receive buffer).
+func connectUnix(_ path: String, receiveBuffer: Int32? = nil) throws -> Int32 {
+    let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { throw POSIXFailure(what: "socket") }
+    if var size = receiveBuffer { setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size)) }
+    var address = sockaddr_un()
+    address.sun_family = sa_family_t(AF_UNIX)
+    withUnsafeMutableBytes(of: &address.sun_path) { raw in
+        for (i, byte) in path.utf8.prefix(raw.count - 1).enumerated() { raw[i] = byte }
+    }
+    let connected = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+    }
+    guard connected == 0 else {
+        close(fd)
+        throw POSIXFailure(what: "connect \(path)")
+    }
+    var timeout = timeval(tv_sec: 10, tv_usec: 0)
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    return fd
 }
 
 /// The value of an unlabelled metric in a Prometheus exposition; nil when absent.
