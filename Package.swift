@@ -1,7 +1,7 @@
 // swift-tools-version: 6.0
 import PackageDescription
 
-// One library per concern (see ../shared/STYLE.md):
+// One library per concern, thin executables:
 //   KVCore   — domain rules both front ends share: keys, TTL grammar, strict JSON, errors, change events.
 //   RESP     — the wire codec kv-stored speaks (a subset of Redis RESP2/RESP3).
 //   KVStore  — the keyspace, active expiry, change feed and the kv-stored server.

@@ -19,7 +19,7 @@ cd "$(dirname "$0")/.."
 
 daemons=(kv-stored kv-fcgi kv-ws)
 units=(kv-stored.service kv-fcgi.service kv-fcgi.socket kv-ws.service kvserver.target)
-docs=(deploy.md operations.md persistence.md protocol.md limits.md http.md websocket.md scaling.md security.md)
+docs=(api.md deploy.md operations.md persistence.md protocol.md limits.md http.md websocket.md scaling.md security.md)
 site="$NGINXDIR/sites-available/kvserver"
 settings="$SYSCONFDIR/kvserver/kvserver.env"
 

@@ -4,7 +4,7 @@ import Glibc
 
 /// A plain POSIX thread. Started from a library function on purpose: closures written in
 /// top-level `main.swift` code inherit main-actor isolation and trap when run on a pthread
-/// (see PLATFORM.md).
+/// (`dispatch_assert_queue_fail`, SIGILL, as seen with Swift 6.3 on Linux).
 public final class WorkerThread: @unchecked Sendable {
     private var thread = pthread_t()
     private let body: @Sendable () -> Void

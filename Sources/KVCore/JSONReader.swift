@@ -9,7 +9,7 @@
 /// Objects at depth 0 and 1 have their members recorded (enough for `{value, ttl}` bodies
 /// and `{type, payload: {key, value, ttl}}` messages); deeper objects are only validated.
 public struct JSONReader: Sendable {
-    /// Deepest nesting accepted. API.md asks for at least 128.
+    /// Deepest nesting accepted. docs/api.md asks for at least 128.
     public static let defaultMaxDepth = 512
     public var maxDepth: Int
 

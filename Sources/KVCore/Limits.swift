@@ -1,9 +1,9 @@
 /// Size limits shared by every process. nginx's `client_max_body_size` and
 /// `large_client_header_buffers` are set to match these defaults (see nginx/).
 public struct Limits: Sendable, Equatable {
-    /// Longest key, in bytes of its UTF-8 form. API.md promises at least 1 MiB.
+    /// Longest key, in bytes of its UTF-8 form. docs/api.md promises at least 1 MiB.
     public var maxKeyBytes: Int
-    /// Longest value, in bytes of its JSON text. API.md promises at least 512 MiB (Redis's default).
+    /// Longest value, in bytes of its JSON text. docs/api.md promises at least 512 MiB (Redis's default).
     public var maxValueBytes: Int
 
     public init(maxKeyBytes: Int = Limits.defaultMaxKeyBytes, maxValueBytes: Int = Limits.defaultMaxValueBytes) {

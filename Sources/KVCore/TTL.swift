@@ -1,6 +1,6 @@
 /// A time to live, in whole milliseconds: greater than 0 and at most 100 years.
 ///
-/// Two spellings reach it (see API.md, "TTL"): a JSON number of milliseconds, and a
+/// Two spellings reach it (see docs/api.md, "TTL"): a JSON number of milliseconds, and a
 /// duration string in the style of npm `ms`, extended to compound forms such as
 /// `"10 hours 1m 5s"`. Fractions are rounded up to the next whole millisecond after
 /// summing, with exact decimal arithmetic.

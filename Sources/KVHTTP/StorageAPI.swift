@@ -12,13 +12,13 @@ public protocol KeyValueStore {
     func delete(_ key: [UInt8], precondition: WritePrecondition) throws(KVError) -> WriteResult
 }
 
-/// The HTTP API of `../shared/API.md` for `/storage/:key`, independent of FastCGI: a request
+/// The HTTP API of docs/api.md for `/storage/:key`, independent of FastCGI: a request
 /// goes in, a response comes out. Every status code of the contract is decided here.
 ///
 /// Versions (docs/http.md): a key's revision is its ETag. `GET` sends it (and `KV-Expires-At`
 /// for a key with a TTL) and honours `If-None-Match` (304) and `If-Match`; `POST` and
 /// `DELETE` honour `If-Match` and `If-None-Match: *`, with 412 and the current ETag when the
-/// condition fails. A request without those headers behaves exactly as API.md says.
+/// condition fails. A request without those headers behaves exactly as docs/api.md says.
 public struct StorageAPI: Sendable {
     public let limits: Limits
     public let reader: JSONReader

@@ -1,6 +1,6 @@
 import KVCore
 
-/// Takes the key out of a raw request target, as API.md says: everything after `/storage/` up
+/// Takes the key out of a raw request target, as docs/api.md says: everything after `/storage/` up
 /// to `?`, percent-decoded exactly once. Working on the raw `REQUEST_URI` matters: nginx's
 /// decoded `DOCUMENT_URI` has already turned `%2F` into `/` and folded `/a/../b` and `//`.
 public enum StorageKeyPath {

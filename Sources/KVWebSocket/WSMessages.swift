@@ -1,7 +1,7 @@
 import KVCore
 import NIOCore
 
-/// A client message of the WebSocket API (`{type, payload}`, see API.md), validated.
+/// A client message of the WebSocket API (`{type, payload}`, see docs/api.md), validated.
 public enum ClientMessage: Equatable, Sendable {
     case get(key: [UInt8])
     case set(key: [UInt8], value: [UInt8], ttl: TTL?)

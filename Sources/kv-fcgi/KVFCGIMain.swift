@@ -12,7 +12,7 @@ struct KVFCGIMain: ParsableCommand {
         commandName: "kv-fcgi",
         abstract: "KvServer's HTTP API (/storage/:key) as a FastCGI responder behind nginx.",
         discussion: """
-            kv-fcgi answers GET, POST and DELETE on /storage/:key (API.md) for nginx's
+            kv-fcgi answers GET, POST and DELETE on /storage/:key (docs/api.md) for nginx's
             fastcgi_pass, with worker threads that each hold a kv-stored connection. While
             kv-stored is unreachable, requests get 503 and kv-fcgi keeps retrying.
 

@@ -12,7 +12,7 @@ struct KVWSMain: AsyncParsableCommand {
         commandName: "kv-ws",
         abstract: "KvServer's WebSocket API (/ws) with live subscriptions, behind nginx.",
         discussion: """
-            kv-ws serves get, set, delete, subscribe and unsubscribe messages (API.md) on
+            kv-ws serves get, set, delete, subscribe and unsubscribe messages (docs/api.md) on
             WebSocket connections that nginx proxies from /ws. Subscribers see every change of
             their keys, from any client or by expiry; slow clients are conflated (newest value
             per key kept) and closed with 1008 past --client-output-limit.

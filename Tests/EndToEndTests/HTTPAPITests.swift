@@ -5,7 +5,7 @@ import Testing
 import Glibc
 #endif
 
-/// Every HTTP rule of API.md, through the real nginx and kv-fcgi, on kv-stored and (the tests
+/// Every HTTP rule of docs/api.md, through the real nginx and kv-fcgi, on kv-stored and (the tests
 /// with `StoreKind` arguments) again on a redis-server.
 @Suite("HTTP API through nginx")
 struct HTTPAPITests {

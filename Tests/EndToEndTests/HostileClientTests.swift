@@ -148,6 +148,31 @@ struct HostileClientTests {
         #expect(try http.send("POST", "/storage/k", json: #"{"value":2}"#).status == 202, "curl sends no Origin")
     }
 
+    @Test("a client pipelining 1 MiB sets while kv-stored is stalled holds at most --max-pending-bytes (16 MiB) in kv-ws, which stops reading from it")
+    func pendingBytes() async throws {
+        let stack = try HTTPStack(wsArguments: [])
+        let ws = try #require(stack.ws), store = try #require(stack.store)
+        let writer = try RawWebSocket(port: stack.port)
+        var sendTimeout = timeval(tv_sec: 2, tv_usec: 0)
+        setsockopt(writer.fd, SOL_SOCKET, SO_SNDTIMEO, &sendTimeout, socklen_t(MemoryLayout<timeval>.size))
+        let before = try residentBytes(of: ws)
+        kill(store.process.processIdentifier, SIGSTOP)  // no replies: every set stays pending
+        defer { kill(store.process.processIdentifier, SIGCONT) }
+        let set = RawWebSocket.frame(opcode: 0x1, Array(("{\"type\":\"set\",\"payload\":{\"key\":\"k\",\"value\":\"" + String(repeating: "p", count: 1 << 20) + "\"}}").utf8))
+        var sent = 0
+        // Up to 128 MiB offered; the sends stall (2 s timeout) once kv-ws, nginx and the
+        // kernel's buffers stop taking them.
+        while sent < 128, (try? writer.write(set)) != nil { sent += 1 }
+        #expect(sent < 128, "kv-ws kept reading: \(sent) MiB taken")
+        let grown = try residentBytes(of: ws) - before
+        #expect(grown < 64 << 20, "kv-ws holds \(grown >> 20) MiB for one client")
+        kill(store.process.processIdentifier, SIGCONT)
+        let other = try await TestWebSocket.connect(stack.webSocketURL)
+        try await other.send(type: "get", #"{"key":"k"}"#)
+        #expect(try await other.next(within: 30).contains(#""key":"k""#), "served once kv-stored is back")
+        await other.close()
+    }
+
     @Test("over kv-stored's --max-memory, writes get 507 and a WebSocket error; reads and deletes work; nothing stored is lost")
     func maxMemory() async throws {
         let stack = try HTTPStack(wsArguments: [], storeArguments: ["--max-memory", "1m"])

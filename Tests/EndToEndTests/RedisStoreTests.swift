@@ -10,7 +10,7 @@ import Glibc
 
 /// What is particular to a Redis store (docs/scaling.md), through the real nginx, kv-fcgi and
 /// kv-ws on a real redis-server: the key layout, the change events on sharded channels, what
-/// a resume and an expiry become without kv-stored's history, and outages. (API.md's behaviour
+/// a resume and an expiry become without kv-stored's history, and outages. (docs/api.md's behaviour
 /// itself is checked by the HTTP and WebSocket suites, which run on redis-server as well.)
 @Suite("KvServer on a redis-server store", .serialized)
 struct RedisStoreTests {

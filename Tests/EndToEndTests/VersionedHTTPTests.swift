@@ -62,7 +62,7 @@ struct VersionedHTTPTests {
         #expect(try http.send("GET", "/storage/once").status == 204)
         let bad = try http.send("POST", "/storage/once", body: Array(#"{"value":1}"#.utf8), headers: ["If-Match": "1"])
         #expect(bad.status == 400 && bad.text.contains("quoted entity tags"), "\(bad)")
-        // A client that sends none of these headers sees API.md's behaviour.
+        // A client that sends none of these headers sees docs/api.md's behaviour.
         let plain = try http.send("POST", "/storage/once", json: #"{"value":3}"#)
         #expect(plain.status == 202 && plain.body.isEmpty)
         #expect(try http.send("DELETE", "/storage/once").status == 200)

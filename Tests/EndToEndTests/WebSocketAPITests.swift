@@ -7,7 +7,7 @@ import Testing
 import Glibc
 #endif
 
-/// Every WebSocket rule of API.md, through the real nginx and kv-ws, on kv-stored and (the tests
+/// Every WebSocket rule of docs/api.md, through the real nginx and kv-ws, on kv-stored and (the tests
 /// with `StoreKind` arguments) again on a redis-server.
 /// Serialized: the expiry-latency test must not share the machine's 2 cores with the
 /// 200-connection fan-out test of the same suite.
