@@ -44,11 +44,6 @@ public struct OriginPolicy: Sendable, Equatable {
         return authority == Self.withoutDefaultPort(host.lowercased(), scheme: normalized.scheme)
     }
 
-    /// Whether `origin` is allowed by the list alone (CORS answers for cross-origin callers).
-    public func isCrossOriginAllowed(_ origin: String) -> Bool {
-        allowsAny || Self.normalize(origin).map { listed.contains($0.origin) } == true
-    }
-
     /// `scheme://authority` lowercased, the default port dropped; nil if it is not of that form.
     static func normalize(_ origin: String) -> (origin: String, scheme: String, authority: String?)? {
         guard origin.utf8.count <= 2048 else { return nil }

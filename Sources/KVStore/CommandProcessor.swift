@@ -629,7 +629,8 @@ public struct CommandProcessor: Sendable {
         let snapshot = store.withKeyspace { ks in
             (count: ks.count, expiring: ks.expiringCount, revision: ks.revision, stats: ks.stats,
              subscriptions: ks.subscriptionCount, watchedKeys: ks.watchedKeyCount, dataset: ks.datasetBytes, index: ks.indexBytes,
-             history: ks.historyFigures, now: ks.clock.monotonicNanoseconds())
+             history: ks.historyFigures, usedMemory: ks.usedMemoryBytes, maxMemory: ks.maxMemoryBytes ?? 0,
+             now: ks.clock.monotonicNanoseconds())
         }
         var text = ""
         func section(_ name: String, _ lines: [(String, String)]) {
@@ -654,8 +655,8 @@ public struct CommandProcessor: Sendable {
             ("used_memory", String(rss)), ("used_memory_rss", String(rss)),
             ("used_memory_dataset", String(snapshot.dataset)), ("used_memory_index", String(snapshot.index)),
             // What --max-memory bounds (Keyspace.usedMemoryBytes), and the bound.
-            ("used_memory_limited", String(store.withKeyspace { $0.usedMemoryBytes })),
-            ("maxmemory", String(store.withKeyspace { $0.maxMemoryBytes } ?? 0)), ("maxmemory_policy", "noeviction"),
+            ("used_memory_limited", String(snapshot.usedMemory)),
+            ("maxmemory", String(snapshot.maxMemory)), ("maxmemory_policy", "noeviction"),
         ])
         section("Stats", [
             ("total_connections_received", String(statistics.totalConnections.load(ordering: .relaxed))),

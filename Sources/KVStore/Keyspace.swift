@@ -154,10 +154,11 @@ public struct Keyspace: Sendable {
         guard condition.holds(for: previous) else { return SetOutcome(applied: false, previous: previous) }
         if let maxMemoryBytes {
             let growth = key.count + value.count - (previous.map { $0.keyCount + $0.valueCount } ?? 0)
-            if growth > 0 && usedMemoryBytes + growth > maxMemoryBytes {
+            let excess = usedMemoryBytes + growth - maxMemoryBytes
+            if growth > 0 && excess > 0 {
                 // The resume history gives way first (it shares live values, so it holds memory
                 // of its own only for superseded ones); the data is never evicted.
-                history.shed(usedMemoryBytes + growth - maxMemoryBytes)
+                history.shed(excess)
                 if usedMemoryBytes + growth > maxMemoryBytes {
                     return SetOutcome(applied: false, previous: previous, overMemory: true)
                 }

@@ -77,6 +77,9 @@ public final class AppendLog: ChangeRecorder, @unchecked Sendable {
     private var flushThread: pthread_t?
     /// The first failure of the live log, once there has been one: every commit refuses after it.
     private let failure = NIOLockedValueBox<String?>(nil)
+    /// Whether `failure` is set: read by every commit and every reply flush, so an atomic load
+    /// rather than the lock.
+    private let failed = ManagedAtomic(false)
     /// Called once, at the first failure (the process exits by default).
     private let onFailure: @Sendable (String) -> Void
     /// The calls that write and sync the live log (a seam for tests that make them fail).
@@ -161,8 +164,9 @@ public final class AppendLog: ChangeRecorder, @unchecked Sendable {
     /// Writes every record appended so far to the file, and with `always` (or `sync`) forces
     /// it to disk. Returns once that is done; cheap when another caller already did it.
     public func commit(sync: Bool = false) throws {
-        if let failed = failure.withLockedValue({ $0 }) {
-            throw PersistenceFailure("the log \(path) failed earlier (\(failed)); no write is acknowledged after that")
+        if failed.load(ordering: .acquiring) {
+            let earlier = failure.withLockedValue { $0 } ?? "?"
+            throw PersistenceFailure("the log \(path) failed earlier (\(earlier)); no write is acknowledged after that")
         }
         let mustSync = sync || policy == .always
         let target = bufferLock.withLock { appendedBytes }
@@ -218,11 +222,12 @@ public final class AppendLog: ChangeRecorder, @unchecked Sendable {
     /// Puts the log in its failed state (the first failure is kept and reported once) and
     /// returns the error to throw.
     private func fail(_ message: String) -> PersistenceFailure {
-        let first = failure.withLockedValue { failed -> Bool in
-            guard failed == nil else { return false }
-            failed = message
+        let first = failure.withLockedValue { failure -> Bool in
+            guard failure == nil else { return false }
+            failure = message
             return true
         }
+        failed.store(true, ordering: .releasing)
         if first {
             logger.critical("\(message); stopping so that no write is acknowledged without being in the log")
             onFailure(message)
@@ -231,7 +236,7 @@ public final class AppendLog: ChangeRecorder, @unchecked Sendable {
     }
 
     /// Whether the log has failed (it refuses every commit since).
-    public var hasFailed: Bool { failure.withLockedValue { $0 != nil } }
+    public var hasFailed: Bool { failed.load(ordering: .acquiring) }
 
     /// Writes `chunk` at `position` (the end of the log), or at the file's offset when nil.
     private static func writeAll(_ chunk: ByteBuffer, to fd: Int32, at position: Int? = nil, path: String, io: LogFileIO = LogFileIO()) throws {

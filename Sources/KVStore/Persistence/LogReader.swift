@@ -28,6 +28,9 @@ public enum LogReader {
         }
     }
 
+    /// Records hold at most a key and a value at kv-stored's absolute limits, in at most 8 fields.
+    static let recordLimits = RESPLimits(maxBulkBytes: Int(UInt32.max), maxElements: 8)
+
     /// The sector size a crash can leave unwritten as a unit (the smallest in use).
     static let sectorBytes = 512
 
@@ -35,8 +38,6 @@ public enum LogReader {
     /// damage. The first record must be the `KVLOG` header; its version says whether records
     /// carry checksums.
     public static func read(_ bytes: UnsafeRawBufferPointer, _ body: (LogRecord) throws -> Void) rethrows -> Outcome {
-        // Records hold at most a key and a value at kv-stored's absolute limits.
-        let limits = RESPLimits(maxBulkBytes: Int(UInt32.max), maxElements: 8)
         // Every record ends in "\r\n", so trailing zeros are never part of one.
         var end = bytes.count
         while end > 0 && bytes[end - 1] == 0 { end -= 1 }
@@ -54,7 +55,7 @@ public enum LogReader {
             guard rest[0] == UInt8(ascii: "*") else { return failure(offset, .malformed("a record starts with '*'")) }
             let outcome: RESPCommandParser.Outcome
             do throws(RESPProtocolError) {
-                outcome = try RESPCommandParser.parse(rest, limits: limits, arguments: &ranges)
+                outcome = try RESPCommandParser.parse(rest, limits: recordLimits, arguments: &ranges)
             } catch {
                 return failure(offset, .malformed(error.message))
             }
@@ -109,7 +110,6 @@ public enum LogReader {
     /// their checksum computed, and at most `maxVerified` of them (values may hold text shaped
     /// like records), so the search stays linear in the log's size.
     static func nextRecord(in log: UnsafeRawBufferPointer, after offset: Int, checksummed: Bool, maxVerified: Int = 64) -> Int? {
-        let limits = RESPLimits(maxBulkBytes: Int(UInt32.max), maxElements: 8)
         var ranges: [Range<Int>] = []
         var candidate = offset + 1
         var verified = 0
@@ -118,7 +118,7 @@ public enum LogReader {
             candidate = star + 1
             guard log[star - 1] == 0x0A else { continue }
             let rest = UnsafeRawBufferPointer(rebasing: log[star...])
-            guard case .command? = try? RESPCommandParser.parse(rest, limits: limits, arguments: &ranges) else { continue }
+            guard case .command? = try? RESPCommandParser.parse(rest, limits: recordLimits, arguments: &ranges) else { continue }
             verified += 1
             let args = RESPArguments(bytes: rest, ranges: ranges)
             if case .success = checksummed ? LogRecord.decodeChecked(args) : LogRecord.decode(args) { return star }
