@@ -16,6 +16,8 @@ INSTALL_ENV = DESTDIR="$(DESTDIR)" PREFIX="$(PREFIX)" BINDIR="$(BINDIR)" SYSCONF
 RUN_DIR ?= $(CURDIR)/run
 # `make run STORE=redis://HOST:PORT` (or redis-cluster://…): the local front ends on that store.
 STORE ?=
+# `make run ACCESS_FILE=path`: the local front ends enforce that access file (docs/access.md).
+ACCESS_FILE ?=
 SWIFT ?= swift
 
 .PHONY: deps build release test run bench fuzz clean install uninstall
@@ -52,11 +54,12 @@ uninstall:
 
 # Starts the local stack in the foreground; Ctrl-C stops everything it started.
 run: deps release
-	@scripts/run-local.sh "$(RUN_DIR)" "$(PORT)" "$(STORE)"
+	@scripts/run-local.sh "$(RUN_DIR)" "$(PORT)" "$(STORE)" "$(ACCESS_FILE)"
 
 bench: deps release
 	bench/store-vs-redis.sh
 	bench/http.sh
+	bench/access.sh
 	bench/ws.sh
 	bench/persistence.sh
 	bench/parsers.sh

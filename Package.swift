@@ -7,6 +7,7 @@ import PackageDescription
 //   KVStore  — the keyspace, active expiry, change feed and the kv-stored server.
 //   KVClient — clients of kv-stored for kv-fcgi (blocking) and kv-ws (SwiftNIO).
 //   KVMetrics — swift-metrics bootstrapped with a Prometheus registry, and its exposition.
+//   KVAccess — access control: the access file, bearer tokens and JWTs, key-prefix rules.
 // Executables only wire libraries together; tests import libraries, never executables.
 let package = Package(
     name: "KvServer",
@@ -15,6 +16,7 @@ let package = Package(
         .executable(name: "kv-stored", targets: ["kv-stored"]),
         .executable(name: "kv-fcgi", targets: ["kv-fcgi"]),
         .executable(name: "kv-ws", targets: ["kv-ws"]),
+        .executable(name: "kvctl", targets: ["kvctl"]),
         .library(name: "KVCore", targets: ["KVCore"]),
         .library(name: "KVClient", targets: ["KVClient"]),
     ],
@@ -28,6 +30,9 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
+        .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.8.0"),
+        .package(url: "https://github.com/swift-extras/swift-extras-base64.git", from: "1.2.0"),
     ],
     targets: [
         .target(name: "KVCore"),
@@ -41,7 +46,18 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        .target(name: "KVHTTP", dependencies: ["KVCore"]),
+        .target(name: "KVHTTP", dependencies: ["KVCore", "KVAccess"]),
+        .target(
+            name: "KVAccess",
+            dependencies: [
+                "KVCore",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "JWTKit", package: "jwt-kit"),
+                .product(name: "ExtrasBase64", package: "swift-extras-base64"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .target(
             name: "KVMetrics",
             dependencies: [
@@ -56,7 +72,7 @@ let package = Package(
         .target(
             name: "KVFCGI",
             dependencies: [
-                "FastCGI", "KVHTTP", "KVClient", "KVCore", "KVDaemon", "KVMetrics", "RESP",
+                "FastCGI", "KVAccess", "KVHTTP", "KVClient", "KVCore", "KVDaemon", "KVMetrics", "RESP",
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -65,8 +81,9 @@ let package = Package(
         .target(
             name: "KVWebSocket",
             dependencies: [
-                "KVClient", "KVCore", "KVDaemon", "KVMetrics", "RESP",
+                "KVAccess", "KVClient", "KVCore", "KVDaemon", "KVMetrics", "RESP",
                 .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -75,6 +92,7 @@ let package = Package(
                 .product(name: "Atomics", package: "swift-atomics"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ]
         ),
         .executableTarget(
@@ -84,6 +102,10 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
+        ),
+        .executableTarget(
+            name: "kvctl",
+            dependencies: ["KVAccess", "KVCore", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .executableTarget(
             name: "kv-fcgi",
@@ -147,11 +169,21 @@ let package = Package(
         ),
         .testTarget(name: "KVFuzzTargetsTests", dependencies: ["KVFuzzTargets"]),
         .testTarget(name: "KVCoreTests", dependencies: ["KVCore"]),
-        .testTarget(name: "KVHTTPTests", dependencies: ["KVHTTP", "KVCore"]),
+        .testTarget(name: "KVHTTPTests", dependencies: ["KVHTTP", "KVCore", "KVAccess"]),
+        .testTarget(
+            name: "KVAccessTests",
+            dependencies: [
+                "KVAccess", "KVCore",
+                .product(name: "JWTKit", package: "jwt-kit"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
+        ),
         .testTarget(
             name: "KVWebSocketTests",
             dependencies: [
-                "KVWebSocket", "KVCore", "RESP",
+                "KVWebSocket", "KVAccess", "KVCore", "RESP",
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOWebSocket", package: "swift-nio"),
@@ -182,7 +214,9 @@ let package = Package(
         .testTarget(
             name: "EndToEndTests",
             dependencies: [
-                "KVClient", "KVCore", "KVDaemon", "RESP",
+                "KVAccess", "KVClient",
+                .product(name: "JWTKit", package: "jwt-kit"),
+                .product(name: "Crypto", package: "swift-crypto"), "KVCore", "KVDaemon", "RESP",
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOWebSocket", package: "swift-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -20,9 +20,11 @@ for u in kv-stored.service kv-fcgi.service kv-fcgi.socket kv-ws.service kvserver
   [ -f "$units/$u" ] || fail "$u was not installed"
 done
 
-# systemd's own units (sysinit.target, sockets.target …) come from the host.
-mkdir -p "$root/usr/lib/systemd"
+# systemd's own units (sysinit.target, sockets.target …) come from the host, and so does the
+# kill(1) of the units' ExecReload= (procps).
+mkdir -p "$root/usr/lib/systemd" "$root/bin"
 ln -s /lib/systemd/system "$root/usr/lib/systemd/system"
+cp /bin/kill "$root/bin/kill"
 if ! out=$(systemd-analyze verify --root="$root" "$units"/* 2>&1) || [ -n "$out" ]; then
   fail "systemd-analyze verify: $out"
 fi
@@ -30,7 +32,7 @@ fi
 for u in "$units"/*; do
   while read -r path; do
     [ -e "$root$path" ] || fail "$(basename "$u") names $path, which make install did not create"
-  done < <(sed -nE -e 's/^ExecStart=([^ ]+).*/\1/p' -e 's/^EnvironmentFile=-?(.+)/\1/p' \
+  done < <(sed -nE -e 's/^Exec(Start|Reload)=([^ ]+).*/\2/p' -e 's/^EnvironmentFile=-?(.+)/\1/p' \
                    -e 's|^Documentation=file://(.+)|\1|p' "$u")
 done
 
@@ -47,7 +49,7 @@ fi
 
 echo "# changed" >> "$root/etc/kvserver/kvserver.env"
 make -s uninstall DESTDIR="$root" PREFIX=/usr/local >/dev/null
-left=$(cd "$root" && find . -type f -not -path './nginx-check/*' | sort)
+left=$(cd "$root" && find . -type f -not -path './nginx-check/*' -not -path './bin/*' | sort)
 [ "$left" = "./etc/kvserver/kvserver.env" ] || fail "after uninstall, expected only the changed settings file, found: $left"
 
 [ "$failures" -eq 0 ] && echo "check-install: ok (units verified, paths present, nginx -t passed, uninstall clean)"

@@ -11,6 +11,7 @@ packages=(
   curl          # make run waits for the stack with it and shows how to use it
   wrk           # bench/http.sh drives the stack with it
   systemd       # systemd-analyze: `make test` verifies the installed units with it
+  procps        # /bin/kill: the units' ExecReload= (SIGHUP re-reads the access file)
 )
 
 missing=()

@@ -17,9 +17,9 @@ cd "$(dirname "$0")/.."
 : "${UNITDIR:=$PREFIX/lib/systemd/system}" "${SYSUSERSDIR:=$PREFIX/lib/sysusers.d}"
 : "${DOCDIR:=$PREFIX/share/doc/kvserver}" "${NGINXDIR:=$SYSCONFDIR/nginx}"
 
-daemons=(kv-stored kv-fcgi kv-ws)
+programs=(kv-stored kv-fcgi kv-ws kvctl)
 units=(kv-stored.service kv-fcgi.service kv-fcgi.socket kv-ws.service kvserver.target)
-docs=(api.md deploy.md operations.md persistence.md protocol.md limits.md http.md websocket.md scaling.md security.md)
+docs=(api.md access.md deploy.md operations.md persistence.md protocol.md limits.md http.md websocket.md scaling.md security.md)
 site="$NGINXDIR/sites-available/kvserver"
 settings="$SYSCONFDIR/kvserver/kvserver.env"
 
@@ -32,7 +32,7 @@ live_system() { [ -z "$DESTDIR" ] && [ "$(id -u)" -eq 0 ] && [ -d /run/systemd/s
 
 install_all() {
   local from=$1
-  for d in "${daemons[@]}"; do
+  for d in "${programs[@]}"; do
     [ -x "$from/$d" ] || { echo "install: $from/$d is missing; run \`make release\` first" >&2; exit 1; }
     install -D -m 0755 "$from/$d" "$DESTDIR$BINDIR/$d"
   done
@@ -65,7 +65,7 @@ uninstall_all() {
   if live_system; then
     systemctl disable --now kvserver.target kv-stored.service kv-fcgi.socket kv-fcgi.service kv-ws.service 2>/dev/null || true
   fi
-  for d in "${daemons[@]}"; do rm -f "$DESTDIR$BINDIR/$d"; done
+  for d in "${programs[@]}"; do rm -f "$DESTDIR$BINDIR/$d"; done
   for u in "${units[@]}"; do rm -f "$DESTDIR$UNITDIR/$u"; done
   rm -f "$DESTDIR$SYSUSERSDIR/kvserver.conf"
   if [ -e "$DESTDIR$NGINXDIR/sites-enabled/kvserver" ]; then

@@ -3,11 +3,14 @@
 # local socket paths and port), release binaries, everything under RUN_DIR, logs in this
 # terminal, and every process stopped on Ctrl-C or SIGTERM. With a third argument (`make run
 # STORE=redis://HOST:PORT`, or redis-cluster://…), the front ends use that store and no kv-stored
-# runs (docs/scaling.md).
+# runs (docs/scaling.md). With a fourth (`make run ACCESS_FILE=path`), kv-fcgi and kv-ws enforce
+# that access file (docs/access.md); `kill -HUP` them (pids printed) to reload it.
 set -euo pipefail
 run_dir=${1:?run directory}
 port=${2:-8080}
 store=${3:-}
+access_args=()
+[ -n "${4:-}" ] && access_args=(--access-file "$(realpath "$4")")
 here=$(cd "$(dirname "$0")/.." && pwd)
 bin=$(cd "$here" && swift build -c release --show-bin-path)
 mkdir -p "$run_dir"
@@ -47,11 +50,11 @@ else
   store_note="The store is $store (docs/scaling.md)."
 fi
 
-"$bin/kv-fcgi" --socket "$run_dir/kv-fcgi.sock" --store "$store" "${group_args[@]}" &
+"$bin/kv-fcgi" --socket "$run_dir/kv-fcgi.sock" --store "$store" "${group_args[@]}" "${access_args[@]}" &
 pids+=($!)
 wait_for_socket "$run_dir/kv-fcgi.sock"
 
-"$bin/kv-ws" --socket "$run_dir/kv-ws.sock" --store "$store" "${group_args[@]}" &
+"$bin/kv-ws" --socket "$run_dir/kv-ws.sock" --store "$store" "${group_args[@]}" "${access_args[@]}" &
 pids+=($!)
 wait_for_socket "$run_dir/kv-ws.sock"
 

@@ -8,22 +8,38 @@
 ///
 /// Objects at depth 0 and 1 have their members recorded (enough for `{value, ttl}` bodies
 /// and `{type, payload: {key, value, ttl}}` messages); deeper objects are only validated.
+/// A configuration file asks for more with `recordDepth`: then objects and arrays down to that
+/// depth have their members and elements recorded.
 public struct JSONReader: Sendable {
     /// Deepest nesting accepted. docs/api.md asks for at least 128.
     public static let defaultMaxDepth = 512
     public var maxDepth: Int
+    /// Objects and arrays at this depth or shallower have their contents recorded (arrays only
+    /// when it is above 1, so request parsing records what it always did).
+    public var recordDepth: Int
 
-    public init(maxDepth: Int = JSONReader.defaultMaxDepth) {
+    public init(maxDepth: Int = JSONReader.defaultMaxDepth, recordDepth: Int = 1) {
         self.maxDepth = maxDepth
+        self.recordDepth = recordDepth
     }
 
     /// Reads one JSON document.
     public func read(_ bytes: [UInt8]) throws(KVError) -> JSONDocument {
-        let result: Result<JSONValue, KVError> = bytes.withUnsafeBytes { raw in
-            var parser = JSONParser(bytes: raw, maxDepth: maxDepth)
-            do throws(KVError) { return .success(try parser.parseDocument()) } catch { return .failure(error) }
+        try readLocated(bytes).mapError { $0.error }.get()
+    }
+
+    /// Reads one JSON document; a failure also says at which byte (for a file's line numbers).
+    public func readLocated(_ bytes: [UInt8]) -> Result<JSONDocument, LocatedError> {
+        let result: Result<JSONValue, LocatedError> = bytes.withUnsafeBytes { raw in
+            var parser = JSONParser(bytes: raw, maxDepth: maxDepth, recordDepth: recordDepth)
+            do throws(KVError) { return .success(try parser.parseDocument()) } catch { return .failure(LocatedError(error: error, offset: parser.position)) }
         }
-        return JSONDocument(bytes: bytes, root: try result.get())
+        return result.map { JSONDocument(bytes: bytes, root: $0) }
+    }
+
+    public struct LocatedError: Error, Sendable {
+        public var error: KVError
+        public var offset: Int
     }
 }
 
@@ -82,6 +98,8 @@ public struct JSONValue: Sendable, Equatable {
     public let range: Range<Int>
     /// Members of an object at depth 0 or 1, in document order; nil otherwise.
     public let members: [JSONMember]?
+    /// Elements of an array within the reader's `recordDepth` (above 1); nil otherwise.
+    public var elements: [JSONValue]? = nil
 
     /// The member named `name`, when this is a recorded object that has one.
     public subscript(member name: String) -> JSONValue? {
@@ -144,11 +162,13 @@ enum JSONStringDecoder {
 struct JSONParser {
     let bytes: UnsafeRawBufferPointer
     let maxDepth: Int
+    let recordDepth: Int
     var position = 0
 
-    init(bytes: UnsafeRawBufferPointer, maxDepth: Int) {
+    init(bytes: UnsafeRawBufferPointer, maxDepth: Int, recordDepth: Int = 1) {
         self.bytes = bytes
         self.maxDepth = maxDepth
+        self.recordDepth = recordDepth
     }
 
     private func fail(_ what: String) -> KVError {
@@ -182,7 +202,12 @@ struct JSONParser {
         let start = position
         switch c {
         case UInt8(ascii: "{"): return try parseObject(depth: depth)
-        case UInt8(ascii: "["): try parseArray(depth: depth); return JSONValue(kind: .array, range: start..<position, members: nil)
+        case UInt8(ascii: "["):
+            // Separate paths, so request parsing (which never records arrays) keeps its small
+            // stack frame: it recurses up to `maxDepth` levels on kv-fcgi's worker threads.
+            if recordDepth > 1 { return try parseRecordedArray(depth: depth, start: start) }
+            try parseArray(depth: depth)
+            return JSONValue(kind: .array, range: start..<position, members: nil)
         case UInt8(ascii: "\""): try parseString(); return JSONValue(kind: .string, range: start..<position, members: nil)
         case UInt8(ascii: "t"): try expectLiteral("true"); return JSONValue(kind: .true, range: start..<position, members: nil)
         case UInt8(ascii: "f"): try expectLiteral("false"); return JSONValue(kind: .false, range: start..<position, members: nil)
@@ -199,7 +224,7 @@ struct JSONParser {
     private mutating func parseObject(depth: Int) throws(KVError) -> JSONValue {
         try enter(depth)
         let start = position
-        let recording = depth <= 1
+        let recording = depth <= max(1, recordDepth)
         var members: [JSONMember] = []
         // Names seen so far: the duplicate check must cost O(1) per member, or an object of n
         // members costs n²/2 comparisons (40,000 members took 5 s). Swift's hashing is seeded
@@ -240,6 +265,36 @@ struct JSONParser {
                 return JSONValue(kind: .object, range: start..<position, members: recording ? members : nil)
             default:
                 throw fail("expected ',' or '}' in an object")
+            }
+        }
+    }
+
+    /// An array within `recordDepth`, with its elements (configuration files).
+    private mutating func parseRecordedArray(depth: Int, start: Int) throws(KVError) -> JSONValue {
+        guard depth <= recordDepth else {
+            try parseArray(depth: depth)
+            return JSONValue(kind: .array, range: start..<position, members: nil)
+        }
+        try enter(depth)
+        var elements: [JSONValue] = []
+        position += 1
+        skipWhitespace()
+        if current == UInt8(ascii: "]") {
+            position += 1
+            return JSONValue(kind: .array, range: start..<position, members: nil, elements: [])
+        }
+        while true {
+            elements.append(try parseValue(depth: depth + 1))
+            skipWhitespace()
+            switch current {
+            case UInt8(ascii: ","):
+                position += 1
+                skipWhitespace()
+            case UInt8(ascii: "]"):
+                position += 1
+                return JSONValue(kind: .array, range: start..<position, members: nil, elements: elements)
+            default:
+                throw fail("expected ',' or ']' in an array")
             }
         }
     }

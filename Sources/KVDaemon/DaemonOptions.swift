@@ -81,3 +81,16 @@ public struct OriginOptions: ParsableArguments {
         do throws(KVError) { _ = try policy } catch { throw ValidationError("--allowed-origins: \(error.message)") }
     }
 }
+
+/// `--access-file`, read by kv-fcgi and kv-ws (docs/access.md).
+public struct AccessOptions: ParsableArguments {
+    @Option(help: ArgumentHelp(
+        "The access file: tokens, JWT keys and the key prefixes each may read, write, delete and subscribe to.",
+        discussion: "Without it the service is open: every client may do everything. SIGHUP reads it again."))
+    public var accessFile: String?
+
+    public init() {}
+
+    /// The file, or nil: an empty `--access-file ""` (the units' default) means none.
+    public var path: String? { accessFile.flatMap { $0.isEmpty ? nil : $0 } }
+}

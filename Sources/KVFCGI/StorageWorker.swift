@@ -1,6 +1,7 @@
 import CoreMetrics
 import Dispatch
 import FastCGI
+import KVAccess
 import KVClient
 import KVCore
 import KVHTTP
@@ -14,6 +15,8 @@ import RESP
 /// `/metrics/kv-stored` (kv-stored's metrics, fetched with `KVMETRICS`).
 final class StorageWorker: FastCGIServer.Worker {
     private let api: StorageAPI
+    private let access: AccessControl
+    private let refusals: RefusalLog
     private let store: StoreAdapter
     private var logger: Logger
     /// This thread's handles on the request metrics (no registry lookup per request).
@@ -24,8 +27,12 @@ final class StorageWorker: FastCGIServer.Worker {
     private var requestCounters: [Outcome: Counter] = [:]
     private var requestTimers: [String: Timer] = [:]
 
-    init(api: StorageAPI, store: StoreAddress, credentials: StoreCredentials?, storeTimeoutMilliseconds: Int, reachability: StoreReachability, logger: Logger) {
+    private var refusalCounters: [Outcome: Counter] = [:]
+
+    init(api: StorageAPI, access: AccessControl, refusals: RefusalLog, store: StoreAddress, credentials: StoreCredentials?, storeTimeoutMilliseconds: Int, reachability: StoreReachability, logger: Logger) {
         self.api = api
+        self.access = access
+        self.refusals = refusals
         let limits = RESPLimits(maxBulkBytes: api.limits.maxValueBytes + 64)
         self.store = StoreAdapter(client: BlockingStoreClient(
             address: store, credentials: credentials, limits: limits, timeoutMilliseconds: storeTimeoutMilliseconds, reachability: reachability,
@@ -45,9 +52,10 @@ final class StorageWorker: FastCGIServer.Worker {
         let operation: String
         let response: HTTPResponse
         let isStorage = endpoint == "storage"
+        var identity = "-"
         if isStorage {
             operation = ["GET", "HEAD", "POST", "DELETE"].contains(method) ? method : "other"
-            response = storageResponse(request, method: method, uri: uri)
+            (response, identity) = storageResponse(request, method: method, uri: uri)
         } else if let operational = operationalResponse(endpoint: endpoint, method: method) {
             (operation, response) = operational
         } else {
@@ -62,6 +70,9 @@ final class StorageWorker: FastCGIServer.Worker {
         // The key as sent (still percent-encoded), cut short: keys may be a megabyte long. Only
         // made when a line is logged (metadata is evaluated lazily).
         let key = { isStorage ? String(decoding: uri.dropFirst(Self.storagePrefix.count).prefix { $0 != UInt8(ascii: "?") }.prefix(200), as: UTF8.self) : "-" }
+        if isStorage, response.status == 401 || response.status == 403 {
+            refused(operation, status: response.status, identity: identity, key: key(), reason: response.bodyText, requestID: requestID)
+        }
         if response.status >= 500 {
             logger.warning("request failed", metadata: [
                 "kv.op": "\(method)", "kv.key": "\(key())", "http.status": "\(response.status)", "error": "\(response.bodyText)",
@@ -139,15 +150,37 @@ final class StorageWorker: FastCGIServer.Worker {
         HTTPResponse(status: 200, headers: [("Content-Type", ProcessMetrics.contentType), ("Content-Length", String(body.count))], body: body)
     }
 
-    private func storageResponse(_ request: FastCGIRequest, method: String, uri: [UInt8]) -> HTTPResponse {
+    /// A 401 or 403: counted by operation and status, and logged (rate-limited) with the
+    /// identity's id, never the token.
+    private func refused(_ operation: String, status: Int, identity: String, key: String, reason: String, requestID: String) {
+        let outcome = Outcome(operation: operation, status: status)
+        let counter = refusalCounters[outcome] ?? Counter(label: "kv_fcgi_access_refused_total", dimensions: [("operation", operation), ("status", String(status))])
+        refusalCounters[outcome] = counter
+        counter.increment()
+        refusals.refused(status: status, operation: operation, identity: identity, key: key, reason: reason, requestID: requestID)
+    }
+
+    /// The response, and who asked (the identity's id, for the log).
+    private func storageResponse(_ request: FastCGIRequest, method: String, uri: [UInt8]) -> (HTTPResponse, String) {
         let response: HTTPResponse
+        let authorization = request.param("HTTP_AUTHORIZATION")
+        let authentication = access.authenticateBlocking(Credential.fromAuthorization(authorization))
+        let identity: String
+        switch authentication {
+        case .identity(let known): identity = known.id
+        case .refused: identity = authorization == nil ? "anonymous" : "invalid-token"
+        }
         do throws(FastCGIRequest.BodyError) {
-            // Only POST carries a body the API reads; nginx enforces the same limit first.
-            let body = method == "POST" ? try request.readBody(limit: api.limits.maxValueBytes + 4096) : []
+            // Only POST carries a body the API reads; nginx enforces the same limit first. A
+            // refused request's body is never read (nginx discards it).
+            let refusedEarly: Bool
+            if case .refused = authentication { refusedEarly = true } else { refusedEarly = false }
+            let body = method == "POST" && !refusedEarly ? try request.readBody(limit: api.limits.maxValueBytes + 4096) : []
             response = api.handle(HTTPRequest(method: method, requestURI: uri, body: body,
                                               ifMatch: request.param("HTTP_IF_MATCH"), ifNoneMatch: request.param("HTTP_IF_NONE_MATCH"),
-                                              origin: request.param("HTTP_ORIGIN"), host: request.param("HTTP_HOST")),
-                                  store: store)
+                                              origin: request.param("HTTP_ORIGIN"), host: request.param("HTTP_HOST"),
+                                              authorization: authorization),
+                                  as: authentication, store: store)
         } catch {
             switch error {
             case .tooLarge(let length):
@@ -156,7 +189,7 @@ final class StorageWorker: FastCGIServer.Worker {
                 response = StorageAPI.errorResponse(status: 400, message: "the body ended after \(read) bytes, before its Content-Length")
             }
         }
-        return response
+        return (response, identity)
     }
 }
 

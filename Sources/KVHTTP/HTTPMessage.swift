@@ -12,9 +12,11 @@ public struct HTTPRequest: Sendable, Equatable {
     /// The `Origin` and `Host` headers: a browser's page and the site it sent the request to.
     public var origin: String?
     public var host: String?
+    /// The `Authorization` header (docs/access.md): `Bearer <token>`.
+    public var authorization: String?
 
     public init(method: String, requestURI: [UInt8], body: [UInt8] = [], ifMatch: String? = nil, ifNoneMatch: String? = nil,
-                origin: String? = nil, host: String? = nil) {
+                origin: String? = nil, host: String? = nil, authorization: String? = nil) {
         self.method = method
         self.requestURI = requestURI
         self.body = body
@@ -22,12 +24,13 @@ public struct HTTPRequest: Sendable, Equatable {
         self.ifNoneMatch = ifNoneMatch
         self.origin = origin
         self.host = host
+        self.authorization = authorization
     }
 
     public init(method: String, uri: String, body: String = "", ifMatch: String? = nil, ifNoneMatch: String? = nil,
-                origin: String? = nil, host: String? = nil) {
+                origin: String? = nil, host: String? = nil, authorization: String? = nil) {
         self.init(method: method, requestURI: Array(uri.utf8), body: Array(body.utf8), ifMatch: ifMatch, ifNoneMatch: ifNoneMatch,
-                  origin: origin, host: host)
+                  origin: origin, host: host, authorization: authorization)
     }
 }
 
@@ -67,6 +70,7 @@ public struct HTTPResponse: Sendable, Equatable {
         case 204: "No Content"
         case 304: "Not Modified"
         case 400: "Bad Request"
+        case 401: "Unauthorized"
         case 403: "Forbidden"
         case 404: "Not Found"
         case 405: "Method Not Allowed"

@@ -1,3 +1,4 @@
+import KVAccess
 import KVCore
 
 #if canImport(Glibc)
@@ -43,11 +44,13 @@ public struct StorageAPI: Sendable {
         return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000
     }
 
-    /// Answers `request`: the browser-origin check first (a page of another site gets 403 and
+    /// Answers `request` from the client `authentication` names (kv-fcgi authenticates the
+    /// `Authorization` header with `AccessControl`; without an access file everyone may do
+    /// everything): the browser-origin check first (a page of another site gets 403 and
     /// nothing is read or written; an allowed one gets CORS headers and its preflight answered),
-    /// then the API itself.
-    public func handle(_ request: HTTPRequest, store: some KeyValueStore) -> HTTPResponse {
-        guard let origin = request.origin else { return answer(request, store: store) }
+    /// then the access rules (401 or 403, before the store is asked anything), then the API.
+    public func handle(_ request: HTTPRequest, as authentication: Authentication = .identity(.open), store: some KeyValueStore) -> HTTPResponse {
+        guard let origin = request.origin else { return answer(request, as: authentication, store: store) }
         guard origins.allows(origin: origin, host: request.host) else {
             let shown = String(decoding: JSONText.quoted(String(origin.prefix(200))), as: UTF8.self)
             return Self.errorResponse(
@@ -63,18 +66,24 @@ public struct StorageAPI: Sendable {
                 ("Access-Control-Max-Age", "600"),
             ]
         } else {
-            response = answer(request, store: store)
-            response.headers.append(("Access-Control-Expose-Headers", "ETag, KV-Expires-At"))
+            response = answer(request, as: authentication, store: store)
+            response.headers.append(("Access-Control-Expose-Headers", "ETag, KV-Expires-At, WWW-Authenticate"))
         }
         response.headers += [("Access-Control-Allow-Origin", origin), ("Vary", "Origin")]
         return response
     }
 
-    private func answer(_ request: HTTPRequest, store: some KeyValueStore) -> HTTPResponse {
+    private func answer(_ request: HTTPRequest, as authentication: Authentication, store: some KeyValueStore) -> HTTPResponse {
+        let identity: Identity
+        switch authentication {
+        case .identity(let known): identity = known
+        case .refused(let reason): return Self.unauthorized(reason, invalidToken: request.authorization != nil)
+        }
         do throws(KVError) {
             switch request.method {
             case "GET", "HEAD":
                 let key = try StorageKeyPath.key(fromRequestURI: request.requestURI, limits: limits)
+                if let refusal = Self.refusal(.read, key: key, identity) { return refusal }
                 let ifMatch = try request.ifMatch.map { header throws(KVError) in try EntityTags.parse(header, name: "If-Match") }
                 let ifNoneMatch = try request.ifNoneMatch.map { header throws(KVError) in try EntityTags.parse(header, name: "If-None-Match") }
                 guard let stored = try store.get(key) else {
@@ -94,6 +103,7 @@ public struct StorageAPI: Sendable {
                 return HTTPResponse(status: 200, headers: headers, body: request.method == "HEAD" ? [] : body)
             case "POST":
                 let key = try StorageKeyPath.key(fromRequestURI: request.requestURI, limits: limits)
+                if let refusal = Self.refusal(.write, key: key, identity) { return refusal }
                 let (value, ttl) = try parseWrite(request.body)
                 switch try store.set(key, value: value, ttl: ttl, precondition: try Self.writePrecondition(request)) {
                 case .applied(let revision):
@@ -105,6 +115,7 @@ public struct StorageAPI: Sendable {
                 }
             case "DELETE":
                 let key = try StorageKeyPath.key(fromRequestURI: request.requestURI, limits: limits)
+                if let refusal = Self.refusal(.delete, key: key, identity) { return refusal }
                 switch try store.delete(key, precondition: try Self.writePrecondition(request)) {
                 // No ETag on success: nginx would hold a DELETE's 200 against its If-Match.
                 case .applied: return Self.empty(200)
@@ -163,6 +174,29 @@ public struct StorageAPI: Sendable {
         case (.some, .some):
             throw KVError(.invalidRequest, "send If-Match or If-None-Match, not both")
         }
+    }
+
+    /// 401: no usable credentials (RFC 6750: `invalid_token` when a token was sent).
+    static func unauthorized(_ reason: String, invalidToken: Bool) -> HTTPResponse {
+        var response = errorResponse(status: 401, message: "unauthorized: \(reason)")
+        let challenge = invalidToken
+            ? #"Bearer realm="kvserver", error="invalid_token", error_description="# + String(decoding: JSONText.quoted(reason), as: UTF8.self)
+            : #"Bearer realm="kvserver""#
+        response.headers.append(("WWW-Authenticate", challenge))
+        return response
+    }
+
+    /// The answer to an operation `identity` may not do to `key`: 401 for a client without
+    /// credentials (a token may allow it), 403 for one whose token does not. Nil when allowed.
+    static func refusal(_ operation: AccessOperation, key: [UInt8], _ identity: Identity) -> HTTPResponse? {
+        guard !identity.allows(operation, key: key) else { return nil }
+        let shownKey = String(decoding: JSONText.quoted(String(decoding: key.prefix(200), as: UTF8.self)), as: UTF8.self)
+        if identity.kind == .anonymous {
+            return unauthorized("clients without a token may not \(operation.rawValue) key \(shownKey)", invalidToken: false)
+        }
+        var response = errorResponse(status: 403, message: "forbidden: \(identity.id) may not \(operation.rawValue) key \(shownKey)")
+        response.headers.append(("WWW-Authenticate", #"Bearer realm="kvserver", error="insufficient_scope""#))
+        return response
     }
 
     /// 412, with the key's current ETag when it exists.

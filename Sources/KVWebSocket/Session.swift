@@ -87,6 +87,11 @@ public final class Session: Sendable {
         }
     }
 
+    /// The access file was reloaded: the connection presents its credentials again.
+    func reauthorize() {
+        eventLoop.execute { self.handler.value?.reauthorize() }
+    }
+
     /// Asks for the WebSocket to be closed.
     func close(_ reason: Closing) {
         let first = state.withLockedValue { state -> Bool in

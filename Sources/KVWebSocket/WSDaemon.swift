@@ -1,9 +1,11 @@
 import Atomics
+import KVAccess
 import KVClient
 import KVCore
 import KVDaemon
 import KVMetrics
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOExtras
 import NIOHTTP1
@@ -11,6 +13,7 @@ import NIOPosix
 import NIOWebSocket
 import RESP
 import ServiceLifecycle
+import UnixSignals
 
 #if canImport(Glibc)
 import Glibc
@@ -39,6 +42,8 @@ public struct WSConfiguration: Sendable {
     public var maxPendingBytesPerConnection = 16 << 20
     /// Browser origins allowed to open a WebSocket (docs/security.md).
     public var origins = OriginPolicy()
+    /// Who may do what (docs/access.md); nil leaves the service open.
+    public var accessFile: String?
 
     public init(socketPath: String, store: StoreAddress) {
         self.socketPath = socketPath
@@ -61,10 +66,19 @@ public struct WSConfiguration: Sendable {
 public enum WSDaemon {
     public static func run(_ configuration: WSConfiguration, logger: Logger) async throws {
         try SocketFile.removeStale(at: configuration.socketPath)
+        let access = try await AccessControl.load(path: configuration.accessFile)
+        if access.policy.isOpen {
+            logger.notice("access control is off: no --access-file, so every client may read, write, delete and subscribe to every key (docs/access.md)")
+        } else {
+            logger.notice("access control on", metadata: ["kv.access_file": "\(configuration.accessFile ?? "-")", "kv.access": "\(access.policy.summary)"])
+        }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.threads))
-        let server = WSServer(configuration: configuration, group: group, logger: logger)
+        let sessions = LiveSessions()
+        let server = WSServer(configuration: configuration, group: group, access: access, sessions: sessions, logger: logger)
+        let reloader = AccessReloader(access: access, sessions: sessions, logger: logger)
         do {
-            let services = ServiceGroup(services: [server], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+            let services = ServiceGroup(
+                configuration: .init(services: [.init(service: server), .init(service: reloader)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
             try await services.run()
         } catch {
             try? await group.shutdownGracefully()
@@ -75,12 +89,52 @@ public enum WSDaemon {
     }
 }
 
+/// The open sessions, so a reload can have each look at its credentials again.
+final class LiveSessions: Sendable {
+    private let sessions = NIOLockedValueBox<[Int: Session]>([:])
+
+    func add(_ session: Session) { sessions.withLockedValue { $0[session.id] = session } }
+    func remove(_ id: Int) { sessions.withLockedValue { _ = $0.removeValue(forKey: id) } }
+    var all: [Session] { sessions.withLockedValue { Array($0.values) } }
+}
+
+/// SIGHUP (`systemctl reload kv-ws`): reads the access file again; if it reads, every open
+/// connection presents its credentials again under the new rules (revoked ones are closed).
+/// A file with an error changes nothing, and the log names its line.
+struct AccessReloader: Service {
+    let access: AccessControl
+    let sessions: LiveSessions
+    let logger: Logger
+
+    func run() async throws {
+        let signals = await UnixSignalsSequence(trapping: .sighup)
+        for await _ in signals.cancelOnGracefulShutdown() {
+            guard let path = access.path else {
+                logger.notice("SIGHUP: nothing to reload (no --access-file)")
+                continue
+            }
+            switch await access.reload() {
+            case .success(let policy):
+                let open = sessions.all
+                logger.notice("access file reloaded", metadata: [
+                    "kv.access_file": "\(path)", "kv.access": "\(policy.summary)", "kv.connections_rechecked": "\(open.count)",
+                ])
+                for session in open { session.reauthorize() }
+            case .failure(let error):
+                logger.error("access file not reloaded: the previous rules stay in force", metadata: ["kv.access_file": "\(path)", "error": "\(error)"])
+            }
+        }
+    }
+}
+
 /// The listening socket and everything behind it, as a service: on graceful shutdown it stops
 /// accepting, closes every WebSocket with 1001, and returns once they are all closed (a client
 /// that does not answer its close is cut off after the close timeout).
 struct WSServer: Service {
     let configuration: WSConfiguration
     let group: MultiThreadedEventLoopGroup
+    let access: AccessControl
+    let sessions: LiveSessions
     let logger: Logger
     private static let nextSessionID = ManagedAtomic<Int>(0)
 
@@ -103,6 +157,9 @@ struct WSServer: Service {
             maxPendingBytes: configuration.maxPendingBytesPerConnection, maxSubscriptions: configuration.maxSubscriptionsPerConnection)
         let maxMessage = configuration.maxMessageBytes
         let quiesce = ServerQuiescingHelper(group: group)
+        let access = self.access
+        let sessions = self.sessions
+        let refusals = RefusalLog(logger: logger)
 
         let upgrader = NIOWebSocketServerUpgrader(
             maxFrameSize: maxMessage,
@@ -111,7 +168,31 @@ struct WSServer: Service {
                 let path = head.uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first
                 // A browser on another site is refused here; NotWebSocketHandler answers it 403.
                 let allowed = configuration.origins.allows(origin: head.headers.first(name: "Origin"), host: head.headers.first(name: "Host"))
-                return channel.eventLoop.makeSucceededFuture(path == "/ws" && allowed ? HTTPHeaders() : nil)
+                guard path == "/ws", allowed else { return channel.eventLoop.makeSucceededFuture(nil) }
+                // Credentials from the Authorization header or a `kv.bearer.<token>` protocol
+                // offer (browsers cannot set headers on a WebSocket), checked before the 101.
+                let offer = UpgradeCredentials(head.headers)
+                let checked = channel.eventLoop.makePromise(of: Authentication.self)
+                checked.completeWithTask { await access.authenticate(offer.credential) }
+                return checked.futureResult.flatMapThrowing { authentication -> HTTPHeaders? in
+                    let operations = try channel.pipeline.syncOperations
+                    switch authentication {
+                    case .refused(let reason) where offer.credential != .none:
+                        WSMetrics.refused(operation: "connect", status: 401)
+                        refusals.refused(status: 401, operation: "connect", identity: "invalid-token", key: "-", reason: reason,
+                                         requestID: head.headers.first(name: "X-Request-ID") ?? "-")
+                        try operations.handler(type: NotWebSocketHandler.self).unauthorized = reason
+                        return nil
+                    case .refused:
+                        // No credentials and no anonymous access: the client may still send `auth`.
+                        try operations.addHandler(UpgradeAccess(credential: .none, identity: nil))
+                    case .identity(let identity):
+                        try operations.addHandler(UpgradeAccess(credential: offer.credential, identity: identity))
+                    }
+                    var headers = HTTPHeaders()
+                    if let chosen = offer.chosenProtocol { headers.add(name: "Sec-WebSocket-Protocol", value: chosen) }
+                    return headers
+                }
             },
             upgradePipelineHandler: { channel, head in
                 channel.eventLoop.makeCompletedFuture {
@@ -127,11 +208,18 @@ struct WSServer: Service {
                     guard let requests = connections[ObjectIdentifier(channel.eventLoop)] else {
                         throw WSServerFailure("no kv-stored connection for this event loop")
                     }
-                    try channel.pipeline.syncOperations.addHandlers([
+                    let operations = channel.pipeline.syncOperations
+                    let upgradeAccess = try operations.handler(type: UpgradeAccess.self)
+                    _ = operations.removeHandler(upgradeAccess)
+                    let sessionAccess = WebSocketSessionHandler.Access(
+                        control: access, refusals: refusals, credential: upgradeAccess.credential, identity: upgradeAccess.identity)
+                    try operations.addHandlers([
                         NIOWebSocketFrameAggregator(
                             minNonFinalFragmentSize: 0, maxAccumulatedFrameCount: 1 << 16, maxAccumulatedFrameSize: maxMessage),
-                        WebSocketSessionHandler(session: session, requests: requests, hub: hub, settings: settings, logger: logger),
+                        WebSocketSessionHandler(session: session, requests: requests, hub: hub, settings: settings, access: sessionAccess, logger: logger),
                     ])
+                    sessions.add(session)
+                    channel.closeFuture.whenComplete { _ in sessions.remove(id) }
                 }
             })
 
@@ -196,6 +284,41 @@ struct WSServer: Service {
     }
 }
 
+/// What an upgrade request presents: its credential, and the subprotocol to answer with.
+struct UpgradeCredentials {
+    static let bearerProtocolPrefix = "kv.bearer."
+    /// The protocol a client offers beside its `kv.bearer.` one, and which kv-ws picks.
+    static let apiProtocol = "kv.v1"
+
+    var credential: Credential = .none
+    var chosenProtocol: String?
+
+    init(_ headers: HTTPHeaders) {
+        let offered = headers[canonicalForm: "Sec-WebSocket-Protocol"].map { String($0) }
+        let bearerOffer = offered.first { $0.hasPrefix(Self.bearerProtocolPrefix) }
+        if let authorization = headers.first(name: "Authorization") {
+            credential = Credential.fromAuthorization(authorization)
+        } else if let bearerOffer {
+            credential = Credential.token(String(bearerOffer.dropFirst(Self.bearerProtocolPrefix.count)))
+        }
+        // The answer must be one of the offers (or a browser fails the connection); the token
+        // is echoed only when the client offered nothing else.
+        chosenProtocol = offered.contains(Self.apiProtocol) ? Self.apiProtocol : bearerOffer
+    }
+}
+
+/// Carries the identity checked at the upgrade to the session handler set up after it.
+final class UpgradeAccess: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = NIOAny
+    let credential: Credential
+    let identity: Identity?
+
+    init(credential: Credential, identity: Identity?) {
+        self.credential = credential
+        self.identity = identity
+    }
+}
+
 struct WSServerFailure: Error, CustomStringConvertible {
     var description: String
     init(_ description: String) { self.description = description }
@@ -212,6 +335,8 @@ final class NotWebSocketHandler: ChannelInboundHandler, RemovableChannelHandler 
     private var upgradeMissing = false
     private var originRefused: String?
     private var metricsRequested = false
+    /// Set by the upgrade check when the credentials presented were refused (answered 401).
+    var unauthorized: String?
 
     init(origins: OriginPolicy, logger: Logger) {
         self.origins = origins
@@ -240,16 +365,21 @@ final class NotWebSocketHandler: ChannelInboundHandler, RemovableChannelHandler 
                 return
             }
             let (status, text): (HTTPResponseStatus, String)
+            var challenge: String?
             if let origin = originRefused {
                 logger.info("refused a WebSocket from another site's page", metadata: ["http.origin": "\(origin.prefix(200))"])
                 (status, text) = (.forbidden, "origin not allowed: this WebSocket accepts pages of its own site and of --allowed-origins\n")
+            } else if let reason = unauthorized {
+                (status, text) = (.unauthorized, "unauthorized: \(reason)\n")
+                challenge = #"Bearer realm="kvserver", error="invalid_token""#
             } else if upgradeMissing {
                 (status, text) = (.upgradeRequired, "/ws speaks WebSocket only: send an Upgrade: websocket request\n")
             } else {
                 (status, text) = (.notFound, "kv-ws serves WebSocket upgrades of /ws, and its metrics at /metrics/kv-ws\n")
             }
             var headers = HTTPHeaders([("Content-Type", "text/plain"), ("Content-Length", "\(text.utf8.count)"), ("Connection", "close")])
-            if upgradeMissing && originRefused == nil { headers.add(name: "Upgrade", value: "websocket") }
+            if upgradeMissing && originRefused == nil && unauthorized == nil { headers.add(name: "Upgrade", value: "websocket") }
+            if let challenge { headers.add(name: "WWW-Authenticate", value: challenge) }
             context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
             context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: text)))), promise: nil)
             let bound = NIOLoopBound(context, eventLoop: context.eventLoop)

@@ -8,10 +8,14 @@ public enum ClientMessage: Equatable, Sendable {
     case delete(key: [UInt8])
     case subscribe(key: [UInt8])
     case unsubscribe(key: [UInt8])
+    /// Credentials for the connection (docs/access.md), for clients that cannot send headers.
+    case auth(token: String)
 
+    /// The key the message is about; none for `auth`.
     public var key: [UInt8] {
         switch self {
         case .get(let key), .set(let key, _, _), .delete(let key), .subscribe(let key), .unsubscribe(let key): key
+        case .auth: []
         }
     }
 
@@ -65,11 +69,19 @@ public struct ClientRequest: Equatable, Sendable {
         guard let typeValue = document.root[member: "type"], let type = document.string(typeValue) else {
             throw KVError(.invalidRequest, "\"type\" must be a string")
         }
-        guard ["get", "set", "delete", "subscribe", "unsubscribe"].contains(type) else {
-            throw KVError(.invalidRequest, "unknown type \"\(type)\"; use get, set, delete, subscribe or unsubscribe")
+        guard ["get", "set", "delete", "subscribe", "unsubscribe", "auth"].contains(type) else {
+            throw KVError(.invalidRequest, "unknown type \"\(type)\"; use get, set, delete, subscribe, unsubscribe or auth")
         }
         guard let payload = document.root[member: "payload"], payload.kind == .object else {
             throw KVError(.invalidRequest, "\"payload\" must be an object")
+        }
+        if type == "auth" {
+            guard let tokenValue = payload[member: "token"], let token = document.string(tokenValue) else {
+                throw KVError(.invalidRequest, "payload.token must be a string")
+            }
+            var request = ClientRequest(message: .auth(token: token))
+            request.id = id
+            return request
         }
         guard let keyValue = payload[member: "key"], let key = document.string(keyValue) else {
             throw KVError(.invalidKey, "payload.key must be a string")
@@ -129,6 +141,8 @@ public enum ServerMessage: Equatable, Sendable {
     case error(String)
     /// A request with an `id` succeeded (docs/websocket.md).
     case ok(key: [UInt8])
+    /// An `auth` message was accepted: who the connection now is, and until when (Unix ms).
+    case authenticated(identity: String, expiresAt: Int64?)
 
     /// The opt-in fields a message carries beside `type` and `payload`; none for seed messages.
     public struct Envelope: Equatable, Sendable {
@@ -175,6 +189,16 @@ public enum ServerMessage: Equatable, Sendable {
             Self.write(envelope, into: &out)
             out.writeStaticString(#","payload":{"key":"#)
             out.writeBytes(JSONText.quoted(String(decoding: key, as: UTF8.self)))
+            out.writeStaticString("}}")
+        case .authenticated(let identity, let expiresAt):
+            out.writeStaticString(#"{"type":"authenticated""#)
+            Self.write(envelope, into: &out)
+            out.writeStaticString(#","payload":{"identity":"#)
+            out.writeBytes(JSONText.quoted(identity))
+            if let expiresAt {
+                out.writeStaticString(#","expiresAt":"#)
+                out.writeString(String(expiresAt))
+            }
             out.writeStaticString("}}")
         case .error(let message):
             out.writeStaticString(#"{"type":"error""#)

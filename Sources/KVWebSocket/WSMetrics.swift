@@ -17,7 +17,7 @@ enum WSMetrics {
     static let dropped = Counter(label: "kv_ws_dropped_messages_total")
 
     /// Messages read from clients, by type (`invalid` for those refused).
-    static let messagesIn: [String: Counter] = Dictionary(uniqueKeysWithValues: ["get", "set", "delete", "subscribe", "unsubscribe", "invalid"].map {
+    static let messagesIn: [String: Counter] = Dictionary(uniqueKeysWithValues: ["get", "set", "delete", "subscribe", "unsubscribe", "auth", "invalid"].map {
         ($0, Counter(label: "kv_ws_messages_in_total", dimensions: [("type", $0)]))
     })
 
@@ -33,6 +33,8 @@ enum WSMetrics {
         case protocolError = "protocol_error"
         /// kv-ws shut down (1001).
         case shutdown
+        /// Its token expired or was revoked (4401), or its rules no longer let it watch a key (4403).
+        case accessWithdrawn = "access_withdrawn"
         /// The connection dropped without a close.
         case dropped
     }
@@ -41,6 +43,12 @@ enum WSMetrics {
         ($0, Counter(label: "kv_ws_closes_total", dimensions: [("reason", $0.rawValue)]))
     })
 
+    /// Requests refused by the access rules (docs/access.md), by operation (`connect` for an
+    /// upgrade with bad credentials) and status (401: no or bad credentials, 403: not allowed).
+    static func refused(operation: String, status: Int) {
+        Counter(label: "kv_ws_access_refused_total", dimensions: [("operation", operation), ("status", String(status))]).increment()
+    }
+
     static func messageIn(_ message: ClientMessage?) {
         let type = switch message {
         case .get: "get"
@@ -48,6 +56,7 @@ enum WSMetrics {
         case .delete: "delete"
         case .subscribe: "subscribe"
         case .unsubscribe: "unsubscribe"
+        case .auth: "auth"
         case nil: "invalid"
         }
         messagesIn[type]?.increment()

@@ -1,3 +1,4 @@
+import KVAccess
 import KVClient
 import KVCore
 import Logging
@@ -66,6 +67,22 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
         var maxSubscriptions = 10_000
     }
 
+    /// Who the connection is (docs/access.md): what it presented and what that grants now.
+    struct Access {
+        var control: AccessControl
+        var refusals: RefusalLog
+        /// What the client presented at the upgrade or in its last `auth` message; presented
+        /// again at each reload, so a revoked token loses the connection at once.
+        var credential: Credential
+        /// nil while the connection has no usable identity (no credentials and no anonymous
+        /// rules): only `auth` is served then.
+        var identity: Identity?
+
+        static func open(logger: Logger) -> Access {
+            Access(control: AccessControl(), refusals: RefusalLog(logger: logger), credential: .none, identity: .open)
+        }
+    }
+
     /// A message read but not yet handled.
     private enum Inbound {
         case message(ClientRequest, bytes: Int)
@@ -93,6 +110,11 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
     /// The ordering domain of the requests in flight (`StoreRequests.orderingDomain`).
     private var inFlightDomain = 0
     private var awaitingSubscription = false
+    /// An `auth` (or a reload's new look at the credentials) is being checked: later messages wait.
+    private var awaitingAuthentication = false
+    private var access: Access
+    /// Closes the connection when its JWT expires.
+    private var expiryTimer: Scheduled<Void>?
     private var pumping = false
     private var subscriptions = Set<[UInt8]>()
     /// nginx asked for more data while the inbox was full: read once it drains.
@@ -108,7 +130,8 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
     /// Why the connection is ending, once known (counted when it closes).
     private var closeReason: WSMetrics.CloseReason?
 
-    init(session: Session, requests: any StoreRequests, hub: any Subscriptions, settings: Settings, logger: Logger) {
+    init(session: Session, requests: any StoreRequests, hub: any Subscriptions, settings: Settings, access: Access? = nil, logger: Logger) {
+        self.access = access ?? .open(logger: logger)
         self.session = session
         self.requests = requests
         self.hub = hub
@@ -126,6 +149,7 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
             bound.value.ping()
         }
         session.attach(self)
+        armExpiry()
         WSMetrics.connections.increment()
         WSMetrics.connectionsTotal.increment()
     }
@@ -133,6 +157,7 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
     func channelInactive(context: ChannelHandlerContext) {
         pinger?.cancel()
         closeTimer?.cancel()
+        expiryTimer?.cancel()
         for key in subscriptions { hub.unsubscribe(key, session) }
         subscriptions.removeAll()
         WSMetrics.connections.decrement()
@@ -193,11 +218,12 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
         guard !pumping else { return }
         pumping = true
         defer { pumping = false }
-        messages: while !awaitingSubscription, !closeSent, let next = inbox.first {
+        messages: while !awaitingSubscription, !awaitingAuthentication, !closeSent, let next = inbox.first {
             if case .message(let request, _) = next {
                 switch request.message {
-                case .subscribe, .unsubscribe:
-                    // Earlier writes are applied before the subscription changes.
+                case .subscribe, .unsubscribe, .auth:
+                    // Earlier writes are applied before the subscription changes, and earlier
+                    // requests are answered under the identity they were sent with.
                     guard inFlight == 0 else { break messages }
                 case .get, .set, .delete:
                     guard inFlight < settings.maxInFlight else { break messages }
@@ -212,13 +238,135 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
             inboxBytes -= next.bytes
             switch next {
             case .rejected(let message, let id, _): session.send(text: ServerMessage.error(message).encoded(.init(id: id)))
-            case .message(let request, _): request.isVersioned ? handleVersioned(request) : handle(request.message)
+            case .message(let request, _):
+                if case .auth(let token) = request.message {
+                    authenticate(Credential.token(token), id: request.id)
+                } else if let refusal = refusal(request) {
+                    session.send(text: refusal)
+                } else {
+                    request.isVersioned ? handleVersioned(request) : handle(request.message)
+                }
             }
         }
         if readDeferred, !mustPauseReading, let context {
             readDeferred = false
             context.read()
         }
+    }
+
+    // MARK: - Access control
+
+    /// The `error` for a request the connection's identity may not make (counted and logged),
+    /// or nil when it may. Checked when the request is taken, so a reload or an `auth` applies
+    /// to every later message.
+    private func refusal(_ request: ClientRequest) -> ByteBuffer? {
+        let operation: AccessOperation, name: String
+        switch request.message {
+        case .get: (operation, name) = (.read, "get")
+        case .set: (operation, name) = (.write, "set")
+        case .delete: (operation, name) = (.delete, "delete")
+        case .subscribe: (operation, name) = (.subscribe, "subscribe")
+        case .unsubscribe, .auth: return nil
+        }
+        let key = request.message.key
+        let status: Int, message: String
+        if let identity = access.identity {
+            guard !identity.allows(operation, key: key) else { return nil }
+            let shown = String(decoding: JSONText.quoted(String(decoding: key.prefix(200), as: UTF8.self)), as: UTF8.self)
+            if identity.kind == .anonymous {
+                (status, message) = (401, "unauthorized: clients without a token may not \(operation.rawValue) key \(shown); send an auth message")
+            } else {
+                (status, message) = (403, "forbidden: \(identity.id) may not \(operation.rawValue) key \(shown)")
+            }
+        } else {
+            (status, message) = (401, "unauthorized: this service needs a token; send {\"type\":\"auth\",\"payload\":{\"token\":…}} first")
+        }
+        WSMetrics.refused(operation: name, status: status)
+        access.refusals.refused(status: status, operation: name, identity: access.identity?.id ?? "none",
+                                key: String(decoding: key.prefix(200), as: UTF8.self), reason: message)
+        return ServerMessage.error(message).encoded(.init(id: request.id, code: status == 401 ? "unauthorized" : "forbidden"))
+    }
+
+    /// An `auth` message: later messages wait until the token is checked. A refused token is
+    /// an `error` and leaves the connection as it was; an accepted one replaces its identity.
+    private func authenticate(_ credential: Credential, id: [UInt8]?) {
+        awaitingAuthentication = true
+        let control = access.control
+        let loop = session.eventLoop
+        let promise = loop.makePromise(of: Authentication.self)
+        promise.completeWithTask { await control.authenticate(credential) }
+        promise.futureResult.assumeIsolated().whenSuccess { authentication in
+            self.awaitingAuthentication = false
+            switch authentication {
+            case .refused(let reason):
+                WSMetrics.refused(operation: "auth", status: 401)
+                self.access.refusals.refused(status: 401, operation: "auth", identity: "invalid-token", key: "-", reason: reason)
+                self.session.send(text: ServerMessage.error("unauthorized: \(reason)").encoded(.init(id: id, code: "unauthorized")))
+            case .identity(let identity):
+                self.access.credential = credential
+                self.become(identity)
+                self.session.send(text: ServerMessage.authenticated(identity: identity.id, expiresAt: identity.expiresAt).encoded(.init(id: id)))
+            }
+            self.pump()
+        }
+    }
+
+    /// The access file was reloaded: the credentials the connection presented are looked at
+    /// again. Revoked or expired: closed with 4401. Still valid, but no longer allowed to watch
+    /// one of its keys: closed with 4403. Otherwise it carries on under the new rules.
+    func reauthorize() {
+        guard context != nil, !closeSent else { return }
+        let control = access.control
+        let credential = access.credential
+        let promise = session.eventLoop.makePromise(of: Authentication.self)
+        promise.completeWithTask { await control.authenticate(credential) }
+        promise.futureResult.assumeIsolated().whenSuccess { authentication in
+            switch authentication {
+            case .refused(let reason):
+                if self.access.identity == nil { return }  // it had no identity to lose
+                self.withdraw(4401, "unauthorized: \(reason)")
+            case .identity(let identity):
+                self.become(identity)
+            }
+        }
+    }
+
+    /// Takes `identity` for the connection, unless it may not watch a key it watches.
+    private func become(_ identity: Identity) {
+        if let key = subscriptions.first(where: { !identity.allows(.subscribe, key: $0) }) {
+            let shown = String(decoding: JSONText.quoted(String(decoding: key.prefix(100), as: UTF8.self)), as: UTF8.self)
+            withdraw(4403, "forbidden: \(identity.id) may no longer subscribe to key \(shown)")
+            return
+        }
+        access.identity = identity
+        armExpiry()
+    }
+
+    /// A connection whose identity has an expiry is closed then (4401).
+    private func armExpiry() {
+        expiryTimer?.cancel()
+        expiryTimer = nil
+        guard let identity = access.identity, let expiresAt = identity.expiresAt, let context else { return }
+        // At most a day ahead (a far `exp` would overflow a TimeAmount); then it looks again.
+        let remaining = min(max(0, expiresAt - access.control.now()), 86_400_000)
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        expiryTimer = context.eventLoop.scheduleTask(in: .milliseconds(remaining)) {
+            let handler = bound.value
+            if let refusal = identity.timeRefusal(now: handler.access.control.now()) {
+                handler.withdraw(4401, "unauthorized: \(refusal)")
+            } else {
+                handler.armExpiry()
+            }
+        }
+    }
+
+    private func withdraw(_ code: UInt16, _ reason: String) {
+        closeReason = .accessWithdrawn
+        logger.info("closing a websocket whose access was withdrawn", metadata: [
+            "kv.identity": "\(access.identity?.id ?? "none")", "reason": "\(reason)", "close.code": "\(code)",
+        ])
+        // A close frame's reason is at most 123 bytes.
+        sendClose(.unknown(code), reason: String(decoding: Array(reason.utf8).prefix(123), as: UTF8.self))
     }
 
     private func handle(_ message: ClientMessage) {
@@ -248,6 +396,8 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
         case .unsubscribe(let key):
             guard subscriptions.remove(key) != nil else { return }
             hub.unsubscribe(key, session)
+        case .auth:
+            break  // taken in `pump`
         }
     }
 
@@ -268,6 +418,10 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
                 // already dropped the subscriptions it knew of, so this one goes now, or it
                 // would stay in the hub and in kv-stored for good.
                 self.hub.unsubscribe(key, self.session)
+            case .success where self.access.identity?.allows(.subscribe, key: key) != true:
+                // The rules changed (a reload or an auth) while kv-stored was acknowledging.
+                self.hub.unsubscribe(key, self.session)
+                self.session.send(text: ServerMessage.error("forbidden: no longer allowed to subscribe to this key").encoded(.init(id: id, code: "forbidden")))
             case .success: self.subscriptions.insert(key)
             case .failure(let error): self.session.send(text: ServerMessage.error(Self.message(error)).encoded(.init(id: id)))
             }
@@ -321,6 +475,8 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
         case .unsubscribe(let key):
             let revision = subscriptions.remove(key) != nil ? hub.unsubscribe(key, session) : 0
             if let id { session.send(text: ServerMessage.ok(key: key).encoded(.init(id: id, rev: revision))) }
+        case .auth:
+            break  // taken in `pump`
         }
     }
 

@@ -22,6 +22,8 @@ struct KVFCGIMain: ParsableCommand {
 
             SIGNALS
               SIGTERM, SIGINT   stop accepting, finish requests in flight, exit 0.
+              SIGHUP            read --access-file again (a file with an error is refused,
+                                with its line logged, and the old rules stay).
 
             ENVIRONMENT
               NOTIFY_SOCKET   set by systemd (Type=notify): READY=1 is sent once the socket
@@ -33,6 +35,7 @@ struct KVFCGIMain: ParsableCommand {
             FILES
               /run/kvserver/kv-fcgi.sock     socket of kv-fcgi.socket
               /etc/kvserver/kvserver.env     settings read by kv-fcgi.service
+              /etc/kvserver/access.json      the access file, when KV_ACCESS_FILE names it
 
             SEE ALSO
               kv-stored --help, kv-ws --help, docs/deploy.md
@@ -57,6 +60,8 @@ struct KVFCGIMain: ParsableCommand {
 
     @OptionGroup var originOptions: OriginOptions
 
+    @OptionGroup var accessOptions: AccessOptions
+
     @OptionGroup var loggingOptions: LoggingOptions
 
     func validate() throws {
@@ -78,6 +83,7 @@ struct KVFCGIMain: ParsableCommand {
         configuration.storeTimeoutMilliseconds = storeTimeoutMs
         configuration.storeCredentials = StoreCredentials.fromEnvironment()
         configuration.origins = try originOptions.policy
+        configuration.accessFile = accessOptions.path
         try FCGIDaemon.run(configuration, logger: logger)
     }
 }

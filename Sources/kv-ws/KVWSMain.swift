@@ -19,6 +19,8 @@ struct KVWSMain: AsyncParsableCommand {
 
             SIGNALS
               SIGTERM, SIGINT   stop accepting, close every WebSocket with 1001, exit 0.
+              SIGHUP            read --access-file again; open connections present their
+                                credentials again (revoked: closed with 4401).
 
             ENVIRONMENT
               NOTIFY_SOCKET   set by systemd (Type=notify): READY=1 is sent once the socket
@@ -65,6 +67,8 @@ struct KVWSMain: AsyncParsableCommand {
 
     @OptionGroup var originOptions: OriginOptions
 
+    @OptionGroup var accessOptions: AccessOptions
+
     @OptionGroup var loggingOptions: LoggingOptions
 
     func validate() throws {
@@ -91,6 +95,7 @@ struct KVWSMain: AsyncParsableCommand {
         configuration.maxSubscriptionsPerConnection = maxSubscriptions
         configuration.maxPendingBytesPerConnection = maxPendingBytes
         configuration.origins = try originOptions.policy
+        configuration.accessFile = accessOptions.path
         configuration.storeCredentials = StoreCredentials.fromEnvironment()
         if let threads { configuration.threads = threads }
         try await WSDaemon.run(configuration, logger: logger)

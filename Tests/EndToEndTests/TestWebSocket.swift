@@ -22,7 +22,8 @@ final class TestWebSocket: Sendable {
     enum TestWebSocketError: Error { case notConnected, badURL(String), timedOut(String) }
 
     /// Connects to `ws://HOST:PORT/PATH` and returns once the upgrade is done.
-    static func connect(_ url: String, maxMessage: Int = 64 << 20) async throws -> TestWebSocket {
+    /// `headers`: extra request headers (an `Authorization`, a `Sec-WebSocket-Protocol` offer).
+    static func connect(_ url: String, maxMessage: Int = 64 << 20, headers extra: [(String, String)] = []) async throws -> TestWebSocket {
         guard url.hasPrefix("ws://") else { throw TestWebSocketError.badURL(url) }
         let rest = url.dropFirst("ws://".count)
         let slash = rest.firstIndex(of: "/") ?? rest.endIndex
@@ -52,7 +53,7 @@ final class TestWebSocket: Sendable {
             socket.state.withLockedValue { $0.ended = true }
             upgraded.fail(TestWebSocketError.notConnected)
         }
-        let headers = HTTPHeaders([("Host", "\(host):\(port)"), ("Content-Length", "0")])
+        let headers = HTTPHeaders([("Host", "\(host):\(port)"), ("Content-Length", "0")] + extra)
         channel.write(HTTPClientRequestPart.head(HTTPRequestHead(version: .http1_1, method: .GET, uri: path, headers: headers)), promise: nil)
         try await channel.writeAndFlush(HTTPClientRequestPart.end(nil))
         try await upgraded.futureResult.get()

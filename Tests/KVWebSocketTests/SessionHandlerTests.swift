@@ -68,12 +68,13 @@ struct Harness {
     /// Counts the reads the handler asks of the socket (it pauses reading by not asking).
     let reads = ReadCounter()
 
-    init(settings: WebSocketSessionHandler.Settings = .init(limits: Limits(), pingInterval: .seconds(30))) throws {
+    init(settings: WebSocketSessionHandler.Settings = .init(limits: Limits(), pingInterval: .seconds(30)),
+         access: WebSocketSessionHandler.Access? = nil) throws {
         hub = FakeHub(loop: channel.eventLoop)
         session = Session(id: 1, eventLoop: channel.eventLoop, limits: OutputLimits())
         try channel.pipeline.syncOperations.addHandler(reads)
         try channel.pipeline.syncOperations.addHandler(
-            WebSocketSessionHandler(session: session, requests: requests, hub: hub, settings: settings, logger: Logger(label: "test")))
+            WebSocketSessionHandler(session: session, requests: requests, hub: hub, settings: settings, access: access, logger: Logger(label: "test")))
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()  // active, as after an upgrade
     }
 

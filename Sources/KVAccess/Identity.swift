@@ -1,0 +1,76 @@
+/// Who a request comes from, and what it may do.
+public struct Identity: Sendable, Equatable {
+    public enum Kind: String, Sendable {
+        /// No credentials: the access file's `anonymous` rules (everything when there is no file).
+        case anonymous
+        /// A static token of the access file.
+        case token
+        /// A signed token (JWT) verified with a key of the access file.
+        case jwt
+    }
+
+    public var kind: Kind
+    /// What logs show: the token's `id` in the file, `jwt:<sub>`, or `anonymous`. Never the token.
+    public var id: String
+    public var rules: AccessRules
+    /// A JWT's `nbf` and `exp`, in Unix milliseconds.
+    public var notBefore: Int64?
+    public var expiresAt: Int64?
+
+    public init(kind: Kind, id: String, rules: AccessRules, notBefore: Int64? = nil, expiresAt: Int64? = nil) {
+        self.kind = kind
+        self.id = id
+        self.rules = rules
+        self.notBefore = notBefore
+        self.expiresAt = expiresAt
+    }
+
+    public static let open = Identity(kind: .anonymous, id: "anonymous", rules: .everything)
+
+    public func allows(_ operation: AccessOperation, key: [UInt8]) -> Bool {
+        rules.allows(operation, key: key)
+    }
+
+    /// Why the identity cannot be used at `now` (Unix ms), or nil when it can.
+    public func timeRefusal(now: Int64) -> String? {
+        if let expiresAt, now >= expiresAt { return "the token expired" }
+        if let notBefore, now < notBefore { return "the token is not valid yet (nbf)" }
+        return nil
+    }
+}
+
+/// The outcome of looking at a request's credentials.
+public enum Authentication: Sendable, Equatable {
+    /// Credentials (or none, when anonymous access is configured) that name an identity.
+    case identity(Identity)
+    /// Missing, malformed, unknown, expired or badly signed credentials: HTTP 401.
+    case refused(String)
+}
+
+/// A request's credentials as presented.
+public enum Credential: Sendable, Equatable {
+    case none
+    case bearer(String)
+    /// An `Authorization` header that is not `Bearer <token>`.
+    case malformed(String)
+
+    /// Longest token looked at; nginx's header buffers allow more, a token never needs it.
+    public static let maxTokenBytes = 16 << 10
+
+    /// Reads an `Authorization` header: `Bearer <token>` (the scheme in any case, RFC 6750).
+    public static func fromAuthorization(_ header: String?) -> Credential {
+        guard let header else { return .none }
+        let trimmed = header.drop { $0 == " " || $0 == "\t" }
+        guard trimmed.utf8.count > 7, trimmed.prefix(7).lowercased() == "bearer " else {
+            return .malformed("the Authorization header must be \"Bearer <token>\"")
+        }
+        return token(String(trimmed.dropFirst(7).filter { $0 != " " && $0 != "\t" }))
+    }
+
+    /// A token given some other way (a WebSocket protocol offer or `auth` message).
+    public static func token(_ text: String) -> Credential {
+        guard !text.isEmpty else { return .malformed("the token is empty") }
+        guard text.utf8.count <= maxTokenBytes else { return .malformed("the token is longer than \(maxTokenBytes) bytes") }
+        return .bearer(text)
+    }
+}
