@@ -167,6 +167,8 @@ let package = Package(
             name: "kv-parse-bench",
             dependencies: ["KVCore", "KVHTTP", "KVStore", "KVWebSocket", "RESP", .product(name: "NIOCore", package: "swift-nio")]
         ),
+        // CPU time of one access check on a large access file (bench/access.sh, docs/BENCHMARKS.md).
+        .executableTarget(name: "kv-access-bench", dependencies: ["KVAccess"]),
         .testTarget(name: "KVFuzzTargetsTests", dependencies: ["KVFuzzTargets"]),
         .testTarget(name: "KVCoreTests", dependencies: ["KVCore"]),
         .testTarget(name: "KVHTTPTests", dependencies: ["KVHTTP", "KVCore", "KVAccess"]),

@@ -1,5 +1,6 @@
 import Dispatch
 import KVCore
+import Logging
 import NIOConcurrencyHelpers
 
 #if canImport(Glibc)
@@ -54,6 +55,34 @@ public final class AccessControl: Sendable {
         }
     }
 
+    /// The one startup line about access control, so an open service is never a surprise.
+    public func logStartup(_ logger: Logger) {
+        let policy = self.policy
+        if policy.isOpen {
+            logger.notice("access control is off: no --access-file, so every client may read, write, delete and subscribe to every key (docs/access.md)")
+        } else {
+            logger.notice("access control on", metadata: ["kv.access_file": "\(path ?? "-")", "kv.access": "\(policy.summary)"])
+        }
+    }
+
+    /// SIGHUP: reads the file again and logs the outcome (a failure names the file's line).
+    /// Returns whether new rules took effect.
+    @discardableResult
+    public func reloadLogged(_ logger: Logger) async -> Bool {
+        guard let path else {
+            logger.notice("SIGHUP: nothing to reload (no --access-file)")
+            return false
+        }
+        switch await reload() {
+        case .success(let policy):
+            logger.notice("access file reloaded", metadata: ["kv.access_file": "\(path)", "kv.access": "\(policy.summary)"])
+            return true
+        case .failure(let error):
+            logger.error("access file not reloaded: the previous rules stay in force", metadata: ["kv.access_file": "\(path)", "error": "\(error)"])
+            return false
+        }
+    }
+
     public func authenticate(_ credential: Credential) async -> Authentication {
         await policy.authenticate(credential, now: now())
     }
@@ -68,8 +97,8 @@ public final class AccessControl: Sendable {
         return Self.wait { await policy.authenticate(credential, now: now) }
     }
 
-    public func reloadBlocking() -> Result<AccessPolicy, AccessFileError> {
-        Self.wait { await self.reload() }
+    public func reloadLoggedBlocking(_ logger: Logger) {
+        _ = Self.wait { await self.reloadLogged(logger) }
     }
 
     public static func loadBlocking(path: String?) throws(AccessFileError) -> AccessControl {

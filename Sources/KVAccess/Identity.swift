@@ -57,14 +57,23 @@ public enum Credential: Sendable, Equatable {
     /// Longest token looked at; nginx's header buffers allow more, a token never needs it.
     public static let maxTokenBytes = 16 << 10
 
-    /// Reads an `Authorization` header: `Bearer <token>` (the scheme in any case, RFC 6750).
+    /// Reads an `Authorization` header: `Bearer <token>` (RFC 6750: the scheme in any case, one
+    /// or more spaces, a token without spaces). Done on the UTF-8 bytes: it runs on every request.
     public static func fromAuthorization(_ header: String?) -> Credential {
         guard let header else { return .none }
-        let trimmed = header.drop { $0 == " " || $0 == "\t" }
-        guard trimmed.utf8.count > 7, trimmed.prefix(7).lowercased() == "bearer " else {
-            return .malformed("the Authorization header must be \"Bearer <token>\"")
-        }
-        return token(String(trimmed.dropFirst(7).filter { $0 != " " && $0 != "\t" }))
+        let malformed = Credential.malformed("the Authorization header must be \"Bearer <token>\"")
+        let bytes = header.utf8
+        func isBlank(_ byte: UInt8) -> Bool { byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") }
+        guard let first = bytes.firstIndex(where: { !isBlank($0) }), let last = bytes.lastIndex(where: { !isBlank($0) }) else { return malformed }
+        let trimmed = bytes[first...last]
+        let scheme = Array("bearer".utf8)
+        guard trimmed.count > scheme.count + 1,
+            zip(trimmed.prefix(scheme.count), scheme).allSatisfy({ $0 | 0x20 == $1 }),
+            isBlank(trimmed[trimmed.index(trimmed.startIndex, offsetBy: scheme.count)])
+        else { return malformed }
+        let rest = trimmed.dropFirst(scheme.count).drop(while: isBlank)
+        guard !rest.contains(where: isBlank) else { return malformed }
+        return token(String(decoding: rest, as: UTF8.self))
     }
 
     /// A token given some other way (a WebSocket protocol offer or `auth` message).

@@ -50,7 +50,7 @@ public enum FCGIDaemon {
             throw FastCGIServer.SocketFailure("no --socket given and no inherited listening socket (LISTEN_FDS or fd 0)")
         }
         let access = try AccessControl.loadBlocking(path: configuration.accessFile)
-        logAccess(access.policy, path: configuration.accessFile, logger: logger)
+        access.logStartup(logger)
         let refusals = RefusalLog(logger: logger)
         let api = StorageAPI(limits: configuration.limits, origins: configuration.origins)
         let reachability = StoreReachability()  // one worker reconnecting lets all the others retry
@@ -68,7 +68,8 @@ public enum FCGIDaemon {
         if let interval = notifier.watchdogPingMicroseconds { startWatchdog(notifier, everyMicroseconds: interval) }
         var signal = TerminationSignals.wait()
         while signal == TerminationSignals.reload {
-            reload(access, logger: logger)
+            // Requests in flight finish under the old rules, later ones get the new.
+            access.reloadLoggedBlocking(logger)
             signal = TerminationSignals.wait()
         }
         logger.notice("shutting down: finishing requests in flight", metadata: ["signal": "\(TerminationSignals.name(signal))"])
@@ -76,30 +77,6 @@ public enum FCGIDaemon {
         server.stop()
         if let path = configuration.socketPath { unlink(path) }
         logger.notice("kv-fcgi stopped")
-    }
-
-    /// The one startup line about access control, so an open service is never a surprise.
-    static func logAccess(_ policy: AccessPolicy, path: String?, logger: Logger) {
-        if policy.isOpen {
-            logger.notice("access control is off: no --access-file, so every client may read, write and delete every key (docs/access.md)")
-        } else {
-            logger.notice("access control on", metadata: ["kv.access_file": "\(path ?? "-")", "kv.access": "\(policy.summary)"])
-        }
-    }
-
-    /// SIGHUP: the access file again. Requests in flight finish under the old rules, later ones
-    /// get the new; a file with an error changes nothing and the log names its line.
-    private static func reload(_ access: AccessControl, logger: Logger) {
-        guard let path = access.path else {
-            logger.notice("SIGHUP: nothing to reload (no --access-file)")
-            return
-        }
-        switch access.reloadBlocking() {
-        case .success(let policy):
-            logger.notice("access file reloaded", metadata: ["kv.access_file": "\(path)", "kv.access": "\(policy.summary)"])
-        case .failure(let error):
-            logger.error("access file not reloaded: the previous rules stay in force", metadata: ["kv.access_file": "\(path)", "error": "\(error)"])
-        }
     }
 
     /// WatchdogSec=: a thread that pings while the process runs (the workers block in libfcgi's

@@ -67,11 +67,7 @@ public enum WSDaemon {
     public static func run(_ configuration: WSConfiguration, logger: Logger) async throws {
         try SocketFile.removeStale(at: configuration.socketPath)
         let access = try await AccessControl.load(path: configuration.accessFile)
-        if access.policy.isOpen {
-            logger.notice("access control is off: no --access-file, so every client may read, write, delete and subscribe to every key (docs/access.md)")
-        } else {
-            logger.notice("access control on", metadata: ["kv.access_file": "\(configuration.accessFile ?? "-")", "kv.access": "\(access.policy.summary)"])
-        }
+        access.logStartup(logger)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.threads))
         let sessions = LiveSessions()
         let server = WSServer(configuration: configuration, group: group, access: access, sessions: sessions, logger: logger)
@@ -109,20 +105,10 @@ struct AccessReloader: Service {
     func run() async throws {
         let signals = await UnixSignalsSequence(trapping: .sighup)
         for await _ in signals.cancelOnGracefulShutdown() {
-            guard let path = access.path else {
-                logger.notice("SIGHUP: nothing to reload (no --access-file)")
-                continue
-            }
-            switch await access.reload() {
-            case .success(let policy):
-                let open = sessions.all
-                logger.notice("access file reloaded", metadata: [
-                    "kv.access_file": "\(path)", "kv.access": "\(policy.summary)", "kv.connections_rechecked": "\(open.count)",
-                ])
-                for session in open { session.reauthorize() }
-            case .failure(let error):
-                logger.error("access file not reloaded: the previous rules stay in force", metadata: ["kv.access_file": "\(path)", "error": "\(error)"])
-            }
+            guard await access.reloadLogged(logger) else { continue }
+            let open = sessions.all
+            logger.info("rechecking the credentials of open connections", metadata: ["kv.connections": "\(open.count)"])
+            for session in open { session.reauthorize() }
         }
     }
 }

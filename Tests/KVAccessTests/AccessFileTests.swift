@@ -59,6 +59,13 @@ import Testing
         #expect(Credential.fromAuthorization(nil) == .none)
         #expect(Credential.fromAuthorization("Bearer abc") == .bearer("abc"))
         #expect(Credential.fromAuthorization("bearer  abc ") == .bearer("abc"))
+        #expect(Credential.fromAuthorization("\tBEARER\tabc") == .bearer("abc"))
+        for bad in ["Bearer a b", "Bearerabc", "Bearer", "Bearer ", "", "  ", "Bearer\u{e9} abc", "Beare abc"] {
+            guard case .malformed = Credential.fromAuthorization(bad) else {
+                Issue.record("\(bad) was taken for a bearer token")
+                continue
+            }
+        }
         guard case .malformed = Credential.fromAuthorization("Basic dXNlcjpwdw==") else {
             Issue.record("Basic was taken for a bearer token")
             return
