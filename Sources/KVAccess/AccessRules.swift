@@ -22,14 +22,25 @@ struct PrefixTable: Sendable, Equatable {
     /// The distinct lengths of the listed prefixes, longest first.
     private(set) var lengths: [Int] = []
     /// Listed prefix → allowed (true) or excepted (false).
-    private(set) var entries: [ArraySlice<UInt8>: Bool] = [:]
+    private(set) var entries: [Prefix: Bool] = [:]
+
+    /// Key bytes hashed in one call (Hasher takes a buffer much faster than byte by byte).
+    struct Prefix: Hashable, Sendable {
+        var bytes: ArraySlice<UInt8>
+
+        func hash(into hasher: inout Hasher) {
+            bytes.withUnsafeBytes { hasher.combine(bytes: $0) }
+        }
+
+        static func == (a: Prefix, b: Prefix) -> Bool { a.bytes == b.bytes }
+    }
 
     var isEmpty: Bool { entries.isEmpty }
     var count: Int { entries.count }
 
     /// Lists `prefix`. A prefix both allowed and excepted is excepted: a mistake refuses.
     mutating func add(_ prefix: [UInt8], allowed: Bool) {
-        let slice = prefix[...]
+        let slice = Prefix(bytes: prefix[...])
         if let existing = entries[slice] {
             entries[slice] = existing && allowed
             return
@@ -43,7 +54,7 @@ struct PrefixTable: Sendable, Equatable {
 
     func allows(_ key: [UInt8]) -> Bool {
         for length in lengths where length <= key.count {
-            if let allowed = entries[key[0..<length]] { return allowed }
+            if let allowed = entries[Prefix(bytes: key[0..<length])] { return allowed }
         }
         return false
     }

@@ -19,7 +19,10 @@ public enum BearerToken {
     }
 
     static func digest(_ token: String) -> [UInt8] {
-        Array(SHA256.hash(data: Array(token.utf8)))
+        var token = token
+        return token.withUTF8 { bytes in
+            SHA256.hash(data: UnsafeRawBufferPointer(bytes)).withUnsafeBytes { Array($0) }
+        }
     }
 
     static func hex(_ bytes: [UInt8]) -> String {
@@ -82,8 +85,9 @@ struct TokenTable: Sendable {
 
     func identity(for token: String) -> Identity? {
         let digest = BearerToken.digest(token)
+        guard let entries = buckets[Self.bucket(digest)] else { return nil }
         var found: Identity?
-        for entry in buckets[Self.bucket(digest)] ?? [] where Self.constantTimeEqual(entry.digest, digest) {
+        for entry in entries where Self.constantTimeEqual(entry.digest, digest) {
             found = entry.identity
         }
         return found

@@ -60,20 +60,22 @@ public enum Credential: Sendable, Equatable {
     /// Reads an `Authorization` header: `Bearer <token>` (RFC 6750: the scheme in any case, one
     /// or more spaces, a token without spaces). Done on the UTF-8 bytes: it runs on every request.
     public static func fromAuthorization(_ header: String?) -> Credential {
-        guard let header else { return .none }
-        let malformed = Credential.malformed("the Authorization header must be \"Bearer <token>\"")
-        let bytes = header.utf8
-        func isBlank(_ byte: UInt8) -> Bool { byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") }
-        guard let first = bytes.firstIndex(where: { !isBlank($0) }), let last = bytes.lastIndex(where: { !isBlank($0) }) else { return malformed }
-        let trimmed = bytes[first...last]
-        let scheme = Array("bearer".utf8)
-        guard trimmed.count > scheme.count + 1,
-            zip(trimmed.prefix(scheme.count), scheme).allSatisfy({ $0 | 0x20 == $1 }),
-            isBlank(trimmed[trimmed.index(trimmed.startIndex, offsetBy: scheme.count)])
-        else { return malformed }
-        let rest = trimmed.dropFirst(scheme.count).drop(while: isBlank)
-        guard !rest.contains(where: isBlank) else { return malformed }
-        return token(String(decoding: rest, as: UTF8.self))
+        guard var text = header else { return .none }
+        return text.withUTF8 { bytes in
+            let malformed = Credential.malformed("the Authorization header must be \"Bearer <token>\"")
+            func isBlank(_ byte: UInt8) -> Bool { byte == 0x20 || byte == 0x09 }
+            var start = 0, end = bytes.count
+            while start < end, isBlank(bytes[start]) { start += 1 }
+            while end > start, isBlank(bytes[end - 1]) { end -= 1 }
+            // "bearer", in any case, then at least one blank.
+            let scheme: StaticString = "bearer"
+            guard end - start > scheme.utf8CodeUnitCount + 1, isBlank(bytes[start + scheme.utf8CodeUnitCount]) else { return malformed }
+            for offset in 0..<scheme.utf8CodeUnitCount where bytes[start + offset] | 0x20 != scheme.utf8Start[offset] { return malformed }
+            var tokenStart = start + scheme.utf8CodeUnitCount
+            while tokenStart < end, isBlank(bytes[tokenStart]) { tokenStart += 1 }
+            for index in tokenStart..<end where isBlank(bytes[index]) { return malformed }
+            return token(String(decoding: UnsafeBufferPointer(rebasing: bytes[tokenStart..<end]), as: UTF8.self))
+        }
     }
 
     /// A token given some other way (a WebSocket protocol offer or `auth` message).

@@ -30,7 +30,12 @@ struct SignedTokens: Sendable {
 
     /// Whether a bearer token is a JWT (three base64url parts) rather than a static token.
     static func looksSigned(_ token: String) -> Bool {
-        token.utf8.reduce(0) { $1 == UInt8(ascii: ".") ? $0 + 1 : $0 } == 2
+        var text = token
+        return text.withUTF8 { bytes in
+            var dots = 0
+            for byte in bytes where byte == UInt8(ascii: ".") { dots += 1 }
+            return dots == 2
+        }
     }
 
     /// The identity a JWT grants, or why it grants none.

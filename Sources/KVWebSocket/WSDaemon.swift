@@ -158,9 +158,17 @@ struct WSServer: Service {
                 // Credentials from the Authorization header or a `kv.bearer.<token>` protocol
                 // offer (browsers cannot set headers on a WebSocket), checked before the 101.
                 let offer = UpgradeCredentials(head.headers)
-                let checked = channel.eventLoop.makePromise(of: Authentication.self)
-                checked.completeWithTask { await access.authenticate(offer.credential) }
-                return checked.futureResult.flatMapThrowing { authentication -> HTTPHeaders? in
+                let checked: EventLoopFuture<Authentication>
+                if let known = access.policy.authenticateCached(offer.credential, now: access.now()) {
+                    // Static tokens, no token, a JWT seen before: decided within this read,
+                    // as the upgrade always was.
+                    checked = channel.eventLoop.makeSucceededFuture(known)
+                } else {
+                    let promise = channel.eventLoop.makePromise(of: Authentication.self)
+                    promise.completeWithTask { await access.authenticate(offer.credential) }
+                    checked = promise.futureResult
+                }
+                return checked.flatMapThrowing { authentication -> HTTPHeaders? in
                     let operations = try channel.pipeline.syncOperations
                     switch authentication {
                     case .refused(let reason) where offer.credential != .none:

@@ -292,6 +292,7 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
     private func authenticate(_ credential: Credential, id: [UInt8]?) {
         awaitingAuthentication = true
         let control = access.control
+        let generation = control.generation
         let loop = session.eventLoop
         let promise = loop.makePromise(of: Authentication.self)
         promise.completeWithTask { await control.authenticate(credential) }
@@ -306,6 +307,8 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
                 self.access.credential = credential
                 self.become(identity)
                 self.session.send(text: ServerMessage.authenticated(identity: identity.id, expiresAt: identity.expiresAt).encoded(.init(id: id)))
+                // Checked under rules a reload has replaced meanwhile: checked again under the new.
+                if control.generation != generation { self.reauthorize() }
             }
             self.pump()
         }
@@ -321,6 +324,11 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
         let promise = session.eventLoop.makePromise(of: Authentication.self)
         promise.completeWithTask { await control.authenticate(credential) }
         promise.futureResult.assumeIsolated().whenSuccess { authentication in
+            // An `auth` message changed the credentials meanwhile: look at those instead.
+            guard self.access.credential == credential else {
+                self.reauthorize()
+                return
+            }
             switch authentication {
             case .refused(let reason):
                 if self.access.identity == nil { return }  // it had no identity to lose
@@ -625,6 +633,18 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // The frame decoder, once failed, reports every later read as `dataReceivedInErrorState`
+        // with its first error: the same protocol error, not a new one.
+        var error = error
+        if let decoderError = error as? ByteToMessageDecoderError, case .dataReceivedInErrorState(let first, _) = decoderError {
+            error = first
+        }
+        if closeSent {
+            // Already closing (with 1009, say): closing at once now would reset the connection
+            // and could drop that close frame in nginx; the close timer ends it.
+            logger.debug("websocket error while closing", metadata: ["error": "\(error)"])
+            return
+        }
         if let error = error as? NIOWebSocketFrameAggregator.Error, case .accumulatedFrameSizeIsTooLarge = error {
             closeReason = .protocolError
             sendClose(.messageTooLarge, reason: "message over the size limit")

@@ -250,7 +250,7 @@ struct WebSocketAPITests {
         let stack = try HTTPStack(wsArguments: ["--max-value-bytes", "1024", "--max-key-bytes", "16"])
         let client = try RawWebSocket(port: stack.port)
         try client.sendText(#"{"type":"set","payload":{"key":"k","value":"\#(String(repeating: "x", count: 100 << 10))"}}"#)
-        #expect(try client.closeCode(within: 10) == 1009)
+        #expect(try client.closeCode(within: 10) == 1009, "\(stack.ws?.log.suffix(2000) ?? "")")
     }
 
     @Test("after kv-stored restarts, subscriptions are restored and subscribers are told changes may have been missed")
