@@ -77,6 +77,7 @@ with_file() {
 without_file() {
   restart_fcgi
   measure open
+  measure header "Authorization: Bearer $token"
 }
 for round in $(seq 1 "$rounds"); do
   if [ $((round % 2)) -eq 1 ]; then without_file; with_file; else with_file; without_file; fi
@@ -96,12 +97,13 @@ echo "machine: $(nproc) cores; $(nginx -v 2>&1); kv-fcgi $threads threads, kv-st
 echo
 echo "| GET hit, 32 B | req/s (median) | p50 | p99 | kv-fcgi CPU per request (median) | req/s vs open, same round (median of rounds) | range over rounds | CPU per request vs open, same round | rounds with errors |"
 echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
-for name in open token jwt; do
+for name in open header token jwt; do
   read -r rps p50 p99 _ <<<"$(median $name)"
   cpu=$(median_of $name 5)
   errors=$(awk '$4 > 0 { n++ } END { print n + 0 }' "$dir/$name")
   case $name in
     open) label="no access file (open)"; ratio="1.000×"; range="–"; cpu_ratio="1.000×";;
+    header) label="no access file, the token's Authorization header sent (carried, not checked)"; ratio="$(paired header 1)×"; range=$(spread header); cpu_ratio="$(paired header 5)×";;
     token) label="1,000 tokens / 10,000 rules, static token"; ratio="$(paired token 1)×"; range=$(spread token); cpu_ratio="$(paired token 5)×";;
     jwt) label="same file, HS256 JWT (verified once, then cached)"; ratio="$(paired jwt 1)×"; range=$(spread jwt); cpu_ratio="$(paired jwt 5)×";;
   esac
