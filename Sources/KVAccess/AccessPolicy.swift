@@ -36,13 +36,14 @@ public final class AccessPolicy: Sendable {
     /// Who presents `credential`, when that needs no signature check (static tokens, none);
     /// nil for a JWT not verified yet under this policy (then `authenticate` is needed).
     public func authenticateCached(_ credential: Credential, now: Int64) -> Authentication? {
+        // Open: whatever the request carries (an nginx `auth_basic` login, say) is not ours to judge.
+        if isOpen { return .identity(.open) }
         switch credential {
         case .none:
             return anonymous.map { .identity($0) } ?? .refused("credentials are required: send Authorization: Bearer <token>")
         case .malformed(let reason):
             return .refused(reason)
         case .bearer(let token):
-            if isOpen { return .identity(.open) }
             guard SignedTokens.looksSigned(token) else {
                 return tokens.identity(for: token).map { .identity($0) } ?? .refused("the token is not known (or was revoked)")
             }

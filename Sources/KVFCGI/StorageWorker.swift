@@ -170,17 +170,16 @@ final class StorageWorker: FastCGIServer.Worker {
         case .identity(let known): identity = known.id
         case .refused: identity = authorization == nil ? "anonymous" : "invalid-token"
         }
+        var httpRequest = HTTPRequest(method: method, requestURI: uri,
+                                      ifMatch: request.param("HTTP_IF_MATCH"), ifNoneMatch: request.param("HTTP_IF_NONE_MATCH"),
+                                      origin: request.param("HTTP_ORIGIN"), host: request.param("HTTP_HOST"), authorization: authorization)
         do throws(FastCGIRequest.BodyError) {
             // Only POST carries a body the API reads; nginx enforces the same limit first. A
-            // refused request's body is never read (nginx discards it).
-            let refusedEarly: Bool
-            if case .refused = authentication { refusedEarly = true } else { refusedEarly = false }
-            let body = method == "POST" && !refusedEarly ? try request.readBody(limit: api.limits.maxValueBytes + 4096) : []
-            response = api.handle(HTTPRequest(method: method, requestURI: uri, body: body,
-                                              ifMatch: request.param("HTTP_IF_MATCH"), ifNoneMatch: request.param("HTTP_IF_NONE_MATCH"),
-                                              origin: request.param("HTTP_ORIGIN"), host: request.param("HTTP_HOST"),
-                                              authorization: authorization),
-                                  as: authentication, store: store)
+            // POST its client may not make is answered without reading the body.
+            if method == "POST", api.accessRefusal(httpRequest, as: authentication) == nil {
+                httpRequest.body = try request.readBody(limit: api.limits.maxValueBytes + 4096)
+            }
+            response = api.handle(httpRequest, as: authentication, store: store)
         } catch {
             switch error {
             case .tooLarge(let length):

@@ -73,17 +73,32 @@ public struct StorageAPI: Sendable {
         return response
     }
 
-    private func answer(_ request: HTTPRequest, as authentication: Authentication, store: some KeyValueStore) -> HTTPResponse {
+    /// The 401 or 403 for a request its client may not make, or nil. Decided from the method
+    /// and the key alone, so kv-fcgi answers a refused POST without reading its body.
+    public func accessRefusal(_ request: HTTPRequest, as authentication: Authentication) -> HTTPResponse? {
         let identity: Identity
         switch authentication {
         case .identity(let known): identity = known
         case .refused(let reason): return Self.unauthorized(reason, invalidToken: request.authorization != nil)
         }
+        let operation: AccessOperation
+        switch request.method {
+        case "GET", "HEAD": operation = .read
+        case "POST": operation = .write
+        case "DELETE": operation = .delete
+        default: return nil  // 405, whoever asks
+        }
+        // An unusable key is the API's 400 or 413, whoever asks: it names no key to protect.
+        guard let key = try? StorageKeyPath.key(fromRequestURI: request.requestURI, limits: limits) else { return nil }
+        return Self.refusal(operation, key: key, identity)
+    }
+
+    private func answer(_ request: HTTPRequest, as authentication: Authentication, store: some KeyValueStore) -> HTTPResponse {
+        if let refusal = accessRefusal(request, as: authentication) { return refusal }
         do throws(KVError) {
             switch request.method {
             case "GET", "HEAD":
                 let key = try StorageKeyPath.key(fromRequestURI: request.requestURI, limits: limits)
-                if let refusal = Self.refusal(.read, key: key, identity) { return refusal }
                 let ifMatch = try request.ifMatch.map { header throws(KVError) in try EntityTags.parse(header, name: "If-Match") }
                 let ifNoneMatch = try request.ifNoneMatch.map { header throws(KVError) in try EntityTags.parse(header, name: "If-None-Match") }
                 guard let stored = try store.get(key) else {
@@ -103,7 +118,6 @@ public struct StorageAPI: Sendable {
                 return HTTPResponse(status: 200, headers: headers, body: request.method == "HEAD" ? [] : body)
             case "POST":
                 let key = try StorageKeyPath.key(fromRequestURI: request.requestURI, limits: limits)
-                if let refusal = Self.refusal(.write, key: key, identity) { return refusal }
                 let (value, ttl) = try parseWrite(request.body)
                 switch try store.set(key, value: value, ttl: ttl, precondition: try Self.writePrecondition(request)) {
                 case .applied(let revision):
@@ -115,7 +129,6 @@ public struct StorageAPI: Sendable {
                 }
             case "DELETE":
                 let key = try StorageKeyPath.key(fromRequestURI: request.requestURI, limits: limits)
-                if let refusal = Self.refusal(.delete, key: key, identity) { return refusal }
                 switch try store.delete(key, precondition: try Self.writePrecondition(request)) {
                 // No ETag on success: nginx would hold a DELETE's 200 against its If-Match.
                 case .applied: return Self.empty(200)

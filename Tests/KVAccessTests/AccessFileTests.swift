@@ -53,6 +53,8 @@ import Testing
         #expect(policy.isOpen)
         #expect(policy.authenticateCached(.none, now: 0) == .identity(.open))
         #expect(policy.authenticateCached(.bearer("anything"), now: 0) == .identity(.open))
+        // An nginx auth_basic login in front of an open service keeps working.
+        #expect(policy.authenticateCached(Credential.fromAuthorization("Basic YWxpY2U6cHc="), now: 0) == .identity(.open))
     }
 
     @Test func authorizationHeaders() async {

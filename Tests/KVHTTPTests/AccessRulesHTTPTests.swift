@@ -128,6 +128,16 @@ struct AccessRulesHTTPTests {
         #expect(store.calls == 0)
     }
 
+    @Test("the refusal is decided from the method and key alone (kv-fcgi then never reads a refused POST's body)")
+    func refusalBeforeTheBody() {
+        let post = HTTPRequest(method: "POST", uri: "/storage/app/user/43/p")
+        #expect(api.accessRefusal(post, as: .identity(reader))?.status == 403)
+        #expect(api.accessRefusal(HTTPRequest(method: "POST", uri: "/storage/app/user/42/p"), as: .identity(reader)) == nil)
+        #expect(api.accessRefusal(post, as: .refused("the token expired"))?.status == 401)
+        #expect(api.accessRefusal(HTTPRequest(method: "POST", uri: "/storage/"), as: .identity(reader)) == nil, "an empty key is the API's 400")
+        #expect(api.accessRefusal(HTTPRequest(method: "PUT", uri: "/storage/other"), as: .identity(reader)) == nil, "405 for everyone")
+    }
+
     @Test("a browser's preflight needs no token; the answer to the request itself exposes WWW-Authenticate")
     func preflight() {
         let store = seeded()
