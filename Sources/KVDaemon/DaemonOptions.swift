@@ -48,10 +48,17 @@ public struct LoggingOptions: ParsableArguments {
 
     public init() {}
 
-    /// Bootstraps logging once for the process and returns the daemon's logger.
+    /// Bootstraps logging once for the process and returns the daemon's logger. Under systemd
+    /// (stderr is the journal's) lines carry their priority, so `journalctl -p` filters them.
     public func bootstrap(label: String) -> Logger {
         let level = logLevel
+        let journal = JournalLogHandler.stderrIsJournal
         LoggingSystem.bootstrap { label in
+            if journal {
+                var handler = JournalLogHandler(label: label)
+                handler.logLevel = level
+                return handler
+            }
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = level
             return handler
