@@ -148,7 +148,7 @@ let package = Package(
         .executableTarget(
             name: "kv-stored",
             dependencies: [
-                "KVStore", "KVMetrics",
+                "KVStore", "KVMetrics", "KVCore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

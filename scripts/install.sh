@@ -51,6 +51,8 @@ install_all() {
   install -D -m 0644 nginx/kvserver.conf "$DESTDIR$site"
   for f in "${docs[@]}"; do install -D -m 0644 "docs/$f" "$DESTDIR$DOCDIR/$f"; done
   install -D -m 0644 systemd/kvserver.env "$DESTDIR$DOCDIR/kvserver.env"
+  install -D -m 0644 LICENSE "$DESTDIR$DOCDIR/LICENSE"
+  install -D -m 0644 CHANGELOG.md "$DESTDIR$DOCDIR/CHANGELOG.md"
 
   if live_system; then
     systemd-sysusers "$SYSUSERSDIR/kvserver.conf"

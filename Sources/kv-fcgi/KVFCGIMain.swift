@@ -39,7 +39,8 @@ struct KVFCGIMain: ParsableCommand {
 
             SEE ALSO
               kv-stored --help, kv-ws --help, docs/deploy.md
-            """
+            """,
+        version: KvServerVersion.current
     )
 
     @Option(help: "Unix socket to listen on. Without it, an inherited socket is used (systemd LISTEN_FDS or spawn-fcgi's fd 0).")

@@ -36,7 +36,8 @@ struct KVStored: AsyncParsableCommand {
 
             SEE ALSO
               kv-fcgi --help, kv-ws --help, docs/deploy.md
-            """
+            """,
+        version: KvServerVersion.current
     )
 
     @Option(help: "Path of the unix socket to listen on.")

@@ -34,7 +34,8 @@ struct KVWSMain: AsyncParsableCommand {
 
             SEE ALSO
               kv-stored --help, kv-fcgi --help, docs/deploy.md
-            """
+            """,
+        version: KvServerVersion.current
     )
 
     @Option(help: "Unix socket to listen on (nginx proxies /ws to it).")

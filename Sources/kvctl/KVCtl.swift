@@ -12,7 +12,7 @@ struct KVCtl: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "kvctl",
         abstract: "KvServer's admin tool: mint tokens, check an access file, sign test JWTs.",
-        subcommands: [Token.self, Access.self, JWT.self])
+        version: KvServerVersion.current, subcommands: [Token.self, Access.self, JWT.self])
 }
 
 /// `--read`, `--write`, `--delete`, `--subscribe` and `--all` prefixes, as one rules object.

@@ -42,3 +42,18 @@ struct JournalLogTests {
         #expect(!plain.log.contains("<5>"), "a JOURNAL_STREAM that is not its stderr is ignored")
     }
 }
+
+/// `--version` on every executable, and CHANGELOG.md's newest entry, say the same.
+@Suite("versions")
+struct VersionTests {
+    @Test("every executable prints the version of CHANGELOG.md's newest entry")
+    func versions() throws {
+        let changelog = try String(contentsOfFile: Binaries.packageRoot.appendingPathComponent("CHANGELOG.md").path, encoding: .utf8)
+        let newest = changelog.split(separator: "\n").first { $0.hasPrefix("## ") }.map { $0.dropFirst(3).split(separator: " ").first.map(String.init) ?? "" }
+        #expect(newest?.isEmpty == false, "CHANGELOG.md has no version heading")
+        for program in ["kv-stored", "kv-fcgi", "kv-ws", "kvctl"] {
+            let result = try run(Binaries.path(program), ["--version"])
+            #expect(result.status == 0 && result.output.trimmingCharacters(in: .whitespacesAndNewlines) == newest, "\(program): \(result.output)")
+        }
+    }
+}
