@@ -9,8 +9,9 @@ UNITDIR ?= $(PREFIX)/lib/systemd/system
 SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
 DOCDIR ?= $(PREFIX)/share/doc/kvserver
 NGINXDIR ?= $(SYSCONFDIR)/nginx
-# Where the binaries to install are; `make install` builds release ones unless given.
-BIN_DIR ?=
+# The binaries `make install` copies: `make release`'s, built beforehand as yourself (install
+# never builds: root needs no toolchain, and none of the build's files become root's).
+BIN_DIR ?= $(CURDIR)/.build/release
 INSTALL_ENV = DESTDIR="$(DESTDIR)" PREFIX="$(PREFIX)" BINDIR="$(BINDIR)" SYSCONFDIR="$(SYSCONFDIR)" \
 	UNITDIR="$(UNITDIR)" SYSUSERSDIR="$(SYSUSERSDIR)" DOCDIR="$(DOCDIR)" NGINXDIR="$(NGINXDIR)"
 RUN_DIR ?= $(CURDIR)/run
@@ -20,43 +21,63 @@ STORE ?=
 ACCESS_FILE ?=
 SWIFT ?= swift
 
-.PHONY: deps build release test run bench fuzz clean install uninstall
+# Release binaries carry the Swift runtime (--static-swift-stdlib): a host without the toolchain
+# runs them (scripts/check-install.sh proves it with the toolchain hidden).
+RELEASE = $(SWIFT) build -c release --static-swift-stdlib
 
+.PHONY: deps build release test run bench fuzz clean install uninstall rollback
+
+# The Debian packages each job needs (scripts/install-deps.sh prints the one line to run when
+# you are not root).
 deps:
-	@scripts/install-deps.sh
+	@scripts/install-deps.sh test
 
-build: deps
+build:
+	@scripts/install-deps.sh build
 	$(SWIFT) build
 
-release: deps
-	$(SWIFT) build -c release
+release:
+	@scripts/install-deps.sh build
+	$(RELEASE)
 
 # Unit, channel-level and end-to-end tests. The end-to-end suites start the real daemons,
-# so the executables are built first.
-test: deps
+# so the executables are built first; then the release build is installed into a staging root
+# and checked, the README's tour is replayed against `make run`'s stack, and the repository is
+# checked to refer to nothing outside it.
+test:
+	@scripts/install-deps.sh test
 	$(SWIFT) build --build-tests
 	$(SWIFT) test
-	scripts/check-install.sh "$$($(SWIFT) build --show-bin-path)"
+	$(RELEASE)
+	scripts/check-install.sh "$(CURDIR)/.build/release"
+	scripts/check-docs.py "$(CURDIR)/.build/release"
+	scripts/check-references.sh --self-test
+	scripts/check-references.sh
 
-# Binaries, units, settings, nginx site (sites-available only) and docs; as root on a systemd
-# machine (no DESTDIR) it also creates the kvserver user and reloads systemd.
+# Copies `make release`'s binaries, the units, settings, nginx site (sites-available only) and
+# docs; as root on a systemd machine (no DESTDIR) it also creates the kvserver user and reloads
+# systemd. Settings and the site you changed are kept (the new ones land beside them as *.new);
+# the binaries and units replaced are kept for `make rollback`.
 install:
-ifeq ($(BIN_DIR),)
-	$(MAKE) release
-	$(INSTALL_ENV) scripts/install.sh install "$$($(SWIFT) build -c release --show-bin-path)"
-else
 	$(INSTALL_ENV) scripts/install.sh install "$(BIN_DIR)"
-endif
+
+# Puts back the binaries and units the last `make install` replaced (docs/deploy.md).
+rollback:
+	$(INSTALL_ENV) scripts/install.sh rollback
 
 # Removes what install put there; never data (/var/lib/kvserver) nor settings you changed.
 uninstall:
 	$(INSTALL_ENV) scripts/install.sh uninstall
 
-# Starts the local stack in the foreground; Ctrl-C stops everything it started.
-run: deps release
-	@scripts/run-local.sh "$(RUN_DIR)" "$(PORT)" "$(STORE)" "$(ACCESS_FILE)"
+# Starts the local stack in the foreground, as any user; Ctrl-C stops everything it started.
+run:
+	@scripts/install-deps.sh run
+	$(RELEASE)
+	@scripts/run-local.sh "$(RUN_DIR)" "$(PORT)" "$(STORE)" "$(ACCESS_FILE)" "$(CURDIR)/.build/release"
 
-bench: deps release
+bench:
+	@scripts/install-deps.sh bench
+	$(RELEASE)
 	bench/store-vs-redis.sh
 	bench/http.sh
 	bench/access.sh
@@ -66,7 +87,8 @@ bench: deps release
 
 # libFuzzer over every parser a client or a disk feeds (scripts/fuzz.sh); FUZZ_SECONDS per target.
 FUZZ_SECONDS ?= 60
-fuzz: deps
+fuzz:
+	@scripts/install-deps.sh build
 	scripts/fuzz.sh $(FUZZ_SECONDS)
 
 clean:

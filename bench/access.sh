@@ -13,12 +13,13 @@
 # measured, so each round's runs are compared with each other (paired ratios, then their
 # median), and the check alone is also timed in one process (kv-access-bench).
 set -euo pipefail
+PATH=$PATH:/usr/sbin   # Debian keeps nginx there, off an ordinary user's PATH
 cd "$(dirname "$0")/.."
 duration=${DURATION:-3s}
 rounds=${ROUNDS:-15}
 connections=${CONNECTIONS:-50}
 threads=${THREADS:-16}
-for tool in wrk nginx curl python3; do command -v $tool >/dev/null || { echo "needs $tool (make deps)" >&2; exit 1; }; done
+for tool in wrk nginx curl python3; do command -v $tool >/dev/null || { echo "needs $tool (scripts/install-deps.sh bench)" >&2; exit 1; }; done
 source bench/stack.sh
 start_stack "" "$threads"
 

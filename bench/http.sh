@@ -8,11 +8,12 @@
 # the same GET with `fastcgi_keep_conn on` + upstream `keepalive 16` and 64 kv-fcgi threads.
 # Env:   DURATION (default 5s), CONNECTIONS (default "50 200"), THREADS (kv-fcgi and C responder, default 16)
 set -euo pipefail
+PATH=$PATH:/usr/sbin   # Debian keeps nginx there, off an ordinary user's PATH
 cd "$(dirname "$0")/.."
 duration=${DURATION:-5s}
 connections=${CONNECTIONS:-"50 200"}
 threads=${THREADS:-16}
-for tool in wrk nginx gcc curl; do command -v $tool >/dev/null || { echo "needs $tool (make deps)" >&2; exit 1; }; done
+for tool in wrk nginx gcc curl; do command -v $tool >/dev/null || { echo "needs $tool (scripts/install-deps.sh bench)" >&2; exit 1; }; done
 source bench/stack.sh
 
 gcc -O2 -pthread -o "$dir/c-responder" bench/c-responder.c -lfcgi

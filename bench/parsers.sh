@@ -5,5 +5,5 @@
 # Usage: bench/parsers.sh [BYTES]      (one size instead of the three)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-swift build -c release --product kv-parse-bench >&2
+swift build -c release --static-swift-stdlib --product kv-parse-bench >&2
 "$(swift build -c release --show-bin-path)/kv-parse-bench" "$@"

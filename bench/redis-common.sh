@@ -3,7 +3,7 @@
 # Set DIR_PARENT before sourcing to put the temp folder elsewhere than /tmp.
 bin=$(swift build -c release --show-bin-path)/kv-stored
 [ -x "$bin" ] || { echo "build first: make release" >&2; exit 1; }
-command -v redis-server >/dev/null || { echo "needs redis-server and redis-tools (make deps)" >&2; exit 1; }
+command -v redis-server >/dev/null || { echo "needs redis-server and redis-tools (scripts/install-deps.sh bench)" >&2; exit 1; }
 
 dir=$(mktemp -d "${DIR_PARENT:-/tmp}/kvbench-XXXXXX")
 pids=()

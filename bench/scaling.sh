@@ -11,10 +11,11 @@
 #        EXPIRY_KEYS (keys with TTLs for the expiry lag, default 20000),
 #        STORES (default "kv-stored redis cluster")
 set -euo pipefail
+PATH=$PATH:/usr/sbin   # Debian keeps nginx there, off an ordinary user's PATH
 cd "$(dirname "$0")/.."
 duration=${DURATION:-5s}; connections=${CONNECTIONS:-50}; threads=${THREADS:-16}
 subs=${SUBS:-1000}; rate=${RATE:-1000}; fan_seconds=${FAN_SECONDS:-5}; expiry_keys=${EXPIRY_KEYS:-20000}
-for tool in wrk nginx curl redis-server redis-cli; do command -v $tool >/dev/null || { echo "needs $tool (make deps)" >&2; exit 1; }; done
+for tool in wrk nginx curl redis-server redis-cli; do command -v $tool >/dev/null || { echo "needs $tool (scripts/install-deps.sh bench)" >&2; exit 1; }; done
 python3 -c "import picows, uvloop" 2>/dev/null || python3 -m pip install -q picows uvloop
 ulimit -n 65536 2>/dev/null || true
 

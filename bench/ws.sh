@@ -9,6 +9,7 @@
 # (PROCS: subscriber processes of the fan-out and expiry scenarios), WS_ARGS (extra kv-ws options),
 # ONLY="rr fanout expiry" (the default: all three groups of scenarios; name fewer to run fewer).
 set -euo pipefail
+PATH=$PATH:/usr/sbin   # Debian keeps nginx there, off an ordinary user's PATH
 cd "$(dirname "$0")/.."
 conns=${CONNS:-50}; seconds=${SECONDS_RR:-5}; subs=${SUBS:-1000}; rate=${RATE:-1000}
 fan_seconds=${FAN_SECONDS:-10}; keys=${KEYS:-100000}; key_conns=${KEY_CONNS:-100}

@@ -5,6 +5,7 @@
 # STORE=redis://HOST:PORT`, or redis-cluster://…), the front ends use that store and no kv-stored
 # runs (docs/scaling.md). With a fourth (`make run ACCESS_FILE=path`), kv-fcgi and kv-ws enforce
 # that access file (docs/access.md); `kill -HUP` them (pids printed) to reload it.
+# A fifth argument names the binaries' directory (default: .build/release).
 set -euo pipefail
 run_dir=${1:?run directory}
 port=${2:-8080}
@@ -12,7 +13,12 @@ store=${3:-}
 access_args=()
 [ -n "${4:-}" ] && access_args=(--access-file "$(realpath "$4")")
 here=$(cd "$(dirname "$0")/.." && pwd)
-bin=$(cd "$here" && swift build -c release --show-bin-path)
+bin=${5:-$here/.build/release}
+# Debian keeps nginx in /usr/sbin, which is not on an ordinary user's PATH.
+nginx=$(command -v nginx || echo /usr/sbin/nginx)
+[ -x "$nginx" ] || { echo "nginx is not installed (scripts/install-deps.sh run)" >&2; exit 1; }
+# -e: as any user, nginx logs under RUN_DIR from the start (never /var/log/nginx).
+nginx_cmd=("$nginx" -p "$run_dir/nginx" -c "$run_dir/nginx.conf" -e "$run_dir/nginx/error.log")
 mkdir -p "$run_dir"
 chmod 755 "$run_dir"   # nginx's workers must reach the sockets in it
 for s in kv-stored.sock kv-fcgi.sock kv-ws.sock; do
@@ -26,7 +32,7 @@ pids=()
 stop() {
   trap - INT TERM EXIT
   echo "stopping..."
-  [ -f "$run_dir/nginx/nginx.pid" ] && nginx -p "$run_dir/nginx" -c "$run_dir/nginx.conf" -s quit 2>/dev/null || true
+  [ -f "$run_dir/nginx/nginx.pid" ] && "${nginx_cmd[@]}" -s quit 2>/dev/null || true
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
   echo "stopped."
@@ -59,14 +65,14 @@ pids+=($!)
 wait_for_socket "$run_dir/kv-ws.sock"
 
 "$here/scripts/nginx-local-conf.sh" "$run_dir" "$port" > "$run_dir/nginx.conf"
-nginx -t -q -p "$run_dir/nginx" -c "$run_dir/nginx.conf"
-nginx -p "$run_dir/nginx" -c "$run_dir/nginx.conf" -g 'daemon off;' &
+"${nginx_cmd[@]}" -t -q
+"${nginx_cmd[@]}" -g 'daemon off;' &
 pids+=($!)
 tail -n 0 -F "$run_dir/nginx/error.log" 2>/dev/null &
 pids+=($!)
 
 for _ in $(seq 1 100); do
-  curl -s -o /dev/null "http://127.0.0.1:$port/storage/ready" 2>/dev/null && break
+  curl -s -o /dev/null "http://127.0.0.1:$port/healthz" 2>/dev/null && break
   sleep 0.05
 done
 cat <<MSG

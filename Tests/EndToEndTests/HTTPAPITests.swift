@@ -155,6 +155,18 @@ struct HTTPAPITests {
         #expect(eventually(within: 10) { (try? http.send("GET", "/storage/k").text) == #"{"value":3}"# })
     }
 
+    @Test("nginx names the daemon that is down: kv-fcgi for the HTTP API, kv-ws for /ws")
+    func frontEndDown() throws {
+        let stack = try HTTPStack()   // no kv-ws running
+        let http = stack.client()
+        let ws = try http.send("GET", "/ws")
+        #expect(ws.status == 503 && ws.text.contains("the WebSocket API (kv-ws) is unavailable"), "\(ws)")
+        stack.fcgi?.terminate()
+        stack.fcgi = nil
+        let storage = try http.send("GET", "/storage/k")
+        #expect(storage.status == 503 && storage.text.contains("the HTTP API (kv-fcgi) is unavailable"), "\(storage)")
+    }
+
     @Test("8× more concurrent requests than kv-fcgi threads all complete; concurrent writers leave one of their values", arguments: StoreKind.allCases)
     func concurrency(store: StoreKind) throws {
         let stack = try HTTPStack(fcgiThreads: 4, on: store)
