@@ -51,6 +51,16 @@ struct KVStoredRedisCLITests {
         #expect(try cli(s, "quit") == "OK")
     }
 
+    @Test("CONFIG GET answers what kv-stored does: appendonly is yes with the log on, no without it")
+    func configMatchesPersistence() throws {
+        let dir = try TempDirectory()
+        let logged = try StoreProcess(socketPath: dir.file("a"), arguments: ["--data-dir", dir.file("data")])
+        #expect(try cli(logged.socketPath, "config", "get", "appendonly") == "appendonly\nyes")
+        let memory = try StoreProcess(socketPath: dir.file("b"))
+        #expect(try cli(memory.socketPath, "config", "get", "appendonly") == "appendonly\nno")
+        #expect(try cli(memory.socketPath, "config", "get", "maxmemory-policy") == "maxmemory-policy\nnoeviction")
+    }
+
     @Test("keys expire actively, and redis-benchmark runs against kv-stored unchanged")
     func expiryAndBenchmark() throws {
         let dir = try TempDirectory()
