@@ -32,6 +32,7 @@ import urllib.request
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ANSI = re.compile(r"\x1b(\[[0-9;]*[A-Za-z]|[78])")
 failures = []
+RUN_FILES = "run"  # where the stack under test keeps its sockets (set in main)
 
 
 def fail(message):
@@ -89,7 +90,8 @@ def debian_user_env():
 
 
 def run_command(command, inputs, expected, port, where):
-    command = command.replace("8080", str(port))
+    # The README speaks from the checkout, where `make run` keeps its files in run/.
+    command = command.replace("8080", str(port)).replace(" run/", f" {RUN_FILES}/")
     if inputs:
         process = subprocess.Popen(["bash", "-c", command], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, env=debian_user_env())
@@ -247,6 +249,8 @@ def main():
         os.chown(run_dir, nobody.pw_uid, nobody.pw_gid)
         as_user = {"user": nobody.pw_uid, "group": nobody.pw_gid, "extra_groups": []}
         who = "nobody"
+    global RUN_FILES
+    RUN_FILES = f"{run_dir}/run"
     log = open(os.path.join(tempfile.gettempdir(), f"kvdocs-stack-{port}.log"), "w+")
     stack = subprocess.Popen([os.path.join(ROOT, "scripts/run-local.sh"), f"{run_dir}/run", str(port), "", "", bin_dir],
                              stdout=log, stderr=subprocess.STDOUT, env=debian_user_env(), **as_user)
