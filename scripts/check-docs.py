@@ -244,15 +244,28 @@ def main():
     run_dir = tempfile.mkdtemp(prefix="kvdocs-")
     as_user = {}
     who = pwd.getpwuid(os.getuid()).pw_name
+    run_script = os.path.join(ROOT, "scripts/run-local.sh")
     if os.getuid() == 0:
         nobody = pwd.getpwnam("nobody")
         os.chown(run_dir, nobody.pw_uid, nobody.pw_gid)
         as_user = {"user": nobody.pw_uid, "group": nobody.pw_gid, "extra_groups": []}
         who = "nobody"
+        # nobody may not be able to reach this checkout (a clone under /root, or in a 0700
+        # temp dir): it gets its own copy of what `make run` uses, as a user's checkout would be.
+        tree = os.path.join(run_dir, "checkout")
+        for part in ("scripts/run-local.sh", "scripts/nginx-local-conf.sh", "nginx/kvserver.conf"):
+            os.makedirs(os.path.dirname(os.path.join(tree, part)), exist_ok=True)
+            shutil.copy2(os.path.join(ROOT, part), os.path.join(tree, part))
+        os.makedirs(os.path.join(tree, "bin"))
+        for daemon in ("kv-stored", "kv-fcgi", "kv-ws"):
+            shutil.copy2(os.path.join(bin_dir, daemon), os.path.join(tree, "bin", daemon))
+        for directory, _, _ in os.walk(tree):
+            os.chmod(directory, 0o755)
+        run_script, bin_dir = os.path.join(tree, "scripts/run-local.sh"), os.path.join(tree, "bin")
     global RUN_FILES
     RUN_FILES = f"{run_dir}/run"
     log = open(os.path.join(tempfile.gettempdir(), f"kvdocs-stack-{port}.log"), "w+")
-    stack = subprocess.Popen([os.path.join(ROOT, "scripts/run-local.sh"), f"{run_dir}/run", str(port), "", "", bin_dir],
+    stack = subprocess.Popen([run_script, f"{run_dir}/run", str(port), "", "", bin_dir],
                              stdout=log, stderr=subprocess.STDOUT, env=debian_user_env(), **as_user)
     try:
         for _ in range(300):
