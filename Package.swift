@@ -36,10 +36,12 @@ let package = Package(
     ],
     targets: [
         .target(name: "KVCore"),
+        // The small system pieces several targets share: unix addresses, worker threads, clocks.
+        .target(name: "KVSystem", dependencies: [.product(name: "NIOCore", package: "swift-nio")]),
         .target(
             name: "KVDaemon",
             dependencies: [
-                "KVCore",
+                "KVCore", "KVSystem",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -68,7 +70,7 @@ let package = Package(
         .systemLibrary(name: "CFastCGI", pkgConfig: "fcgi", providers: [.apt(["libfcgi-dev"])]),
         // CRC-32C for the log's record checksums (see the file for why it is written here).
         .target(name: "CRC32C"),
-        .target(name: "FastCGI", dependencies: ["CFastCGI", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "FastCGI", dependencies: ["CFastCGI", "KVSystem", .product(name: "Logging", package: "swift-log")]),
         .target(
             name: "KVFCGI",
             dependencies: [
@@ -122,7 +124,7 @@ let package = Package(
         .target(
             name: "KVStore",
             dependencies: [
-                "CRC32C", "KVCore", "KVDaemon", "KVMetrics", "RESP",
+                "CRC32C", "KVCore", "KVDaemon", "KVMetrics", "KVSystem", "RESP",
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -137,7 +139,7 @@ let package = Package(
         .target(
             name: "KVClient",
             dependencies: [
-                "KVCore", "KVDaemon", "RESP",
+                "KVCore", "KVSystem", "RESP",
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -202,7 +204,7 @@ let package = Package(
         .testTarget(
             name: "KVStoreTests",
             dependencies: [
-                "KVStore", "KVCore", "RESP",
+                "KVStore", "KVCore", "KVSystem", "RESP",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOExtras", package: "swift-nio-extras"),
@@ -218,7 +220,7 @@ let package = Package(
             dependencies: [
                 "KVAccess", "KVClient",
                 .product(name: "JWTKit", package: "jwt-kit"),
-                .product(name: "Crypto", package: "swift-crypto"), "KVCore", "KVDaemon", "RESP",
+                .product(name: "Crypto", package: "swift-crypto"), "KVCore", "KVDaemon", "KVSystem", "RESP",
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOWebSocket", package: "swift-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -1,4 +1,5 @@
 import CFastCGI
+import KVSystem
 import Logging
 
 #if canImport(Glibc)

@@ -1,5 +1,5 @@
 import KVCore
-import KVDaemon
+import KVSystem
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore

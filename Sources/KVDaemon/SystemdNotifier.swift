@@ -1,5 +1,6 @@
 #if canImport(Glibc)
 import Glibc
+import KVSystem
 #endif
 
 /// systemd's service notification protocol (`Type=notify`): each state change is one datagram

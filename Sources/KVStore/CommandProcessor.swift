@@ -42,7 +42,8 @@ public struct CommandProcessor: Sendable {
     /// Renders `KVMETRICS` (nil: metrics are not kept, as in tests).
     public let metrics: StoreMetrics?
 
-    public static let serverVersion = "0.1.0"
+    /// kv-stored's own version (INFO's `kv_stored_version`): the project's.
+    public static let serverVersion = KvServerVersion.current
     /// What `redis_version` reports, so tools that gate features on it treat us as modern.
     public static let compatibleRedisVersion = "7.0.0"
 
@@ -58,82 +59,27 @@ public struct CommandProcessor: Sendable {
         self.epoch = epoch
     }
 
-    /// The commands of the subset. Matching is by bytes, ignoring case, with no allocation.
-    enum Command: CaseIterable {
-        case get, set, del, exists, pttl, ttl, persist, dbsize, ping, echo, hello, select
-        case subscribe, unsubscribe, info, client, command, config, reset, quit, bgrewriteaof
-        case kvget, kvset, kvdel, kvsync, kvmetrics
-
-        /// Names are letters only, which `RESPArguments.matches` relies on.
-        var name: StaticString {
-            switch self {
-            case .get: "GET"
-            case .set: "SET"
-            case .del: "DEL"
-            case .exists: "EXISTS"
-            case .pttl: "PTTL"
-            case .ttl: "TTL"
-            case .persist: "PERSIST"
-            case .dbsize: "DBSIZE"
-            case .ping: "PING"
-            case .echo: "ECHO"
-            case .hello: "HELLO"
-            case .select: "SELECT"
-            case .subscribe: "SUBSCRIBE"
-            case .unsubscribe: "UNSUBSCRIBE"
-            case .info: "INFO"
-            case .client: "CLIENT"
-            case .command: "COMMAND"
-            case .config: "CONFIG"
-            case .reset: "RESET"
-            case .quit: "QUIT"
-            case .bgrewriteaof: "BGREWRITEAOF"
-            case .kvget: "KVGET"
-            case .kvset: "KVSET"
-            case .kvdel: "KVDEL"
-            case .kvsync: "KVSYNC"
-            case .kvmetrics: "KVMETRICS"
-            }
-        }
-
-        /// Commands that may change the keyspace: their replies wait for the log.
-        var writes: Bool {
-            switch self {
-            case .set, .del, .persist, .kvset, .kvdel: true
-            default: false
-            }
-        }
-
-        /// Allowed while a RESP2 connection has subscriptions (Redis's rule).
-        var allowedInSubscriberMode: Bool {
-            switch self {
-            case .subscribe, .unsubscribe, .ping, .quit, .reset: true
-            default: false
-            }
-        }
-
-        /// Most frequent first. Stored once: `allCases` would build a new array per command.
-        static let dispatchOrder: [Command] = [.get, .set] + allCases.filter { $0 != .get && $0 != .set }
-
-        init?(_ args: RESPArguments) {
-            guard let found = Self.dispatchOrder.first(where: { args.matches(0, $0.name) }) else { return nil }
-            self = found
-        }
-    }
-
     /// Runs one command for `connection`, appending its reply (or replies) to `out`.
     /// `args` points into the read buffer and is valid only during this call.
     public func execute(_ args: RESPArguments, connection: inout ConnectionState, subscriber: SubscriberOutbox, out: inout ByteBuffer) {
-        guard let command = Command(args) else {
+        guard let (command, spec) = Command.lookup(args) else {
             let shown = (1..<min(args.count, 9)).map { "'\(args.string($0).prefix(64))'" }.joined(separator: " ")
             out.writeRESPError("ERR unknown command '\(args.string(0).prefix(128))', with args beginning with: \(shown)")
             return
         }
-        if connection.inSubscriberMode && !command.allowedInSubscriberMode {
+        // What the table says is checked here, once; the handlers below rely on it.
+        if connection.inSubscriberMode && !spec.flags.contains(.subscriberContext) {
             out.writeRESPError("ERR Can't execute '\(args.string(0).lowercased())': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context")
             return
         }
-        if command.writes { connection.needsCommit = true }
+        guard spec.acceptsArgumentCount(args.count) else { return wrongArity(args, &out) }
+        for position in spec.keyPositions(count: args.count) where args[position].count > limits.maxKeyBytes {
+            return out.writeRESPError("ERR key is \(args[position].count) bytes, the limit is \(limits.maxKeyBytes)")
+        }
+        if spec.value > 0, args[spec.value].count > limits.maxValueBytes {
+            return out.writeRESPError("ERR value is \(args[spec.value].count) bytes, the limit is \(limits.maxValueBytes)")
+        }
+        if spec.flags.contains(.write) { connection.needsCommit = true }
         switch command {
         case .get: get(args, connection, &out)
         case .set: set(args, connection, &out)
@@ -158,14 +104,12 @@ public struct CommandProcessor: Sendable {
         case .kvdel: kvdel(args, &out)
         case .kvsync: kvsync(args, &out)
         case .kvmetrics:
-            guard args.count == 1 else { return wrongArity(args, &out) }
             guard let metrics else { return out.writeRESPError("ERR metrics are not kept by this kv-stored") }
             metrics.exposition(store: store, statistics: statistics, log: log).withUnsafeBytes { out.writeRESPBulkString($0) }
         case .quit:
             out.writeRESPOK()
             connection.closeAfterReply = true
         case .bgrewriteaof:
-            guard args.count == 1 else { return wrongArity(args, &out) }
             guard let log else { return out.writeRESPError("ERR persistence is off (--persistence none): there is no log to compact") }
             if log.startCompaction() {
                 out.writeRESPSimpleString("Background append only file rewriting started")
@@ -179,20 +123,9 @@ public struct CommandProcessor: Sendable {
         out.writeRESPError("ERR wrong number of arguments for '\(args.string(0).lowercased())' command")
     }
 
-    /// Checks a key argument against the key limit; writes the error and returns false when over.
-    private func checkKey(_ key: UnsafeRawBufferPointer, _ out: inout ByteBuffer) -> Bool {
-        guard key.count <= limits.maxKeyBytes else {
-            out.writeRESPError("ERR key is \(key.count) bytes, the limit is \(limits.maxKeyBytes)")
-            return false
-        }
-        return true
-    }
-
     // MARK: - Keyspace commands
 
     private func get(_ args: RESPArguments, _ connection: ConnectionState, _ out: inout ByteBuffer) {
-        guard args.count == 2 else { return wrongArity(args, &out) }
-        guard checkKey(args[1], &out) else { return }
         let entry = store.withKeyspace { ks in ks.lookup(args[1]) }
         // The entry is immutable: copy its value out after releasing the keyspace.
         if let entry {
@@ -203,11 +136,6 @@ public struct CommandProcessor: Sendable {
     }
 
     private func set(_ args: RESPArguments, _ connection: ConnectionState, _ out: inout ByteBuffer) {
-        guard args.count >= 3 else { return wrongArity(args, &out) }
-        guard checkKey(args[1], &out) else { return }
-        guard args[2].count <= limits.maxValueBytes else {
-            return out.writeRESPError("ERR value is \(args[2].count) bytes, the limit is \(limits.maxValueBytes)")
-        }
         let options: SetOptions
         switch SetOptions.parse(args, from: 3) {
         case .success(let parsed): options = parsed
@@ -231,7 +159,6 @@ public struct CommandProcessor: Sendable {
     }
 
     private func del(_ args: RESPArguments, _ out: inout ByteBuffer) {
-        guard args.count >= 2 else { return wrongArity(args, &out) }
         let deleted = store.withKeyspace { ks in
             (1..<args.count).reduce(0) { n, i in n + (ks.delete(args[i]) ? 1 : 0) }
         }
@@ -239,7 +166,6 @@ public struct CommandProcessor: Sendable {
     }
 
     private func exists(_ args: RESPArguments, _ out: inout ByteBuffer) {
-        guard args.count >= 2 else { return wrongArity(args, &out) }
         let found = store.withKeyspace { ks in
             (1..<args.count).reduce(0) { n, i in n + (ks.lookup(args[i]) != nil ? 1 : 0) }
         }
@@ -247,7 +173,6 @@ public struct CommandProcessor: Sendable {
     }
 
     private func ttl(_ args: RESPArguments, milliseconds: Bool, _ out: inout ByteBuffer) {
-        guard args.count == 2 else { return wrongArity(args, &out) }
         let remaining: Int64 = store.withKeyspace { ks in
             guard let entry = ks.lookup(args[1]) else { return -2 }
             guard let ms = ks.remainingMilliseconds(of: entry) else { return -1 }
@@ -257,13 +182,11 @@ public struct CommandProcessor: Sendable {
     }
 
     private func persist(_ args: RESPArguments, _ out: inout ByteBuffer) {
-        guard args.count == 2 else { return wrongArity(args, &out) }
         let cleared = store.withKeyspace { ks in ks.persist(args[1]) }
         out.writeRESPInteger(cleared ? 1 : 0)
     }
 
     private func dbsize(_ args: RESPArguments, _ out: inout ByteBuffer) {
-        guard args.count == 1 else { return wrongArity(args, &out) }
         out.writeRESPInteger(store.withKeyspace { $0.count })
     }
 
@@ -271,8 +194,6 @@ public struct CommandProcessor: Sendable {
 
     /// `KVGET key` → null, or `[value, revision, pttl]` (pttl -1: no TTL).
     private func kvget(_ args: RESPArguments, _ connection: ConnectionState, _ out: inout ByteBuffer) {
-        guard args.count == 2 else { return wrongArity(args, &out) }
-        guard checkKey(args[1], &out) else { return }
         let found = store.withKeyspace { ks in ks.lookup(args[1]).map { ($0, ks.remainingMilliseconds(of: $0) ?? -1) } }
         guard let (entry, ttl) = found else { return out.writeRESPNull(connection.version) }
         out.writeRESPArrayHeader(count: 3)
@@ -311,11 +232,6 @@ public struct CommandProcessor: Sendable {
     /// `KVSET key value [PX ms] [NX | XX | IFREV r …]` → the write's revision, or
     /// `-CONFLICT <current revision, 0 when absent>` when the condition does not hold.
     private func kvset(_ args: RESPArguments, _ out: inout ByteBuffer) {
-        guard args.count >= 3 else { return wrongArity(args, &out) }
-        guard checkKey(args[1], &out) else { return }
-        guard args[2].count <= limits.maxValueBytes else {
-            return out.writeRESPError("ERR value is \(args[2].count) bytes, the limit is \(limits.maxValueBytes)")
-        }
         var expiry = Expiry.none
         var condition: SetCondition?
         var i = 3
@@ -347,8 +263,6 @@ public struct CommandProcessor: Sendable {
     /// `KVDEL key [NX | XX | IFREV r …]` → `[1, revision of the delete]`, `[0, current revision]`
     /// when there was nothing to delete, or `-CONFLICT <current>`.
     private func kvdel(_ args: RESPArguments, _ out: inout ByteBuffer) {
-        guard args.count >= 2 else { return wrongArity(args, &out) }
-        guard checkKey(args[1], &out) else { return }
         var condition: SetCondition?
         var i = 2
         while i < args.count {
@@ -377,8 +291,6 @@ public struct CommandProcessor: Sendable {
     /// `replay` (the key's changes after SINCE, from the history), `reset` (the history does not
     /// reach back to SINCE, or the epoch differs: the current state).
     private func kvsync(_ args: RESPArguments, _ out: inout ByteBuffer) {
-        guard args.count >= 2 else { return wrongArity(args, &out) }
-        guard checkKey(args[1], &out) else { return }
         var since: UInt64?, epoch: String?, initial = false
         var i = 2
         while i < args.count {
@@ -434,7 +346,6 @@ public struct CommandProcessor: Sendable {
     // MARK: - Change feed
 
     private func subscribe(_ args: RESPArguments, _ connection: inout ConnectionState, _ subscriber: SubscriberOutbox, _ out: inout ByteBuffer) {
-        guard args.count >= 2 else { return wrongArity(args, &out) }
         for i in 1..<args.count {
             let bytes = args.array(i)
             // Registered under the keyspace lock before the acknowledgement is written, so every
@@ -514,12 +425,10 @@ public struct CommandProcessor: Sendable {
     }
 
     private func echo(_ args: RESPArguments, _ out: inout ByteBuffer) {
-        guard args.count == 2 else { return wrongArity(args, &out) }
         out.writeRESPBulkString(args[1])
     }
 
     private func select(_ args: RESPArguments, _ out: inout ByteBuffer) {
-        guard args.count == 2 else { return wrongArity(args, &out) }
         if args.string(1) == "0" { out.writeRESPOK() } else { out.writeRESPError("ERR DB index is out of range") }
     }
 
@@ -566,7 +475,6 @@ public struct CommandProcessor: Sendable {
     }
 
     private func client(_ args: RESPArguments, _ connection: inout ConnectionState, _ subscriber: SubscriberOutbox, _ out: inout ByteBuffer) {
-        guard args.count >= 2 else { return wrongArity(args, &out) }
         switch args.string(1).uppercased() {
         case "ID": out.writeRESPInteger(connection.id)
         case "SETNAME" where args.count == 3:
@@ -592,15 +500,46 @@ public struct CommandProcessor: Sendable {
     private func commandCommand(_ args: RESPArguments, _ connection: ConnectionState, _ out: inout ByteBuffer) {
         let sub = args.count > 1 ? args.string(1).uppercased() : ""
         switch sub {
-        case "COUNT": out.writeRESPInteger(Command.allCases.count)
+        case "" where args.count == 1:
+            out.writeRESPArrayHeader(count: Command.table.count)
+            for row in Command.table { Self.writeCommandInfo(row.spec, &out) }
+        case "INFO":
+            // Unknown names answer null in their place, as in Redis.
+            out.writeRESPArrayHeader(count: args.count - 2)
+            for i in 2..<max(2, args.count) {
+                if let command = Command(name: args.string(i)) {
+                    Self.writeCommandInfo(command.spec, &out)
+                } else {
+                    out.writeRESPNull(connection.version)
+                }
+            }
+        case "LIST" where args.count == 2:
+            out.writeRESPArrayHeader(count: Command.table.count)
+            for row in Command.table { out.writeRESPBulkString(row.spec.name.description.lowercased()) }
+        case "COUNT" where args.count == 2: out.writeRESPInteger(Command.table.count)
         case "DOCS": out.writeRESPMapHeader(count: 0, version: connection.version)  // redis-cli asks at start-up for hints
-        default: out.writeRESPArrayHeader(count: 0)
+        default:
+            out.writeRESPError("ERR unknown subcommand or wrong number of arguments for 'command|\(sub.lowercased())'")
         }
+    }
+
+    /// A row of the command table as Redis's `COMMAND INFO` gives it: name, arity, flags,
+    /// first key, last key, key step.
+    private static func writeCommandInfo(_ spec: Command.Spec, _ out: inout ByteBuffer) {
+        out.writeRESPArrayHeader(count: 6)
+        out.writeRESPBulkString(spec.name.description.lowercased())
+        out.writeRESPInteger(spec.arity)
+        let flags = spec.flags.names
+        out.writeRESPArrayHeader(count: flags.count)
+        for flag in flags { out.writeRESPSimpleString(flag) }
+        out.writeRESPInteger(spec.firstKey)
+        out.writeRESPInteger(spec.lastKey)
+        out.writeRESPInteger(spec.keyStep)
     }
 
     /// The parameters redis-benchmark and redis-cli ask about, answered truthfully for kv-stored.
     private func config(_ args: RESPArguments, _ connection: ConnectionState, _ out: inout ByteBuffer) {
-        guard args.count >= 3, args.matches(1, "GET") else {
+        guard args.matches(1, "GET") else {
             return out.writeRESPError("ERR CONFIG supports only GET in kv-stored")
         }
         let known: [(String, String)] = [

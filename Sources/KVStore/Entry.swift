@@ -77,4 +77,5 @@ public struct Entry: @unchecked Sendable {
 import Glibc
 #elseif canImport(Darwin)
 import Darwin
+import KVSystem
 #endif

@@ -1,4 +1,5 @@
 import KVCore
+import KVSystem
 
 /// How a write treats the key's TTL.
 public enum Expiry: Sendable, Equatable {

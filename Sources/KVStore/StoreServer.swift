@@ -1,5 +1,6 @@
 import KVCore
 import KVDaemon
+import KVSystem
 import Logging
 import NIOCore
 import NIOExtras

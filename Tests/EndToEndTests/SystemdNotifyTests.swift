@@ -1,5 +1,6 @@
 import Foundation
 import KVDaemon
+import KVSystem
 import Testing
 
 #if canImport(Glibc)

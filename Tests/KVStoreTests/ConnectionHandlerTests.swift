@@ -210,4 +210,78 @@ struct ConnectionHandlerTests {
         #expect(try output(channel) == "+OK\r\n")
         #expect(!channel.isActive)
     }
+
+    // MARK: - The command table (CommandTable.swift), checked once at dispatch
+
+    @Test("every key argument of every command is held to the key limit, and the command changes nothing", arguments: Command.allCases.filter { $0.spec.firstKey > 0 })
+    func keyLimitAtDispatch(command: Command) throws {
+        let store = makeStore()
+        let channel = try makeChannel(store, limits: Limits(maxKeyBytes: 8, maxValueBytes: 64))
+        let name = command.spec.name.description
+        let long = String(repeating: "k", count: 9)
+        // The over-long key in the last key position, after a fine one where the command takes several.
+        var args = [name, long]
+        if command.spec.lastKey < 0 { args = [name, "fine", long] }
+        if command.spec.value > 0 { args.append("1") }
+        try send(channel, ["SET", "fine", "before"])
+        _ = try output(channel)
+        try send(channel, args)
+        #expect(try output(channel) == "-ERR key is 9 bytes, the limit is 8\r\n", "\(args)")
+        try send(channel, ["GET", "fine"])
+        #expect(try output(channel) == "$6\r\nbefore\r\n", "\(name) changed something")
+        #expect(store.withKeyspace { $0.watchedKeyCount } == 0, "\(name) subscribed")
+    }
+
+    @Test("the value argument is held to the value limit at dispatch", arguments: [Command.set, .kvset])
+    func valueLimitAtDispatch(command: Command) throws {
+        // A key limit above the value limit, so the protocol's bulk limit (the larger of the
+        // two) lets the value through to the dispatch.
+        let channel = try makeChannel(makeStore(), limits: Limits(maxKeyBytes: 32, maxValueBytes: 16))
+        try send(channel, [command.spec.name.description, "k", String(repeating: "v", count: 17)])
+        #expect(try output(channel) == "-ERR value is 17 bytes, the limit is 16\r\n")
+        try send(channel, ["EXISTS", "k"])
+        #expect(try output(channel) == ":0\r\n")
+    }
+
+    @Test("a wrong number of arguments is refused by the table's arity, for every command", arguments: Command.allCases)
+    func arityAtDispatch(command: Command) throws {
+        let channel = try makeChannel(makeStore())
+        let spec = command.spec
+        // One argument short of the minimum (at least), or one too many (exact).
+        let count = spec.arity >= 0 ? spec.arity + 1 : -spec.arity - 1
+        guard count >= 1 else { return }  // "at least 1": every command line qualifies
+        let args = [spec.name.description] + (0..<(count - 1)).map { "a\($0)" }
+        try send(channel, args)
+        #expect(try output(channel) == "-ERR wrong number of arguments for '\(spec.name.description.lowercased())' command\r\n", "\(args)")
+    }
+
+    @Test("COMMAND INFO, COUNT and LIST answer from the table, as Redis's do")
+    func commandIntrospection() throws {
+        let channel = try makeChannel(makeStore())
+        try send(channel, ["COMMAND", "INFO", "get", "del", "nosuch"])
+        #expect(try output(channel) == "*3\r\n*6\r\n$3\r\nget\r\n:2\r\n*2\r\n+readonly\r\n+fast\r\n:1\r\n:1\r\n:1\r\n"
+                + "*6\r\n$3\r\ndel\r\n:-2\r\n*1\r\n+write\r\n:1\r\n:-1\r\n:1\r\n$-1\r\n")
+        try send(channel, ["COMMAND", "COUNT"])
+        #expect(try output(channel) == ":\(Command.allCases.count)\r\n")
+        try send(channel, ["COMMAND", "LIST"])
+        let list = try output(channel)
+        for command in Command.allCases { #expect(list.contains("\r\n\(command.spec.name.description.lowercased())\r\n")) }
+        try send(channel, ["COMMAND", "NOSUCH"])
+        #expect(try output(channel).hasPrefix("-ERR unknown subcommand"))
+    }
+
+    @Test("while a RESP2 connection subscribes, the commands without the table's subscriber-context flag are refused")
+    func subscriberContext() throws {
+        let channel = try makeChannel(makeStore())
+        try send(channel, ["SUBSCRIBE", "k"])
+        _ = try output(channel)
+        for command in Command.allCases where !command.spec.flags.contains(.subscriberContext) {
+            let spec = command.spec
+            let args = [spec.name.description] + Array(repeating: "k", count: max(0, abs(spec.arity) - 1))
+            try send(channel, args)
+            #expect(try output(channel).contains("only (P|S)SUBSCRIBE"), "\(args)")
+        }
+        try send(channel, ["PING"])
+        #expect(try output(channel) == "*2\r\n$4\r\npong\r\n$0\r\n\r\n")
+    }
 }

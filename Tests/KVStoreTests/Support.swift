@@ -1,3 +1,4 @@
+import KVSystem
 import NIOConcurrencyHelpers
 import NIOCore
 @testable import KVStore
