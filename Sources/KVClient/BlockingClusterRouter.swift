@@ -19,9 +19,6 @@ final class BlockingClusterRouter {
 
     private var topology: ClusterTopology? { shared.slotMap }
 
-    /// A command is redirected at most this often (a slot migrating while the map is learnt).
-    private static let maxRedirections = 8
-
     init(seeds: [ClusterNode], credentials: StoreCredentials?, limits: RESPLimits, timeoutMilliseconds: Int,
          shared: StoreReachability, logger: Logger?) {
         self.seeds = seeds
@@ -33,69 +30,43 @@ final class BlockingClusterRouter {
     }
 
     /// Sends an already translated command to the master of `routingKey`'s slot (any master
-    /// when nil) and returns its reply.
+    /// when nil) and returns its reply; `ClusterRoute` decides every step.
     func send(_ command: [[UInt8]], routingKey: [UInt8]?) throws(KVError) -> RESPValue {
-        if topology == nil { try refresh() }
-        let slot = routingKey.map { RedisKeyLayout.slot(of: $0) }
-        var target = owner(of: slot)
-        var asking = false, refreshed = false
-        for _ in 0..<Self.maxRedirections {
-            guard let node = target else {
-                guard !refreshed else { throw KVError(.storageUnavailable, "storage unavailable: no node of the cluster serves slot \(slot ?? -1)") }
-                refreshed = true
-                try refresh()
-                target = owner(of: slot)
-                continue
-            }
-            let reply: RESPValue
-            do {
-                let client = self.client(for: node)
-                if asking { _ = try client.sendCommand([Array("ASKING".utf8)]) }
-                reply = try client.sendCommand(command)
-            } catch {
-                // The master is unreachable: if the cluster has failed it over, another node
-                // knows the new master; otherwise the slot is unavailable until it returns.
-                guard error.code == .storageUnavailable, !refreshed else { throw error }
-                refreshed = true
-                logger?.warning("a cluster master does not answer; asking the other nodes for the slot map",
-                                metadata: ["kv.node": "\(node)", "error": "\(error.message)"])
-                try? refresh(excluding: node)
-                guard let next = owner(of: slot), next != node else { throw error }
-                target = next
-                asking = false
-                continue
-            }
-            if let redirect = ClusterRedirect(reply: reply, defaultHost: node.host) {
-                switch redirect {
-                case .moved(let movedSlot, let to):
-                    shared.moved(slot: movedSlot, to: to)
-                    target = to
-                    asking = false
-                    // One slot seen moved usually means a failover or resharding moved many.
-                    if !refreshed { refreshed = true; try? refresh() }
-                case .ask(_, let to):
-                    target = to
-                    asking = true
+        var route = ClusterRoute(slot: routingKey.map { RedisKeyLayout.slot(of: $0) })
+        var step = route.start(map: topology)
+        while true {
+            switch step {
+            case .reply(let reply):
+                return reply
+            case .fail(let error):
+                throw error
+            case .learnMap(let excluded):
+                do throws(KVError) {
+                    try refresh(excluding: excluded)
+                    step = route.mapLearnt(topology ?? ClusterTopology())
+                } catch {
+                    step = route.mapUnavailable(error)
                 }
-                continue
+            case .moved(let slot, let to, let relearn):
+                shared.moved(slot: slot, to: to)
+                // This thread's request waits for the map here; the next ones find it learnt.
+                if relearn { try? refresh() }
+                step = .send(to, asking: false, afterMilliseconds: 0)
+            case .send(let node, let asking, let wait):
+                if wait > 0 { usleep(UInt32(wait) * 1000) }
+                do throws(KVError) {
+                    let client = self.client(for: node)
+                    if asking { _ = try client.sendCommand([Array("ASKING".utf8)]) }
+                    step = route.replied(try client.sendCommand(command), from: node)
+                } catch {
+                    if error.code == .storageUnavailable {
+                        logger?.warning("a cluster master does not answer; asking the other nodes for the slot map",
+                                        metadata: ["kv.node": "\(node)", "error": "\(error.message)"])
+                    }
+                    step = route.unreachable(node, error: error)
+                }
             }
-            if case .error(let text) = reply, Self.isTransient(String(buffer: text)) {
-                throw KVError(.storageUnavailable, "storage unavailable: redis cluster node \(node): \(String(buffer: text))")
-            }
-            return reply
         }
-        throw KVError(.storageUnavailable, "storage unavailable: the cluster kept redirecting slot \(slot ?? -1)")
-    }
-
-    /// Errors a cluster gives while it heals: the caller should answer 503, not 500.
-    static func isTransient(_ error: String) -> Bool {
-        ["CLUSTERDOWN", "TRYAGAIN", "MASTERDOWN", "LOADING"].contains { error.hasPrefix($0) }
-    }
-
-    private func owner(of slot: Int?) -> ClusterNode? {
-        guard let topology else { return nil }
-        guard let slot else { return topology.masters.first }
-        return topology.owner(ofSlot: slot)
     }
 
     /// Succeeds when any master (or seed) answers `PING`.
@@ -144,3 +115,7 @@ final class BlockingClusterRouter {
         throw KVError(.storageUnavailable, "storage unavailable: no cluster node answered: \(reasons.joined(separator: "; "))")
     }
 }
+
+#if canImport(Glibc)
+import Glibc
+#endif

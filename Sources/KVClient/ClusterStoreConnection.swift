@@ -40,8 +40,6 @@ public final class ClusterStoreConnection: @unchecked Sendable {
     private var moving: Set<ByteBuffer> = []
     private var closed = false
 
-    /// A command is redirected at most this often (a slot migrating while the map is learnt).
-    private static let maxRedirections = 8
     /// How often the slot map is asked for while a master is down.
     private static let recoveryInterval = TimeAmount.milliseconds(500)
 
@@ -69,15 +67,13 @@ public final class ClusterStoreConnection: @unchecked Sendable {
     /// `completion` runs there with the reply.
     public func send(_ arguments: [ByteBuffer], completion: @escaping (Result<RESPValue, KVError>) -> Void) {
         eventLoop.preconditionInEventLoop()
-        let slot = RedisFunctions.routingSlot(arguments)
-        if topology != nil {
-            route(arguments, slot: slot, redirections: 0, asking: nil, refreshed: false, completion: completion)
-        } else {
-            refresh().assumeIsolated().whenComplete { result in
-                if case .failure(let error) = result { completion(.failure(Self.storeError(error))); return }
-                self.route(arguments, slot: slot, redirections: 0, asking: nil, refreshed: true, completion: completion)
-            }
-        }
+        var route = ClusterRoute(slot: RedisFunctions.routingSlot(arguments))
+        let first = route.start(map: topology)
+        drive(route, first, attempt: { node, asking, reply in
+            let connection = self.connection(to: node)
+            if asking { connection.send([ByteBuffer(string: "ASKING")]) { _ in } }
+            connection.send(arguments, completion: reply)
+        }, completion: completion)
     }
 
     /// One command; the reply completes the future on `eventLoop`.
@@ -89,41 +85,45 @@ public final class ClusterStoreConnection: @unchecked Sendable {
         return promise.futureResult
     }
 
-    private func route(_ arguments: [ByteBuffer], slot: Int?, redirections: Int, asking: ClusterNode?, refreshed: Bool,
+    /// Drives one command's `ClusterRoute` on the event loop: `attempt` sends it to a node
+    /// (after `ASKING` when told) and reports the reply.
+    private func drive(_ route: ClusterRoute, _ step: ClusterRoute.Step,
+                       attempt: @escaping (ClusterNode, Bool, @escaping (Result<RESPValue, KVError>) -> Void) -> Void,
                        completion: @escaping (Result<RESPValue, KVError>) -> Void) {
-        guard let node = asking ?? owner(of: slot) else {
-            completion(.failure(KVError(.storageUnavailable, "storage unavailable: no node of the cluster serves slot \(slot ?? -1)")))
-            return
-        }
-        let connection = self.connection(to: node)
-        if asking != nil { connection.send([ByteBuffer(string: "ASKING")]) { _ in } }
-        connection.send(arguments) { result in
-            switch result {
-            case .success(let reply):
-                if let redirect = ClusterRedirect(reply: reply, defaultHost: node.host), redirections < Self.maxRedirections {
-                    switch redirect {
-                    case .moved(let movedSlot, let to):
-                        self.topology?.assign(slot: movedSlot, to: to)
-                        _ = self.refresh()  // one slot seen moved usually means many
-                        self.route(arguments, slot: slot, redirections: redirections + 1, asking: nil, refreshed: refreshed, completion: completion)
-                    case .ask(_, let to):
-                        self.route(arguments, slot: slot, redirections: redirections + 1, asking: to, refreshed: refreshed, completion: completion)
+        var route = route
+        switch step {
+        case .reply(let reply):
+            completion(.success(reply))
+        case .fail(let error):
+            completion(.failure(error))
+        case .learnMap(let excluded):
+            refresh(excluding: excluded).assumeIsolated().whenComplete { result in
+                let next: ClusterRoute.Step
+                switch result {
+                case .success: next = route.mapLearnt(self.topology ?? ClusterTopology())
+                case .failure(let error): next = route.mapUnavailable(Self.storeError(error))
+                }
+                self.drive(route, next, attempt: attempt, completion: completion)
+            }
+        case .moved(let slot, let to, let relearn):
+            topology?.assign(slot: slot, to: to)
+            if relearn { _ = refresh() }  // in the background: the command goes on at once
+            drive(route, .send(to, asking: false, afterMilliseconds: 0), attempt: attempt, completion: completion)
+        case .send(let node, let asking, let wait):
+            let go = {
+                attempt(node, asking) { result in
+                    let next: ClusterRoute.Step
+                    switch result {
+                    case .success(let reply): next = route.replied(reply, from: node)
+                    case .failure(let error): next = route.unreachable(node, error: error)
                     }
-                    return
+                    self.drive(route, next, attempt: attempt, completion: completion)
                 }
-                if case .error(let text) = reply, BlockingClusterRouter.isTransient(String(buffer: text)) {
-                    completion(.failure(KVError(.storageUnavailable, "storage unavailable: redis cluster node \(node): \(String(buffer: text))")))
-                    return
-                }
-                completion(.success(reply))
-            case .failure(let error):
-                // The master is unreachable: if the cluster has failed it over, another node
-                // knows the new master; otherwise the slot is unavailable until it returns.
-                guard error.code == .storageUnavailable, !refreshed else { completion(.failure(error)); return }
-                self.refresh(excluding: node).assumeIsolated().whenComplete { _ in
-                    guard let next = self.owner(of: slot), next != node else { completion(.failure(error)); return }
-                    self.route(arguments, slot: slot, redirections: redirections + 1, asking: nil, refreshed: true, completion: completion)
-                }
+            }
+            if wait > 0 {
+                eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(wait))) { go() }
+            } else {
+                go()
             }
         }
     }
@@ -151,32 +151,28 @@ public final class ClusterStoreConnection: @unchecked Sendable {
         eventLoop.flatSubmit { self.subscribe(key) }
     }
 
-    /// Subscribes `key` on the master of its slot, following MOVED.
-    private func subscribe(_ key: ByteBuffer, redirections: Int = 0) -> EventLoopFuture<Void> {
-        let ready = topology == nil ? refresh() : eventLoop.makeSucceededVoidFuture()
-        return ready.flatMap { () -> EventLoopFuture<Void> in
-            let slot = RedisKeyLayout.slot(ofKey: Array(key.readableBytesView))
-            guard let node = self.owner(of: slot) else {
-                return self.eventLoop.makeFailedFuture(KVError(.storageUnavailable, "storage unavailable: no node of the cluster serves this key's slot"))
-            }
+    /// Subscribes `key` on the master of its slot, by the same `ClusterRoute` as requests.
+    private func subscribe(_ key: ByteBuffer) -> EventLoopFuture<Void> {
+        let promise = eventLoop.makePromise(of: Void.self)
+        var route = ClusterRoute(slot: RedisKeyLayout.slot(ofKey: Array(key.readableBytesView)))
+        let first = route.start(map: topology)
+        drive(route, first, attempt: { node, _, reply in
+            // Sharded pub/sub has no ASK: a migrating slot's subscription stays where it is
+            // until the slot moves, and then its node ends it (nodeEvent moves it on).
             self.subscribedAt[key] = node
-            return self.connection(to: node).subscribeReply(key).flatMapThrowing { reply -> ClusterNode? in
-                if case .push = reply { return nil }
-                // The map is stale: the node names the slot's master.
-                if case .moved(let movedSlot, let to)? = ClusterRedirect(reply: reply, defaultHost: node.host), redirections < Self.maxRedirections {
-                    self.topology?.assign(slot: movedSlot, to: to)
-                    return to
-                }
-                throw BlockingStoreClient.unexpected(reply)
-            }.flatMap { moved -> EventLoopFuture<Void> in
-                guard moved != nil else { return self.eventLoop.makeSucceededVoidFuture() }
-                if self.subscribedAt[key] == node { self.subscribedAt[key] = nil }
-                return self.subscribe(key, redirections: redirections + 1)
-            }.flatMapError { error in
-                if self.subscribedAt[key] == node { self.subscribedAt[key] = nil }
-                return self.eventLoop.makeFailedFuture(error)
+            self.connection(to: node).subscribeReply(key).assumeIsolated().whenComplete { result in
+                // Anything but the subscription's acknowledgement means it is not held there.
+                if case .success(.push) = result {} else if self.subscribedAt[key] == node { self.subscribedAt[key] = nil }
+                reply(result.mapError(Self.storeError))
             }
-        }
+        }, completion: { result in
+            switch result {
+            case .success(.push): promise.succeed()
+            case .success(let reply): promise.fail(BlockingStoreClient.unexpected(reply))
+            case .failure(let error): promise.fail(error)
+            }
+        })
+        return promise.futureResult
     }
 
     /// Stops `key`'s changes.
