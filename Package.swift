@@ -107,7 +107,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "kvctl",
-            dependencies: ["KVAccess", "KVCore", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["KVAccess", "KVCore", "KVSystem", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .executableTarget(
             name: "kv-fcgi",

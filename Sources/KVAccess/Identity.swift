@@ -1,3 +1,5 @@
+import KVCore
+
 /// Who a request comes from, and what it may do.
 public struct Identity: Sendable, Equatable {
     public enum Kind: String, Sendable {
@@ -83,5 +85,27 @@ public enum Credential: Sendable, Equatable {
         guard !text.isEmpty else { return .malformed("the token is empty") }
         guard text.utf8.count <= maxTokenBytes else { return .malformed("the token is longer than \(maxTokenBytes) bytes") }
         return .bearer(text)
+    }
+}
+
+/// Why a request was refused, in the words both APIs use; each adds only its own framing (a
+/// status line and challenge over HTTP, an error message over WebSocket).
+public struct AccessRefusal: Sendable, Equatable {
+    /// No credentials were presented: present some (401) rather than "not allowed" (403).
+    public let needsCredentials: Bool
+    /// "clients without a token may not read key "k"", or "forbidden: app may not write key "k"".
+    public let reason: String
+}
+
+extension Identity {
+    /// nil when this identity may do `operation` on `key`; otherwise what to tell the client.
+    /// The key is shown as JSON (escaped), cut to 200 bytes.
+    public func refusal(_ operation: AccessOperation, key: [UInt8]) -> AccessRefusal? {
+        guard !allows(operation, key: key) else { return nil }
+        let shown = String(decoding: JSONText.quoted(String(decoding: key.prefix(200), as: UTF8.self)), as: UTF8.self)
+        if kind == .anonymous {
+            return AccessRefusal(needsCredentials: true, reason: "clients without a token may not \(operation.rawValue) key \(shown)")
+        }
+        return AccessRefusal(needsCredentials: false, reason: "forbidden: \(id) may not \(operation.rawValue) key \(shown)")
     }
 }

@@ -1,3 +1,4 @@
+import KVSystem
 import Logging
 
 #if canImport(Glibc)
@@ -59,15 +60,7 @@ public struct JournalLogHandler: LogHandler {
         var merged = metadata
         if let extra = event.metadata { merged.merge(extra) { _, new in new } }
         let text = Self.line(label: label, level: event.level, message: event.message, metadata: merged, source: event.source)
-        var bytes = Array(text.utf8)
-        // One write per line, so lines of concurrent threads never interleave.
-        var offset = 0
-        while offset < bytes.count {
-            let written = bytes.withUnsafeMutableBytes { Glibc.write(2, $0.baseAddress.map { $0 + offset }, $0.count - offset) }
-            if written < 0, errno == EINTR { continue }
-            guard written > 0 else { return }
-            offset += written
-        }
+        StandardError.write(text)  // one write per line: lines of concurrent threads never interleave
     }
 }
 

@@ -202,12 +202,9 @@ public struct StorageAPI: Sendable {
     /// The answer to an operation `identity` may not do to `key`: 401 for a client without
     /// credentials (a token may allow it), 403 for one whose token does not. Nil when allowed.
     static func refusal(_ operation: AccessOperation, key: [UInt8], _ identity: Identity) -> HTTPResponse? {
-        guard !identity.allows(operation, key: key) else { return nil }
-        let shownKey = String(decoding: JSONText.quoted(String(decoding: key.prefix(200), as: UTF8.self)), as: UTF8.self)
-        if identity.kind == .anonymous {
-            return unauthorized("clients without a token may not \(operation.rawValue) key \(shownKey)", invalidToken: false)
-        }
-        var response = errorResponse(status: 403, message: "forbidden: \(identity.id) may not \(operation.rawValue) key \(shownKey)")
+        guard let refusal = identity.refusal(operation, key: key) else { return nil }
+        if refusal.needsCredentials { return unauthorized(refusal.reason, invalidToken: false) }
+        var response = errorResponse(status: 403, message: refusal.reason)
         response.headers.append(("WWW-Authenticate", #"Bearer realm="kvserver", error="insufficient_scope""#))
         return response
     }

@@ -271,13 +271,10 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
         let key = request.message.key
         let status: Int, message: String
         if let identity = access.identity {
-            guard !identity.allows(operation, key: key) else { return nil }
-            let shown = String(decoding: JSONText.quoted(String(decoding: key.prefix(200), as: UTF8.self)), as: UTF8.self)
-            if identity.kind == .anonymous {
-                (status, message) = (401, "unauthorized: clients without a token may not \(operation.rawValue) key \(shown); send an auth message")
-            } else {
-                (status, message) = (403, "forbidden: \(identity.id) may not \(operation.rawValue) key \(shown)")
-            }
+            guard let refusal = identity.refusal(operation, key: key) else { return nil }
+            (status, message) = refusal.needsCredentials
+                ? (401, "unauthorized: \(refusal.reason); send an auth message")
+                : (403, refusal.reason)
         } else {
             (status, message) = (401, "unauthorized: this service needs a token; send {\"type\":\"auth\",\"payload\":{\"token\":…}} first")
         }

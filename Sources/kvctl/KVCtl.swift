@@ -1,6 +1,7 @@
 import ArgumentParser
 import KVAccess
 import KVCore
+import KVSystem
 
 #if canImport(Glibc)
 import Glibc
@@ -159,13 +160,3 @@ extension Array {
     fileprivate var nonEmpty: Self? { isEmpty ? nil : self }
 }
 
-struct StandardError: TextOutputStream {
-    mutating func write(_ string: String) {
-        var bytes = Array(string.utf8)
-        while !bytes.isEmpty {
-            let written = bytes.withUnsafeBytes { Glibc.write(2, $0.baseAddress, $0.count) }
-            guard written > 0 else { return }
-            bytes.removeFirst(written)
-        }
-    }
-}
