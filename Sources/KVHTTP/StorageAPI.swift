@@ -73,32 +73,65 @@ public struct StorageAPI: Sendable {
         return response
     }
 
-    /// The 401 or 403 for a request its client may not make, or nil. Decided from the method
-    /// and the key alone, so kv-fcgi answers a refused POST without reading its body.
-    public func accessRefusal(_ request: HTTPRequest, as authentication: Authentication) -> HTTPResponse? {
+    /// What the access rules say of a storage request, decided from the method and the key
+    /// alone: the key is parsed here, once, for the check and for the operation.
+    private enum AccessDecision {
+        /// 401 or 403.
+        case refused(HTTPResponse)
+        /// Not a method of the API: 405, whoever asks.
+        case notAllowedMethod
+        /// An unusable key: the API's 400 or 413, whoever asks (it names no key to protect).
+        case unusableKey(KVError)
+        case allowed(key: [UInt8])
+    }
+
+    private func decide(_ request: HTTPRequest, as authentication: Authentication) -> AccessDecision {
         let identity: Identity
         switch authentication {
         case .identity(let known): identity = known
-        case .refused(let reason): return Self.unauthorized(reason, invalidToken: request.authorization != nil)
+        case .refused(let reason): return .refused(Self.unauthorized(reason, invalidToken: request.authorization != nil))
         }
         let operation: AccessOperation
         switch request.method {
         case "GET", "HEAD": operation = .read
         case "POST": operation = .write
         case "DELETE": operation = .delete
-        default: return nil  // 405, whoever asks
+        default: return .notAllowedMethod
         }
-        // An unusable key is the API's 400 or 413, whoever asks: it names no key to protect.
-        guard let key = try? StorageKeyPath.key(fromRequestURI: request.requestURI, limits: limits) else { return nil }
-        return Self.refusal(operation, key: key, identity)
+        let key: [UInt8]
+        do throws(KVError) {
+            key = try StorageKeyPath.key(fromRequestURI: request.requestURI, limits: limits)
+        } catch {
+            return .unusableKey(error)
+        }
+        if let refusal = Self.refusal(operation, key: key, identity) { return .refused(refusal) }
+        return .allowed(key: key)
+    }
+
+    /// The 401 or 403 for a request its client may not make, or nil, so kv-fcgi answers a
+    /// refused POST without reading its body.
+    public func accessRefusal(_ request: HTTPRequest, as authentication: Authentication) -> HTTPResponse? {
+        if case .refused(let response) = decide(request, as: authentication) { return response }
+        return nil
     }
 
     private func answer(_ request: HTTPRequest, as authentication: Authentication, store: some KeyValueStore) -> HTTPResponse {
-        if let refusal = accessRefusal(request, as: authentication) { return refusal }
+        let key: [UInt8]
+        switch decide(request, as: authentication) {
+        case .refused(let response):
+            return response
+        case .notAllowedMethod:
+            var response = Self.errorResponse(status: 405, message: "method \(request.method) is not allowed; use \(Self.allowedMethods)")
+            response.headers.append(("Allow", Self.allowedMethods))
+            return response
+        case .unusableKey(let error):
+            return Self.errorResponse(for: error)
+        case .allowed(let allowed):
+            key = allowed
+        }
         do throws(KVError) {
             switch request.method {
             case "GET", "HEAD":
-                let key = try StorageKeyPath.key(fromRequestURI: request.requestURI, limits: limits)
                 let ifMatch = try request.ifMatch.map { header throws(KVError) in try EntityTags.parse(header, name: "If-Match") }
                 let ifNoneMatch = try request.ifNoneMatch.map { header throws(KVError) in try EntityTags.parse(header, name: "If-None-Match") }
                 guard let stored = try store.get(key) else {
@@ -117,7 +150,6 @@ public struct StorageAPI: Sendable {
                 if let ttl = stored.ttlMilliseconds { headers.append(("KV-Expires-At", String(now() + ttl))) }
                 return HTTPResponse(status: 200, headers: headers, body: request.method == "HEAD" ? [] : body)
             case "POST":
-                let key = try StorageKeyPath.key(fromRequestURI: request.requestURI, limits: limits)
                 let (value, ttl) = try parseWrite(request.body)
                 switch try store.set(key, value: value, ttl: ttl, precondition: try Self.writePrecondition(request)) {
                 case .applied(let revision):
@@ -127,17 +159,12 @@ public struct StorageAPI: Sendable {
                 case .conflict(let current):
                     return Self.preconditionFailed(current: current)
                 }
-            case "DELETE":
-                let key = try StorageKeyPath.key(fromRequestURI: request.requestURI, limits: limits)
+            default:  // DELETE: decide let no other method through
                 switch try store.delete(key, precondition: try Self.writePrecondition(request)) {
                 // No ETag on success: nginx would hold a DELETE's 200 against its If-Match.
                 case .applied: return Self.empty(200)
                 case .conflict(let current): return Self.preconditionFailed(current: current)
                 }
-            default:
-                var response = Self.errorResponse(status: 405, message: "method \(request.method) is not allowed; use \(Self.allowedMethods)")
-                response.headers.append(("Allow", Self.allowedMethods))
-                return response
             }
         } catch {
             return Self.errorResponse(for: error)
