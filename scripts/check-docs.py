@@ -85,17 +85,16 @@ def clean(output):
 
 
 def debian_user_env():
-    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": tempfile.gettempdir()}
-    return env
+    return {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": tempfile.gettempdir()}
 
 
 def run_command(command, inputs, expected, port, where):
     # The README speaks from the checkout, where `make run` keeps its files in run/.
     command = command.replace("8080", str(port)).replace(" run/", f" {RUN_FILES}/")
+    wanted = [line.replace("8080", str(port)) for line in expected]
     if inputs:
         process = subprocess.Popen(["bash", "-c", command], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, env=debian_user_env())
-        wanted = [line.replace("8080", str(port)) for line in expected]
         received = bytearray()
 
         def read_for(seconds, until_expected=False):
@@ -129,7 +128,7 @@ def run_command(command, inputs, expected, port, where):
         done = subprocess.run(["bash", "-c", command], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               env=debian_user_env(), text=True, timeout=30)
         output = done.stdout
-    missing = in_order([line.replace("8080", str(port)) for line in expected], clean(output))
+    missing = in_order(wanted, clean(output))
     if missing is not None:
         fail(f"{where}: `{command}`: expected the line {missing!r}; the command printed:\n{output}")
 

@@ -76,7 +76,7 @@ public struct CommandProcessor: Sendable {
         for position in spec.keyPositions(count: args.count) where args[position].count > limits.maxKeyBytes {
             return out.writeRESPError("ERR key is \(args[position].count) bytes, the limit is \(limits.maxKeyBytes)")
         }
-        if spec.value > 0, args[spec.value].count > limits.maxValueBytes {
+        if spec.value > 0, spec.value < args.count, args[spec.value].count > limits.maxValueBytes {
             return out.writeRESPError("ERR value is \(args[spec.value].count) bytes, the limit is \(limits.maxValueBytes)")
         }
         if spec.flags.contains(.write) { connection.needsCommit = true }
