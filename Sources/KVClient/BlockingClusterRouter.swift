@@ -10,29 +10,37 @@ import RESP
 /// process's (`StoreReachability`), shared by every worker's router.
 final class BlockingClusterRouter {
     let seeds: [ClusterNode]
-    private let credentials: StoreCredentials?
-    private let limits: RESPLimits
-    private let timeoutMilliseconds: Int
     private let shared: StoreReachability
     private let logger: Logger?
-    private var nodes: [ClusterNode: BlockingStoreClient] = [:]
+    private var nodes: [ClusterNode: any ClusterNodeLink] = [:]
+    /// Makes a master's connection (a `BlockingStoreClient`; a scripted one in tests).
+    private let connectNode: (ClusterNode) -> any ClusterNodeLink
+    /// Waits before a retry (TRYAGAIN); tests do not sleep.
+    private let pause: (_ milliseconds: Int) -> Void
 
     private var topology: ClusterTopology? { shared.slotMap }
 
-    init(seeds: [ClusterNode], credentials: StoreCredentials?, limits: RESPLimits, timeoutMilliseconds: Int,
-         shared: StoreReachability, logger: Logger?) {
-        self.seeds = seeds
-        self.credentials = credentials
-        self.shared = shared
-        self.logger = logger
-        self.limits = limits
-        self.timeoutMilliseconds = timeoutMilliseconds
+    convenience init(seeds: [ClusterNode], credentials: StoreCredentials?, limits: RESPLimits, timeoutMilliseconds: Int,
+                     shared: StoreReachability, logger: Logger?) {
+        self.init(seeds: seeds, shared: shared, logger: logger, pause: { usleep(UInt32($0) * 1000) }) { node in
+            BlockingStoreClient(address: .redis(.tcp(host: node.host, port: node.port)), credentials: credentials, limits: limits,
+                                timeoutMilliseconds: timeoutMilliseconds)
+        }
     }
 
-    /// Sends an already translated command to the master of `routingKey`'s slot (any master
-    /// when nil) and returns its reply; `ClusterRoute` decides every step.
-    func send(_ command: [[UInt8]], routingKey: [UInt8]?) throws(KVError) -> RESPValue {
-        var route = ClusterRoute(slot: routingKey.map { RedisKeyLayout.slot(of: $0) })
+    init(seeds: [ClusterNode], shared: StoreReachability, logger: Logger?, pause: @escaping (Int) -> Void,
+         connectNode: @escaping (ClusterNode) -> any ClusterNodeLink) {
+        self.seeds = seeds
+        self.shared = shared
+        self.logger = logger
+        self.pause = pause
+        self.connectNode = connectNode
+    }
+
+    /// Sends an already translated command to the master of `slot` (any master when nil) and
+    /// returns its reply; `ClusterRoute` decides every step.
+    func send(_ command: [[UInt8]], slot: Int?) throws(KVError) -> RESPValue {
+        var route = ClusterRoute(slot: slot)
         var step = route.start(map: topology)
         while true {
             switch step {
@@ -53,7 +61,7 @@ final class BlockingClusterRouter {
                 if relearn { try? refresh() }
                 step = .send(to, asking: false, afterMilliseconds: 0)
             case .send(let node, let asking, let wait):
-                if wait > 0 { usleep(UInt32(wait) * 1000) }
+                if wait > 0 { pause(wait) }
                 do throws(KVError) {
                     let client = self.client(for: node)
                     if asking { _ = try client.sendCommand([Array("ASKING".utf8)]) }
@@ -83,10 +91,9 @@ final class BlockingClusterRouter {
         throw KVError(.storageUnavailable, "storage unavailable: no cluster node answered: \(reasons.joined(separator: "; "))")
     }
 
-    private func client(for node: ClusterNode) -> BlockingStoreClient {
+    private func client(for node: ClusterNode) -> any ClusterNodeLink {
         if let client = nodes[node] { return client }
-        let client = BlockingStoreClient(address: .redis(.tcp(host: node.host, port: node.port)), credentials: credentials, limits: limits,
-                                         timeoutMilliseconds: timeoutMilliseconds)
+        let client = connectNode(node)
         nodes[node] = client
         return client
     }
@@ -119,3 +126,12 @@ final class BlockingClusterRouter {
 #if canImport(Glibc)
 import Glibc
 #endif
+
+/// A master's connection as `BlockingClusterRouter` uses it: a `BlockingStoreClient`, or a
+/// scripted node in tests.
+protocol ClusterNodeLink: AnyObject {
+    /// Sends `arguments` as they are and returns the reply.
+    func sendCommand(_ arguments: [[UInt8]]) throws(KVError) -> RESPValue
+}
+
+extension BlockingStoreClient: ClusterNodeLink {}

@@ -29,8 +29,8 @@ public final class BlockingStoreClient {
     private var backoff = ReconnectBackoff()
     private var nextAttemptAt: Int64 = 0
     private var readBuffer = ByteBuffer()
-    /// The masters' connections, on a cluster.
-    private var cluster: BlockingClusterRouter?
+    /// The masters' connections, on a cluster (made on first use; set by tests).
+    var cluster: BlockingClusterRouter?
     private let reachability: StoreReachability
     /// `reachability.connections` when this client last failed to connect.
     private var connectionsAtFailure = 0
@@ -57,59 +57,18 @@ public final class BlockingStoreClient {
         if fd >= 0 { close(fd) }
     }
 
-    // MARK: - Key-value operations
+    // MARK: - Commands
 
-    /// The value stored under `key`, or nil.
-    public func get(_ key: [UInt8]) throws(KVError) -> ByteBuffer? {
-        switch try request([Array("GET".utf8), key]) {
-        case .bulkString(let value): return value
-        case .null: return nil
-        case let other: throw Self.unexpected(other)
-        }
+    /// Sends `command` and reads its reply: on a Redis store as `RedisFunctions.translate` says,
+    /// on a cluster to the master of its key's slot.
+    public func send<Reply>(_ command: StoreCommand<[UInt8], Reply>) throws(KVError) -> Reply {
+        try command.reply(dispatch(command.operation))
     }
 
-    /// Stores `value` under `key`; with `ttl` nil the key never expires (and loses any TTL it had).
-    public func set(_ key: [UInt8], value: [UInt8], ttl: TTL?) throws(KVError) {
-        var args = [Array("SET".utf8), key, value]
-        if let ttl { args += [Array("PX".utf8), Array(String(ttl.milliseconds).utf8)] }
-        switch try request(args) {
-        case .simpleString: return
-        case let other: throw Self.unexpected(other)
-        }
+    /// Any command about no key, its reply as it comes (tools and tests).
+    public func request(_ words: [[UInt8]]) throws(KVError) -> RESPValue {
+        try send(.other(words))
     }
-
-    /// Deletes `key`; returns whether it existed.
-    @discardableResult
-    public func delete(_ key: [UInt8]) throws(KVError) -> Bool {
-        switch try request([Array("DEL".utf8), key]) {
-        case .integer(let n): return n > 0
-        case let other: throw Self.unexpected(other)
-        }
-    }
-
-    // MARK: - Versioned operations (docs/protocol.md, "Versioned commands")
-
-    // On a Redis store these are translated into the Redis functions (`RedisFunctions`) that
-    // mirror them, and their replies read as kv-stored's.
-
-    /// The value of `key` with its revision and remaining TTL, or nil.
-    public func versionedGet(_ key: [UInt8]) throws(KVError) -> VersionedValue? {
-        try VersionedCommands.getReply(request([Array("KVGET".utf8), key]))
-    }
-
-    /// Stores `value` when `precondition` holds (checked and written atomically by the store).
-    public func set(_ key: [UInt8], value: [UInt8], ttl: TTL?, precondition: WritePrecondition) throws(KVError) -> WriteResult {
-        let options = VersionedCommands.setOptions(ttl: ttl, precondition: precondition).map { Array($0.utf8) }
-        return try VersionedCommands.setReply(request([Array("KVSET".utf8), key, value] + options))
-    }
-
-    /// Deletes `key` when `precondition` holds.
-    public func delete(_ key: [UInt8], precondition: WritePrecondition) throws(KVError) -> WriteResult {
-        let options = VersionedCommands.deleteOptions(precondition: precondition).map { Array($0.utf8) }
-        return try VersionedCommands.deleteReply(request([Array("KVDEL".utf8), key] + options))
-    }
-
-    // MARK: - Operations for the operational endpoints
 
     /// Succeeds when the store answers (kv-stored accepts writes whenever it answers: it exits
     /// rather than accept a write it cannot log).
@@ -117,42 +76,19 @@ public final class BlockingStoreClient {
     /// requests for it, and one lost master must not take every front end out of rotation.
     public func ping() throws(KVError) {
         if case .redisCluster(let seeds) = address { return try router(seeds).ping() }
-        let reply = try request([Array("PING".utf8)])
-        guard case .simpleString = reply else { throw Self.unexpected(reply) }
+        try send(.ping)
     }
 
-    /// kv-stored's metrics, in the Prometheus text format.
-    public func metrics() throws(KVError) -> [UInt8] {
-        let reply = try request([Array("KVMETRICS".utf8)])
-        guard case .bulkString(let text) = reply else { throw Self.unexpected(reply) }
-        return Array(text.readableBytesView)
-    }
-
-    static func unexpected(_ reply: RESPValue) -> KVError {
-        // kv-stored's --max-memory and Redis's maxmemory both answer writes with OOM.
-        if case .error(let text) = reply, text.readableBytesView.starts(with: "OOM ".utf8) {
-            return KVError(.storageFull, "the store is full (its memory limit is reached): writes are refused until keys are deleted or expire; reads and deletes still work")
-        }
-        if case .error(let text) = reply {
-            return KVError(.storageError, "the store answered: \(String(buffer: text))")
-        }
-        return KVError(.storageError, "the store sent an unexpected reply")
-    }
-
-    // MARK: - Requests
-
-    /// Sends one of kv-stored's commands and waits for its reply (on a Redis store, through
-    /// `RedisFunctions.translate`).
-    public func request(_ arguments: [[UInt8]]) throws(KVError) -> RESPValue {
+    private func dispatch(_ operation: StoreOperation<[UInt8]>) throws(KVError) -> RESPValue {
         switch address {
         case .kvStored:
-            return try sendCommand(arguments)
+            return try sendCommand(operation.arguments)
         case .redis:
-            let (command, shape, _) = RedisFunctions.translate(arguments)
+            let (command, shape) = RedisFunctions.translate(operation)
             return shape.adapt(try sendCommand(command))
         case .redisCluster(let seeds):
-            let (command, shape, routingKey) = RedisFunctions.translate(arguments)
-            return shape.adapt(try router(seeds).send(command, routingKey: routingKey))
+            let (command, shape) = RedisFunctions.translate(operation)
+            return shape.adapt(try router(seeds).send(command, slot: RedisFunctions.routingSlot(operation)))
         }
     }
 
@@ -170,12 +106,12 @@ public final class BlockingStoreClient {
         let reused = fd >= 0
         try connectIfNeeded()
         do {
-            return try exchange(arguments)
+            return try roundTrip(arguments)
         } catch let failure as StaleConnection where reused {
             _ = failure
             disconnect()
             try connectIfNeeded()
-            do { return try exchange(arguments) } catch { throw fail(error) }
+            do { return try roundTrip(arguments) } catch { throw fail(error) }
         } catch {
             throw fail(error)
         }
@@ -200,7 +136,7 @@ public final class BlockingStoreClient {
         KVError(.storageUnavailable, "storage unavailable: \(reason)")
     }
 
-    private func exchange(_ arguments: [[UInt8]]) throws -> RESPValue {
+    private func roundTrip(_ arguments: [[UInt8]]) throws -> RESPValue {
         var header = ByteBuffer()
         header.writeRESPArrayHeader(count: arguments.count)
         // Large values are written from their own storage rather than copied into one frame.
@@ -226,9 +162,10 @@ public final class BlockingStoreClient {
     }
 
     private func sendAll(_ bytes: UnsafeRawBufferPointer) throws {
+        guard let base = bytes.baseAddress else { return }
         var offset = 0
         while offset < bytes.count {
-            let n = send(fd, bytes.baseAddress! + offset, bytes.count - offset, Int32(MSG_NOSIGNAL))
+            let n = Glibc.send(fd, base + offset, bytes.count - offset, Int32(MSG_NOSIGNAL))
             if n < 0 {
                 if errno == EINTR { continue }
                 if errno == EPIPE || errno == ECONNRESET || errno == ENOTCONN { throw StaleConnection(errno: errno) }
@@ -284,26 +221,18 @@ public final class BlockingStoreClient {
         }
         fd = socketFD
         readBuffer.clear()
-        if address.isRedis {
-            // Each connection loads the functions (idempotent), so a restarted or replaced
-            // server is ready again without an operator step. (A replica refuses with
-            // READONLY: it has its master's functions.)
-            do {
-                if let credentials, case .error(let text) = try exchange(credentials.auth()) {
+        do {
+            let handshake = StoreHandshake<[UInt8]>(address: address, credentials: credentials, resp3: false, changeFeed: false)
+            for step in handshake.steps {
+                if case .failure(let refusal) = handshake.check(step, try roundTrip(step.words)) {
                     disconnect()
-                    // A configuration error, not an outage: 500 with the reason, and logged.
-                    throw KVError(.storageError, "\(address.name) refused the login (\(StoreCredentials.userVariable)/\(StoreCredentials.passwordVariable)): \(String(buffer: text))")
+                    throw refusal
                 }
-                let reply = try exchange(RedisFunctions.load())
-                if case .error(let text) = reply, !String(buffer: text).hasPrefix("READONLY") {
-                    disconnect()
-                    throw KVError(.storageError, "\(address.name) refused KvServer's functions (Redis 7 or Valkey 7.2 or later is needed): \(String(buffer: text))")
-                }
-            } catch let error as KVError {
-                throw error
-            } catch {
-                throw fail(error)
             }
+        } catch let error as KVError {
+            throw error
+        } catch {
+            throw fail(error)
         }
         backoff.succeeded()
         reachability.connected()

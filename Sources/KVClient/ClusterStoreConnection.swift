@@ -19,17 +19,16 @@ import RESP
 /// Offers what `StoreConnection` offers kv-ws. All mutable state lives on `eventLoop`.
 public final class ClusterStoreConnection: @unchecked Sendable {
     public let seeds: [ClusterNode]
-    private let credentials: StoreCredentials?
     public let eventLoop: any EventLoop
-    private let limits: RESPLimits
     private let logger: Logger
-    private let changeFeed: Bool
     private let onEvent: @Sendable (StoreConnectionEvent) -> Void
 
     // Event-loop confined.
     private var topology: ClusterTopology?
     private var refreshing: EventLoopFuture<Void>?
-    private var nodes: [ClusterNode: StoreConnection] = [:]
+    private var nodes: [ClusterNode: any ClusterNodeConnection] = [:]
+    /// Makes a master's connection (a `StoreConnection`; a scripted one in tests).
+    private let connectNode: (ClusterNode, _ onEvent: @escaping @Sendable (StoreConnectionEvent) -> Void) -> any ClusterNodeConnection
     /// `orderingDomain`'s numbers.
     private var nodeNumbers: [ClusterNode: Int] = [:]
     /// Where each subscribed key's subscription is held.
@@ -43,7 +42,7 @@ public final class ClusterStoreConnection: @unchecked Sendable {
     /// How often the slot map is asked for while a master is down.
     private static let recoveryInterval = TimeAmount.milliseconds(500)
 
-    public init(
+    public convenience init(
         seeds: [ClusterNode],
         credentials: StoreCredentials? = nil,
         eventLoop: any EventLoop,
@@ -52,35 +51,49 @@ public final class ClusterStoreConnection: @unchecked Sendable {
         changeFeed: Bool = false,
         onEvent: @escaping @Sendable (StoreConnectionEvent) -> Void = { _ in }
     ) {
+        self.init(seeds: seeds, eventLoop: eventLoop, logger: logger, onEvent: onEvent) { node, onEvent in
+            StoreConnection(address: .redis(.tcp(host: node.host, port: node.port)), credentials: credentials, eventLoop: eventLoop, limits: limits,
+                            logger: logger, changeFeed: changeFeed, onEvent: onEvent)
+        }
+    }
+
+    init(seeds: [ClusterNode], eventLoop: any EventLoop, logger: Logger, onEvent: @escaping @Sendable (StoreConnectionEvent) -> Void,
+         connectNode: @escaping (ClusterNode, _ onEvent: @escaping @Sendable (StoreConnectionEvent) -> Void) -> any ClusterNodeConnection) {
         self.seeds = seeds
-        self.credentials = credentials
         self.eventLoop = eventLoop
-        self.limits = limits
         self.logger = logger
-        self.changeFeed = changeFeed
         self.onEvent = onEvent
+        self.connectNode = connectNode
     }
 
     // MARK: - Requests
 
-    /// On `eventLoop` only: sends one of kv-stored's commands to the master of its key's slot;
-    /// `completion` runs there with the reply.
-    public func send(_ arguments: [ByteBuffer], completion: @escaping (Result<RESPValue, KVError>) -> Void) {
+    /// On `eventLoop` only: sends `command` to the master of its key's slot (a subscription is
+    /// held there); `completion` runs there with the reply.
+    public func send<Reply>(_ command: StoreCommand<ByteBuffer, Reply>, completion: @escaping (Result<Reply, KVError>) -> Void) {
         eventLoop.preconditionInEventLoop()
-        var route = ClusterRoute(slot: RedisFunctions.routingSlot(arguments))
-        let first = route.start(map: topology)
-        drive(route, first, attempt: { node, asking, reply in
-            let connection = self.connection(to: node)
-            if asking { connection.send([ByteBuffer(string: "ASKING")]) { _ in } }
-            connection.send(arguments, completion: reply)
-        }, completion: completion)
+        switch command.operation {
+        case .subscribe(let key):
+            subscribe(key) { completion(command.reply($0)) }
+        case .unsubscribe(let key):
+            unsubscribe(key) { completion(command.reply($0)) }
+        default:
+            var route = ClusterRoute(slot: RedisFunctions.routingSlot(command.operation))
+            let first = route.start(map: topology)
+            let raw = StoreCommand<ByteBuffer, RESPValue>(command.operation) { $0 }
+            drive(route, first, attempt: { node, asking, reply in
+                let connection = self.connection(to: node)
+                if asking { connection.send(.other([ByteBuffer(string: "ASKING")])) { _ in } }
+                connection.send(raw, completion: reply)
+            }, completion: { completion(command.reply($0)) })
+        }
     }
 
-    /// One command; the reply completes the future on `eventLoop`.
-    public func requestFuture(_ arguments: [ByteBuffer]) -> EventLoopFuture<RESPValue> {
-        let promise = eventLoop.makePromise(of: RESPValue.self)
+    /// `send` from any thread, as a future.
+    public func future<Reply: Sendable>(_ command: StoreCommand<ByteBuffer, Reply>) -> EventLoopFuture<Reply> {
+        let promise = eventLoop.makePromise(of: Reply.self)
         eventLoop.execute {
-            self.send(arguments) { promise.completeWith($0.mapError { $0 as any Error }) }
+            self.send(command) { promise.completeWith($0.mapError { $0 }) }
         }
         return promise.futureResult
     }
@@ -101,7 +114,7 @@ public final class ClusterStoreConnection: @unchecked Sendable {
                 let next: ClusterRoute.Step
                 switch result {
                 case .success: next = route.mapLearnt(self.topology ?? ClusterTopology())
-                case .failure(let error): next = route.mapUnavailable(Self.storeError(error))
+                case .failure(let error): next = route.mapUnavailable(KVError.storeFailure(error))
                 }
                 self.drive(route, next, attempt: attempt, completion: completion)
             }
@@ -146,45 +159,32 @@ public final class ClusterStoreConnection: @unchecked Sendable {
 
     // MARK: - Subscriptions
 
-    /// Subscribes to `key`'s changes on the master of its slot.
-    public func subscribeFuture(_ key: ByteBuffer) -> EventLoopFuture<Void> {
-        eventLoop.flatSubmit { self.subscribe(key) }
-    }
-
-    /// Subscribes `key` on the master of its slot, by the same `ClusterRoute` as requests.
-    private func subscribe(_ key: ByteBuffer) -> EventLoopFuture<Void> {
-        let promise = eventLoop.makePromise(of: Void.self)
+    /// Subscribes `key` on the master of its slot, by the same `ClusterRoute` as requests;
+    /// `completion` gets the acknowledgement.
+    private func subscribe(_ key: ByteBuffer, completion: @escaping (Result<RESPValue, KVError>) -> Void) {
         var route = ClusterRoute(slot: RedisKeyLayout.slot(ofKey: Array(key.readableBytesView)))
         let first = route.start(map: topology)
+        let command = StoreCommand<ByteBuffer, RESPValue>(.subscribe(key: key)) { $0 }
         drive(route, first, attempt: { node, _, reply in
             // Sharded pub/sub has no ASK: a migrating slot's subscription stays where it is
             // until the slot moves, and then its node ends it (nodeEvent moves it on).
             self.subscribedAt[key] = node
-            self.connection(to: node).subscribeReply(key).assumeIsolated().whenComplete { result in
+            self.connection(to: node).send(command) { result in
                 // Anything but the subscription's acknowledgement means it is not held there.
                 if case .success(.push) = result {} else if self.subscribedAt[key] == node { self.subscribedAt[key] = nil }
-                reply(result.mapError(Self.storeError))
+                reply(result)
             }
-        }, completion: { result in
-            switch result {
-            case .success(.push): promise.succeed()
-            case .success(let reply): promise.fail(BlockingStoreClient.unexpected(reply))
-            case .failure(let error): promise.fail(error)
-            }
-        })
-        return promise.futureResult
+        }, completion: completion)
     }
 
     /// Stops `key`'s changes.
-    @discardableResult
-    public func unsubscribeFuture(_ key: ByteBuffer) -> EventLoopFuture<Void> {
-        eventLoop.flatSubmit {
-            self.moving.remove(key)
-            guard let node = self.subscribedAt.removeValue(forKey: key), let connection = self.nodes[node] else {
-                return self.eventLoop.makeSucceededVoidFuture()
-            }
-            return connection.unsubscribeFuture(key)
+    private func unsubscribe(_ key: ByteBuffer, completion: @escaping (Result<RESPValue, KVError>) -> Void) {
+        moving.remove(key)
+        guard let node = subscribedAt.removeValue(forKey: key), let connection = nodes[node] else {
+            completion(.success(.push([])))  // held nowhere: done, as if acknowledged
+            return
         }
+        connection.send(StoreCommand<ByteBuffer, RESPValue>(.unsubscribe(key: key)) { $0 }, completion: completion)
     }
 
     /// What a master's connection reports.
@@ -231,7 +231,7 @@ public final class ClusterStoreConnection: @unchecked Sendable {
             self.logger.notice("a cluster master is gone; subscribing its keys where their slots are now",
                                metadata: ["kv.node": "\(node)", "kv.subscriptions": "\(moved.count)"])
             for key in moved {
-                self.nodes[node]?.unsubscribeFuture(key)  // forget it there: not subscribed again if that node returns
+                self.nodes[node]?.send(.unsubscribe(key)) { _ in }  // forget it there: not subscribed again if that node returns
                 self.subscribedAt[key] = nil
                 self.moving.insert(key)
             }
@@ -248,7 +248,17 @@ public final class ClusterStoreConnection: @unchecked Sendable {
         let wanted = keys.filter { moving.contains($0) }
         guard !wanted.isEmpty, !closed else { done(); return }
         refresh().assumeIsolated().whenComplete { _ in
-            let attempts = wanted.map { key in self.subscribe(key).map { key } }
+            let attempts = wanted.map { key in
+                let promise = self.eventLoop.makePromise(of: ByteBuffer.self)
+                self.subscribe(key) { result in
+                    switch result {
+                    case .success(.push): promise.succeed(key)
+                    case .success(let reply): promise.fail(KVError.storeReply(reply))
+                    case .failure(let error): promise.fail(error)
+                    }
+                }
+                return promise.futureResult
+            }
             EventLoopFuture.whenAllComplete(attempts, on: self.eventLoop).assumeIsolated().whenSuccess { results in
                 for case .success(let key) in results { self.moving.remove(key) }
                 let left = wanted.filter { self.moving.contains($0) }
@@ -261,16 +271,14 @@ public final class ClusterStoreConnection: @unchecked Sendable {
 
     // MARK: - Nodes and the slot map
 
-    private func connection(to node: ClusterNode) -> StoreConnection {
+    private func connection(to node: ClusterNode) -> any ClusterNodeConnection {
         if let connection = nodes[node] { return connection }
-        let connection = StoreConnection(
-            address: .redis(.tcp(host: node.host, port: node.port)), credentials: credentials, eventLoop: eventLoop, limits: limits, logger: logger,
-            changeFeed: changeFeed, onEvent: { [weak self] event in
-                guard let self else { return }
-                // Synchronously when on the loop (always, in practice): a change must reach the
-                // owner before the replies that follow it on the same connection.
-                if self.eventLoop.inEventLoop { self.nodeEvent(node, event) } else { self.eventLoop.execute { self.nodeEvent(node, event) } }
-            })
+        let connection = connectNode(node) { [weak self] event in
+            guard let self else { return }
+            // Synchronously when on the loop (always, in practice): a change must reach the
+            // owner before the replies that follow it on the same connection.
+            if self.eventLoop.inEventLoop { self.nodeEvent(node, event) } else { self.eventLoop.execute { self.nodeEvent(node, event) } }
+        }
         nodes[node] = connection
         return connection
     }
@@ -292,7 +300,7 @@ public final class ClusterStoreConnection: @unchecked Sendable {
             promise.fail(KVError(.storageUnavailable, "storage unavailable: no cluster node answered: \(reasons.joined(separator: "; "))"))
             return
         }
-        connection(to: node).send([ByteBuffer(string: "CLUSTER"), ByteBuffer(string: "SLOTS")]) { result in
+        connection(to: node).send(.other([ByteBuffer(string: "CLUSTER"), ByteBuffer(string: "SLOTS")])) { result in
             switch result {
             case .success(let reply):
                 if let map = ClusterTopology(slotsReply: reply, defaultHost: node.host) {
@@ -312,14 +320,19 @@ public final class ClusterStoreConnection: @unchecked Sendable {
 
     /// Closes every master's connection; later requests fail.
     public func close() async {
-        let connections = try? await eventLoop.submit { () -> [StoreConnection] in
+        let connections = try? await eventLoop.submit { () -> [any ClusterNodeConnection] in
             self.closed = true
             return Array(self.nodes.values)
         }.get()
         for connection in connections ?? [] { await connection.close() }
     }
-
-    private static func storeError(_ error: any Error) -> KVError {
-        (error as? KVError) ?? KVError(.storageUnavailable, "storage unavailable: \(error)")
-    }
 }
+
+/// A master's connection as `ClusterStoreConnection` uses it: a `StoreConnection`, or a
+/// scripted node in tests.
+protocol ClusterNodeConnection: AnyObject, Sendable {
+    func send<Reply>(_ command: StoreCommand<ByteBuffer, Reply>, completion: @escaping (Result<Reply, KVError>) -> Void)
+    func close() async
+}
+
+extension StoreConnection: ClusterNodeConnection {}

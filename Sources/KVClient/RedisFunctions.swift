@@ -119,59 +119,37 @@ public enum RedisFunctions {
         }
     }
 
-    /// kv-stored's command `arguments` as the Redis command that does the same on a Redis
-    /// store, with the shape of its reply, and the Redis key it routes by (nil: any node).
-    /// Commands that are not KvServer's (`PING`, `HELLO`, …) pass unchanged.
-    public static func translate<A: CommandArgument>(_ arguments: [A]) -> (command: [A], reply: ReplyShape, routingKey: [UInt8]?) {
-        guard arguments.count >= 2, let name = arguments.first?.upperASCII, keyCommands.contains(name) else { return (arguments, .same, nil) }
-        let key = arguments[1].bytes
-        let (dataKey, groupKey) = RedisKeyLayout.names(of: key)
+    /// `operation` as the Redis command that does the same on a Redis store, with the shape of
+    /// its reply. Commands about no key (`PING`, `HELLO`, …) pass unchanged.
+    public static func translate<A: CommandArgument>(_ operation: StoreOperation<A>) -> (command: [A], reply: ReplyShape) {
+        guard let key = operation.key else { return (operation.arguments, .same) }
+        let (dataKey, groupKey) = RedisKeyLayout.names(of: key.bytes)
         let data = A(bytes: dataKey), group = A(bytes: groupKey)
-        func call(_ function: String, _ rest: ArraySlice<A>) -> [A] {
-            [A("FCALL"), A(function), A("2"), data, group] + rest
+        func call(_ function: String, _ arguments: [A]) -> [A] {
+            [A("FCALL"), A(function), A("2"), data, group] + arguments
         }
-        /// `value [PX ms] condition…` as `value ms condition…`.
-        func valueAndTTL(_ rest: ArraySlice<A>) -> [A] {
-            guard let value = rest.first else { return [] }
-            let options = rest.dropFirst()
-            if options.first?.upperASCII == "PX", options.count >= 2 {
-                return [value, options[options.startIndex + 1]] + options.dropFirst(2)
-            }
-            return [value, A("0")] + options
-        }
-        let rest = arguments.dropFirst(2)
-        switch name {
-        case "GET": return ([A("FCALL_RO"), A("kv_get"), A("1"), data], .value, dataKey)
-        case "KVGET": return ([A("FCALL_RO"), A("kv_get"), A("1"), data], .same, dataKey)
-        case "SET": return (call("kv_set", valueAndTTL(rest)[...]), .ok, dataKey)
-        case "KVSET": return (call("kv_set", valueAndTTL(rest)[...]), .same, dataKey)
-        case "DEL": return (call("kv_del", rest), .deletedCount, dataKey)
-        case "KVDEL": return (call("kv_del", rest), .same, dataKey)
-        case "KVSYNC":
-            var since = A(""), epoch = A(""), initial = A("0")
-            var options = rest
-            while let word = options.first?.upperASCII {
-                options = options.dropFirst()
-                if word == "INITIAL" { initial = A("1"); continue }
-                guard let argument = options.first else { break }
-                options = options.dropFirst()
-                if word == "SINCE" { since = argument } else if word == "EPOCH" { epoch = argument }
-            }
-            return (call("kv_sync", [since, epoch, initial]), .same, dataKey)
-        case "SUBSCRIBE": return ([A("SSUBSCRIBE"), data], .same, dataKey)
-        case "UNSUBSCRIBE": return ([A("SUNSUBSCRIBE"), data], .same, dataKey)
-        default: return (arguments, .same, nil)
+        /// kv_set's TTL argument: milliseconds, 0 for none.
+        func ttlArgument(_ ttl: TTL?) -> A { A(String(ttl?.milliseconds ?? 0)) }
+        switch operation {
+        case .get: return ([A("FCALL_RO"), A("kv_get"), A("1"), data], .value)
+        case .versionedGet: return ([A("FCALL_RO"), A("kv_get"), A("1"), data], .same)
+        case .set(_, let value, let ttl): return (call("kv_set", [value, ttlArgument(ttl)]), .ok)
+        case .versionedSet(_, let value, let ttl, let precondition):
+            return (call("kv_set", [value, ttlArgument(ttl)] + StoreOperation.condition(precondition)), .same)
+        case .delete: return (call("kv_del", []), .deletedCount)
+        case .versionedDelete(_, let precondition): return (call("kv_del", StoreOperation.condition(precondition)), .same)
+        case .sync(_, let since, let epoch, let initial):
+            return (call("kv_sync", [A(since.map { String($0) } ?? ""), A(epoch ?? ""), A(initial ? "1" : "0")]), .same)
+        case .subscribe: return ([A("SSUBSCRIBE"), data], .same)
+        case .unsubscribe: return ([A("SUNSUBSCRIBE"), data], .same)
+        case .other(let words): return (words, .same)
         }
     }
 
-    /// The cluster slot a kv-stored command is about (its key's), or nil for one about no key.
-    public static func routingSlot(_ arguments: [ByteBuffer]) -> Int? {
-        guard arguments.count >= 2, let name = arguments.first?.upperASCII, keyCommands.contains(name) else { return nil }
-        return RedisKeyLayout.slot(ofKey: Array(arguments[1].readableBytesView))
+    /// The cluster slot of a command's key, or nil for a command about no key.
+    public static func routingSlot<A>(_ operation: StoreOperation<A>) -> Int? {
+        operation.key.map { RedisKeyLayout.slot(ofKey: $0.bytes) }
     }
-
-    /// The commands about one key (the second argument): those `translate` rewrites.
-    private static let keyCommands: Set<String> = ["GET", "SET", "DEL", "KVGET", "KVSET", "KVDEL", "KVSYNC", "SUBSCRIBE", "UNSUBSCRIBE"]
 
     /// A change from a Redis push: a sharded message on a key's channel, or the expiry of a key
     /// (which has no revision: 0). Nil for anything else.
@@ -197,14 +175,34 @@ public protocol CommandArgument {
     init(_ text: String)
     init(bytes: [UInt8])
     var bytes: [UInt8] { get }
+    var byteCount: Int { get }
+    /// A word of kv-stored's commands, made once per process (the request path sends one or two per command).
+    static func word(_ word: CommandWord) -> Self
 }
 
-extension CommandArgument {
-    /// The argument upper-cased, when it is short ASCII (a command name or option word).
-    var upperASCII: String? {
-        let bytes = self.bytes
-        guard bytes.count <= 16 else { return nil }
-        return String(decoding: bytes, as: UTF8.self).uppercased()
+/// The fixed words of the commands `StoreOperation` writes.
+public enum CommandWord: Int, CaseIterable, Sendable {
+    case get, set, del, px, kvget, kvset, kvdel, kvsync, subscribe, unsubscribe, since, epoch, initial, nx, xx, ifrev
+
+    var text: String {
+        switch self {
+        case .get: "GET"
+        case .set: "SET"
+        case .del: "DEL"
+        case .px: "PX"
+        case .kvget: "KVGET"
+        case .kvset: "KVSET"
+        case .kvdel: "KVDEL"
+        case .kvsync: "KVSYNC"
+        case .subscribe: "SUBSCRIBE"
+        case .unsubscribe: "UNSUBSCRIBE"
+        case .since: "SINCE"
+        case .epoch: "EPOCH"
+        case .initial: "INITIAL"
+        case .nx: "NX"
+        case .xx: "XX"
+        case .ifrev: "IFREV"
+        }
     }
 }
 
@@ -212,9 +210,17 @@ extension Array: CommandArgument where Element == UInt8 {
     public init(_ text: String) { self = Array(text.utf8) }
     public init(bytes: [UInt8]) { self = bytes }
     public var bytes: [UInt8] { self }
+    public var byteCount: Int { count }
+    public static func word(_ word: CommandWord) -> [UInt8] { arrayWords[word.rawValue] }
 }
 
 extension ByteBuffer: CommandArgument {
     public init(_ text: String) { self.init(string: text) }
     public var bytes: [UInt8] { Array(readableBytesView) }
+    public var byteCount: Int { readableBytes }
+    public static func word(_ word: CommandWord) -> ByteBuffer { bufferWords[word.rawValue] }
 }
+
+// Copy-on-write values, so sharing them is safe.
+private let arrayWords = CommandWord.allCases.map { Array($0.text.utf8) }
+private let bufferWords = CommandWord.allCases.map { ByteBuffer(string: $0.text) }

@@ -3,31 +3,12 @@ import KVCore
 import NIOCore
 import RESP
 
-/// Who waits for a reply: a promise, or (for callers on the event loop) a plain callback, which
-/// costs no future.
-enum StoreReply {
-    case promise(EventLoopPromise<RESPValue>)
-    case callback((Result<RESPValue, KVError>) -> Void)
-
-    func complete(_ result: Result<RESPValue, KVError>) {
-        switch self {
-        case .promise(let promise): promise.completeWith(result.mapError { $0 as any Error })
-        case .callback(let callback): callback(result)
-        }
-    }
-}
-
-/// A command on its way to kv-stored and who waits for its reply.
+/// A command on its way to the store and who waits for its reply (called on the event loop).
 struct StoreRequest {
     var arguments: [ByteBuffer]
-    var reply: StoreReply
-
     /// Whether the reply comes as a push (RESP3 answers (un)subscribe requests that way).
-    var repliedByPush: Bool {
-        // Cheap for the commands on the request path (GET, SET, KVSET, …): none is 9 to 12 long.
-        guard let name = arguments.first, (9...12).contains(name.readableBytes) else { return false }
-        return ["SUBSCRIBE", "UNSUBSCRIBE", "SSUBSCRIBE", "SUNSUBSCRIBE"].contains(String(buffer: name).uppercased())
-    }
+    var repliedByPush: Bool
+    var reply: (Result<RESPValue, KVError>) -> Void
 }
 
 /// Pipelining on one RESP3 connection: requests are written in order and their promises queued;
@@ -42,7 +23,7 @@ final class StoreClientHandler: ChannelDuplexHandler {
     /// Whose pushes these are: kv-stored's change feed, or Redis's sharded pub/sub and expiry events.
     enum Dialect { case kvStored, redis }
 
-    private var pending = Deque<(reply: StoreReply, byPush: Bool)>()
+    private var pending = Deque<(reply: (Result<RESPValue, KVError>) -> Void, byPush: Bool)>()
     private let dialect: Dialect
     private let onChange: (StoreChange) -> Void
     private let onDropped: (ByteBuffer) -> Void
@@ -88,7 +69,7 @@ final class StoreClientHandler: ChannelDuplexHandler {
             context.fireErrorCaught(RESPProtocolError("a reply arrived with no request waiting for it"))
             return
         }
-        reply.complete(.success(value))
+        reply(.success(value))
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -102,6 +83,6 @@ final class StoreClientHandler: ChannelDuplexHandler {
     }
 
     private func failAll(_ error: KVError) {
-        while let (reply, _) = pending.popFirst() { reply.complete(.failure(error)) }
+        while let (reply, _) = pending.popFirst() { reply(.failure(error)) }
     }
 }

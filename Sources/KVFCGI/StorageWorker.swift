@@ -130,7 +130,7 @@ final class StorageWorker: FastCGIServer.Worker {
                 break
             }
             do throws(KVError) {
-                response = Self.metrics(try store.client.metrics())
+                response = Self.metrics(try store.client.send(.metrics))
             } catch {
                 response = StorageAPI.errorResponse(for: error)
             }
@@ -197,14 +197,14 @@ struct StoreAdapter: KeyValueStore {
     let client: BlockingStoreClient
 
     func get(_ key: [UInt8]) throws(KVError) -> VersionedValue? {
-        try client.versionedGet(key)
+        try client.send(.versionedGet(key))
     }
 
     func set(_ key: [UInt8], value: [UInt8], ttl: TTL?, precondition: WritePrecondition) throws(KVError) -> WriteResult {
-        try client.set(key, value: value, ttl: ttl, precondition: precondition)
+        try client.send(.versionedSet(key, value: value, ttl: ttl, precondition: precondition))
     }
 
     func delete(_ key: [UInt8], precondition: WritePrecondition) throws(KVError) -> WriteResult {
-        try client.delete(key, precondition: precondition)
+        try client.send(.versionedDelete(key, precondition: precondition))
     }
 }

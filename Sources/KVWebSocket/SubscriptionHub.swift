@@ -7,12 +7,9 @@ import RESP
 
 /// What the hub needs of its kv-stored connection: `StoreConnection`, or a fake in tests.
 public protocol FeedConnection: AnyObject, Sendable {
-    /// Completes once kv-stored has acknowledged the subscription.
-    func subscribeFuture(_ key: ByteBuffer) -> EventLoopFuture<Void>
-    @discardableResult
-    func unsubscribeFuture(_ key: ByteBuffer) -> EventLoopFuture<Void>
-    /// One command on the same connection as the change feed.
-    func requestFuture(_ arguments: [ByteBuffer]) -> EventLoopFuture<RESPValue>
+    /// One command on the connection of the change feed (a subscription completes once the
+    /// store has acknowledged it); errors are `KVError`s.
+    func future<Reply: Sendable>(_ command: StoreCommand<ByteBuffer, Reply>) -> EventLoopFuture<Reply>
     func close() async
 }
 
@@ -81,7 +78,7 @@ public final class SubscriptionHub: Sendable {
         let acknowledged = watches.withLockedValue { watches -> EventLoopFuture<Void> in
             var watch = watches[keyBuffer] ?? {
                 WSMetrics.storeSubscriptions.increment()
-                return Watch(acknowledged: connection.subscribeFuture(keyBuffer))
+                return Watch(acknowledged: connection.future(.subscribe(keyBuffer)))
             }()
             if watch.watchers.updateValue(Watcher(session: session, versioned: catchUp != nil, held: catchUp != nil ? [] : nil), forKey: session.id) == nil {
                 WSMetrics.subscriptions.increment()
@@ -98,7 +95,7 @@ public final class SubscriptionHub: Sendable {
                     WSMetrics.storeSubscriptions.decrement()
                 }
             }
-            return acknowledged.eventLoop.makeFailedFuture((error as? KVError) ?? KVError(.storageUnavailable, "storage unavailable: \(error)"))
+            return acknowledged.eventLoop.makeFailedFuture(KVError.storeFailure(error))
         }
         guard let catchUp else { return subscribed }
         return subscribed.flatMap { () -> EventLoopFuture<Void> in
@@ -111,9 +108,7 @@ public final class SubscriptionHub: Sendable {
     }
 
     private func sync(_ key: ByteBuffer, _ catchUp: CatchUp) -> EventLoopFuture<SyncReply> {
-        let options = VersionedCommands.syncOptions(since: catchUp.since, epoch: catchUp.epoch, initial: catchUp.initial)
-        return connection.requestFuture([ByteBuffer(string: "KVSYNC"), key] + options.map { ByteBuffer(string: $0) })
-            .flatMapThrowing { try VersionedCommands.syncReply($0) }
+        connection.future(.sync(key, since: catchUp.since, epoch: catchUp.epoch, initial: catchUp.initial))
     }
 
     /// Sends what `reply` says the session lacks (after the `ok`, for a request with an id), then
@@ -162,7 +157,7 @@ public final class SubscriptionHub: Sendable {
             if watches[keyBuffer]?.watchers.isEmpty == true {
                 watches[keyBuffer] = nil
                 WSMetrics.storeSubscriptions.decrement()
-                connection.unsubscribeFuture(keyBuffer)
+                _ = connection.future(.unsubscribe(keyBuffer))
             }
             return revision
         }

@@ -10,7 +10,7 @@ import RESP
 protocol StoreRequests: AnyObject {
     /// Sends `command`; `completion` runs on the session's event loop, in call order among
     /// commands of one ordering domain.
-    func send(_ command: [ByteBuffer], completion: @escaping (Result<RESPValue, KVError>) -> Void)
+    func send<Reply>(_ command: StoreCommand<ByteBuffer, Reply>, completion: @escaping (Result<Reply, KVError>) -> Void)
     /// Commands about keys of one domain are applied and answered in the order sent; those of
     /// different domains (a cluster's masters) may overtake each other.
     func orderingDomain(ofKey key: [UInt8]) -> Int
@@ -377,24 +377,20 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
     private func handle(_ message: ClientMessage) {
         switch message {
         case .get(let key):
-            request(StoreConnection.getCommand(ByteBuffer(bytes: key))) { session, reply in
-                do throws(KVError) {
-                    if let value = try StoreConnection.getReply(reply.get()) {
-                        session.send(.value(key: key, value: Array(value.readableBytesView)))
-                    } else {
-                        session.send(.noValue(key: key))
-                    }
-                } catch {
-                    session.send(.error(error.message))
+            request(.get(ByteBuffer(bytes: key))) { session, reply in
+                switch reply {
+                case .success(let value?): session.send(.value(key: key, value: Array(value.readableBytesView)))
+                case .success(nil): session.send(.noValue(key: key))
+                case .failure(let error): session.send(.error(error.message))
                 }
             }
         case .set(let key, let value, let ttl):
-            request(StoreConnection.setCommand(ByteBuffer(bytes: key), value: ByteBuffer(bytes: value), ttl: ttl)) { session, reply in
-                do throws(KVError) { try StoreConnection.setReply(reply.get()) } catch { session.send(.error(error.message)) }
+            request(.set(ByteBuffer(bytes: key), value: ByteBuffer(bytes: value), ttl: ttl)) { session, reply in
+                if case .failure(let error) = reply { session.send(.error(error.message)) }
             }
         case .delete(let key):
-            request(StoreConnection.deleteCommand(ByteBuffer(bytes: key))) { session, reply in
-                do throws(KVError) { _ = try StoreConnection.deleteReply(reply.get()) } catch { session.send(.error(error.message)) }
+            request(.delete(ByteBuffer(bytes: key))) { session, reply in
+                if case .failure(let error) = reply { session.send(.error(error.message)) }
             }
         case .subscribe(let key):
             subscribe(key, catchUp: nil, id: nil)
@@ -442,33 +438,27 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
         let precondition: WritePrecondition = request.ifRev.map { $0 == 0 ? .absent : .revision(in: [$0]) } ?? .none
         switch request.message {
         case .get(let key):
-            self.request(Self.command("KVSYNC", key, VersionedCommands.syncOptions(since: nil, epoch: nil, initial: true))) { session, reply in
-                do throws(KVError) {
-                    let state = try VersionedCommands.syncReply(reply.get()).changes.first
+            self.request(.sync(ByteBuffer(bytes: key), since: nil, epoch: nil, initial: true)) { session, reply in
+                switch reply {
+                case .success(let sync):
+                    let state = sync.changes.first
                     let envelope = ServerMessage.Envelope(id: id, rev: state?.revision)
                     if let state, state.kind == .set, let value = state.value {
                         session.send(text: ServerMessage.value(key: key, value: Array(value.readableBytesView)).encoded(envelope))
                     } else {
                         session.send(text: ServerMessage.noValue(key: key).encoded(envelope))
                     }
-                } catch {
+                case .failure(let error):
                     session.send(text: ServerMessage.error(error.message).encoded(.init(id: id)))
                 }
             }
         case .set(let key, let value, let ttl):
-            let options = VersionedCommands.setOptions(ttl: ttl, precondition: precondition)
-            var command = [ByteBuffer(string: "KVSET"), ByteBuffer(bytes: key), ByteBuffer(bytes: value)]
-            command += options.map { ByteBuffer(string: $0) }
-            self.request(command) { session, reply in
-                Self.answerWrite(session, key: key, request: request, reply.flatMap { reply in
-                    Result { () throws(KVError) in try VersionedCommands.setReply(reply) }
-                })
+            self.request(.versionedSet(ByteBuffer(bytes: key), value: ByteBuffer(bytes: value), ttl: ttl, precondition: precondition)) { session, reply in
+                Self.answerWrite(session, key: key, request: request, reply)
             }
         case .delete(let key):
-            self.request(Self.command("KVDEL", key, VersionedCommands.deleteOptions(precondition: precondition))) { session, reply in
-                Self.answerWrite(session, key: key, request: request, reply.flatMap { reply in
-                    Result { () throws(KVError) in try VersionedCommands.deleteReply(reply) }
-                })
+            self.request(.versionedDelete(ByteBuffer(bytes: key), precondition: precondition)) { session, reply in
+                Self.answerWrite(session, key: key, request: request, reply)
             }
         case .subscribe(let key):
             guard !subscriptions.contains(key) else {
@@ -483,10 +473,6 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
         case .auth:
             break  // taken in `pump`
         }
-    }
-
-    private static func command(_ name: String, _ key: [UInt8], _ options: [String]) -> [ByteBuffer] {
-        [ByteBuffer(string: name), ByteBuffer(bytes: key)] + options.map { ByteBuffer(string: $0) }
     }
 
     /// `ok` (with an id) or a `conflict` error naming the key's current revision.
@@ -507,8 +493,8 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
 
     /// Pipelines a command on this event loop's kv-stored connection, counting it until its
     /// reply, which `answer` turns into messages for the client.
-    private func request(_ command: [ByteBuffer], answer: @escaping (Session, Result<RESPValue, KVError>) -> Void) {
-        let bytes = command.reduce(0) { $0 + $1.readableBytes }
+    private func request<Reply>(_ command: StoreCommand<ByteBuffer, Reply>, answer: @escaping (Session, Result<Reply, KVError>) -> Void) {
+        let bytes = command.operation.payloadBytes
         inFlight += 1
         inFlightBytes += bytes
         requests.send(command) { reply in
@@ -520,7 +506,7 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
     }
 
     private static func message(_ error: any Error) -> String {
-        (error as? KVError)?.message ?? "storage unavailable: \(error)"
+        KVError.storeFailure(error).message
     }
 
     /// Reading pauses while too many messages or bytes wait, so a client cannot queue unbounded work.

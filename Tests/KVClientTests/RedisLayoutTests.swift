@@ -31,30 +31,65 @@ struct RedisLayoutTests {
     }
 
     @Test("kv-stored's commands become function calls with the key's hash and group, and their replies read as kv-stored's")
-    func translation() {
+    func translation() throws {
         func words(_ command: [[UInt8]]) -> [String] { command.map { String(decoding: $0, as: UTF8.self) } }
-        let key = Array("{k}".utf8)
+        let key = Array("{k}".utf8), one = Array("1".utf8)
         let data = String(decoding: RedisKeyLayout.dataKey(key), as: UTF8.self)
         let group = String(decoding: RedisKeyLayout.groupKey(key), as: UTF8.self)
-        let args: ([String]) -> [[UInt8]] = { $0.map { Array($0.utf8) } }
+        let ttl = try TTL(milliseconds: 500)
 
-        let set = RedisFunctions.translate(args(["SET", "{k}", "1", "PX", "500"]))
+        let set = RedisFunctions.translate(StoreOperation.set(key: key, value: one, ttl: ttl))
         #expect(words(set.command) == ["FCALL", "kv_set", "2", data, group, "1", "500"])
-        #expect(set.routingKey == Array(data.utf8))
+        #expect(RedisFunctions.routingSlot(StoreOperation.set(key: key, value: one, ttl: ttl)) == RedisKeyLayout.slot(of: Array(data.utf8)))
         #expect(set.reply.adapt(.integer(7)) == .simpleString(ByteBuffer(string: "OK")))
-        #expect(words(RedisFunctions.translate(args(["KVSET", "{k}", "1", "IFREV", "3"])).command) == ["FCALL", "kv_set", "2", data, group, "1", "0", "IFREV", "3"])
-        #expect(words(RedisFunctions.translate(args(["KVDEL", "{k}", "NX"])).command) == ["FCALL", "kv_del", "2", data, group, "NX"])
-        let get = RedisFunctions.translate(args(["GET", "{k}"]))
+        #expect(words(RedisFunctions.translate(StoreOperation.versionedSet(key: key, value: one, ttl: nil, precondition: .revision(in: [3]))).command)
+                == ["FCALL", "kv_set", "2", data, group, "1", "0", "IFREV", "3"])
+        #expect(words(RedisFunctions.translate(StoreOperation.versionedDelete(key: key, precondition: .absent)).command) == ["FCALL", "kv_del", "2", data, group, "NX"])
+        let get = RedisFunctions.translate(StoreOperation.get(key: key))
         #expect(words(get.command) == ["FCALL_RO", "kv_get", "1", data])
         #expect(get.reply.adapt(.array([.bulkString(ByteBuffer(string: "1")), .integer(3), .integer(-1)])) == .bulkString(ByteBuffer(string: "1")))
         #expect(get.reply.adapt(.null) == .null)
-        #expect(RedisFunctions.translate(args(["DEL", "{k}"])).reply.adapt(.array([.integer(1), .integer(9)])) == .integer(1))
-        #expect(words(RedisFunctions.translate(args(["KVSYNC", "{k}", "SINCE", "4", "EPOCH", "e", "INITIAL"])).command)
+        #expect(RedisFunctions.translate(StoreOperation.delete(key: key)).reply.adapt(.array([.integer(1), .integer(9)])) == .integer(1))
+        #expect(words(RedisFunctions.translate(StoreOperation.sync(key: key, since: 4, epoch: "e", initial: true)).command)
                 == ["FCALL", "kv_sync", "2", data, group, "4", "e", "1"])
-        #expect(words(RedisFunctions.translate(args(["KVSYNC", "{k}"])).command) == ["FCALL", "kv_sync", "2", data, group, "", "", "0"])
-        #expect(words(RedisFunctions.translate(args(["SUBSCRIBE", "{k}"])).command) == ["SSUBSCRIBE", data])
-        let ping = RedisFunctions.translate(args(["PING"]))
-        #expect(words(ping.command) == ["PING"] && ping.routingKey == nil)
+        #expect(words(RedisFunctions.translate(StoreOperation.sync(key: key, since: nil, epoch: nil, initial: false)).command)
+                == ["FCALL", "kv_sync", "2", data, group, "", "", "0"])
+        #expect(words(RedisFunctions.translate(StoreOperation.subscribe(key: key)).command) == ["SSUBSCRIBE", data])
+        let ping = StoreOperation.other([Array("PING".utf8)])
+        #expect(words(RedisFunctions.translate(ping).command) == ["PING"] && RedisFunctions.routingSlot(ping) == nil)
+    }
+
+    @Test("the same commands in kv-stored's words (docs/protocol.md)")
+    func kvStoredWords() throws {
+        func words(_ operation: StoreOperation<ByteBuffer>) -> [String] { operation.arguments.map { String(buffer: $0) } }
+        let key = ByteBuffer(string: "k"), value = ByteBuffer(string: "1")
+        #expect(words(.get(key: key)) == ["GET", "k"])
+        #expect(words(.set(key: key, value: value, ttl: nil)) == ["SET", "k", "1"])
+        #expect(words(.set(key: key, value: value, ttl: try TTL(milliseconds: 500))) == ["SET", "k", "1", "PX", "500"])
+        #expect(words(.versionedSet(key: key, value: value, ttl: try TTL(milliseconds: 9), precondition: .revision(in: [3, 4])))
+                == ["KVSET", "k", "1", "PX", "9", "IFREV", "3", "IFREV", "4"])
+        #expect(words(.versionedSet(key: key, value: value, ttl: nil, precondition: .exists)) == ["KVSET", "k", "1", "XX"])
+        #expect(words(.versionedDelete(key: key, precondition: .absent)) == ["KVDEL", "k", "NX"])
+        #expect(words(.sync(key: key, since: 4, epoch: nil, initial: true)) == ["KVSYNC", "k", "SINCE", "4", "EPOCH", "", "INITIAL"])
+        #expect(words(.unsubscribe(key: key)) == ["UNSUBSCRIBE", "k"])
+        #expect(StoreOperation.versionedSet(key: key, value: value, ttl: nil, precondition: .none).payloadBytes == 2)
+    }
+
+    @Test("replies are read by the command that asked: values, conflicts, and the store's errors in the API's words")
+    func replies() throws {
+        let key = ByteBuffer(string: "k")
+        #expect(try StoreCommand.get(key).reply(.null) == nil)
+        #expect(try StoreCommand.delete(key).reply(.integer(1)))
+        #expect(try StoreCommand.versionedSet(key, value: key, ttl: nil, precondition: .none).reply(.error(ByteBuffer(string: "CONFLICT 7"))) == .conflict(current: 7))
+        #expect(try StoreCommand.versionedDelete(key, precondition: .none).reply(.array([.integer(0), .integer(5)])) == .applied(revision: 5))
+        #expect(try StoreCommand.versionedGet(key).reply(.array([.bulkString(key), .integer(2), .integer(-1)]))
+                == VersionedValue(value: Array("k".utf8), revision: 2, ttlMilliseconds: nil))
+        let full = #expect(throws: KVError.self) { try StoreCommand.set(key, value: key, ttl: nil).reply(.error(ByteBuffer(string: "OOM over the limit"))) }
+        #expect(full?.code == .storageFull)
+        let refused = #expect(throws: KVError.self) { try StoreCommand.get(key).reply(.error(ByteBuffer(string: "ERR no"))) }
+        #expect(refused == KVError(.storageError, "the store answered: ERR no"))
+        let odd = #expect(throws: KVError.self) { try StoreCommand.versionedGet(key).reply(.array([.bulkString(key), .integer(0), .integer(-1)])) }
+        #expect(odd == KVError(.storageError, "the store sent an unexpected reply"))
     }
 
     @Test("pushes: a sharded message is the key's change; an expiry event is the key's expiry without a revision; others are nothing")

@@ -1,3 +1,4 @@
+import KVClient
 import KVCore
 import Logging
 import NIOCore
@@ -17,9 +18,9 @@ final class FakeRequests: StoreRequests {
     func orderingDomain(ofKey key: [UInt8]) -> Int { domains[String(decoding: key, as: UTF8.self)] ?? 0 }
     private var completions: [(Result<RESPValue, KVError>) -> Void] = []
 
-    func send(_ command: [ByteBuffer], completion: @escaping (Result<RESPValue, KVError>) -> Void) {
-        sent.append(command.map { String(buffer: $0) })
-        completions.append(completion)
+    func send<Reply>(_ command: StoreCommand<ByteBuffer, Reply>, completion: @escaping (Result<Reply, KVError>) -> Void) {
+        sent.append(command.operation.arguments.map { String(buffer: $0) })
+        completions.append { completion(command.reply($0)) }
     }
 
     func reply(_ result: Result<RESPValue, KVError>) { completions.removeFirst()(result) }

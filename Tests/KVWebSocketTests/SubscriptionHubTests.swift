@@ -12,23 +12,24 @@ import Testing
 final class FakeFeed: FeedConnection, @unchecked Sendable {
     let loop: EmbeddedEventLoop
     var onEvent: (@Sendable (StoreConnectionEvent) -> Void)?
-    var subscriptions: [(key: String, promise: EventLoopPromise<Void>)] = []
+    var subscriptions: [(key: String, promise: EventLoopPromise<RESPValue>)] = []
     var requests: [(command: [String], promise: EventLoopPromise<RESPValue>)] = []
 
     init(loop: EmbeddedEventLoop) { self.loop = loop }
 
-    func subscribeFuture(_ key: ByteBuffer) -> EventLoopFuture<Void> {
-        let promise = loop.makePromise(of: Void.self)
-        subscriptions.append((String(buffer: key), promise))
-        return promise.futureResult
-    }
-
-    func unsubscribeFuture(_ key: ByteBuffer) -> EventLoopFuture<Void> { loop.makeSucceededVoidFuture() }
-
-    func requestFuture(_ arguments: [ByteBuffer]) -> EventLoopFuture<RESPValue> {
-        let promise = loop.makePromise(of: RESPValue.self)
-        requests.append((arguments.map { String(buffer: $0) }, promise))
-        return promise.futureResult
+    func future<Reply: Sendable>(_ command: StoreCommand<ByteBuffer, Reply>) -> EventLoopFuture<Reply> {
+        switch command.operation {
+        case .subscribe(let key):
+            let promise = loop.makePromise(of: RESPValue.self)
+            subscriptions.append((String(buffer: key), promise))
+            return promise.futureResult.flatMapThrowing { try command.reply($0) }
+        case .unsubscribe:
+            return loop.makeSucceededFuture(.push([])).flatMapThrowing { try command.reply($0) }
+        default:
+            let promise = loop.makePromise(of: RESPValue.self)
+            requests.append((command.operation.arguments.map { String(buffer: $0) }, promise))
+            return promise.futureResult.flatMapThrowing { try command.reply($0) }
+        }
     }
 
     func close() async {}
@@ -72,7 +73,7 @@ struct SubscriptionHubTests {
     func catchUpHoldsAndFilters() throws {
         let exact = session(1)
         let subscribed = hub.subscribe(Array("k".utf8), exact, catchUp: SubscriptionHub.CatchUp(id: Array("1".utf8), initial: true))
-        feed.subscriptions[0].promise.succeed()
+        feed.subscriptions[0].promise.succeed(.push([]))
         #expect(feed.requests.map(\.command) == [["KVSYNC", "k", "INITIAL"]])
         feed.change("k", 5, "a")  // applied before KVSYNC ran: part of the state it reports
         feed.change("k", 7, "c")  // after it
@@ -94,7 +95,7 @@ struct SubscriptionHubTests {
     func resumeAfterReconnection() throws {
         let exact = session(1), seed = session(2)
         let subscribed = hub.subscribe(Array("k".utf8), exact, catchUp: SubscriptionHub.CatchUp())
-        feed.subscriptions[0].promise.succeed()
+        feed.subscriptions[0].promise.succeed(.push([]))
         feed.requests[0].promise.succeed(FakeFeed.sync("live", 4, []))
         try subscribed.wait()
         try hub.subscribe(Array("k".utf8), seed, catchUp: nil).wait()
@@ -125,7 +126,7 @@ struct SubscriptionHubTests {
         let onA = session(1), onB = session(2), seedB = session(3)
         for (key, session) in [("a", onA), ("b", onB)] {
             let subscribed = hub.subscribe(Array(key.utf8), session, catchUp: SubscriptionHub.CatchUp())
-            feed.subscriptions.last?.promise.succeed()
+            feed.subscriptions.last?.promise.succeed(.push([]))
             feed.requests.last?.promise.succeed(FakeFeed.sync("live", 4, []))
             try subscribed.wait()
         }
@@ -151,7 +152,7 @@ struct SubscriptionHubTests {
     func failedCatchUp() {
         let exact = session(1)
         let subscribed = hub.subscribe(Array("k".utf8), exact, catchUp: SubscriptionHub.CatchUp(since: 3, epoch: "e0"))
-        feed.subscriptions[0].promise.succeed()
+        feed.subscriptions[0].promise.succeed(.push([]))
         #expect(feed.requests[0].command == ["KVSYNC", "k", "SINCE", "3", "EPOCH", "e0"])
         feed.requests[0].promise.fail(KVError(.storageUnavailable, "storage unavailable: test"))
         #expect(throws: KVError.self) { try subscribed.wait() }
