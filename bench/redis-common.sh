@@ -1,7 +1,7 @@
 # Shared by bench/store-vs-redis.sh and bench/persistence.sh (sourced): the release kv-stored,
 # a temp folder removed on exit with every process in `pids`, and `median`.
 # Set DIR_PARENT before sourcing to put the temp folder elsewhere than /tmp.
-bin=$(swift build -c release --show-bin-path)/kv-stored
+bin=${BIN_DIR:-$(swift build -c release --show-bin-path)}/kv-stored  # BIN_DIR: another build (bench/compare-builds.sh)
 [ -x "$bin" ] || { echo "build first: make release" >&2; exit 1; }
 command -v redis-server >/dev/null || { echo "needs redis-server and redis-tools (scripts/install-deps.sh bench)" >&2; exit 1; }
 

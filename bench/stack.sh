@@ -1,7 +1,7 @@
 # Shared by the bench/ scripts (sourced): start release daemons and nginx with the shipped site
 # (local paths) in a temp folder, plus a bench-only `server` block, and stop everything on exit.
 # After `start_stack`: $dir, $port (the site), $bench_port (the bench-only server), $bin.
-bin=$(swift build -c release --show-bin-path)
+bin=${BIN_DIR:-$(swift build -c release --show-bin-path)}  # BIN_DIR: another build (bench/compare-builds.sh)
 dir=$(mktemp -d /tmp/kvbench-XXXXXX)
 chmod 755 "$dir"
 port=$((20000 + RANDOM % 20000)); bench_port=$((port + 1))

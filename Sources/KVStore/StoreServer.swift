@@ -58,9 +58,13 @@ public struct PersistenceConfiguration: Sendable {
     /// Start even if the log is damaged, cutting it at the damage (a copy is kept).
     public var repair = false
     public var compaction = CompactionPolicy()
+    /// Called once when the live log cannot be written or synced (`AppendLog`): every commit
+    /// refuses from then on, and the daemon decides what else (kv-stored exits).
+    public var onFailure: @Sendable (String) -> Void
 
-    public init(dataDirectory: String) {
+    public init(dataDirectory: String, onFailure: @escaping @Sendable (String) -> Void) {
         self.dataDirectory = dataDirectory
+        self.onFailure = onFailure
     }
 
     public var logPath: String { dataDirectory + "/kv-stored.aof" }
@@ -146,7 +150,7 @@ public final class StoreServer: Service, Sendable {
         }
         unlink(path + ".compacting")  // a compaction interrupted by a crash; the log itself is whole
         let log = try AppendLog(path: path, validBytes: report.validBytes, epoch: epoch, policy: persistence.fsync,
-                                logger: logger, compaction: persistence.compaction)
+                                logger: logger, compaction: persistence.compaction, onFailure: persistence.onFailure)
         store.withKeyspace { $0.recorder = log }
         log.snapshotSource = { [weak log] in
             store.withKeyspace { keyspace in

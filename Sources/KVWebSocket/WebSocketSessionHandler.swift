@@ -83,18 +83,6 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
         }
     }
 
-    /// A message read but not yet handled.
-    private enum Inbound {
-        case message(ClientRequest, bytes: Int)
-        case rejected(String, id: [UInt8]?, bytes: Int)
-
-        var bytes: Int {
-            switch self {
-            case .message(_, let bytes), .rejected(_, _, let bytes): bytes
-            }
-        }
-    }
-
     private let session: Session
     private let requests: any StoreRequests
     private let hub: any Subscriptions
@@ -102,33 +90,18 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
     private let logger: Logger
 
     private var context: ChannelHandlerContext?
-    private var inbox = CircularBuffer<Inbound>()
-    private var inFlight = 0
-    /// Bytes of the messages in `inbox`, and of the commands waiting for kv-stored.
-    private var inboxBytes = 0
-    private var inFlightBytes = 0
-    /// The ordering domain of the requests in flight (`StoreRequests.orderingDomain`).
-    private var inFlightDomain = 0
-    private var awaitingSubscription = false
-    /// An `auth` (or a reload's new look at the credentials) is being checked: later messages wait.
-    private var awaitingAuthentication = false
+    /// Which message goes next, and when to read (the ordering rules).
+    private var ordering: SessionOrdering
+    /// Pings, the close handshake, errors (the closing rules).
+    private var closing = SessionClosing()
+    /// Re-entered from a reply that completes at once, `pump` returns and lets the outer call carry on.
+    private var pumping = false
     private var access: Access
+    private var subscriptions = Set<[UInt8]>()
     /// Closes the connection when its JWT expires.
     private var expiryTimer: Scheduled<Void>?
-    private var pumping = false
-    private var subscriptions = Set<[UInt8]>()
-    /// nginx asked for more data while the inbox was full: read once it drains.
-    private var readDeferred = false
-    private var closeSent = false
     private var closeTimer: Scheduled<Void>?
     private var pinger: RepeatedTask?
-    private var awaitingPong = false
-    /// The newest ping not yet answered because the socket is not taking data. RFC 6455 §5.5.3
-    /// lets an endpoint answer only the most recent ping, so a client that floods pings and
-    /// never reads costs one pending pong, not one per ping (it grew kv-ws by 1.6 GB in 15 s).
-    private var pendingPong: ByteBuffer?
-    /// Why the connection is ending, once known (counted when it closes).
-    private var closeReason: WSMetrics.CloseReason?
 
     init(session: Session, requests: any StoreRequests, hub: any Subscriptions, settings: Settings, access: Access? = nil, logger: Logger) {
         self.access = access ?? .open(logger: logger)
@@ -136,6 +109,7 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
         self.requests = requests
         self.hub = hub
         self.settings = settings
+        self.ordering = SessionOrdering(maxInFlight: settings.maxInFlight, maxPendingBytes: settings.maxPendingBytes)
         var logger = logger
         logger[metadataKey: "connection.id"] = "\(session.id)"
         self.logger = logger
@@ -161,7 +135,7 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
         for key in subscriptions { hub.unsubscribe(key, session) }
         subscriptions.removeAll()
         WSMetrics.connections.decrement()
-        WSMetrics.closes[closeReason ?? .dropped]?.increment()
+        WSMetrics.closes[closing.reason ?? .dropped]?.increment()
         let conflated = session.conflatedCount
         session.finish()
         if conflated > 0 {
@@ -179,32 +153,28 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
         let frame = unwrapInboundIn(data)
         switch frame.opcode {
         case .text:
-            guard !closeSent else { return }
+            guard !closing.closing else { return }
             let bytes = frame.length
             let (id, parsed) = ClientRequest.parse(Array(buffer: frame.unmaskedData), limits: settings.limits)
             WSMetrics.messageIn(try? parsed.get().message)
             switch parsed {
-            case .success(let request): inbox.append(.message(request, bytes: bytes))
+            case .success(let request): ordering.received(.message(request, bytes: bytes))
             case .failure(let error):
                 logger.debug("bad message", metadata: ["error": "\(error.message)"])
-                inbox.append(.rejected(error.message, id: id, bytes: bytes))
+                ordering.received(.rejected(error.message, id: id, bytes: bytes))
             }
-            inboxBytes += bytes
             pump()
         case .binary:
-            guard !closeSent else { return }
+            guard !closing.closing else { return }
             WSMetrics.messageIn(nil)
-            inbox.append(.rejected("messages must be text frames holding JSON", id: nil, bytes: 0))
+            ordering.received(.rejected("messages must be text frames holding JSON", id: nil, bytes: 0))
             pump()
         case .ping:
-            guard !closeSent else { return }
-            if context.channel.isWritable {
-                context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .pong, data: frame.unmaskedData)), promise: nil)
-            } else {
-                pendingPong = frame.unmaskedData  // answered once the socket takes data again
+            if let pong = closing.pingReceived(frame.unmaskedData, writable: context.channel.isWritable) {
+                context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .pong, data: pong)), promise: nil)
             }
         case .pong:
-            awaitingPong = false
+            closing.pongReceived()
         case .connectionClose:
             receivedClose(context, frame)
         default:
@@ -212,30 +182,12 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
         }
     }
 
-    /// Handles queued messages in order, as far as ordering allows. Re-entered from a reply
-    /// that completes at once, it returns and lets the outer call carry on.
+    /// Handles queued messages in order, as far as `ordering` allows.
     private func pump() {
         guard !pumping else { return }
         pumping = true
         defer { pumping = false }
-        messages: while !awaitingSubscription, !awaitingAuthentication, !closeSent, let next = inbox.first {
-            if case .message(let request, _) = next {
-                switch request.message {
-                case .subscribe, .unsubscribe, .auth:
-                    // Earlier writes are applied before the subscription changes, and earlier
-                    // requests are answered under the identity they were sent with.
-                    guard inFlight == 0 else { break messages }
-                case .get, .set, .delete:
-                    guard inFlight < settings.maxInFlight else { break messages }
-                    // A request for another cluster master could overtake those in flight:
-                    // it waits for them, so messages are still handled in the order sent.
-                    let domain = requests.orderingDomain(ofKey: request.message.key)
-                    guard inFlight == 0 || domain == inFlightDomain else { break messages }
-                    inFlightDomain = domain
-                }
-            }
-            inbox.removeFirst()
-            inboxBytes -= next.bytes
+        while !closing.closing, let next = ordering.next(domain: { requests.orderingDomain(ofKey: $0.key) }) {
             switch next {
             case .rejected(let message, let id, _): session.send(text: ServerMessage.error(message).encoded(.init(id: id)))
             case .message(let request, _):
@@ -248,10 +200,7 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
                 }
             }
         }
-        if readDeferred, !mustPauseReading, let context {
-            readDeferred = false
-            context.read()
-        }
+        if ordering.resumeRead(), let context { context.read() }
     }
 
     // MARK: - Access control
@@ -287,14 +236,14 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
     /// An `auth` message: later messages wait until the token is checked. A refused token is
     /// an `error` and leaves the connection as it was; an accepted one replaces its identity.
     private func authenticate(_ credential: Credential, id: [UInt8]?) {
-        awaitingAuthentication = true
+        ordering.wait(for: .authentication)
         let control = access.control
         let generation = control.generation
         let loop = session.eventLoop
         let promise = loop.makePromise(of: Authentication.self)
         promise.completeWithTask { await control.authenticate(credential) }
         promise.futureResult.assumeIsolated().whenSuccess { authentication in
-            self.awaitingAuthentication = false
+            self.ordering.opened()
             switch authentication {
             case .refused(let reason):
                 WSMetrics.refused(operation: "auth", status: 401)
@@ -315,7 +264,7 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
     /// again. Revoked or expired: closed with 4401. Still valid, but no longer allowed to watch
     /// one of its keys: closed with 4403. Otherwise it carries on under the new rules.
     func reauthorize() {
-        guard context != nil, !closeSent else { return }
+        guard context != nil, !closing.closing else { return }
         let control = access.control
         let credential = access.credential
         let promise = session.eventLoop.makePromise(of: Authentication.self)
@@ -366,12 +315,11 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
     }
 
     private func withdraw(_ code: UInt16, _ reason: String) {
-        closeReason = .accessWithdrawn
         logger.info("closing a websocket whose access was withdrawn", metadata: [
             "kv.identity": "\(access.identity?.id ?? "none")", "reason": "\(reason)", "close.code": "\(code)",
         ])
         // A close frame's reason is at most 123 bytes.
-        sendClose(.unknown(code), reason: String(decoding: Array(reason.utf8).prefix(123), as: UTF8.self))
+        sendClose(.unknown(code), reason: String(decoding: Array(reason.utf8).prefix(123), as: UTF8.self), because: .accessWithdrawn)
     }
 
     private func handle(_ message: ClientMessage) {
@@ -410,9 +358,9 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
             session.send(text: ServerMessage.error(message).encoded(.init(id: id)))
             return
         }
-        awaitingSubscription = true
+        ordering.wait(for: .subscription)
         hub.subscribe(key, session, catchUp: catchUp).hop(to: session.eventLoop).assumeIsolated().whenComplete { result in
-            self.awaitingSubscription = false
+            self.ordering.opened()
             switch result {
             case .success where self.context == nil:
                 // The connection closed while kv-stored was acknowledging: channelInactive has
@@ -495,11 +443,9 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
     /// reply, which `answer` turns into messages for the client.
     private func request<Reply>(_ command: StoreCommand<ByteBuffer, Reply>, answer: @escaping (Session, Result<Reply, KVError>) -> Void) {
         let bytes = command.operation.payloadBytes
-        inFlight += 1
-        inFlightBytes += bytes
+        ordering.sent(bytes: bytes)
         requests.send(command) { reply in
-            self.inFlight -= 1
-            self.inFlightBytes -= bytes
+            self.ordering.answered(bytes: bytes)
             answer(self.session, reply)
             self.pump()
         }
@@ -511,22 +457,14 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
 
     /// Reading pauses while too many messages or bytes wait, so a client cannot queue unbounded work.
     func read(context: ChannelHandlerContext) {
-        if mustPauseReading {
-            readDeferred = true
-        } else {
-            context.read()
-        }
-    }
-
-    private var mustPauseReading: Bool {
-        inbox.count >= settings.maxInFlight || inboxBytes + inFlightBytes >= settings.maxPendingBytes
+        if ordering.readRequested() { context.read() }
     }
 
     // MARK: - Writing
 
     /// Writes queued messages while the socket takes them, then flushes once.
     func drain() {
-        guard let context, !closeSent else { return }
+        guard let context, !closing.closing else { return }
         var wrote = false
         while context.channel.isWritable {
             let messages = session.take(maxBytes: 256 << 10)
@@ -541,8 +479,7 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if context.channel.isWritable, let pong = pendingPong, !closeSent {
-            pendingPong = nil
+        if context.channel.isWritable, let pong = closing.writable() {
             context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .pong, data: pong)), promise: nil)
         }
         if context.channel.isWritable { drain() }
@@ -552,33 +489,38 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
     // MARK: - Pings and closing
 
     private func ping() {
-        guard let context, !closeSent else { return }
-        if awaitingPong {
-            closeReason = .pingTimeout
+        guard let context else { return }
+        switch closing.pingDue() {
+        case .none:
+            break
+        case .send:
+            context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .ping, data: ByteBuffer())), promise: nil)
+        case .cutOff:
             logger.info("closing a websocket whose client did not answer a ping")
             context.close(promise: nil)
-            return
         }
-        awaitingPong = true
-        context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .ping, data: ByteBuffer())), promise: nil)
     }
 
     /// Sends a close frame (queued messages are dropped) and cuts the connection off if the
     /// client has not answered within `closeTimeout`: one that stopped reading never does.
     func startClose(_ reason: Session.Closing) {
-        closeReason = closeReason ?? (reason == .outputLimit ? .outputLimit : .shutdown)
         switch reason {
         case .outputLimit:
+            guard !closing.closing else { return }
             logger.warning("closing a websocket whose client does not keep up (output queue over its limit)")
-            sendClose(.policyViolation, reason: "output queue limit exceeded")
+            sendClose(.policyViolation, reason: "output queue limit exceeded", because: .outputLimit)
         case .shutdown:
-            sendClose(.goingAway, reason: "server shutting down")
+            sendClose(.goingAway, reason: "server shutting down", because: .shutdown)
         }
     }
 
-    private func sendClose(_ code: WebSocketErrorCode, reason: String) {
-        guard let context, !closeSent else { return }
-        closeSent = true
+    private func sendClose(_ code: WebSocketErrorCode, reason: String, because: WSMetrics.CloseReason) {
+        guard context != nil, closing.close(because) else { return }
+        writeClose(code, reason: reason)
+    }
+
+    private func writeClose(_ code: WebSocketErrorCode, reason: String) {
+        guard let context else { return }
         session.finish()
         var data = context.channel.allocator.buffer(capacity: 2 + reason.utf8.count)
         data.write(webSocketErrorCode: code)
@@ -590,12 +532,10 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
 
     /// The client closes (we answer with its code and close), or answers our close.
     private func receivedClose(_ context: ChannelHandlerContext, _ frame: WebSocketFrame) {
-        closeReason = closeReason ?? .client
-        guard !closeSent else {
+        guard case .answer = closing.clientClosed() else {
             context.close(promise: nil)
             return
         }
-        closeSent = true
         session.finish()
         var payload = frame.unmaskedData
         let code = payload.readWebSocketErrorCode() ?? .normalClosure
@@ -616,32 +556,12 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        // The frame decoder, once failed, reports every later read as `dataReceivedInErrorState`
-        // with its first error: the same protocol error, not a new one.
-        var error = error
-        if let decoderError = error as? ByteToMessageDecoderError, case .dataReceivedInErrorState(let first, _) = decoderError {
-            error = first
-        }
-        if closeSent {
-            // Already closing (with 1009, say): closing at once now would reset the connection
-            // and could drop that close frame in nginx; the close timer ends it.
+        switch closing.errorCaught(error) {
+        case .ignore:
             logger.debug("websocket error while closing", metadata: ["error": "\(error)"])
-            return
-        }
-        if let error = error as? NIOWebSocketFrameAggregator.Error, case .accumulatedFrameSizeIsTooLarge = error {
-            closeReason = .protocolError
-            sendClose(.messageTooLarge, reason: "message over the size limit")
-        } else if let error = error as? NIOWebSocketError {
-            // Sent here rather than by NIO's automatic error handling, which closes the socket
-            // at once: with the rest of an oversize frame still unread, that close is a reset,
-            // and a reset can overtake the close frame in nginx (seen under load). Closing
-            // after the close timeout lets the close frame through first.
-            closeReason = .protocolError
-            switch error {
-            case .invalidFrameLength: sendClose(.messageTooLarge, reason: "frame over the size limit")
-            case .fragmentedControlFrame, .multiByteControlFrameLength: sendClose(.protocolError, reason: "invalid control frame")
-            }
-        } else {
+        case .sendClose(let code, let reason):
+            writeClose(code, reason: reason)
+        case .closeNow:
             logger.debug("websocket error", metadata: ["error": "\(error)"])
             context.close(promise: nil)
         }

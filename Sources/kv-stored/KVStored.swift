@@ -6,6 +6,10 @@ import KVStore
 import Logging
 import ServiceLifecycle
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// kv-stored: the storage process. Owns the data, the TTLs and the change feed, and speaks a
 /// subset of RESP on a unix socket (docs/protocol.md), so `redis-cli -s PATH` works against it.
 @main
@@ -112,7 +116,9 @@ struct KVStored: AsyncParsableCommand {
         configuration.maxMemoryBytes = memory > 0 ? memory : nil
 
         if persistence == .aof {
-            var persistence = PersistenceConfiguration(dataDirectory: dataDir)
+            // A log that cannot be written ends the process: systemd restarts it, and recovery
+            // brings back everything acknowledged (the log already refuses every later commit).
+            var persistence = PersistenceConfiguration(dataDirectory: dataDir) { _ in Glibc.exit(1) }
             persistence.fsync = appendfsync
             persistence.repair = repairLog
             persistence.compaction = CompactionPolicy(factor: compactFactor, minBytes: compactMinBytes)

@@ -49,7 +49,7 @@ private struct RecordingKeyspace {
 
     init(dir: String, epoch: String, policy: FsyncPolicy) throws {
         path = dir + "/kv-stored.aof"
-        log = try AppendLog(path: path, validBytes: 0, epoch: epoch, policy: policy, logger: logs.logger)
+        log = try AppendLog(path: path, validBytes: 0, epoch: epoch, policy: policy, logger: logs.logger, onFailure: unexpectedLogFailure)
         var keyspace = Keyspace(clock: clock)
         keyspace.recorder = log
         self.keyspace = keyspace
@@ -311,7 +311,7 @@ struct AppendLogTests {
             #expect(torn.validBytes == good.count && torn.discardedBytes == "*4\r\n$3\r\nSET\r\n$1\r".utf8.count)
             #expect(logs.logged.contains { $0.level == .warning && $0.message.contains("a crash interrupted") })
             // The log continues from the last whole record.
-            let log = try AppendLog(path: path, validBytes: torn.validBytes, epoch: torn.epoch, policy: .always, logger: logs.logger)
+            let log = try AppendLog(path: path, validBytes: torn.validBytes, epoch: torn.epoch, policy: .always, logger: logs.logger, onFailure: unexpectedLogFailure)
             log.stop()
             #expect(try LogRecovery.readFile(path) == good)
 
@@ -381,7 +381,7 @@ struct AppendLogTests {
             try log.commit()
             log.prepareSpace()
             let size = try #require(try LogRecovery.readFile(path)).count
-            #expect(size >= log.figures.sizeBytes + AppendLog.spaceAhead / 2, "file \(size), log \(log.figures.sizeBytes)")
+            #expect(size >= log.figures.sizeBytes + LogSpace.ahead / 2, "file \(size), log \(log.figures.sizeBytes)")
             for i in 100..<200 { keyspace.put("k\(i)", "\(i)") }
             try log.commit()
             #expect(try LogRecovery.readFile(path)?.count == size, "written into the space, not past it")
@@ -408,9 +408,9 @@ struct AppendLogTests {
     func exclusive() throws {
         try withTemporaryDirectory { dir in
             let logs = RecordingLogHandler()
-            let first = try AppendLog(path: dir + "/kv-stored.aof", validBytes: 0, epoch: "e", policy: .no, logger: logs.logger)
+            let first = try AppendLog(path: dir + "/kv-stored.aof", validBytes: 0, epoch: "e", policy: .no, logger: logs.logger, onFailure: unexpectedLogFailure)
             #expect(throws: PersistenceFailure.self) {
-                _ = try AppendLog(path: dir + "/kv-stored.aof", validBytes: 0, epoch: "e", policy: .no, logger: logs.logger)
+                _ = try AppendLog(path: dir + "/kv-stored.aof", validBytes: 0, epoch: "e", policy: .no, logger: logs.logger, onFailure: unexpectedLogFailure)
             }
             first.stop()
         }

@@ -90,7 +90,7 @@ struct ConnectionHandlerTests {
     func heldRepliesAreBounded() throws {
         let dir = try TemporaryLogDirectory()
         let store = makeStore()
-        let appendLog = try AppendLog(path: dir.path + "/kv-stored.aof", validBytes: 0, epoch: "e", policy: .no, logger: log.logger)
+        let appendLog = try AppendLog(path: dir.path + "/kv-stored.aof", validBytes: 0, epoch: "e", policy: .no, logger: log.logger, onFailure: unexpectedLogFailure)
         store.withKeyspace { $0.recorder = appendLog }
         let processor = CommandProcessor(store: store, limits: Limits(), statistics: statistics, socketPath: "/test", log: appendLog)
         let channel = EmbeddedChannel(loop: loop)

@@ -1,6 +1,7 @@
 import KVSystem
 import NIOConcurrencyHelpers
 import NIOCore
+import Testing
 @testable import KVStore
 
 /// A clock that moves only when a test says so.
@@ -83,4 +84,9 @@ final class RecordingLogHandler: LogHandler, @unchecked Sendable {
     var logged: [Record] { records.withLockedValue { $0 } }
 
     var logger: Logger { Logger(label: "test") { _ in self } }
+}
+
+/// For logs that must not fail in a test: a failure is the test's.
+@Sendable func unexpectedLogFailure(_ message: String) {
+    Issue.record("the log failed: \(message)")
 }
