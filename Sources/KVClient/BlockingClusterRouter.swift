@@ -79,16 +79,15 @@ final class BlockingClusterRouter {
 
     /// Succeeds when any master (or seed) answers `PING`.
     func ping() throws(KVError) {
-        var reasons: [String] = []
-        for node in ClusterTopology.nodesToAsk(topology, seeds: seeds, excluding: nil) {
-            do {
-                if case .simpleString = try client(for: node).sendCommand([Array("PING".utf8)]) { return }
-                reasons.append("\(node): unexpected reply")
-            } catch {
-                reasons.append("\(node): \(error.message)")
+        var search = ClusterSearch(map: topology, seeds: seeds)
+        while let node = search.next() {
+            switch Result(catching: { () throws(KVError) in try client(for: node).sendCommand([Array("PING".utf8)]) }) {
+            case .success(.simpleString): return
+            case .success: search.failed(node, "unexpected reply")
+            case .failure(let error): search.failed(node, error.message)
             }
         }
-        throw KVError(.storageUnavailable, "storage unavailable: no cluster node answered: \(reasons.joined(separator: "; "))")
+        throw search.failure
     }
 
     private func client(for node: ClusterNode) -> any ClusterNodeLink {
@@ -98,28 +97,21 @@ final class BlockingClusterRouter {
         return client
     }
 
-    /// Learns the slot map from the first node that answers: the known masters, then the seeds.
+    /// Learns the slot map from the first node that answers (`ClusterSearch`).
     private func refresh(excluding excluded: ClusterNode? = nil) throws(KVError) {
-        var reasons: [String] = []
-        for node in ClusterTopology.nodesToAsk(topology, seeds: seeds, excluding: excluded) {
-            do {
-                let reply = try client(for: node).sendCommand([Array("CLUSTER".utf8), Array("SLOTS".utf8)])
-                guard let map = ClusterTopology(slotsReply: reply, defaultHost: node.host) else {
-                    reasons.append("\(node): not a cluster node (CLUSTER SLOTS: \(reply.string ?? "unexpected reply"))")
-                    continue
-                }
-                if shared.learnt(map) {
-                    logger?.notice("cluster slot map learnt", metadata: map.logMetadata.merging(["kv.from": "\(node)"]) { a, _ in a })
-                }
-                // Connections to nodes that are no longer masters are closed.
-                let masters = Set(map.masters)
-                nodes = nodes.filter { masters.contains($0.key) || seeds.contains($0.key) }
-                return
-            } catch {
-                reasons.append("\(node): \(error.message)")
+        var search = ClusterSearch(map: topology, seeds: seeds, excluding: excluded)
+        while let node = search.next() {
+            let answer = Result(catching: { () throws(KVError) in try client(for: node).sendCommand([Array("CLUSTER".utf8), Array("SLOTS".utf8)]) })
+            guard let map = search.slotMap(from: node, answer) else { continue }
+            if shared.learnt(map) {
+                logger?.notice("cluster slot map learnt", metadata: map.logMetadata.merging(["kv.from": "\(node)"]) { a, _ in a })
             }
+            // Connections to nodes that are no longer masters are closed.
+            let masters = Set(map.masters)
+            nodes = nodes.filter { masters.contains($0.key) || seeds.contains($0.key) }
+            return
         }
-        throw KVError(.storageUnavailable, "storage unavailable: no cluster node answered: \(reasons.joined(separator: "; "))")
+        throw search.failure
     }
 }
 

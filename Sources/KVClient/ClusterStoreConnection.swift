@@ -17,7 +17,7 @@ import RESP
 /// subscriptions are in place again.
 ///
 /// Offers what `StoreConnection` offers kv-ws. All mutable state lives on `eventLoop`.
-public final class ClusterStoreConnection: @unchecked Sendable {
+public final class ClusterStoreConnection: EventLoopStore, @unchecked Sendable {
     public let seeds: [ClusterNode]
     public let eventLoop: any EventLoop
     private let logger: Logger
@@ -26,9 +26,9 @@ public final class ClusterStoreConnection: @unchecked Sendable {
     // Event-loop confined.
     private var topology: ClusterTopology?
     private var refreshing: EventLoopFuture<Void>?
-    private var nodes: [ClusterNode: any ClusterNodeConnection] = [:]
+    private var nodes: [ClusterNode: any EventLoopStore] = [:]
     /// Makes a master's connection (a `StoreConnection`; a scripted one in tests).
-    private let connectNode: (ClusterNode, _ onEvent: @escaping @Sendable (StoreConnectionEvent) -> Void) -> any ClusterNodeConnection
+    private let connectNode: (ClusterNode, _ onEvent: @escaping @Sendable (StoreConnectionEvent) -> Void) -> any EventLoopStore
     /// `orderingDomain`'s numbers.
     private var nodeNumbers: [ClusterNode: Int] = [:]
     /// Where each subscribed key's subscription is held.
@@ -58,7 +58,7 @@ public final class ClusterStoreConnection: @unchecked Sendable {
     }
 
     init(seeds: [ClusterNode], eventLoop: any EventLoop, logger: Logger, onEvent: @escaping @Sendable (StoreConnectionEvent) -> Void,
-         connectNode: @escaping (ClusterNode, _ onEvent: @escaping @Sendable (StoreConnectionEvent) -> Void) -> any ClusterNodeConnection) {
+         connectNode: @escaping (ClusterNode, _ onEvent: @escaping @Sendable (StoreConnectionEvent) -> Void) -> any EventLoopStore) {
         self.seeds = seeds
         self.eventLoop = eventLoop
         self.logger = logger
@@ -87,15 +87,6 @@ public final class ClusterStoreConnection: @unchecked Sendable {
                 connection.send(raw, completion: reply)
             }, completion: { completion(command.reply($0)) })
         }
-    }
-
-    /// `send` from any thread, as a future.
-    public func future<Reply: Sendable>(_ command: StoreCommand<ByteBuffer, Reply>) -> EventLoopFuture<Reply> {
-        let promise = eventLoop.makePromise(of: Reply.self)
-        eventLoop.execute {
-            self.send(command) { promise.completeWith($0.mapError { $0 }) }
-        }
-        return promise.futureResult
     }
 
     /// Drives one command's `ClusterRoute` on the event loop: `attempt` sends it to a node
@@ -271,7 +262,7 @@ public final class ClusterStoreConnection: @unchecked Sendable {
 
     // MARK: - Nodes and the slot map
 
-    private func connection(to node: ClusterNode) -> any ClusterNodeConnection {
+    private func connection(to node: ClusterNode) -> any EventLoopStore {
         if let connection = nodes[node] { return connection }
         let connection = connectNode(node) { [weak self] event in
             guard let self else { return }
@@ -283,56 +274,36 @@ public final class ClusterStoreConnection: @unchecked Sendable {
         return connection
     }
 
-    /// Learns the slot map from the first node that answers `CLUSTER SLOTS`: the known masters
-    /// (but `excluded`), then the seeds. Concurrent callers share one refresh.
+    /// Learns the slot map from the first node that answers (`ClusterSearch`). Concurrent
+    /// callers share one refresh.
     private func refresh(excluding excluded: ClusterNode? = nil) -> EventLoopFuture<Void> {
         if let refreshing { return refreshing }
-        let candidates = ClusterTopology.nodesToAsk(topology, seeds: seeds, excluding: excluded)
         let promise = eventLoop.makePromise(of: Void.self)
         refreshing = promise.futureResult
-        ask(candidates[...], reasons: [], promise: promise)
+        ask(ClusterSearch(map: topology, seeds: seeds, excluding: excluded), promise: promise)
         promise.futureResult.assumeIsolated().whenComplete { _ in self.refreshing = nil }
         return promise.futureResult
     }
 
-    private func ask(_ candidates: ArraySlice<ClusterNode>, reasons: [String], promise: EventLoopPromise<Void>) {
-        guard let node = candidates.first else {
-            promise.fail(KVError(.storageUnavailable, "storage unavailable: no cluster node answered: \(reasons.joined(separator: "; "))"))
-            return
-        }
-        connection(to: node).send(.other([ByteBuffer(string: "CLUSTER"), ByteBuffer(string: "SLOTS")])) { result in
-            switch result {
-            case .success(let reply):
-                if let map = ClusterTopology(slotsReply: reply, defaultHost: node.host) {
-                    if map != self.topology {
-                        self.logger.info("cluster slot map learnt", metadata: map.logMetadata.merging(["kv.from": "\(node)"]) { a, _ in a })
-                    }
-                    self.topology = map
-                    promise.succeed()
-                } else {
-                    self.ask(candidates.dropFirst(), reasons: reasons + ["\(node): not a cluster node"], promise: promise)
-                }
-            case .failure(let error):
-                self.ask(candidates.dropFirst(), reasons: reasons + ["\(node): \(error.message)"], promise: promise)
+    private func ask(_ search: ClusterSearch, promise: EventLoopPromise<Void>) {
+        var search = search
+        guard let node = search.next() else { return promise.fail(search.failure) }
+        connection(to: node).send(.other([ByteBuffer(string: "CLUSTER"), ByteBuffer(string: "SLOTS")])) { answer in
+            guard let map = search.slotMap(from: node, answer) else { return self.ask(search, promise: promise) }
+            if map != self.topology {
+                self.logger.info("cluster slot map learnt", metadata: map.logMetadata.merging(["kv.from": "\(node)"]) { a, _ in a })
             }
+            self.topology = map
+            promise.succeed()
         }
     }
 
     /// Closes every master's connection; later requests fail.
     public func close() async {
-        let connections = try? await eventLoop.submit { () -> [any ClusterNodeConnection] in
+        let connections = try? await eventLoop.submit { () -> [any EventLoopStore] in
             self.closed = true
             return Array(self.nodes.values)
         }.get()
         for connection in connections ?? [] { await connection.close() }
     }
 }
-
-/// A master's connection as `ClusterStoreConnection` uses it: a `StoreConnection`, or a
-/// scripted node in tests.
-protocol ClusterNodeConnection: AnyObject, Sendable {
-    func send<Reply>(_ command: StoreCommand<ByteBuffer, Reply>, completion: @escaping (Result<Reply, KVError>) -> Void)
-    func close() async
-}
-
-extension StoreConnection: ClusterNodeConnection {}

@@ -1,3 +1,4 @@
+import KVCore
 import Logging
 import NIOCore
 import RESP
@@ -41,17 +42,42 @@ public struct ClusterTopology: Sendable, Equatable {
     /// Slots no master serves (the cluster is incomplete, or a failover is under way).
     public var uncoveredSlots: Int { owners.lazy.filter { $0 == nil }.count }
 
-    /// Whom to ask for the slot map, in order: the masters of `map` (but `excluded`: the one
-    /// that stopped answering), then the seeds.
-    static func nodesToAsk(_ map: ClusterTopology?, seeds: [ClusterNode], excluding excluded: ClusterNode?) -> [ClusterNode] {
-        var nodes: [ClusterNode] = []
-        for node in (map?.masters ?? []) + seeds where node != excluded && !nodes.contains(node) { nodes.append(node) }
-        return nodes
-    }
-
     /// What a log line says of a newly learnt map.
     var logMetadata: Logger.Metadata {
         ["kv.masters": "\(masters)", "kv.uncovered_slots": "\(uncoveredSlots)"]
+    }
+}
+
+/// Asking the cluster's nodes one after another until one answers — the masters of the map
+/// (but one that stopped answering), then the seeds — keeping each failure for the error if
+/// none does: how both clients learn the slot map, and kv-fcgi tells that the cluster is up.
+struct ClusterSearch {
+    private var candidates: ArraySlice<ClusterNode>
+    private var reasons: [String] = []
+
+    init(map: ClusterTopology?, seeds: [ClusterNode], excluding excluded: ClusterNode? = nil) {
+        var nodes: [ClusterNode] = []
+        for node in (map?.masters ?? []) + seeds where node != excluded && !nodes.contains(node) { nodes.append(node) }
+        candidates = nodes[...]
+    }
+
+    /// The next node to ask; nil when none is left (then `failure` is the answer).
+    mutating func next() -> ClusterNode? { candidates.popFirst() }
+
+    mutating func failed(_ node: ClusterNode, _ reason: String) { reasons.append("\(node): \(reason)") }
+
+    var failure: KVError { KVError(.storageUnavailable, "storage unavailable: no cluster node answered: \(reasons.joined(separator: "; "))") }
+
+    /// `node`'s answer to `CLUSTER SLOTS`: its map, or nil (and why is kept).
+    mutating func slotMap(from node: ClusterNode, _ answer: Result<RESPValue, KVError>) -> ClusterTopology? {
+        switch answer {
+        case .success(let reply):
+            if let map = ClusterTopology(slotsReply: reply, defaultHost: node.host) { return map }
+            failed(node, "not a cluster node (CLUSTER SLOTS: \(reply.string ?? "unexpected reply"))")
+        case .failure(let error):
+            failed(node, error.message)
+        }
+        return nil
     }
 }
 

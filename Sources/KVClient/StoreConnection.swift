@@ -34,7 +34,7 @@ public enum StoreConnectionEvent: Sendable, Equatable {
 /// and `.restored` is reported. What to do at each event is `StoreConnectionState`'s to say;
 /// this class does the I/O. Its mutable state can only be reached on `eventLoop`
 /// (`NIOLoopBoundBox` checks).
-public final class StoreConnection: Sendable {
+public final class StoreConnection: EventLoopStore {
     /// kv-stored's socket, or a Redis/Valkey server (commands pass through `RedisFunctions`).
     public let address: StoreAddress
     private let credentials: StoreCredentials?
@@ -117,26 +117,6 @@ public final class StoreConnection: Sendable {
             write(command.operation, to: channel) { completion(command.reply($0)) }
         default:
             submit(command.operation) { completion(command.reply($0)) }
-        }
-    }
-
-    /// `send` from any thread, as a future. Calls made in sequence (under a caller's lock,
-    /// say) reach the store in that order, so a quick unsubscribe-then-subscribe of one key
-    /// stays ordered.
-    public func future<Reply: Sendable>(_ command: StoreCommand<ByteBuffer, Reply>) -> EventLoopFuture<Reply> {
-        let promise = eventLoop.makePromise(of: Reply.self)
-        eventLoop.execute {
-            self.send(command) { promise.completeWith($0.mapError { $0 }) }
-        }
-        return promise.futureResult
-    }
-
-    /// `send`, awaited.
-    public func request<Reply: Sendable>(_ command: StoreCommand<ByteBuffer, Reply>) async throws(KVError) -> Reply {
-        do {
-            return try await future(command).get()
-        } catch {
-            throw KVError.storeFailure(error)
         }
     }
 
@@ -340,6 +320,40 @@ public final class StoreConnection: Sendable {
         state.value.reconnect?.cancel()
         state.value.reconnect = eventLoop.scheduleTask(in: .milliseconds(milliseconds)) {
             if self.state.value.connection.reconnectDue() { self.connect() }
+        }
+    }
+}
+
+/// A store as kv-ws reaches it, from an event loop: one server's `StoreConnection`, a
+/// cluster's `ClusterStoreConnection` (which holds one of the first per master), or a
+/// scripted one in tests.
+public protocol EventLoopStore: AnyObject, Sendable {
+    var eventLoop: any EventLoop { get }
+    /// On `eventLoop` only: sends `command`; `completion` runs there with the reply, in call order.
+    func send<Reply>(_ command: StoreCommand<ByteBuffer, Reply>, completion: @escaping (Result<Reply, KVError>) -> Void)
+    /// `send` from any thread, as a future (implemented below; a requirement so tests may script it).
+    func future<Reply: Sendable>(_ command: StoreCommand<ByteBuffer, Reply>) -> EventLoopFuture<Reply>
+    /// Closes it; later commands fail.
+    func close() async
+}
+
+extension EventLoopStore {
+    /// Calls made in sequence (under a caller's lock, say) reach the store in that order, so a
+    /// quick unsubscribe-then-subscribe of one key stays ordered.
+    public func future<Reply: Sendable>(_ command: StoreCommand<ByteBuffer, Reply>) -> EventLoopFuture<Reply> {
+        let promise = eventLoop.makePromise(of: Reply.self)
+        eventLoop.execute {
+            self.send(command) { promise.completeWith($0.mapError { $0 }) }
+        }
+        return promise.futureResult
+    }
+
+    /// `send`, awaited.
+    public func request<Reply: Sendable>(_ command: StoreCommand<ByteBuffer, Reply>) async throws(KVError) -> Reply {
+        do {
+            return try await future(command).get()
+        } catch {
+            throw KVError.storeFailure(error)
         }
     }
 }

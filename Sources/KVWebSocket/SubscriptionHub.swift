@@ -5,17 +5,6 @@ import NIOConcurrencyHelpers
 import NIOCore
 import RESP
 
-/// What the hub needs of its kv-stored connection: `StoreConnection`, or a fake in tests.
-public protocol FeedConnection: AnyObject, Sendable {
-    /// One command on the connection of the change feed (a subscription completes once the
-    /// store has acknowledged it); errors are `KVError`s.
-    func future<Reply: Sendable>(_ command: StoreCommand<ByteBuffer, Reply>) -> EventLoopFuture<Reply>
-    func close() async
-}
-
-extension StoreConnection: FeedConnection {}
-extension ClusterStoreConnection: FeedConnection {}
-
 /// kv-ws's subscriptions: one kv-stored subscription per key for the whole process, however
 /// many WebSocket sessions watch it (reference-counted, dropped with the last watcher), and the
 /// routing of each change to those sessions.
@@ -59,10 +48,10 @@ public final class SubscriptionHub: Sendable {
     }
 
     private let watches = NIOLockedValueBox<[ByteBuffer: Watch]>([:])
-    private let connection: any FeedConnection
+    private let connection: any EventLoopStore
     private let logger: Logger
 
-    public init(connection makeConnection: (@escaping @Sendable (StoreConnectionEvent) -> Void) -> any FeedConnection, logger: Logger) {
+    public init(connection makeConnection: (@escaping @Sendable (StoreConnectionEvent) -> Void) -> any EventLoopStore, logger: Logger) {
         let router = NIOLockedValueBox<SubscriptionHub?>(nil)
         self.connection = makeConnection { event in router.withLockedValue { $0 }?.route(event) }
         self.logger = logger

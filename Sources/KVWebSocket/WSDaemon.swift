@@ -130,7 +130,7 @@ struct WSServer: Service {
         let resp = RESPLimits(maxBulkBytes: configuration.limits.maxValueBytes + 64)
         // One request connection per event loop: a session uses its own loop's, so requests
         // and replies never change threads, and a loop's requests share its writes.
-        var requestConnections: [ObjectIdentifier: any FeedConnection & StoreRequests] = [:]
+        var requestConnections: [ObjectIdentifier: any EventLoopStore & StoreRequests] = [:]
         for loop in group.makeIterator() {
             requestConnections[ObjectIdentifier(loop)] = Self.connection(to: configuration.store, configuration.storeCredentials, on: loop, limits: resp, logger: logger)
         }
@@ -270,7 +270,7 @@ struct WSServer: Service {
     private static func connection(
         to store: StoreAddress, _ credentials: StoreCredentials?, on loop: any EventLoop, limits: RESPLimits, logger: Logger, changeFeed: Bool = false,
         onEvent: @escaping @Sendable (StoreConnectionEvent) -> Void = { _ in }
-    ) -> any FeedConnection & StoreRequests {
+    ) -> any EventLoopStore & StoreRequests {
         if case .redisCluster(let seeds) = store {
             return ClusterStoreConnection(seeds: seeds, credentials: credentials, eventLoop: loop, limits: limits, logger: logger, changeFeed: changeFeed, onEvent: onEvent)
         }

@@ -77,9 +77,9 @@ struct ClusterClientsTests {
         }
     }
 
-    final class EventLoopNode: ClusterNodeConnection, @unchecked Sendable {
-        let node: ClusterNode, cluster: ScriptedCluster
-        init(_ node: ClusterNode, _ cluster: ScriptedCluster) { (self.node, self.cluster) = (node, cluster) }
+    final class EventLoopNode: EventLoopStore, @unchecked Sendable {
+        let node: ClusterNode, cluster: ScriptedCluster, eventLoop: any EventLoop
+        init(_ node: ClusterNode, _ cluster: ScriptedCluster, _ eventLoop: any EventLoop) { (self.node, self.cluster, self.eventLoop) = (node, cluster, eventLoop) }
         func send<Reply>(_ command: StoreCommand<ByteBuffer, Reply>, completion: @escaping (Result<Reply, KVError>) -> Void) {
             let (words, shape) = RedisFunctions.translate(command.operation)
             completion(command.reply(cluster.answer(node, words.map { String(buffer: $0) }).map { shape.adapt($0) }))
@@ -131,7 +131,7 @@ struct ClusterClientsTests {
         let cluster = ScriptedCluster(scenario)
         let loop = EmbeddedEventLoop()
         let client = ClusterStoreConnection(seeds: [Self.a, Self.b], eventLoop: loop, logger: Logger(label: "test"), onEvent: { _ in }) { node, _ in
-            EventLoopNode(node, cluster)
+            EventLoopNode(node, cluster, loop)
         }
         var result: Result<ByteBuffer?, KVError>?
         client.send(.get(ByteBuffer(bytes: key))) { result = $0 }

@@ -150,4 +150,18 @@ struct ClusterRouteTests {
         var route = ClusterRoute(slot: nil)
         #expect(route.start(map: Self.map(Self.b)) == .send(Self.a, asking: false, afterMilliseconds: 0))
     }
+
+    @Test("the slot map is asked of the map's masters (but one that stopped answering), then the seeds, each once; every failure is named")
+    func search() {
+        let c = ClusterNode(host: "10.0.0.3", port: 7000)
+        var search = ClusterSearch(map: Self.map(Self.b), seeds: [Self.b, c, Self.a], excluding: Self.a)
+        var asked: [ClusterNode] = []
+        while let node = search.next() {
+            asked.append(node)
+            #expect(search.slotMap(from: node, node == Self.b ? .success(.simpleString(ByteBuffer(string: "OK")))
+                                                               : .failure(KVError(.storageUnavailable, "refused"))) == nil)
+        }
+        #expect(asked == [Self.b, c])
+        #expect(search.failure.message == "storage unavailable: no cluster node answered: 10.0.0.2:7000: not a cluster node (CLUSTER SLOTS: OK); 10.0.0.3:7000: refused")
+    }
 }
