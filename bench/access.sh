@@ -94,7 +94,7 @@ median_of() { awk -v c="$2" '{ print $c }' "$dir/$1" | sort -n | awk -v n="$roun
 # The median over rounds of NAME's column $2 divided by the open run's of the same round.
 paired() { paste -d' ' "$dir/$1" "$dir/open" | awk -v c="$2" '{ print $c / $(c + 5) }' | sort -n | awk -v n="$rounds" 'NR == int((n + 1) / 2) { printf "%.3f", $1 }'; }
 spread() { paste -d' ' "$dir/$1" "$dir/open" | awk '{ print $1 / $6 }' | sort -n | awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf "%.2f–%.2f", lo, hi }'; }
-echo "machine: $(nproc) cores; $(nginx -v 2>&1); kv-fcgi $threads threads, kv-stored; wrk -t2 -c$connections, $duration per run, $rounds rounds (order swapped every round); $(git rev-parse --short HEAD)"
+echo "machine: $(nproc) cores; $(nginx -v 2>&1); kv-fcgi $threads threads, kv-stored; wrk -t2 -c$connections, $duration per run, $rounds rounds (order swapped every round); $build"
 echo
 echo "| GET hit, 32 B | req/s (median) | p50 | p99 | kv-fcgi CPU per request (median) | req/s vs open, same round (median of rounds) | range over rounds | CPU per request vs open, same round | rounds with errors |"
 echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"

@@ -50,7 +50,7 @@ row() {
   echo "| $name | $c | $rps | $p50 | $p99 | $ratio | ${errors:-none} |"
 }
 
-echo "machine: $(nproc) cores; $(nginx -v 2>&1); kv-fcgi and C responder: $threads threads; wrk -t2, $duration per row; kv-stored $(git rev-parse --short HEAD)"
+echo "machine: $(nproc) cores; $(nginx -v 2>&1); kv-fcgi and C responder: $threads threads; wrk -t2, $duration per row; kv-stored $build"
 for c in $connections; do
   echo
   echo "| endpoint | connections | req/s | p50 | p99 | vs C responder | errors |"

@@ -39,7 +39,7 @@ rps() {
   redis-benchmark -s "$1" -t set -c 50 -P "$2" -d 32 -n "$3" -r 100000 --csv | awk -F'"' '$2 == "SET" { print $4 }'
 }
 
-echo "machine: $(nproc) cores, $(uname -r), logs on $(df --output=source,fstype "$dir" | tail -1 | tr -s ' '); $(redis-server --version | cut -d' ' -f1-3); kv-stored $(git rev-parse --short HEAD); median of $rounds runs"
+echo "machine: $(nproc) cores, $(uname -r), logs on $(df --output=source,fstype "$dir" | tail -1 | tr -s ' '); $(redis-server --version | cut -d' ' -f1-3); kv-stored $build; median of $rounds runs"
 echo
 echo "| appendfsync | pipeline | kv-stored SET/s | redis-server SET/s | ratio |"
 echo "| --- | --- | ---: | ---: | ---: |"

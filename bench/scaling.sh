@@ -65,7 +65,7 @@ if [ "${1:-}" = one ]; then
   exit 0
 fi
 
-echo "machine: $(nproc) cores; $(redis-server --version | cut -d' ' -f1-3); KvServer $(git rev-parse --short HEAD); wrk -t2 -c$connections, $duration per row; kv-fcgi $threads threads"
+echo "machine: $(nproc) cores; $(redis-server --version | cut -d' ' -f1-3); KvServer ${BIN_DIR:-$(git rev-parse --short HEAD)}; wrk -t2 -c$connections, $duration per row; kv-fcgi $threads threads"
 rows=()
 for kind in ${STORES:-kv-stored redis cluster}; do
   while IFS= read -r line; do rows+=("$line"); done < <(STORE_KIND=$kind bash "$0" one)

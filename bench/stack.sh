@@ -2,6 +2,8 @@
 # (local paths) in a temp folder, plus a bench-only `server` block, and stop everything on exit.
 # After `start_stack`: $dir, $port (the site), $bench_port (the bench-only server), $bin.
 bin=${BIN_DIR:-$(swift build -c release --show-bin-path)}  # BIN_DIR: another build (bench/compare-builds.sh)
+# What the tables name as the build measured: the checkout, or the binaries given.
+build=${BIN_DIR:-$(git rev-parse --short HEAD)}
 dir=$(mktemp -d /tmp/kvbench-XXXXXX)
 chmod 755 "$dir"
 port=$((20000 + RANDOM % 20000)); bench_port=$((port + 1))
@@ -12,6 +14,10 @@ stop_stack() {
   [ -f "$dir/nginx/nginx.pid" ] && nginx -p "$dir/nginx" -c "$dir/nginx.conf" -s stop 2>/dev/null || true
   # Newest first: the front ends stop before the store they use (no reconnection noise).
   for ((i = ${#pids[@]} - 1; i >= 0; i--)); do kill "${pids[$i]}" 2>/dev/null || true; done
+  # libfcgi's C responder takes SIGTERM as "finish the request in hand" and stays blocked in
+  # accept: whatever is still running after 3 s is killed.
+  for _ in $(seq 1 30); do kill -0 "${pids[@]}" 2>/dev/null || break; sleep 0.1; done
+  kill -9 "${pids[@]}" 2>/dev/null || true
   wait 2>/dev/null || true
   rm -rf "$dir"
 }

@@ -36,7 +36,7 @@ rps() {
     | awk -F'"' -v t="$(echo "$2" | tr a-z A-Z)" '$2 == t { print $4 }'
 }
 
-echo "machine: $(nproc) cores, $(uname -r); $(redis-server --version | cut -d' ' -f1-3); kv-stored $(git rev-parse --short HEAD) (default --threads $(( $(nproc) / 2 > 0 ? $(nproc) / 2 : 1 ))); median of $rounds runs"
+echo "machine: $(nproc) cores, $(uname -r); $(redis-server --version | cut -d' ' -f1-3); kv-stored $build (default --threads $(( $(nproc) / 2 > 0 ? $(nproc) / 2 : 1 ))); median of $rounds runs"
 echo
 echo "| test | pipeline | value | kv-stored ops/s | redis-server ops/s | ratio |"
 echo "| --- | --- | --- | ---: | ---: | ---: |"

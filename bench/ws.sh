@@ -36,7 +36,7 @@ start_stack "    location = /ws {
     }"
 kv="ws://127.0.0.1:$port/ws"; base="ws://127.0.0.1:$bench_port/ws"
 
-echo "machine: $(nproc) cores; $(nginx -v 2>&1); kv-ws $(git rev-parse --short HEAD); client: python3 + picows + uvloop (rr: one process; fan-out and expiry: ${PROCS:-2} subscriber processes)"
+echo "machine: $(nproc) cores; $(nginx -v 2>&1); kv-ws $build; client: python3 + picows + uvloop (rr: one process; fan-out and expiry: ${PROCS:-2} subscriber processes)"
 echo
 only=${ONLY:-rr fanout expiry}
 want() { [[ " $only " == *" $1 "* ]]; }
