@@ -43,13 +43,14 @@ struct JournalLogTests {
     }
 }
 
-/// `--version` on every executable, and CHANGELOG.md's newest entry, say the same.
+/// `--version` on every executable, and CHANGELOG.md's newest version, say the same (an
+/// "Unreleased" section above it is not a version).
 @Suite("versions")
 struct VersionTests {
     @Test("every executable prints the version of CHANGELOG.md's newest entry")
     func versions() throws {
         let changelog = try String(contentsOfFile: Binaries.packageRoot.appendingPathComponent("CHANGELOG.md").path, encoding: .utf8)
-        let newest = changelog.split(separator: "\n").first { $0.hasPrefix("## ") }.map { $0.dropFirst(3).split(separator: " ").first.map(String.init) ?? "" }
+        let newest = changelog.split(separator: "\n").first { $0.hasPrefix("## ") && $0.dropFirst(3).first?.isNumber == true }.map { $0.dropFirst(3).split(separator: " ").first.map(String.init) ?? "" }
         #expect(newest?.isEmpty == false, "CHANGELOG.md has no version heading")
         for program in ["kv-stored", "kv-fcgi", "kv-ws", "kvctl"] {
             let result = try run(Binaries.path(program), ["--version"])
