@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # HTTP throughput through one nginx, in one run: nginx alone (`return 200`), a minimal C libfcgi
-# responder behind the same nginx (the ceiling of this architecture), and kv-fcgi → kv-stored
-# for GET hit/miss, POST, POST with TTL, 1 KiB and 64 KiB values, at -c 50 and -c 200.
+# responder behind the same nginx (the ceiling of this architecture; per-request connections as
+# kv-fcgi, and kept alive with 64 threads), webdis → redis-server behind the same nginx (a peer
+# of the same shape: a proxy, an HTTP front end in C, a storage process on a unix socket), and
+# kv-fcgi → kv-stored for GET hit/miss, POST, POST with TTL, 1 KiB and 64 KiB values, at -c 50
+# and -c 200; each kv-fcgi row with its ratio to the C responder and to webdis.
 #
 # Usage: bench/http.sh   (after `make release`)
 # Then the measurement behind nginx/kvserver.conf's choice of one FastCGI connection per request:
@@ -13,13 +16,25 @@ cd "$(dirname "$0")/.."
 duration=${DURATION:-5s}
 connections=${CONNECTIONS:-"50 200"}
 threads=${THREADS:-16}
-for tool in wrk nginx gcc curl; do command -v $tool >/dev/null || { echo "needs $tool (scripts/install-deps.sh bench)" >&2; exit 1; }; done
+for tool in wrk nginx gcc curl webdis redis-server; do command -v $tool >/dev/null || { echo "needs $tool (scripts/install-deps.sh bench)" >&2; exit 1; }; done
 source bench/stack.sh
 
 gcc -O2 -pthread -o "$dir/c-responder" bench/c-responder.c -lfcgi
 "$dir/c-responder" "$dir/c.sock" "$threads" & pids+=($!)
-wait_socket "$dir/c.sock"
+"$dir/c-responder" "$dir/c-kept.sock" 64 & pids+=($!)
+wait_socket "$dir/c.sock"; wait_socket "$dir/c-kept.sock"
+# webdis and its redis-server (unix socket, no persistence), webdis on a free loopback port.
+redis-server --port 0 --unixsocket "$dir/redis.sock" --unixsocketperm 700 --save "" --appendonly no --logfile "$dir/redis.log" & pids+=($!)
+wait_socket "$dir/redis.sock"
+webdis_port=$((bench_port + 1))
+cat > "$dir/webdis.json" <<JSON
+{"redis_host": "$dir/redis.sock", "redis_port": 0, "http_host": "127.0.0.1", "http_port": $webdis_port,
+ "threads": 2, "pool_size": 8, "daemonize": false, "database": 0, "verbosity": 0, "logfile": "$dir/webdis.log"}
+JSON
+webdis "$dir/webdis.json" > "$dir/webdis.out" 2>&1 & pids+=($!)   # its libevent warns on stderr of closed keep-alive connections
+for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$webdis_port/PING" && break; sleep 0.05; done
 # Bench-only endpoints, in a second server of the same nginx: the production site is untouched.
+# Both peers get their best connection handling: upstream connections kept alive.
 start_stack "    location = /nginx { default_type application/json; return 200 '{\"value\":1}'; }
     location = /c {
         fastcgi_pass unix:$dir/c.sock;
@@ -27,7 +42,20 @@ start_stack "    location = /nginx { default_type application/json; return 200 '
         fastcgi_param REQUEST_URI    \$request_uri;
         fastcgi_param CONTENT_LENGTH \$content_length;
         fastcgi_param REQUEST_ID     \$request_id;
-    }" "$threads"
+    }
+    location = /c-kept {
+        fastcgi_pass c_kept;
+        fastcgi_keep_conn on;
+        fastcgi_param REQUEST_METHOD \$request_method;
+        fastcgi_param REQUEST_URI    \$request_uri;
+        fastcgi_param CONTENT_LENGTH \$content_length;
+    }
+    location /webdis/ {
+        proxy_pass http://webdis/;
+        proxy_http_version 1.1;
+        proxy_set_header Connection \"\";
+    }" "$threads" "upstream c_kept { server unix:$dir/c-kept.sock; keepalive 32; }
+upstream webdis { server 127.0.0.1:$webdis_port; keepalive 32; }"
 
 value() { head -c "$1" /dev/zero | tr '\0' 'x'; }
 for size in 32 1024 65536; do
@@ -36,8 +64,15 @@ for size in 32 1024 65536; do
   printf 'wrk.method = "POST"\nwrk.body = io.open("%s"):read("*a")\n' "$dir/v$size.json" > "$dir/post$size.lua"
 done
 printf 'wrk.method = "POST"\nwrk.body = %s\n' "'{\"value\":\"$(value 32)\",\"ttl\":\"1h\"}'" > "$dir/post-ttl.lua"
+# webdis: the same JSON values under the same names; a write is the command in a POST body.
+for size in 32 65536; do
+  curl -sf -o /dev/null --data-binary "SET/hit$size/$(cat "$dir/v$size.json")" "http://127.0.0.1:$webdis_port/"
+  printf 'wrk.method = "POST"\nwrk.body = "SET/p%s/" .. io.open("%s"):read("*a")\n' "$size" "$dir/v$size.json" > "$dir/webdis-post$size.lua"
+done
 
-# run NAME URL [LUA] -> "| NAME | c | req/s | p50 | p99 |" and sets $rps
+# row NAME URL LUA C -> "| NAME | c | req/s | p50 | p99 | vs C | vs webdis | errors |", sets $rps.
+# The first row of a table (the C responder) is the baseline of the rows after it; a kv-fcgi
+# row is also compared with the webdis row of the same operation ($webdis_rps, set just before).
 row() {
   local name=$1 url=$2 script=${3:-} c=$4 out
   out=$(wrk -t2 -c"$c" -d"$duration" --latency ${script:+-s "$script"} "$url")
@@ -45,26 +80,37 @@ row() {
   local p50 p99 errors
   p50=$(awk '$1 == "50%" { print $2 }' <<<"$out"); p99=$(awk '$1 == "99%" { print $2 }' <<<"$out")
   errors=$(awk '/Non-2xx|Socket errors/ { $1 = $1; printf "%s; ", $0 }' <<<"$out")
-  local ratio="baseline"
+  local ratio="baseline" vs_webdis=""
   if [ -z "$ceiling" ]; then ceiling=$rps; else ratio="$(awk -v a="$rps" -v b="$ceiling" 'BEGIN { printf "%.2f", a / b }')×"; fi
-  echo "| $name | $c | $rps | $p50 | $p99 | $ratio | ${errors:-none} |"
+  case $name in
+    webdis*) webdis_rps=$rps ;;
+    kv-fcgi*) [ -n "${webdis_rps:-}" ] && vs_webdis="$(awk -v a="$rps" -v b="$webdis_rps" 'BEGIN { printf "%.2f", a / b }')×" ;;
+  esac
+  echo "| $name | $c | $rps | $p50 | $p99 | $ratio | $vs_webdis | ${errors:-none} |"
 }
 
 echo "machine: $(nproc) cores; $(nginx -v 2>&1); kv-fcgi and C responder: $threads threads; wrk -t2, $duration per row; kv-stored $build"
 for c in $connections; do
   echo
-  echo "| endpoint | connections | req/s | p50 | p99 | vs C responder | errors |"
-  echo "| --- | ---: | ---: | ---: | ---: | ---: | --- |"
+  echo "| endpoint | connections | req/s | p50 | p99 | vs C responder | vs webdis | errors |"
+  echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
   ceiling=""   # the first row (the C responder) is the baseline of the rows after it
+  webdis_rps=""
   row "C libfcgi responder (ceiling)" "http://127.0.0.1:$bench_port/c" "" "$c"
+  row "C libfcgi responder, kept alive, 64 threads" "http://127.0.0.1:$bench_port/c-kept" "" "$c"
   row "nginx return 200" "http://127.0.0.1:$bench_port/nginx" "" "$c"
+  row "webdis GET, 32 B" "http://127.0.0.1:$bench_port/webdis/GET/hit32" "" "$c"
   row "kv-fcgi GET hit, 32 B" "http://127.0.0.1:$port/storage/hit32" "" "$c"
   row "kv-fcgi GET miss" "http://127.0.0.1:$port/storage/missing" "" "$c"
+  row "webdis POST (SET), 32 B" "http://127.0.0.1:$bench_port/webdis/" "$dir/webdis-post32.lua" "$c"
   row "kv-fcgi POST, 32 B" "http://127.0.0.1:$port/storage/p32" "$dir/post32.lua" "$c"
   row "kv-fcgi POST with TTL, 32 B" "http://127.0.0.1:$port/storage/pttl" "$dir/post-ttl.lua" "$c"
+  webdis_rps=""
   row "kv-fcgi GET hit, 1 KiB" "http://127.0.0.1:$port/storage/hit1024" "" "$c"
   row "kv-fcgi POST, 1 KiB" "http://127.0.0.1:$port/storage/p1024" "$dir/post1024.lua" "$c"
+  row "webdis GET, 64 KiB" "http://127.0.0.1:$bench_port/webdis/GET/hit65536" "" "$c"
   row "kv-fcgi GET hit, 64 KiB" "http://127.0.0.1:$port/storage/hit65536" "" "$c"
+  row "webdis POST (SET), 64 KiB" "http://127.0.0.1:$bench_port/webdis/" "$dir/webdis-post65536.lua" "$c"
   row "kv-fcgi POST, 64 KiB" "http://127.0.0.1:$port/storage/p65536" "$dir/post65536.lua" "$c"
 done
 

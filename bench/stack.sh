@@ -25,10 +25,10 @@ trap stop_stack EXIT
 
 wait_socket() { for _ in $(seq 1 400); do [ -S "$1" ] && return; sleep 0.05; done; echo "no $1" >&2; exit 1; }
 
-# start_stack "BENCH SERVER DIRECTIVES" [kv-fcgi threads]
+# start_stack "BENCH SERVER DIRECTIVES" [kv-fcgi threads] ["HTTP-LEVEL DIRECTIVES" (upstreams)]
 # With $store set (a --store address: Redis, a cluster), the front ends use it and no kv-stored runs.
 start_stack() {
-  local bench_directives=$1 threads=${2:-16}
+  local bench_directives=$1 threads=${2:-16} http_directives=${3:-}
   if [ -z "${store:-}" ]; then
     "$bin/kv-stored" --socket "$dir/kv-stored.sock" --persistence none --log-level warning "${group_args[@]}" & pids+=($!)
     wait_socket "$dir/kv-stored.sock"
@@ -41,6 +41,7 @@ start_stack() {
   scripts/nginx-local-conf.sh "$dir" "$port" > "$dir/nginx.conf"
   sed -i "s|access_log $dir/nginx/access.log;|access_log off;|" "$dir/nginx.conf"
   cat >> "$dir/nginx/kvserver.conf" <<CONF
+$http_directives
 server {
     listen 127.0.0.1:$bench_port;
     access_log off;

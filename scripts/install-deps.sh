@@ -31,6 +31,7 @@ test=(
 bench=(
   wrk           # bench/http.sh and bench/access.sh drive the stack with it
   gcc           # bench/http.sh builds the C libfcgi responder it compares with
+  webdis        # bench/http.sh's peer: HTTP → redis-server, in C, behind the same nginx
 )
 case "$purpose" in
   build) packages=("${build[@]}") ;;
