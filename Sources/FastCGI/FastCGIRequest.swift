@@ -34,9 +34,10 @@ public struct FastCGIRequest {
         var body = [UInt8](repeating: 0, count: declared)
         var filled = 0
         while filled < declared {
-            let n = body.withUnsafeMutableBytes { buffer in
+            let n = body.withUnsafeMutableBytes { buffer -> Int32 in
+                guard let base = buffer.baseAddress else { return 0 }  // never: declared > 0
                 let chunk = min(declared - filled, 1 << 20)
-                return FCGX_GetStr(buffer.baseAddress!.advanced(by: filled).assumingMemoryBound(to: CChar.self), Int32(chunk), raw.pointee.in)
+                return FCGX_GetStr(base.advanced(by: filled).assumingMemoryBound(to: CChar.self), Int32(chunk), raw.pointee.in)
             }
             if n <= 0 { throw .truncated(filled) }
             filled += Int(n)
@@ -50,8 +51,9 @@ public struct FastCGIRequest {
         var offset = 0
         while offset < bytes.count {
             let chunk = min(bytes.count - offset, 1 << 20)
-            let n = bytes.withUnsafeBytes { raw in
-                FCGX_PutStr(raw.baseAddress!.advanced(by: offset).assumingMemoryBound(to: CChar.self), Int32(chunk), self.raw.pointee.out)
+            let n = bytes.withUnsafeBytes { raw -> Int32 in
+                guard let base = raw.baseAddress else { return -1 }  // never: offset < count
+                return FCGX_PutStr(base.advanced(by: offset).assumingMemoryBound(to: CChar.self), Int32(chunk), self.raw.pointee.out)
             }
             if n < 0 { return false }
             offset += chunk

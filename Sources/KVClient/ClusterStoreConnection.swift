@@ -16,28 +16,34 @@ import RESP
 /// concerned (only those: the other masters' keys are unaffected), then `.resumed` once their
 /// subscriptions are in place again.
 ///
-/// Offers what `StoreConnection` offers kv-ws. All mutable state lives on `eventLoop`.
-public final class ClusterStoreConnection: EventLoopStore, @unchecked Sendable {
+/// Offers what `StoreConnection` offers kv-ws. Its mutable state can only be reached on
+/// `eventLoop` (`NIOLoopBoundBox` checks).
+public final class ClusterStoreConnection: EventLoopStore {
     public let seeds: [ClusterNode]
     public let eventLoop: any EventLoop
     private let logger: Logger
     private let onEvent: @Sendable (StoreConnectionEvent) -> Void
 
-    // Event-loop confined.
-    private var topology: ClusterTopology?
-    private var refreshing: EventLoopFuture<Void>?
-    private var nodes: [ClusterNode: any EventLoopStore] = [:]
     /// Makes a master's connection (a `StoreConnection`; a scripted one in tests).
-    private let connectNode: (ClusterNode, _ onEvent: @escaping @Sendable (StoreConnectionEvent) -> Void) -> any EventLoopStore
-    /// `orderingDomain`'s numbers.
-    private var nodeNumbers: [ClusterNode: Int] = [:]
-    /// Where each subscribed key's subscription is held.
-    private var subscribedAt: [ByteBuffer: ClusterNode] = [:]
-    /// Masters whose connection is lost while they hold subscriptions.
-    private var down: Set<ClusterNode> = []
-    /// Keys whose subscription is being moved to their slot's new master.
-    private var moving: Set<ByteBuffer> = []
-    private var closed = false
+    private let connectNode: @Sendable (ClusterNode, _ onEvent: @escaping @Sendable (StoreConnectionEvent) -> Void) -> any EventLoopStore
+
+    /// Everything that changes, reachable only on `eventLoop` (`NIOLoopBoundBox` checks).
+    private struct LoopState {
+        var topology: ClusterTopology?
+        var refreshing: EventLoopFuture<Void>?
+        var nodes: [ClusterNode: any EventLoopStore] = [:]
+        /// `orderingDomain`'s numbers.
+        var nodeNumbers: [ClusterNode: Int] = [:]
+        /// Where each subscribed key's subscription is held.
+        var subscribedAt: [ByteBuffer: ClusterNode] = [:]
+        /// Masters whose connection is lost while they hold subscriptions.
+        var down: Set<ClusterNode> = []
+        /// Keys whose subscription is being moved to their slot's new master.
+        var moving: Set<ByteBuffer> = []
+        var closed = false
+    }
+
+    private let state: NIOLoopBoundBox<LoopState>
 
     /// How often the slot map is asked for while a master is down.
     private static let recoveryInterval = TimeAmount.milliseconds(500)
@@ -58,12 +64,13 @@ public final class ClusterStoreConnection: EventLoopStore, @unchecked Sendable {
     }
 
     init(seeds: [ClusterNode], eventLoop: any EventLoop, logger: Logger, onEvent: @escaping @Sendable (StoreConnectionEvent) -> Void,
-         connectNode: @escaping (ClusterNode, _ onEvent: @escaping @Sendable (StoreConnectionEvent) -> Void) -> any EventLoopStore) {
+         connectNode: @escaping @Sendable (ClusterNode, _ onEvent: @escaping @Sendable (StoreConnectionEvent) -> Void) -> any EventLoopStore) {
         self.seeds = seeds
         self.eventLoop = eventLoop
         self.logger = logger
         self.onEvent = onEvent
         self.connectNode = connectNode
+        state = .makeBoxSendingValue(LoopState(), eventLoop: eventLoop)
     }
 
     // MARK: - Requests
@@ -79,7 +86,7 @@ public final class ClusterStoreConnection: EventLoopStore, @unchecked Sendable {
             unsubscribe(key) { completion(command.reply($0)) }
         default:
             var route = ClusterRoute(slot: RedisFunctions.routingSlot(command.operation))
-            let first = route.start(map: topology)
+            let first = route.start(map: state.value.topology)
             let raw = StoreCommand<ByteBuffer, RESPValue>(command.operation) { $0 }
             drive(route, first, attempt: { node, asking, reply in
                 let connection = self.connection(to: node)
@@ -104,13 +111,13 @@ public final class ClusterStoreConnection: EventLoopStore, @unchecked Sendable {
             refresh(excluding: excluded).assumeIsolated().whenComplete { result in
                 let next: ClusterRoute.Step
                 switch result {
-                case .success: next = route.mapLearnt(self.topology ?? ClusterTopology())
+                case .success: next = route.mapLearnt(self.state.value.topology ?? ClusterTopology())
                 case .failure(let error): next = route.mapUnavailable(KVError.storeFailure(error))
                 }
                 self.drive(route, next, attempt: attempt, completion: completion)
             }
         case .moved(let slot, let to, let relearn):
-            topology?.assign(slot: slot, to: to)
+            state.value.topology?.assign(slot: slot, to: to)
             if relearn { _ = refresh() }  // in the background: the command goes on at once
             drive(route, .send(to, asking: false, afterMilliseconds: 0), attempt: attempt, completion: completion)
         case .send(let node, let asking, let wait):
@@ -136,14 +143,14 @@ public final class ClusterStoreConnection: EventLoopStore, @unchecked Sendable {
     /// for one master are applied in the order sent (one connection), others may overtake.
     public func orderingDomain(ofKey key: [UInt8]) -> Int {
         guard let node = owner(of: RedisKeyLayout.slot(ofKey: key)) else { return -1 }
-        if let id = nodeNumbers[node] { return id }
-        let id = nodeNumbers.count
-        nodeNumbers[node] = id
+        if let id = state.value.nodeNumbers[node] { return id }
+        let id = state.value.nodeNumbers.count
+        state.value.nodeNumbers[node] = id
         return id
     }
 
     private func owner(of slot: Int?) -> ClusterNode? {
-        guard let topology else { return nil }
+        guard let topology = state.value.topology else { return nil }
         guard let slot else { return topology.masters.first }
         return topology.owner(ofSlot: slot)
     }
@@ -154,15 +161,15 @@ public final class ClusterStoreConnection: EventLoopStore, @unchecked Sendable {
     /// `completion` gets the acknowledgement.
     private func subscribe(_ key: ByteBuffer, completion: @escaping (Result<RESPValue, KVError>) -> Void) {
         var route = ClusterRoute(slot: RedisKeyLayout.slot(ofKey: Array(key.readableBytesView)))
-        let first = route.start(map: topology)
+        let first = route.start(map: state.value.topology)
         let command = StoreCommand<ByteBuffer, RESPValue>(.subscribe(key: key)) { $0 }
         drive(route, first, attempt: { node, _, reply in
             // Sharded pub/sub has no ASK: a migrating slot's subscription stays where it is
             // until the slot moves, and then its node ends it (nodeEvent moves it on).
-            self.subscribedAt[key] = node
+            self.state.value.subscribedAt[key] = node
             self.connection(to: node).send(command) { result in
                 // Anything but the subscription's acknowledgement means it is not held there.
-                if case .success(.push) = result {} else if self.subscribedAt[key] == node { self.subscribedAt[key] = nil }
+                if case .success(.push) = result {} else if self.state.value.subscribedAt[key] == node { self.state.value.subscribedAt[key] = nil }
                 reply(result)
             }
         }, completion: completion)
@@ -170,8 +177,8 @@ public final class ClusterStoreConnection: EventLoopStore, @unchecked Sendable {
 
     /// Stops `key`'s changes.
     private func unsubscribe(_ key: ByteBuffer, completion: @escaping (Result<RESPValue, KVError>) -> Void) {
-        moving.remove(key)
-        guard let node = subscribedAt.removeValue(forKey: key), let connection = nodes[node] else {
+        state.value.moving.remove(key)
+        guard let node = state.value.subscribedAt.removeValue(forKey: key), let connection = state.value.nodes[node] else {
             completion(.success(.push([])))  // held nowhere: done, as if acknowledged
             return
         }
@@ -184,18 +191,18 @@ public final class ClusterStoreConnection: EventLoopStore, @unchecked Sendable {
         case .change:
             onEvent(event)
         case .disconnected:
-            guard !closed, down.insert(node).inserted else { return }
+            guard !state.value.closed, state.value.down.insert(node).inserted else { return }
             onEvent(.interrupted(keys: keys(at: node)))
             recover(node)
         case .restored:
             // The master is back with its own subscriptions.
-            guard down.remove(node) != nil else { return }
+            guard state.value.down.remove(node) != nil else { return }
             onEvent(.resumed(keys: keys(at: node)))
         case .dropped(let key):
             // The key's slot moved away from `node`: subscribe it where it went.
-            guard !closed, subscribedAt[key] == node else { return }
-            subscribedAt[key] = nil
-            moving.insert(key)
+            guard !state.value.closed, state.value.subscribedAt[key] == node else { return }
+            state.value.subscribedAt[key] = nil
+            state.value.moving.insert(key)
             onEvent(.interrupted(keys: [key]))
             resubscribe([key]) { self.onEvent(.resumed(keys: [key])) }
         case .interrupted, .resumed:
@@ -204,15 +211,15 @@ public final class ClusterStoreConnection: EventLoopStore, @unchecked Sendable {
     }
 
     private func keys(at node: ClusterNode) -> [ByteBuffer] {
-        subscribedAt.filter { $0.value == node }.map(\.key)
+        state.value.subscribedAt.filter { $0.value == node }.map(\.key)
     }
 
     /// While `node` is down: asks for the slot map until another master serves its keys' slots
     /// (moving their subscriptions there), or `node` is back.
     private func recover(_ node: ClusterNode) {
-        guard down.contains(node), !closed else { return }
+        guard state.value.down.contains(node), !state.value.closed else { return }
         refresh(excluding: node).assumeIsolated().whenComplete { _ in
-            guard self.down.contains(node), !self.closed else { return }
+            guard self.state.value.down.contains(node), !self.state.value.closed else { return }
             let keys = self.keys(at: node)
             let moved = keys.filter { self.owner(of: RedisKeyLayout.slot(ofKey: Array($0.readableBytesView))).map { $0 != node } ?? false }
             guard moved.count == keys.count else {
@@ -222,12 +229,12 @@ public final class ClusterStoreConnection: EventLoopStore, @unchecked Sendable {
             self.logger.notice("a cluster master is gone; subscribing its keys where their slots are now",
                                metadata: ["kv.node": "\(node)", "kv.subscriptions": "\(moved.count)"])
             for key in moved {
-                self.nodes[node]?.send(.unsubscribe(key)) { _ in }  // forget it there: not subscribed again if that node returns
-                self.subscribedAt[key] = nil
-                self.moving.insert(key)
+                self.state.value.nodes[node]?.send(.unsubscribe(key)) { _ in }  // forget it there: not subscribed again if that node returns
+                self.state.value.subscribedAt[key] = nil
+                self.state.value.moving.insert(key)
             }
             self.resubscribe(moved) {
-                guard self.down.remove(node) != nil else { return }
+                guard self.state.value.down.remove(node) != nil else { return }
                 self.onEvent(.resumed(keys: moved))
             }
         }
@@ -236,8 +243,8 @@ public final class ClusterStoreConnection: EventLoopStore, @unchecked Sendable {
     /// Subscribes `keys` where their slots are now, learning the map again and retrying every
     /// `recoveryInterval` until each is subscribed (or unsubscribed meanwhile); then `done`.
     private func resubscribe(_ keys: [ByteBuffer], then done: @escaping () -> Void) {
-        let wanted = keys.filter { moving.contains($0) }
-        guard !wanted.isEmpty, !closed else { done(); return }
+        let wanted = keys.filter { state.value.moving.contains($0) }
+        guard !wanted.isEmpty, !state.value.closed else { done(); return }
         refresh().assumeIsolated().whenComplete { _ in
             let attempts = wanted.map { key in
                 let promise = self.eventLoop.makePromise(of: ByteBuffer.self)
@@ -251,8 +258,8 @@ public final class ClusterStoreConnection: EventLoopStore, @unchecked Sendable {
                 return promise.futureResult
             }
             EventLoopFuture.whenAllComplete(attempts, on: self.eventLoop).assumeIsolated().whenSuccess { results in
-                for case .success(let key) in results { self.moving.remove(key) }
-                let left = wanted.filter { self.moving.contains($0) }
+                for case .success(let key) in results { self.state.value.moving.remove(key) }
+                let left = wanted.filter { self.state.value.moving.contains($0) }
                 guard !left.isEmpty else { done(); return }
                 self.logger.warning("could not subscribe keys where their slots moved; retrying", metadata: ["kv.keys": "\(left.count)"])
                 self.eventLoop.assumeIsolated().scheduleTask(in: Self.recoveryInterval) { self.resubscribe(left, then: done) }
@@ -263,25 +270,25 @@ public final class ClusterStoreConnection: EventLoopStore, @unchecked Sendable {
     // MARK: - Nodes and the slot map
 
     private func connection(to node: ClusterNode) -> any EventLoopStore {
-        if let connection = nodes[node] { return connection }
+        if let connection = state.value.nodes[node] { return connection }
         let connection = connectNode(node) { [weak self] event in
             guard let self else { return }
             // Synchronously when on the loop (always, in practice): a change must reach the
             // owner before the replies that follow it on the same connection.
             if self.eventLoop.inEventLoop { self.nodeEvent(node, event) } else { self.eventLoop.execute { self.nodeEvent(node, event) } }
         }
-        nodes[node] = connection
+        state.value.nodes[node] = connection
         return connection
     }
 
     /// Learns the slot map from the first node that answers (`ClusterSearch`). Concurrent
     /// callers share one refresh.
     private func refresh(excluding excluded: ClusterNode? = nil) -> EventLoopFuture<Void> {
-        if let refreshing { return refreshing }
+        if let refreshing = state.value.refreshing { return refreshing }
         let promise = eventLoop.makePromise(of: Void.self)
-        refreshing = promise.futureResult
-        ask(ClusterSearch(map: topology, seeds: seeds, excluding: excluded), promise: promise)
-        promise.futureResult.assumeIsolated().whenComplete { _ in self.refreshing = nil }
+        state.value.refreshing = promise.futureResult
+        ask(ClusterSearch(map: state.value.topology, seeds: seeds, excluding: excluded), promise: promise)
+        promise.futureResult.assumeIsolated().whenComplete { _ in self.state.value.refreshing = nil }
         return promise.futureResult
     }
 
@@ -290,10 +297,10 @@ public final class ClusterStoreConnection: EventLoopStore, @unchecked Sendable {
         guard let node = search.next() else { return promise.fail(search.failure) }
         connection(to: node).send(.other([ByteBuffer(string: "CLUSTER"), ByteBuffer(string: "SLOTS")])) { answer in
             guard let map = search.slotMap(from: node, answer) else { return self.ask(search, promise: promise) }
-            if map != self.topology {
+            if map != self.state.value.topology {
                 self.logger.info("cluster slot map learnt", metadata: map.logMetadata.merging(["kv.from": "\(node)"]) { a, _ in a })
             }
-            self.topology = map
+            self.state.value.topology = map
             promise.succeed()
         }
     }
@@ -301,8 +308,8 @@ public final class ClusterStoreConnection: EventLoopStore, @unchecked Sendable {
     /// Closes every master's connection; later requests fail.
     public func close() async {
         let connections = try? await eventLoop.submit { () -> [any EventLoopStore] in
-            self.closed = true
-            return Array(self.nodes.values)
+            self.state.value.closed = true
+            return Array(self.state.value.nodes.values)
         }.get()
         for connection in connections ?? [] { await connection.close() }
     }

@@ -169,7 +169,7 @@ struct WSServer: Service {
                     checked = promise.futureResult
                 }
                 return checked.flatMapThrowing { authentication -> HTTPHeaders? in
-                    let operations = try channel.pipeline.syncOperations
+                    let operations = channel.pipeline.syncOperations
                     switch authentication {
                     case .refused(let reason) where offer.credential != .none:
                         WSMetrics.refused(operation: "connect", status: 401)

@@ -187,8 +187,8 @@ enum LogEncoding {
             put(UInt8(ascii: "*")); putDecimal(fields.count + 1); put(13); put(10)
             for field in fields {
                 put(UInt8(ascii: "$")); putDecimal(field.count); put(13); put(10)
-                if let base = field.baseAddress, field.count > 0 {
-                    (raw.baseAddress! + at).copyMemory(from: base, byteCount: field.count)
+                if let base = field.baseAddress, let target = raw.baseAddress, field.count > 0 {
+                    (target + at).copyMemory(from: base, byteCount: field.count)
                     at += field.count
                 }
                 put(13); put(10)

@@ -112,8 +112,9 @@ public enum LogRecovery {
         var bytes = [UInt8](repeating: 0, count: size)
         var offset = 0
         try bytes.withUnsafeMutableBytes { raw in
+            guard let base = raw.baseAddress else { return }  // an empty log
             while offset < size {
-                let n = read(fd, raw.baseAddress! + offset, size - offset)
+                let n = read(fd, base + offset, size - offset)
                 if n < 0 && errno == EINTR { continue }
                 guard n > 0 else { throw PersistenceFailure("cannot read the log \(path): \(n == 0 ? "it shrank while being read" : String(cString: strerror(errno)))") }
                 offset += n
@@ -127,9 +128,10 @@ public enum LogRecovery {
         guard fd >= 0 else { throw PersistenceFailure("cannot create \(path): \(String(cString: strerror(errno)))") }
         defer { close(fd) }
         try bytes.withUnsafeBytes { raw in
+            guard let base = raw.baseAddress else { return }  // nothing to write
             var offset = 0
             while offset < raw.count {
-                let n = write(fd, raw.baseAddress! + offset, raw.count - offset)
+                let n = write(fd, base + offset, raw.count - offset)
                 if n < 0 && errno == EINTR { continue }
                 guard n > 0 else { throw PersistenceFailure("cannot write \(path): \(String(cString: strerror(errno)))") }
                 offset += n
