@@ -54,6 +54,7 @@ struct StoreConnectionState<Connection, Waiter> {
         case .connected(let connection, _):
             return .write(connection)
         case .connecting(var waiters):
+            phase = .idle  // drops the phase's reference, so the append below does not copy the queue
             waiters.append(waiter)
             phase = .connecting(waiters: waiters)
             return .queued
