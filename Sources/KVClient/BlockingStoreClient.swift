@@ -207,7 +207,7 @@ public final class BlockingStoreClient {
 
     private func connectIfNeeded() throws(KVError) {
         guard fd < 0 else { return }
-        let now = Self.monotonicMilliseconds()
+        let now = SystemClock().monotonicNanoseconds() / 1_000_000
         guard now >= nextAttemptAt || reachability.connections > connectionsAtFailure else {
             throw unavailable("\(address.name) is unreachable; retrying in \(nextAttemptAt - now) ms")
         }
@@ -293,12 +293,6 @@ public final class BlockingStoreClient {
         if fd >= 0 { close(fd) }
         fd = -1
         readBuffer.clear()
-    }
-
-    static func monotonicMilliseconds() -> Int64 {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000
     }
 }
 

@@ -24,7 +24,8 @@ public final class WorkerThread: @unchecked Sendable {
         pthread_attr_setstacksize(&attributes, stackBytes)
         let context = Unmanaged.passRetained(worker).toOpaque()
         let result = pthread_create(&worker.thread, &attributes, { context in
-            let worker = Unmanaged<WorkerThread>.fromOpaque(context!).takeRetainedValue()
+            guard let context else { return nil }
+            let worker = Unmanaged<WorkerThread>.fromOpaque(context).takeRetainedValue()
             worker.body()
             return nil
         }, context)

@@ -1,5 +1,6 @@
 import Atomics
 import KVCore
+import KVSystem
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
@@ -57,7 +58,7 @@ public final class AppendLog: ChangeRecorder, @unchecked Sendable {
     private let compactor: LogCompactor
 
     private let flusher: NIOLockedValueBox<Bool> = NIOLockedValueBox(false)
-    private var flushThread: pthread_t?
+    private var flushThread: WorkerThread?
 
     public var compaction: CompactionPolicy { compactor.policy }
     /// Where a compaction gets the live keyspace; set by the owner (it takes the keyspace lock).
@@ -138,7 +139,8 @@ public final class AppendLog: ChangeRecorder, @unchecked Sendable {
 
     /// Starts the thread that commits once a second (syncing unless the policy is `no`).
     public func startBackgroundFlush() {
-        flushThread = LogThread.spawn { [self] in flushLoop() }
+        // A plain thread: the work blocks in write and fsync and must not hold an event loop.
+        flushThread = WorkerThread.start { [self] in flushLoop() }
     }
 
     private func flushLoop() {
@@ -161,7 +163,7 @@ public final class AppendLog: ChangeRecorder, @unchecked Sendable {
     public func stop() {
         while compactor.isRunning { usleep(10_000) }  // a compaction in flight finishes first
         flusher.withLockedValue { $0 = true }
-        if let flushThread { pthread_join(flushThread, nil) }
+        flushThread?.join()
         flushThread = nil
         commitOrDie(sync: policy != .no)
     }

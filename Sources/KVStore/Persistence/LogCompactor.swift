@@ -1,4 +1,5 @@
 import Atomics
+import KVSystem
 import Logging
 import NIOCore
 
@@ -38,11 +39,12 @@ final class LogCompactor: @unchecked Sendable {
     /// Starts compacting on a thread of its own unless one is running.
     func start(_ snapshot: @escaping @Sendable () -> LogSnapshot) -> Bool {
         guard running.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged else { return false }
-        LogThread.spawn { [self] in
-            let started = LogThread.monotonicMilliseconds()
+        // A plain thread: the work blocks in write and fsync and must not hold an event loop.
+        _ = WorkerThread.start { [self] in
+            let started = Self.monotonicMilliseconds()
             do {
                 let size = try compact(snapshot())
-                let ms = LogThread.monotonicMilliseconds() - started
+                let ms = Self.monotonicMilliseconds() - started
                 lastMilliseconds.store(ms, ordering: .relaxed)
                 lastFailed.store(false, ordering: .relaxed)
                 count.wrappingIncrement(ordering: .relaxed)
@@ -145,38 +147,13 @@ final class LogCompactor: @unchecked Sendable {
         }
     }
 
+    private static func monotonicMilliseconds() -> Int { Int(SystemClock().monotonicNanoseconds() / 1_000_000) }
+
     private static func syncDirectory(of path: String) -> Bool {
         let directory = path.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
         let dirFD = open(directory.isEmpty ? "." : directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard dirFD >= 0 else { return false }
         defer { close(dirFD) }
         return fsync(dirFD) == 0
-    }
-}
-
-/// The log's own threads: plain ones, because their work blocks in write and fsync and must
-/// not hold an event loop.
-enum LogThread {
-    @discardableResult
-    static func spawn(_ body: @escaping () -> Void) -> pthread_t? {
-        final class Box { let body: () -> Void; init(_ body: @escaping () -> Void) { self.body = body } }
-        let box = Unmanaged.passRetained(Box(body))
-        var thread = pthread_t()
-        let result = pthread_create(&thread, nil, { raw in
-            guard let raw else { return nil }
-            Unmanaged<Box>.fromOpaque(raw).takeRetainedValue().body()
-            return nil
-        }, box.toOpaque())
-        guard result == 0 else {
-            box.release()
-            return nil
-        }
-        return thread
-    }
-
-    static func monotonicMilliseconds() -> Int {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return ts.tv_sec * 1000 + ts.tv_nsec / 1_000_000
     }
 }
