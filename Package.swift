@@ -70,7 +70,9 @@ let package = Package(
         .systemLibrary(name: "CFastCGI", pkgConfig: "fcgi", providers: [.apt(["libfcgi-dev"])]),
         // CRC-32C for the log's record checksums (see the file for why it is written here).
         .target(name: "CRC32C"),
-        .target(name: "FastCGI", dependencies: ["CFastCGI", "KVSystem", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "FastCGI", dependencies: [
+            "CFastCGI", "KVSystem", .product(name: "Logging", package: "swift-log"), .product(name: "CoreMetrics", package: "swift-metrics"),
+        ]),
         .target(
             name: "KVFCGI",
             dependencies: [

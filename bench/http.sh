@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # HTTP throughput through one nginx, in one run: nginx alone (`return 200`), a minimal C libfcgi
-# responder behind the same nginx (the ceiling of this architecture; per-request connections as
-# kv-fcgi, and kept alive with 64 threads), webdis → redis-server behind the same nginx (a peer
-# of the same shape: a proxy, an HTTP front end in C, a storage process on a unix socket), and
-# kv-fcgi → kv-stored for GET hit/miss, POST, POST with TTL, 1 KiB and 64 KiB values, at -c 50
-# and -c 200; each kv-fcgi row with its ratio to the C responder and to webdis.
+# responder behind the same nginx (the ceiling of this architecture: kept-alive connections with
+# 64 threads, the baseline of every row, and per-request connections), webdis → redis-server
+# behind the same nginx (a peer of the same shape: a proxy, an HTTP front end in C, a storage
+# process on a unix socket), and kv-fcgi → kv-stored for GET hit/miss, POST, POST with TTL,
+# 1 KiB and 64 KiB values, at -c 50 and -c 200; each kv-fcgi row with its ratio to the C
+# responder and to webdis.
 #
 # Usage: bench/http.sh   (after `make release`)
-# Then the measurement behind nginx/kvserver.conf's choice of one FastCGI connection per request:
-# the same GET with `fastcgi_keep_conn on` + upstream `keepalive 16` and 64 kv-fcgi threads.
-# Env:   DURATION (default 5s), CONNECTIONS (default "50 200"), THREADS (kv-fcgi and C responder, default 16)
+# Then 1,000 connections at once (GET and POST, kv-fcgi and webdis: max latency and errors), and
+# the measurement behind nginx/kvserver.conf's choice of kept-alive FastCGI connections: the same
+# GET with one connection per request.
+# Env:   DURATION (default 5s), CONNECTIONS (default "50 200"), THREADS (kv-fcgi and the
+#        per-request C responder, default 16), MANY (default 1000)
 set -euo pipefail
 PATH=$PATH:/usr/sbin   # Debian keeps nginx there, off an ordinary user's PATH
 cd "$(dirname "$0")/.."
@@ -96,8 +99,8 @@ for c in $connections; do
   echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
   ceiling=""   # the first row (the C responder) is the baseline of the rows after it
   webdis_rps=""
-  row "C libfcgi responder (ceiling)" "http://127.0.0.1:$bench_port/c" "" "$c"
-  row "C libfcgi responder, kept alive, 64 threads" "http://127.0.0.1:$bench_port/c-kept" "" "$c"
+  row "C libfcgi responder, kept alive, 64 threads (ceiling)" "http://127.0.0.1:$bench_port/c-kept" "" "$c"
+  row "C libfcgi responder, per-request connections" "http://127.0.0.1:$bench_port/c" "" "$c"
   row "nginx return 200" "http://127.0.0.1:$bench_port/nginx" "" "$c"
   row "webdis GET, 32 B" "http://127.0.0.1:$bench_port/webdis/GET/hit32" "" "$c"
   row "kv-fcgi GET hit, 32 B" "http://127.0.0.1:$port/storage/hit32" "" "$c"
@@ -114,24 +117,36 @@ for c in $connections; do
   row "kv-fcgi POST, 64 KiB" "http://127.0.0.1:$port/storage/p65536" "$dir/post65536.lua" "$c"
 done
 
-# Keep-alive against per-request connections (the site's choice), GET hit 32 B.
+# Many connections at once: every request must complete, none wait for a thread.
+many=${MANY:-1000}
+echo
+echo "| endpoint | connections | req/s | p99 | max | errors |"
+echo "| --- | ---: | ---: | ---: | ---: | --- |"
+many_row() {
+  local name=$1 url=$2 script=${3:-} out
+  out=$(wrk -t2 -c"$many" -d"$duration" --latency --timeout 10s ${script:+-s "$script"} "$url")
+  echo "| $name | $many | $(awk '/Requests\/sec/ { print $2 }' <<<"$out") | $(awk '$1 == "99%" { print $2 }' <<<"$out") | $(awk '$1 == "Latency" { print $4 }' <<<"$out") | $(awk '/Non-2xx|Socket errors/ { $1 = $1; printf "%s; ", $0 }' <<<"$out")none |"
+}
+many_row "webdis GET, 32 B" "http://127.0.0.1:$bench_port/webdis/GET/hit32"
+many_row "kv-fcgi GET hit, 32 B" "http://127.0.0.1:$port/storage/hit32"
+many_row "webdis POST (SET), 32 B" "http://127.0.0.1:$bench_port/webdis/" "$dir/webdis-post32.lua"
+many_row "kv-fcgi POST, 32 B" "http://127.0.0.1:$port/storage/p32" "$dir/post32.lua"
+
+# Kept-alive FastCGI connections (the site's choice) against one per request, GET hit 32 B.
 echo
 echo "| FastCGI connections | kv-fcgi threads | connections | req/s | p50 | p99 | errors |"
 echo "| --- | ---: | ---: | ---: | ---: | ---: | --- |"
 compare() {
-  local mode=$1 threads=$2 c out errors
+  local mode=$1 c out errors
   for c in $connections; do
     out=$(wrk -t2 -c"$c" -d"$duration" --latency "http://127.0.0.1:$port/storage/hit32")
     errors=$(awk '/Non-2xx|Socket errors/ { $1 = $1; printf "%s; ", $0 }' <<<"$out")
     echo "| $mode | $threads | $c | $(awk '/Requests\/sec/ { print $2 }' <<<"$out") | $(awk '$1 == "50%" { print $2 }' <<<"$out") | $(awk '$1 == "99%" { print $2 }' <<<"$out") | ${errors:-none} |"
   done
 }
-compare "one per request (shipped)" "$threads"
-kill "$fcgi_pid"; wait "$fcgi_pid" 2>/dev/null || true
-"$bin/kv-fcgi" --socket "$dir/kv-fcgi.sock" --store "$dir/kv-stored.sock" --threads 64 --log-level warning "${group_args[@]}" & pids+=($!)
-wait_socket "$dir/kv-fcgi.sock"
-sed -i -e "s|    server unix:$dir/kv-fcgi.sock;|    server unix:$dir/kv-fcgi.sock;\n    keepalive 16;|" \
-  -e "s|        fastcgi_pass kv_fcgi;|        fastcgi_pass kv_fcgi;\n        fastcgi_keep_conn on;|" "$dir/nginx/kvserver.conf"
-nginx -p "$dir/nginx" -c "$dir/nginx.conf" -s reload
+compare "kept alive (shipped)"
+sed -i -e "/^    keepalive [0-9]*;/d" -e "/^    fastcgi_keep_conn on;/d" "$dir/nginx/kvserver.conf"
+grep -q "^    fastcgi_keep_conn" "$dir/nginx/kvserver.conf" && { echo "the site still keeps connections" >&2; exit 1; }
+nginx -p "$dir/nginx" -c "$dir/nginx.conf" -s reload 2>/dev/null
 sleep 1
-compare "kept alive (keepalive 16)" 64
+compare "one per request"

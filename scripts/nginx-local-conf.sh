@@ -17,6 +17,8 @@ user_line=""
 cat <<CONF
 $user_line
 worker_processes 2;
+# Two descriptors per proxied request (client and upstream): room for thousands at once.
+worker_rlimit_nofile 8192;
 pid $run_dir/nginx/nginx.pid;
 error_log $run_dir/nginx/error.log notice;
 events { worker_connections 4096; }

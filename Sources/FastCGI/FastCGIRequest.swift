@@ -45,6 +45,22 @@ public struct FastCGIRequest {
         return body
     }
 
+    /// Reads and drops what is left of the body, up to `limit` bytes. True when the body's end
+    /// was reached (nginx always ends a body with an empty record, also when there is none).
+    func discardBody(limit: Int) -> Bool {
+        withUnsafeTemporaryAllocation(of: CChar.self, capacity: 8192) { chunk -> Bool in
+            guard let base = chunk.baseAddress else { return false }
+            var discarded = 0
+            while FCGX_HasSeenEOF(raw.pointee.in) == 0 {
+                guard discarded <= limit else { return false }
+                let n = FCGX_GetStr(base, Int32(chunk.count), raw.pointee.in)
+                if n <= 0 { return FCGX_HasSeenEOF(raw.pointee.in) != 0 }
+                discarded += Int(n)
+            }
+            return true
+        }
+    }
+
     /// Writes bytes to the response; false when nginx has gone away.
     @discardableResult
     public func write(_ bytes: [UInt8]) -> Bool {

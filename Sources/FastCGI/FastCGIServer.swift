@@ -1,4 +1,5 @@
 import CFastCGI
+import CoreMetrics
 import KVSystem
 import Logging
 
@@ -8,12 +9,16 @@ import Glibc
 
 /// A FastCGI responder on libfcgi: `threads` workers, each with its own `FCGX_Request` (at a
 /// fixed address, as libfcgi requires) and its own per-thread state from `makeWorker`, all
-/// accepting on one listening socket.
+/// taking work from one `ReadinessSet`.
 ///
-/// One connection per request (nginx without `fastcgi_keep_conn`): with keep-alive, libfcgi pins
-/// a worker to each kept nginx connection and requests beyond the thread count hang until
-/// timeout (measured: 4 threads, 12 concurrent slow requests, 8 hung every time). Without it, excess connections wait in the listen backlog and are
-/// served in turn.
+/// nginx keeps its FastCGI connections open between requests (`fastcgi_keep_conn on`), which
+/// saves a connect, an accept and a close per request. libfcgi's own loop would pin a thread to
+/// each kept connection, blocked reading the next request, so more kept connections than
+/// threads would hang requests (measured: 4 threads, 12 concurrent slow requests, 8 hung every
+/// time). Here a worker reads a connection only once it has a request: between requests a
+/// connection waits in the readiness set, costing a file descriptor and no thread, so any number
+/// of connections share the threads without starving. Without keep-alive (nginx closes after
+/// each request) the same loop serves one request per connection.
 public final class FastCGIServer: @unchecked Sendable {
     /// Answers requests on one worker thread; not shared between threads.
     public protocol Worker: AnyObject {
@@ -28,6 +33,7 @@ public final class FastCGIServer: @unchecked Sendable {
     private let logger: Logger
     private let makeWorker: @Sendable () -> any Worker
     private var threads: [WorkerThread] = []
+    private var readiness: ReadinessSet?
 
     public init(listenFD: Int32, threads: Int, ioTimeoutSeconds: Int = 60, logger: Logger, makeWorker: @escaping @Sendable () -> any Worker) {
         self.listenFD = listenFD
@@ -44,46 +50,26 @@ public final class FastCGIServer: @unchecked Sendable {
 
     /// Starts the workers. Call `stop()` to end them.
     public func start() throws {
+        let readiness = try ReadinessSet(listenFD: listenFD)
+        self.readiness = readiness
         for index in 0..<threadCount {
-            let fd = listenFD, logger = self.logger, makeWorker = self.makeWorker, timeout = ioTimeoutSeconds
-            guard let thread = WorkerThread.start({
-                Self.workerLoop(listenFD: fd, index: index, ioTimeoutSeconds: timeout, logger: logger, worker: makeWorker())
-            }) else {
+            let loop = WorkerLoop(readiness: readiness, index: index, ioTimeoutSeconds: ioTimeoutSeconds, logger: logger, makeWorker: makeWorker)
+            guard let thread = WorkerThread.start({ loop.run() }) else {
                 throw SocketFailure("cannot start worker thread \(index)")
             }
             threads.append(thread)
         }
     }
 
-    /// Stops accepting; each worker finishes the request it is answering, then exits.
-    /// Returns when all have exited.
+    /// Stops taking requests; each worker finishes the request it is answering, then exits.
+    /// Returns when all have exited. Connections still open close with the process; nginx
+    /// retries a request that fails on a kept connection once, on a new one.
     public func stop() {
         FCGX_ShutdownPending()
-        // Blocked accept() calls return EINVAL once the socket is shut down, which ends
-        // FCGX_Accept_r with an error, so no worker waits for one more request.
-        shutdown(listenFD, Int32(SHUT_RDWR))
+        readiness?.stop()
         for thread in threads { thread.join() }
         threads.removeAll()
-    }
-
-    private static func workerLoop(listenFD: Int32, index: Int, ioTimeoutSeconds: Int, logger: Logger, worker: any Worker) {
-        let request = UnsafeMutablePointer<FCGX_Request>.allocate(capacity: 1)
-        defer { request.deallocate() }
-        guard FCGX_InitRequest(request, listenFD, 0) == 0 else {
-            logger.error("FCGX_InitRequest failed", metadata: ["worker": "\(index)"])
-            return
-        }
-        while FCGX_Accept_r(request) >= 0 {
-            // libfcgi reads and writes with plain blocking calls; the socket timeouts make one that
-            // waits too long fail (the request is abandoned, the thread goes back to accepting).
-            var timeout = timeval(tv_sec: ioTimeoutSeconds, tv_usec: 0)
-            setsockopt(request.pointee.ipcFd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-            setsockopt(request.pointee.ipcFd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-            worker.handle(FastCGIRequest(raw: request))
-            FCGX_Finish_r(request)
-        }
-        FCGX_Free(request, 1)
-        logger.debug("worker stopped", metadata: ["worker": "\(index)"])
+        readiness = nil
     }
 
     public struct SocketFailure: Error, CustomStringConvertible {
@@ -104,5 +90,145 @@ public final class FastCGIServer: @unchecked Sendable {
             return 0
         }
         return nil
+    }
+}
+
+/// One worker thread's loop: wait for a ready socket, accept or serve one request, re-arm.
+private final class WorkerLoop: @unchecked Sendable {
+    private let readiness: ReadinessSet
+    private let index: Int
+    private let ioTimeoutSeconds: Int
+    private let logger: Logger
+    private let makeWorker: @Sendable () -> any Worker
+    /// When this thread last logged an accept failure (they can repeat thousands of times a second).
+    private var lastAcceptFailureLog: Int64 = .min
+    typealias Worker = FastCGIServer.Worker
+
+    /// nginx's FastCGI connections: how many were accepted, and how many are open. With
+    /// keep-alive the first grows only when nginx needs more connections than it keeps.
+    private static let accepted = Counter(label: "kv_fcgi_connections_accepted_total")
+    private static let open = Meter(label: "kv_fcgi_connections")
+
+    /// Connections taken per wake-up of the listener, so one worker does not accept a burst of
+    /// thousands while its peers could be serving requests.
+    private static let acceptsPerWakeUp = 64
+    /// The most a finished request's unread body is read to keep its connection; a longer rest
+    /// (a large POST refused unread) closes the connection instead.
+    private static let discardableBodyBytes = 64 << 10
+
+    init(readiness: ReadinessSet, index: Int, ioTimeoutSeconds: Int, logger: Logger, makeWorker: @escaping @Sendable () -> any Worker) {
+        self.readiness = readiness
+        self.index = index
+        self.ioTimeoutSeconds = ioTimeoutSeconds
+        self.logger = logger
+        self.makeWorker = makeWorker
+    }
+
+    func run() {
+        let worker = makeWorker()
+        let request = UnsafeMutablePointer<FCGX_Request>.allocate(capacity: 1)
+        defer { request.deallocate() }
+        // No listening socket for libfcgi (-1): when it fails to read a request it closes the
+        // connection and would accept a new one itself; with -1 that accept fails at once and the
+        // worker comes back here, where accepting is done.
+        guard FCGX_InitRequest(request, -1, 0) == 0 else {
+            logger.error("FCGX_InitRequest failed", metadata: ["worker": "\(index)"])
+            return
+        }
+        loop: while true {
+            switch readiness.wait() {
+            case .stop: break loop
+            case .listener: acceptConnections()
+            case .connection(let fd): serve(fd, request: request, worker: worker)
+            case .nothing(let failed):
+                if failed { logger.error("waiting for FastCGI connections failed", metadata: ["error": "\(String(cString: strerror(errno)))"]) }
+            }
+        }
+        FCGX_Free(request, 1)
+        logger.debug("worker stopped", metadata: ["worker": "\(index)"])
+    }
+
+    /// Takes the connections waiting in the listen backlog into the readiness set.
+    private func acceptConnections() {
+        defer {
+            if !readiness.rearm(readiness.listenFD) {
+                logger.critical("cannot watch the listening socket any more", metadata: ["error": "\(String(cString: strerror(errno)))"])
+            }
+        }
+        for _ in 0..<Self.acceptsPerWakeUp {
+            let fd = accept(readiness.listenFD, nil, nil)
+            if fd < 0 {
+                switch errno {
+                case EAGAIN, EWOULDBLOCK: return
+                case EINTR, ECONNABORTED: continue
+                case EMFILE, ENFILE, ENOBUFS, ENOMEM:
+                    // Out of descriptors or memory: the connection stays in the backlog. A short
+                    // pause keeps the loop from spinning on a listener that stays readable.
+                    acceptFailed()
+                    var pause = timespec(tv_sec: 0, tv_nsec: 10_000_000)
+                    nanosleep(&pause, nil)
+                    return
+                default:
+                    acceptFailed()
+                    return
+                }
+            }
+            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)  // (accept4 is not in Swift's Glibc module)
+            // libfcgi reads and writes with plain blocking calls; the socket timeouts make one that
+            // waits too long fail (the request is abandoned, the connection closed).
+            var timeout = timeval(tv_sec: ioTimeoutSeconds, tv_usec: 0)
+            setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            Self.accepted.increment()
+            guard readiness.watch(fd) else {
+                logger.error("cannot watch a FastCGI connection; closed", metadata: ["error": "\(String(cString: strerror(errno)))"])
+                close(fd)
+                continue
+            }
+            Self.open.increment()
+        }
+    }
+
+    private func acceptFailed() {
+        let reason = String(cString: strerror(errno))
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        guard now.tv_sec > lastAcceptFailureLog else { return }
+        lastAcceptFailureLog = Int64(now.tv_sec)
+        logger.error("cannot accept FastCGI connections (at most one line a second per worker)", metadata: ["error": "\(reason)", "worker": "\(index)"])
+    }
+
+    /// Reads and answers the request waiting on `fd`, then hands the connection back to the
+    /// readiness set, or closes it if nginx did not ask to keep it (or it failed).
+    private func serve(_ fd: Int32, request: UnsafeMutablePointer<FCGX_Request>, worker: any Worker) {
+        request.pointee.ipcFd = fd
+        // FCGX_Accept_r first finishes the previous request, closing its connection unless it
+        // was kept: this one must survive that.
+        request.pointee.keepConnection = 1
+        guard FCGX_Accept_r(request) >= 0 else {
+            // No request: nginx closed the connection (it does so with idle ones), or sent
+            // something that is not FastCGI. libfcgi has closed it.
+            request.pointee.ipcFd = -1
+            Self.open.decrement()
+            return
+        }
+        let current = FastCGIRequest(raw: request)
+        worker.handle(current)
+        // The next request's records follow this one's body on the connection, so the connection
+        // can be kept only once the body has been read to its end.
+        if !current.discardBody(limit: Self.discardableBodyBytes) {
+            request.pointee.keepConnection = 0
+        }
+        FCGX_Finish_r(request)
+        guard request.pointee.ipcFd >= 0 else {  // closed by libfcgi: not kept, or failed
+            Self.open.decrement()
+            return
+        }
+        request.pointee.ipcFd = -1
+        if !readiness.rearm(fd) {
+            logger.error("cannot watch a FastCGI connection after its request; closed", metadata: ["error": "\(String(cString: strerror(errno)))"])
+            close(fd)
+            Self.open.decrement()
+        }
     }
 }

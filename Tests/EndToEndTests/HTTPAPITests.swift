@@ -185,6 +185,56 @@ struct HTTPAPITests {
         #expect((0..<24).map { "{\"value\":\($0)}" }.contains(final))
     }
 
+    @Test("1,000 requests at once (250× kv-fcgi's 4 threads), twice over kept-alive FastCGI connections: every one completes, none fails")
+    func thousandConnections() throws {
+        let stack = try HTTPStack(fcgiThreads: 4)
+        let http = stack.client()
+        let count = 1000
+        // The first round makes nginx open many FastCGI connections and keep 64 per worker once
+        // idle: far more than kv-fcgi's threads. A server that gave each kept connection a thread
+        // would then leave the second round waiting for threads held by idle connections.
+        for round in 0..<2 {
+            let writes = try (0..<count).map { i in try http.start("POST", "/storage/many\(i)", json: "{\"value\":\(round * count + i)}") }
+            let written = try writes.filter { try $0.finish().status == 202 }.count
+            #expect(written == count, "round \(round): \(written) of \(count) writes answered 202")
+            let reads = try (0..<count).map { i in try http.start("GET", Array("/storage/many\(i)".utf8)) }
+            var read = 0
+            for (i, pending) in reads.enumerated() where try pending.finish().text == "{\"value\":\(round * count + i)}" { read += 1 }
+            #expect(read == count, "round \(round): \(read) of \(count) reads gave the value written")
+        }
+        #expect(try http.send("GET", "/healthz").status == 200)
+    }
+
+    @Test("FastCGI connections are reused; a body kv-fcgi leaves unread is skipped (small) or its connection closed (large), never read as the next request")
+    func keptConnections() throws {
+        let stack = try HTTPStack(fcgiThreads: 2)
+        let http = stack.client()
+        #expect(try http.send("POST", "/storage/kept", json: #"{"value":"kept"}"#).status == 202)
+        func accepted() throws -> Double {
+            let exposition = try http.send("GET", "/metrics/kv-fcgi").text
+            return try #require(metric("kv_fcgi_connections_accepted_total", in: exposition), "\(exposition.prefix(2000))")
+        }
+        // POST /healthz is refused (405) before its body is read: kv-fcgi must skip that body to
+        // find the next request's records on the same connection. 30 KB is more than libfcgi's
+        // 8 KiB read buffer takes in with the request's head.
+        let before = try accepted()
+        for _ in 0..<20 {
+            #expect(try http.send("POST", "/healthz", body: [UInt8](repeating: 120, count: 30_000)).status == 405)
+            #expect(try http.send("GET", "/storage/kept").text == #"{"value":"kept"}"#)
+        }
+        // 40 requests and more, each nginx worker reusing its connections: at most one new each.
+        #expect(try accepted() - before <= 2, "connections were not kept")
+        let large = try accepted()
+        for _ in 0..<10 {
+            #expect(try http.send("POST", "/healthz", body: [UInt8](repeating: 120, count: 100_000)).status == 405)
+            #expect(try http.send("GET", "/storage/kept").text == #"{"value":"kept"}"#)
+        }
+        // Past 64 KiB unread, the connection is closed instead: the next request of that nginx
+        // worker needs a new one (at most one closed connection per worker is not yet replaced).
+        let after = try accepted()
+        #expect(after - large >= 8, "\(large) → \(after)")
+    }
+
     @Test("kv-fcgi stops promptly and cleanly on SIGTERM, and nginx answers 503 meanwhile", arguments: StoreKind.allCases)
     func fcgiStops(store: StoreKind) throws {
         let stack = try HTTPStack(on: store)
