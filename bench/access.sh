@@ -26,18 +26,7 @@ start_stack "" "$threads"
 # 1,000 tokens of 10 read prefixes each; the benchmark's token is the last one listed.
 secret="an HS256 secret of at least 32 bytes, for the benchmark"
 printf '%s' "$secret" > "$dir/secret"
-token=$(python3 - "$dir/access.json" "$secret" <<'PY'
-import hashlib, json, secrets, sys
-path, secret = sys.argv[1], sys.argv[2]
-tokens, last = [], None
-for i in range(1000):
-    last = "kv_" + secrets.token_urlsafe(32)
-    prefixes = [f"tenant/{i}/{j}/" for j in range(9)] + (["bench/"] if i == 999 else [f"tenant/{i}/shared/"])
-    tokens.append({"id": f"client-{i}", "sha256": hashlib.sha256(last.encode()).hexdigest(), "rules": {"read": prefixes}})
-json.dump({"tokens": tokens, "jwt": {"keys": [{"kid": "app", "alg": "HS256", "secret": secret}]}}, open(path, "w"), indent=1)
-print(last)
-PY
-)
+token=$(bench/access-file.py "$dir/access.json" "$secret")
 jwt=$("$bin/kvctl" jwt sign --secret-file "$dir/secret" --kid app --sub bench --read bench/ --ttl 86400)
 "$bin/kvctl" access check "$dir/access.json" >&2
 curl -sf -o /dev/null -X POST -d '{"value":"0123456789abcdef0123456789abcdef"}' "http://127.0.0.1:$port/storage/bench/hit"

@@ -3,9 +3,9 @@
 # responder behind the same nginx (the ceiling of this architecture: kept-alive connections with
 # 64 threads, the baseline of every row, and per-request connections), webdis → redis-server
 # behind the same nginx (a peer of the same shape: a proxy, an HTTP front end in C, a storage
-# process on a unix socket), and kv-fcgi → kv-stored for GET hit/miss, POST, POST with TTL,
-# 1 KiB and 64 KiB values, at -c 50 and -c 200; each kv-fcgi row with its ratio to the C
-# responder and to webdis.
+# process on a unix socket), and kv-fcgi → kv-stored for GET hit/miss (also through an access
+# file of 1,000 tokens and 10,000 rules), POST, POST with TTL, 1 KiB and 64 KiB values, at
+# -c 50 and -c 200; each kv-fcgi row with its ratio to the C responder and to webdis.
 #
 # Usage: bench/http.sh   (after `make release`)
 # Then 1,000 connections at once (GET and POST, kv-fcgi and webdis: max latency and errors), and
@@ -19,7 +19,7 @@ cd "$(dirname "$0")/.."
 duration=${DURATION:-5s}
 connections=${CONNECTIONS:-"50 200"}
 threads=${THREADS:-16}
-for tool in wrk nginx gcc curl webdis redis-server; do command -v $tool >/dev/null || { echo "needs $tool (scripts/install-deps.sh bench)" >&2; exit 1; }; done
+for tool in wrk nginx gcc curl webdis redis-server python3; do command -v $tool >/dev/null || { echo "needs $tool (scripts/install-deps.sh bench)" >&2; exit 1; }; done
 source bench/stack.sh
 
 gcc -O2 -pthread -o "$dir/c-responder" bench/c-responder.c -lfcgi
@@ -36,6 +36,11 @@ cat > "$dir/webdis.json" <<JSON
 JSON
 webdis "$dir/webdis.json" > "$dir/webdis.out" 2>&1 & pids+=($!)   # its libevent warns on stderr of closed keep-alive connections
 for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$webdis_port/PING" && break; sleep 0.05; done
+# Access control's rows: a second kv-fcgi with an access file of 1,000 tokens and 10,000 rules,
+# behind the bench server's /storage/ (the same params as the site's).
+secret="an HS256 secret of at least 32 bytes, for the benchmark"
+printf '%s' "$secret" > "$dir/secret"
+token=$(bench/access-file.py "$dir/access.json" "$secret")
 # Bench-only endpoints, in a second server of the same nginx: the production site is untouched.
 # Both peers get their best connection handling: upstream connections kept alive.
 start_stack "    location = /nginx { default_type application/json; return 200 '{\"value\":1}'; }
@@ -53,12 +58,29 @@ start_stack "    location = /nginx { default_type application/json; return 200 '
         fastcgi_param REQUEST_URI    \$request_uri;
         fastcgi_param CONTENT_LENGTH \$content_length;
     }
+    location /storage/ {
+        set \$kv_endpoint storage;
+        fastcgi_pass kv_fcgi_access;
+        fastcgi_keep_conn on;
+        fastcgi_pass_request_headers off;
+        fastcgi_param REQUEST_METHOD \$request_method;
+        fastcgi_param REQUEST_URI    \$request_uri;
+        fastcgi_param KV_ENDPOINT    \$kv_endpoint;
+        fastcgi_param CONTENT_LENGTH \$content_length;
+        fastcgi_param REQUEST_ID     \$request_id;
+        fastcgi_param HTTP_AUTHORIZATION \$http_authorization if_not_empty;
+    }
     location /webdis/ {
         proxy_pass http://webdis/;
         proxy_http_version 1.1;
         proxy_set_header Connection \"\";
     }" "$threads" "upstream c_kept { server unix:$dir/c-kept.sock; keepalive 32; }
-upstream webdis { server 127.0.0.1:$webdis_port; keepalive 32; }"
+upstream webdis { server 127.0.0.1:$webdis_port; keepalive 32; }
+upstream kv_fcgi_access { server unix:$dir/kv-fcgi-access.sock; keepalive 64; }"
+"$bin/kv-fcgi" --socket "$dir/kv-fcgi-access.sock" --store "$store" --threads "$threads" --access-file "$dir/access.json" --log-level warning \
+  "${group_args[@]}" & pids+=($!)
+wait_socket "$dir/kv-fcgi-access.sock"
+jwt=$("$bin/kvctl" jwt sign --secret-file "$dir/secret" --kid app --sub bench --read bench/ --ttl 86400)
 
 value() { head -c "$1" /dev/zero | tr '\0' 'x'; }
 for size in 32 1024 65536; do
@@ -66,6 +88,7 @@ for size in 32 1024 65536; do
   curl -sf -o /dev/null -X POST --data-binary @"$dir/v$size.json" "http://127.0.0.1:$port/storage/hit$size"
   printf 'wrk.method = "POST"\nwrk.body = io.open("%s"):read("*a")\n' "$dir/v$size.json" > "$dir/post$size.lua"
 done
+curl -sf -o /dev/null -X POST --data-binary @"$dir/v32.json" "http://127.0.0.1:$port/storage/bench/hit"
 printf 'wrk.method = "POST"\nwrk.body = %s\n' "'{\"value\":\"$(value 32)\",\"ttl\":\"1h\"}'" > "$dir/post-ttl.lua"
 # webdis: the same JSON values under the same names; a write is the command in a POST body.
 for size in 32 65536; do
@@ -73,12 +96,12 @@ for size in 32 65536; do
   printf 'wrk.method = "POST"\nwrk.body = "SET/p%s/" .. io.open("%s"):read("*a")\n' "$size" "$dir/v$size.json" > "$dir/webdis-post$size.lua"
 done
 
-# row NAME URL LUA C -> "| NAME | c | req/s | p50 | p99 | vs C | vs webdis | errors |", sets $rps.
+# row NAME URL LUA C [HEADER] -> "| NAME | c | req/s | p50 | p99 | vs C | vs webdis | errors |", sets $rps.
 # The first row of a table (the C responder) is the baseline of the rows after it; a kv-fcgi
 # row is also compared with the webdis row of the same operation ($webdis_rps, set just before).
 row() {
-  local name=$1 url=$2 script=${3:-} c=$4 out
-  out=$(wrk -t2 -c"$c" -d"$duration" --latency ${script:+-s "$script"} "$url")
+  local name=$1 url=$2 script=${3:-} c=$4 header=${5:-} out
+  out=$(wrk -t2 -c"$c" -d"$duration" --latency ${script:+-s "$script"} ${header:+-H "$header"} "$url")
   rps=$(awk '/Requests\/sec/ { print $2 }' <<<"$out")
   local p50 p99 errors
   p50=$(awk '$1 == "50%" { print $2 }' <<<"$out"); p99=$(awk '$1 == "99%" { print $2 }' <<<"$out")
@@ -105,6 +128,8 @@ for c in $connections; do
   row "webdis GET, 32 B" "http://127.0.0.1:$bench_port/webdis/GET/hit32" "" "$c"
   row "kv-fcgi GET hit, 32 B" "http://127.0.0.1:$port/storage/hit32" "" "$c"
   row "kv-fcgi GET miss" "http://127.0.0.1:$port/storage/missing" "" "$c"
+  row "kv-fcgi GET hit, 32 B, 1,000 tokens / 10,000 rules, static token" "http://127.0.0.1:$bench_port/storage/bench/hit" "" "$c" "Authorization: Bearer $token"
+  row "kv-fcgi GET hit, 32 B, same file, HS256 JWT" "http://127.0.0.1:$bench_port/storage/bench/hit" "" "$c" "Authorization: Bearer $jwt"
   row "webdis POST (SET), 32 B" "http://127.0.0.1:$bench_port/webdis/" "$dir/webdis-post32.lua" "$c"
   row "kv-fcgi POST, 32 B" "http://127.0.0.1:$port/storage/p32" "$dir/post32.lua" "$c"
   row "kv-fcgi POST with TTL, 32 B" "http://127.0.0.1:$port/storage/pttl" "$dir/post-ttl.lua" "$c"

@@ -8,6 +8,17 @@ import Glibc
 /// Valid only inside `FastCGIServer`'s handler call.
 public struct FastCGIRequest {
     let raw: UnsafeMutablePointer<FCGX_Request>
+    /// The worker's turn to take requests, given up before moving a large body or response.
+    let turn: WorkerTurns.Turn?
+
+    /// Bodies and responses above this size are moved after stepping aside: another worker
+    /// takes requests meanwhile.
+    static let largeBytes = 1 << 20
+
+    init(raw: UnsafeMutablePointer<FCGX_Request>, turn: WorkerTurns.Turn? = nil) {
+        self.raw = raw
+        self.turn = turn
+    }
 
     /// A FastCGI param (`REQUEST_METHOD`, `REQUEST_URI`, `CONTENT_LENGTH`, …) as raw bytes.
     public func paramBytes(_ name: String) -> [UInt8]? {
@@ -31,6 +42,7 @@ public struct FastCGIRequest {
         let declared = Int(param("CONTENT_LENGTH") ?? "") ?? 0
         guard declared <= limit else { throw .tooLarge(declared) }
         guard declared > 0 else { return [] }
+        if declared > Self.largeBytes { turn?.stepAside() }
         var body = [UInt8](repeating: 0, count: declared)
         var filled = 0
         while filled < declared {
@@ -43,6 +55,12 @@ public struct FastCGIRequest {
             filled += Int(n)
         }
         return body
+    }
+
+    /// Lets another worker thread take requests while this one waits on something slow (a store
+    /// that does not answer at once). The worker takes a turn again after its batch.
+    public func stepAside() {
+        turn?.stepAside()
     }
 
     /// Reads and drops what is left of the body, up to `limit` bytes. True when the body's end
@@ -64,6 +82,7 @@ public struct FastCGIRequest {
     /// Writes bytes to the response; false when nginx has gone away.
     @discardableResult
     public func write(_ bytes: [UInt8]) -> Bool {
+        if bytes.count > Self.largeBytes { turn?.stepAside() }
         var offset = 0
         while offset < bytes.count {
             let chunk = min(bytes.count - offset, 1 << 20)

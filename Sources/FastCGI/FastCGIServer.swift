@@ -22,7 +22,9 @@ import Glibc
 public final class FastCGIServer: @unchecked Sendable {
     /// Answers requests on one worker thread; not shared between threads.
     public protocol Worker: AnyObject {
-        func handle(_ request: FastCGIRequest)
+        /// Writes an answer to each request of `batch`: those whose connections became ready
+        /// together (at most `batchLimit`), so their work can be shared (one store round trip).
+        func handle(_ batch: [FastCGIRequest])
     }
 
     public let listenFD: Int32
@@ -35,9 +37,17 @@ public final class FastCGIServer: @unchecked Sendable {
     private var threads: [WorkerThread] = []
     private var readiness: ReadinessSet?
 
-    public init(listenFD: Int32, threads: Int, ioTimeoutSeconds: Int = 60, logger: Logger, makeWorker: @escaping @Sendable () -> any Worker) {
+    /// The most requests one worker takes at a wake-up.
+    public let batchLimit: Int
+    /// How many workers take requests at once (`WorkerTurns`).
+    public let activeThreads: Int
+
+    public init(listenFD: Int32, threads: Int, activeThreads: Int, batchLimit: Int = 32, ioTimeoutSeconds: Int = 60, logger: Logger,
+                makeWorker: @escaping @Sendable () -> any Worker) {
         self.listenFD = listenFD
         self.threadCount = threads
+        self.activeThreads = min(max(1, activeThreads), threads)
+        self.batchLimit = max(1, batchLimit)
         self.ioTimeoutSeconds = ioTimeoutSeconds
         self.logger = logger
         self.makeWorker = makeWorker
@@ -52,8 +62,10 @@ public final class FastCGIServer: @unchecked Sendable {
     public func start() throws {
         let readiness = try ReadinessSet(listenFD: listenFD)
         self.readiness = readiness
+        let turns = WorkerTurns(count: activeThreads)
         for index in 0..<threadCount {
-            let loop = WorkerLoop(readiness: readiness, index: index, ioTimeoutSeconds: ioTimeoutSeconds, logger: logger, makeWorker: makeWorker)
+            let loop = WorkerLoop(readiness: readiness, turns: turns, index: index, batchLimit: batchLimit, ioTimeoutSeconds: ioTimeoutSeconds,
+                                  logger: logger, makeWorker: makeWorker)
             guard let thread = WorkerThread.start({ loop.run() }) else {
                 throw SocketFailure("cannot start worker thread \(index)")
             }
@@ -93,10 +105,13 @@ public final class FastCGIServer: @unchecked Sendable {
     }
 }
 
-/// One worker thread's loop: wait for a ready socket, accept or serve one request, re-arm.
+/// One worker thread's loop: wait for ready sockets, accept, serve the requests that arrived
+/// together as one batch, re-arm their connections.
 private final class WorkerLoop: @unchecked Sendable {
     private let readiness: ReadinessSet
+    private let turn: WorkerTurns.Turn
     private let index: Int
+    private let batchLimit: Int
     private let ioTimeoutSeconds: Int
     private let logger: Logger
     private let makeWorker: @Sendable () -> any Worker
@@ -116,9 +131,12 @@ private final class WorkerLoop: @unchecked Sendable {
     /// (a large POST refused unread) closes the connection instead.
     private static let discardableBodyBytes = 64 << 10
 
-    init(readiness: ReadinessSet, index: Int, ioTimeoutSeconds: Int, logger: Logger, makeWorker: @escaping @Sendable () -> any Worker) {
+    init(readiness: ReadinessSet, turns: WorkerTurns, index: Int, batchLimit: Int, ioTimeoutSeconds: Int, logger: Logger,
+         makeWorker: @escaping @Sendable () -> any Worker) {
         self.readiness = readiness
+        self.turn = WorkerTurns.Turn(turns)
         self.index = index
+        self.batchLimit = batchLimit
         self.ioTimeoutSeconds = ioTimeoutSeconds
         self.logger = logger
         self.makeWorker = makeWorker
@@ -126,25 +144,45 @@ private final class WorkerLoop: @unchecked Sendable {
 
     func run() {
         let worker = makeWorker()
-        let request = UnsafeMutablePointer<FCGX_Request>.allocate(capacity: 1)
-        defer { request.deallocate() }
+        // One FCGX_Request per request of a batch, at fixed addresses as libfcgi requires.
+        let slots = UnsafeMutablePointer<FCGX_Request>.allocate(capacity: batchLimit)
+        defer { slots.deallocate() }
         // No listening socket for libfcgi (-1): when it fails to read a request it closes the
         // connection and would accept a new one itself; with -1 that accept fails at once and the
         // worker comes back here, where accepting is done.
-        guard FCGX_InitRequest(request, -1, 0) == 0 else {
+        for slot in 0..<batchLimit where FCGX_InitRequest(slots + slot, -1, 0) != 0 {
             logger.error("FCGX_InitRequest failed", metadata: ["worker": "\(index)"])
             return
         }
-        loop: while true {
-            switch readiness.wait() {
-            case .stop: break loop
-            case .listener: acceptConnections()
-            case .connection(let fd): serve(fd, request: request, worker: worker)
-            case .nothing(let failed):
-                if failed { logger.error("waiting for FastCGI connections failed", metadata: ["error": "\(String(cString: strerror(errno)))"]) }
+        var ready: [ReadinessSet.Ready] = []
+        var batch: [FastCGIRequest] = []
+        var connections: [Int32] = []
+        var stopping = false
+        while !stopping {
+            turn.take()
+            defer { turn.stepAside() }
+            readiness.wait(limit: batchLimit, into: &ready)
+            batch.removeAll(keepingCapacity: true)
+            connections.removeAll(keepingCapacity: true)
+            for item in ready {
+                switch item {
+                case .stop: stopping = true
+                case .listener: acceptConnections()
+                case .connection(let fd):
+                    let slot = slots + batch.count
+                    if begin(fd, in: slot) {
+                        batch.append(FastCGIRequest(raw: slot, turn: turn))
+                        connections.append(fd)
+                    }
+                case .nothing(let failed):
+                    if failed { logger.error("waiting for FastCGI connections failed", metadata: ["error": "\(String(cString: strerror(errno)))"]) }
+                }
             }
+            guard !batch.isEmpty else { continue }
+            worker.handle(batch)
+            for (request, fd) in zip(batch, connections) { end(request, connection: fd) }
         }
-        FCGX_Free(request, 1)
+        for slot in 0..<batchLimit { FCGX_Free(slots + slot, 1) }
         logger.debug("worker stopped", metadata: ["worker": "\(index)"])
     }
 
@@ -198,33 +236,36 @@ private final class WorkerLoop: @unchecked Sendable {
         logger.error("cannot accept FastCGI connections (at most one line a second per worker)", metadata: ["error": "\(reason)", "worker": "\(index)"])
     }
 
-    /// Reads and answers the request waiting on `fd`, then hands the connection back to the
-    /// readiness set, or closes it if nginx did not ask to keep it (or it failed).
-    private func serve(_ fd: Int32, request: UnsafeMutablePointer<FCGX_Request>, worker: any Worker) {
-        request.pointee.ipcFd = fd
-        // FCGX_Accept_r first finishes the previous request, closing its connection unless it
-        // was kept: this one must survive that.
-        request.pointee.keepConnection = 1
-        guard FCGX_Accept_r(request) >= 0 else {
+    /// Reads the request waiting on `fd` into `slot`; false when there is none.
+    private func begin(_ fd: Int32, in slot: UnsafeMutablePointer<FCGX_Request>) -> Bool {
+        slot.pointee.ipcFd = fd
+        // FCGX_Accept_r first finishes the slot's previous request, closing its connection
+        // unless it was kept: this one must survive that.
+        slot.pointee.keepConnection = 1
+        guard FCGX_Accept_r(slot) >= 0 else {
             // No request: nginx closed the connection (it does so with idle ones), or sent
             // something that is not FastCGI. libfcgi has closed it.
-            request.pointee.ipcFd = -1
+            slot.pointee.ipcFd = -1
             Self.open.decrement()
-            return
+            return false
         }
-        let current = FastCGIRequest(raw: request)
-        worker.handle(current)
+        return true
+    }
+
+    /// Sends the answered request's end, then hands its connection back to the readiness set,
+    /// or closes it if nginx did not ask to keep it (or it failed).
+    private func end(_ request: FastCGIRequest, connection fd: Int32) {
         // The next request's records follow this one's body on the connection, so the connection
         // can be kept only once the body has been read to its end.
-        if !current.discardBody(limit: Self.discardableBodyBytes) {
-            request.pointee.keepConnection = 0
+        if !request.discardBody(limit: Self.discardableBodyBytes) {
+            request.raw.pointee.keepConnection = 0
         }
-        FCGX_Finish_r(request)
-        guard request.pointee.ipcFd >= 0 else {  // closed by libfcgi: not kept, or failed
+        FCGX_Finish_r(request.raw)
+        guard request.raw.pointee.ipcFd >= 0 else {  // closed by libfcgi: not kept, or failed
             Self.open.decrement()
             return
         }
-        request.pointee.ipcFd = -1
+        request.raw.pointee.ipcFd = -1
         if !readiness.rearm(fd) {
             logger.error("cannot watch a FastCGI connection after its request; closed", metadata: ["error": "\(String(cString: strerror(errno)))"])
             close(fd)

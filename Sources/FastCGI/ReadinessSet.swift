@@ -56,15 +56,24 @@ final class ReadinessSet: @unchecked Sendable {
         close(stopFD)
     }
 
-    /// Blocks until one socket is ready, and hands it to this caller alone.
-    func wait() -> Ready {
-        var event = epoll_event()
-        let count = epoll_wait(epollFD, &event, 1, -1)
-        guard count == 1 else { return .nothing(failed: count < 0 && errno != EINTR) }
-        switch event.data.fd {
-        case stopFD: return .stop
-        case listenFD: return .listener
-        case let fd: return .connection(fd)
+    /// Blocks until sockets are ready and hands up to `limit` of them to this caller alone,
+    /// replacing `ready`'s contents.
+    func wait(limit: Int, into ready: inout [Ready]) {
+        ready.removeAll(keepingCapacity: true)
+        withUnsafeTemporaryAllocation(of: epoll_event.self, capacity: limit) { events in
+            guard let base = events.baseAddress else { return }
+            let count = epoll_wait(epollFD, base, Int32(events.count), -1)
+            guard count > 0 else {
+                ready.append(.nothing(failed: count < 0 && errno != EINTR))
+                return
+            }
+            for event in events.prefix(Int(count)) {
+                switch event.data.fd {
+                case stopFD: ready.append(.stop)
+                case listenFD: ready.append(.listener)
+                case let fd: ready.append(.connection(fd))
+                }
+            }
         }
     }
 

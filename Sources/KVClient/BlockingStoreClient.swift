@@ -65,6 +65,41 @@ public final class BlockingStoreClient {
         try command.reply(dispatch(command.operation))
     }
 
+    /// Sends `operations` in one pipeline (one write) and reads their replies in order: one
+    /// round trip for all, instead of one each. `reply` is given each reply, or the failure
+    /// that took its place, with its operation's index, as soon as it is read, so a large value
+    /// need not wait in memory for the replies after it. A connection lost part way fails the
+    /// operations not yet answered. On a cluster they go one at a time, each to the master of
+    /// its slot.
+    /// `whenSlow` is called once if the first reply has not come within `slowReplyMilliseconds`
+    /// (kv-fcgi's worker then lets another thread take requests while it waits).
+    public func pipeline(_ operations: [StoreOperation<[UInt8]>], whenSlow: (() -> Void)? = nil, reply: (Int, Result<RESPValue, KVError>) -> Void) {
+        switch address {
+        case .redisCluster:
+            whenSlow?()  // one round trip per operation, perhaps to several masters
+            for (index, operation) in operations.enumerated() {
+                reply(index, Result { () throws(KVError) in try dispatch(operation) })
+            }
+        case .kvStored:
+            sendPipelined(operations.map(\.arguments), whenSlow: whenSlow, reply: reply)
+        case .redis:
+            let translated = operations.map(RedisFunctions.translate)
+            sendPipelined(translated.map(\.command), whenSlow: whenSlow) { index, result in reply(index, result.map(translated[index].reply.adapt)) }
+        }
+    }
+
+    /// How long a first reply may take before a pipeline's `whenSlow` is called: well above a
+    /// healthy store's round trip (tens of microseconds), well below its timeout.
+    public static let slowReplyMilliseconds: Int32 = 2
+
+    /// `pipeline`'s replies in an array (tests and tools; kv-fcgi answers each as it comes).
+    public func pipeline(_ operations: [StoreOperation<[UInt8]>]) -> [Result<RESPValue, KVError>] {
+        var replies: [Result<RESPValue, KVError>] = []
+        replies.reserveCapacity(operations.count)
+        pipeline(operations) { _, result in replies.append(result) }
+        return replies
+    }
+
     /// Any command about no key, its reply as it comes (tools and tests).
     public func request(_ words: [[UInt8]]) throws(KVError) -> RESPValue {
         try send(.other(words))
@@ -117,6 +152,48 @@ public final class BlockingStoreClient {
         }
     }
 
+    /// `commands` in one write, their replies in order. Retried once on a new connection when
+    /// the reused one is found dead before any reply (then none of them was applied).
+    private func sendPipelined(_ commands: [[[UInt8]]], whenSlow: (() -> Void)?, reply: (Int, Result<RESPValue, KVError>) -> Void) {
+        var answered = 0
+        var whenSlow = whenSlow
+        func exchange() throws {
+            try write(commands)
+            if let slow = whenSlow, readBuffer.readableBytes == 0 {
+                var ready = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+                if poll(&ready, 1, Self.slowReplyMilliseconds) == 0 {
+                    slow()
+                    whenSlow = nil
+                }
+            }
+            while answered < commands.count {
+                let value = try receiveReply()
+                reply(answered, .success(value))
+                answered += 1
+            }
+        }
+        let reused = fd >= 0
+        do {
+            try connectIfNeeded()
+            try exchange()
+            return
+        } catch let failure as StaleConnection where reused && answered == 0 {
+            _ = failure
+            disconnect()
+            do {
+                try connectIfNeeded()
+                try exchange()
+                return
+            } catch {
+                let failure = fail(error)
+                for index in answered..<commands.count { reply(index, .failure(failure)) }
+            }
+        } catch {
+            let failure = fail(error)
+            for index in answered..<commands.count { reply(index, .failure(failure)) }
+        }
+    }
+
     /// The connection died before any byte of the reply arrived.
     private struct StaleConnection: Error { var errno: Int32 }
     private struct IOFailure: Error { var message: String }
@@ -137,20 +214,28 @@ public final class BlockingStoreClient {
     }
 
     private func roundTrip(_ arguments: [[UInt8]]) throws -> RESPValue {
+        try write(CollectionOfOne(arguments))
+        return try receiveReply()
+    }
+
+    /// Writes `commands` back to back, small ones in one frame. Large values are written from
+    /// their own storage rather than copied into the frame.
+    private func write(_ commands: some Collection<[[UInt8]]>) throws {
         var header = ByteBuffer()
-        header.writeRESPArrayHeader(count: arguments.count)
-        // Large values are written from their own storage rather than copied into one frame.
         var pieces: [(ByteBuffer?, [UInt8]?)] = []
-        for argument in arguments {
-            header.writeRESPBulkHeader(length: argument.count)
-            if argument.count > 64 << 10 {
-                pieces.append((header, nil))
-                pieces.append((nil, argument))
-                header = ByteBuffer()
-                header.writeStaticString("\r\n")
-            } else {
-                header.writeBytes(argument)
-                header.writeStaticString("\r\n")
+        for arguments in commands {
+            header.writeRESPArrayHeader(count: arguments.count)
+            for argument in arguments {
+                header.writeRESPBulkHeader(length: argument.count)
+                if argument.count > 64 << 10 {
+                    pieces.append((header, nil))
+                    pieces.append((nil, argument))
+                    header = ByteBuffer()
+                    header.writeStaticString("\r\n")
+                } else {
+                    header.writeBytes(argument)
+                    header.writeStaticString("\r\n")
+                }
             }
         }
         pieces.append((header, nil))
@@ -158,7 +243,6 @@ public final class BlockingStoreClient {
             if let buffer { try buffer.withUnsafeReadableBytes { try sendAll($0) } }
             if let bytes { try bytes.withUnsafeBytes { try sendAll($0) } }
         }
-        return try receiveReply()
     }
 
     private func sendAll(_ bytes: UnsafeRawBufferPointer) throws {

@@ -5,6 +5,7 @@ import KVCore
 import KVDaemon
 import KVHTTP
 import Logging
+import NIOCore
 
 #if canImport(Glibc)
 import Glibc
@@ -22,6 +23,8 @@ public struct FCGIConfiguration: Sendable {
     /// The login for a Redis store that asks for one (`StoreCredentials.fromEnvironment`).
     public var storeCredentials: StoreCredentials?
     public var threads = 16
+    /// Threads taking requests at once (`FastCGIServer.activeThreads`).
+    public var activeThreads = max(1, System.coreCount)
     public var limits = Limits()
     public var storeTimeoutMilliseconds = 5000
     /// Browser origins allowed (docs/security.md).
@@ -54,13 +57,14 @@ public enum FCGIDaemon {
         let refusals = RefusalLog(logger: logger)
         let api = StorageAPI(limits: configuration.limits, origins: configuration.origins)
         let reachability = StoreReachability()  // one worker reconnecting lets all the others retry
-        let server = FastCGIServer(listenFD: listenFD, threads: configuration.threads, logger: logger) {
+        let server = FastCGIServer(listenFD: listenFD, threads: configuration.threads, activeThreads: configuration.activeThreads, logger: logger) {
             StorageWorker(api: api, access: access, refusals: refusals, store: configuration.store, credentials: configuration.storeCredentials,
                           storeTimeoutMilliseconds: configuration.storeTimeoutMilliseconds, reachability: reachability, logger: logger)
         }
         try server.start()
         logger.notice("kv-fcgi ready", metadata: [
             "socket": "\(configuration.socketPath ?? "inherited fd \(listenFD)")", "threads": "\(configuration.threads)",
+            "active_threads": "\(server.activeThreads)",
             "store": "\(configuration.store)",
         ])
         let notifier = SystemdNotifier.fromEnvironment()

@@ -17,7 +17,7 @@ final class StorageWorker: FastCGIServer.Worker {
     private let api: StorageAPI
     private let access: AccessControl
     private let refusals: RefusalLog
-    private let store: StoreAdapter
+    private let store: BlockingStoreClient
     private var logger: Logger
     /// This thread's handles on the request metrics (no registry lookup per request).
     private struct Outcome: Hashable {
@@ -34,14 +34,81 @@ final class StorageWorker: FastCGIServer.Worker {
         self.access = access
         self.refusals = refusals
         let limits = RESPLimits(maxBulkBytes: api.limits.maxValueBytes + 64)
-        self.store = StoreAdapter(client: BlockingStoreClient(
+        self.store = BlockingStoreClient(
             address: store, credentials: credentials, limits: limits, timeoutMilliseconds: storeTimeoutMilliseconds, reachability: reachability,
-            logger: logger))
+            logger: logger)
         self.logger = logger
     }
 
-    func handle(_ request: FastCGIRequest) {
+    /// One request of a batch between its arrival and its answer.
+    private struct Exchange {
+        let request: FastCGIRequest
+        let method: String
+        let uri: [UInt8]
+        let requestID: String
+        let isStorage: Bool
+        let operation: String
+        let identity: String
+        var state: State
+
+        enum State {
+            case answered(HTTPResponse)
+            /// Waiting for the reply at `index` of the batch's pipeline.
+            case reading(StoreCommand<[UInt8], VersionedValue?>, StorageAPI.Reading, index: Int)
+            case writing(StoreCommand<[UInt8], WriteResult>, StorageAPI.Writing, index: Int)
+        }
+    }
+
+    /// Request bodies held at once before the store calls waiting are sent: with a batch of
+    /// large POSTs, one thread holds about this much plus one body, not a whole batch of bodies.
+    private static let pendingBodyBytes = 1 << 20
+
+    /// Answers the requests that arrived together: each taken as far as it goes without the
+    /// store, then their store calls in one pipeline (one round trip to kv-stored for the batch,
+    /// not one each), each request answered as its reply is read.
+    func handle(_ batch: [FastCGIRequest]) {
         let started = DispatchTime.now().uptimeNanoseconds
+        var exchanges: [Exchange] = []
+        var calls: [StoreOperation<[UInt8]>] = []
+        var bodyBytes = 0
+        for (position, request) in batch.enumerated() {
+            let callsBefore = calls.count
+            exchanges.append(begin(request, calls: &calls))
+            if calls.count > callsBefore { bodyBytes += calls[callsBefore].payloadBytes }
+            if bodyBytes > Self.pendingBodyBytes || position == batch.count - 1 {
+                complete(exchanges, calls: calls, started: started)
+                exchanges.removeAll(keepingCapacity: true)
+                calls.removeAll(keepingCapacity: true)
+                bodyBytes = 0
+            }
+        }
+    }
+
+    /// Sends the store calls of `exchanges` and answers each of them.
+    private func complete(_ exchanges: [Exchange], calls: [StoreOperation<[UInt8]>], started: UInt64) {
+        var waiting = [Int](repeating: 0, count: calls.count)  // call index → exchange index
+        for (index, exchange) in exchanges.enumerated() {
+            switch exchange.state {
+            case .answered(let response): answer(exchange, with: response, started: started)
+            case .reading(_, _, let at), .writing(_, _, let at): waiting[at] = index
+            }
+        }
+        guard !calls.isEmpty else { return }
+        // A store that is slow to answer (stalled, or busy) must not hold back the requests that
+        // need no store (/healthz) or that another thread could serve meanwhile.
+        let stepAside = exchanges.first?.request.stepAside
+        store.pipeline(calls, whenSlow: stepAside) { at, reply in
+            let exchange = exchanges[waiting[at]]
+            switch exchange.state {
+            case .answered: break  // never: only waiting exchanges have calls
+            case .reading(let command, let reading, _): answer(exchange, with: api.finish(reading, command.reply(reply)), started: started)
+            case .writing(let command, let writing, _): answer(exchange, with: api.finish(writing, command.reply(reply)), started: started)
+            }
+        }
+    }
+
+    /// Reads `request` and decides it, adding its store call (if any) to `calls`.
+    private func begin(_ request: FastCGIRequest, calls: inout [StoreOperation<[UInt8]>]) -> Exchange {
         let method = request.param("REQUEST_METHOD") ?? ""
         let uri = request.paramBytes("REQUEST_URI") ?? []
         let requestID = request.param("REQUEST_ID") ?? "-"
@@ -49,21 +116,41 @@ final class StorageWorker: FastCGIServer.Worker {
         // What nginx routed (the location's $kv_endpoint), never the raw URI's path: nginx resolves
         // /storage/../healthz to /healthz before choosing a location.
         let endpoint = request.param("KV_ENDPOINT") ?? ""
-        let operation: String
-        let response: HTTPResponse
-        let isStorage = endpoint == "storage"
-        var identity = "-"
-        if isStorage {
-            operation = ["GET", "HEAD", "POST", "DELETE"].contains(method) ? method : "other"
-            (response, identity) = storageResponse(request, method: method, uri: uri)
-        } else if let operational = operationalResponse(endpoint: endpoint, method: method) {
-            (operation, response) = operational
-        } else {
-            operation = "other"
-            logger.warning("a request came from an nginx location kv-fcgi does not know: each location that passes to kv-fcgi must set $kv_endpoint (see the shipped site)",
-                           metadata: ["kv.endpoint": "\(endpoint.prefix(100))", "request.id": "\(requestID)"])
-            response = StorageAPI.errorResponse(status: 404, message: "not found: this nginx location is not one of kv-fcgi's")
+        guard endpoint == "storage" else {
+            let (operation, response) = operationalResponse(request, endpoint: endpoint, method: method) ?? {
+                logger.warning("a request came from an nginx location kv-fcgi does not know: each location that passes to kv-fcgi must set $kv_endpoint (see the shipped site)",
+                               metadata: ["kv.endpoint": "\(endpoint.prefix(100))", "request.id": "\(requestID)"])
+                return ("other", StorageAPI.errorResponse(status: 404, message: "not found: this nginx location is not one of kv-fcgi's"))
+            }()
+            return Exchange(request: request, method: method, uri: uri, requestID: requestID, isStorage: false, operation: operation, identity: "-",
+                            state: .answered(response))
         }
+        let operation = ["GET", "HEAD", "POST", "DELETE"].contains(method) ? method : "other"
+        let (step, identity) = storageStep(request, method: method, uri: uri)
+        let state: Exchange.State
+        switch step {
+        case .answered(let response):
+            state = .answered(response)
+        case .get(let key, let reading):
+            let command = StoreCommand<[UInt8], VersionedValue?>.versionedGet(key)
+            state = .reading(command, reading, index: calls.count)
+            calls.append(command.operation)
+        case .set(let key, let value, let ttl, let precondition, let writing):
+            let command = StoreCommand<[UInt8], WriteResult>.versionedSet(key, value: value, ttl: ttl, precondition: precondition)
+            state = .writing(command, writing, index: calls.count)
+            calls.append(command.operation)
+        case .delete(let key, let precondition, let writing):
+            let command = StoreCommand<[UInt8], WriteResult>.versionedDelete(key, precondition: precondition)
+            state = .writing(command, writing, index: calls.count)
+            calls.append(command.operation)
+        }
+        return Exchange(request: request, method: method, uri: uri, requestID: requestID, isStorage: true, operation: operation, identity: identity, state: state)
+    }
+
+    /// Writes the response, counts it, and logs what deserves a line.
+    private func answer(_ exchange: Exchange, with response: HTTPResponse, started: UInt64) {
+        let request = exchange.request, method = exchange.method, requestID = exchange.requestID, isStorage = exchange.isStorage
+        let operation = exchange.operation, uri = exchange.uri
         request.write(Array(response.cgiHead.utf8))
         if !response.body.isEmpty { request.write(response.body) }
         count(operation, status: response.status, nanoseconds: DispatchTime.now().uptimeNanoseconds - started)
@@ -71,7 +158,7 @@ final class StorageWorker: FastCGIServer.Worker {
         // made when a line is logged (metadata is evaluated lazily).
         let key = { isStorage ? String(decoding: uri.dropFirst(Self.storagePrefix.count).prefix { $0 != UInt8(ascii: "?") }.prefix(200), as: UTF8.self) : "-" }
         if isStorage, response.status == 401 || response.status == 403 {
-            refused(operation, status: response.status, identity: identity, key: key(), reason: response.bodyText, requestID: requestID)
+            refused(operation, status: response.status, identity: exchange.identity, key: key(), reason: response.bodyText, requestID: requestID)
         }
         if response.status >= 500 {
             logger.warning("request failed", metadata: [
@@ -98,7 +185,7 @@ final class StorageWorker: FastCGIServer.Worker {
     }
 
     /// `/healthz`, `/readyz` and the metrics paths, by the endpoint nginx named; nil for any other.
-    private func operationalResponse(endpoint: String, method: String) -> (String, HTTPResponse)? {
+    private func operationalResponse(_ request: FastCGIRequest, endpoint: String, method: String) -> (String, HTTPResponse)? {
         let operation: String, path: String
         switch endpoint {
         case "healthz": (operation, path) = ("healthz", "/healthz")
@@ -118,19 +205,21 @@ final class StorageWorker: FastCGIServer.Worker {
             // Liveness of the front end (nginx and kv-fcgi); kv-stored is /readyz's business.
             response = Self.json(200, #"{"status":"ok"}"#)
         case "/readyz":
+            request.stepAside()  // probes must not hold back requests while the store is slow
             do throws(KVError) {
-                try store.client.ping()
+                try store.ping()
                 response = Self.json(200, #"{"status":"ready","storage":"reachable"}"#)
             } catch {
                 response = Self.json(503, #"{"status":"unready","error":"# + String(decoding: JSONText.quoted(error.message), as: UTF8.self) + "}")
             }
         case "/metrics/kv-stored":
-            if store.client.address.isRedis {
-                response = StorageAPI.errorResponse(status: 404, message: "the store is \(store.client.address.name), not kv-stored: use a Redis exporter for its metrics")
+            if store.address.isRedis {
+                response = StorageAPI.errorResponse(status: 404, message: "the store is \(store.address.name), not kv-stored: use a Redis exporter for its metrics")
                 break
             }
+            request.stepAside()
             do throws(KVError) {
-                response = Self.metrics(try store.client.send(.metrics))
+                response = Self.metrics(try store.send(.metrics))
             } catch {
                 response = StorageAPI.errorResponse(for: error)
             }
@@ -160,9 +249,8 @@ final class StorageWorker: FastCGIServer.Worker {
         refusals.refused(status: status, operation: operation, identity: identity, key: key, reason: reason, requestID: requestID)
     }
 
-    /// The response, and who asked (the identity's id, for the log).
-    private func storageResponse(_ request: FastCGIRequest, method: String, uri: [UInt8]) -> (HTTPResponse, String) {
-        let response: HTTPResponse
+    /// How far the request goes without the store, and who asked (the identity's id, for the log).
+    private func storageStep(_ request: FastCGIRequest, method: String, uri: [UInt8]) -> (StorageAPI.Step, String) {
         let authorization = request.param("HTTP_AUTHORIZATION")
         let authentication = access.authenticateBlocking(Credential.fromAuthorization(authorization))
         let identity: String
@@ -179,32 +267,14 @@ final class StorageWorker: FastCGIServer.Worker {
             if method == "POST", api.accessRefusal(httpRequest, as: authentication) == nil {
                 httpRequest.body = try request.readBody(limit: api.limits.maxValueBytes + 4096)
             }
-            response = api.handle(httpRequest, as: authentication, store: store)
+            return (api.begin(httpRequest, as: authentication), identity)
         } catch {
             switch error {
             case .tooLarge(let length):
-                response = StorageAPI.errorResponse(status: 413, message: "the body is \(length) bytes, more than the limit of \(api.limits.maxValueBytes)")
+                return (.answered(StorageAPI.errorResponse(status: 413, message: "the body is \(length) bytes, more than the limit of \(api.limits.maxValueBytes)")), identity)
             case .truncated(let read):
-                response = StorageAPI.errorResponse(status: 400, message: "the body ended after \(read) bytes, before its Content-Length")
+                return (.answered(StorageAPI.errorResponse(status: 400, message: "the body ended after \(read) bytes, before its Content-Length")), identity)
             }
         }
-        return (response, identity)
-    }
-}
-
-/// `BlockingStoreClient` as the `KeyValueStore` the HTTP API expects.
-struct StoreAdapter: KeyValueStore {
-    let client: BlockingStoreClient
-
-    func get(_ key: [UInt8]) throws(KVError) -> VersionedValue? {
-        try client.send(.versionedGet(key))
-    }
-
-    func set(_ key: [UInt8], value: [UInt8], ttl: TTL?, precondition: WritePrecondition) throws(KVError) -> WriteResult {
-        try client.send(.versionedSet(key, value: value, ttl: ttl, precondition: precondition))
-    }
-
-    func delete(_ key: [UInt8], precondition: WritePrecondition) throws(KVError) -> WriteResult {
-        try client.send(.versionedDelete(key, precondition: precondition))
     }
 }

@@ -46,30 +46,112 @@ public struct StorageAPI: Sendable {
 
     /// Answers `request` from the client `authentication` names (kv-fcgi authenticates the
     /// `Authorization` header with `AccessControl`; without an access file everyone may do
-    /// everything): the browser-origin check first (a page of another site gets 403 and
-    /// nothing is read or written; an allowed one gets CORS headers and its preflight answered),
-    /// then the access rules (401 or 403, before the store is asked anything), then the API.
+    /// everything): `begin`, the store's call if one is needed, then `finish`.
     public func handle(_ request: HTTPRequest, as authentication: Authentication = .identity(.open), store: some KeyValueStore) -> HTTPResponse {
-        guard let origin = request.origin else { return answer(request, as: authentication, store: store) }
+        switch begin(request, as: authentication) {
+        case .answered(let response):
+            return response
+        case .get(let key, let reading):
+            return finish(reading, Result { () throws(KVError) in try store.get(key) })
+        case .set(let key, let value, let ttl, let precondition, let writing):
+            return finish(writing, Result { () throws(KVError) in try store.set(key, value: value, ttl: ttl, precondition: precondition) })
+        case .delete(let key, let precondition, let writing):
+            return finish(writing, Result { () throws(KVError) in try store.delete(key, precondition: precondition) })
+        }
+    }
+
+    /// A request taken as far as it goes without the store: answered, or the one store call it
+    /// needs with what `finish` needs to answer from its reply. kv-fcgi sends the calls of the
+    /// requests that arrive together to the store in one pipeline.
+    public enum Step {
+        case answered(HTTPResponse)
+        case get(key: [UInt8], Reading)
+        case set(key: [UInt8], value: [UInt8], ttl: TTL?, precondition: WritePrecondition, Writing)
+        case delete(key: [UInt8], precondition: WritePrecondition, Writing)
+    }
+
+    /// What answers a GET or HEAD once the value is known.
+    public struct Reading: Sendable {
+        let ifMatch: EntityTags?
+        let ifNoneMatch: EntityTags?
+        let isHead: Bool
+        var origin: String?
+    }
+
+    /// What answers a POST or DELETE once the store has applied it, or not.
+    public struct Writing: Sendable {
+        let isDelete: Bool
+        var origin: String?
+    }
+
+    /// The browser-origin check first (a page of another site gets 403 and nothing is read or
+    /// written; an allowed one gets CORS headers and its preflight answered), then the access
+    /// rules (401 or 403, before the store is asked anything), then the request itself.
+    public func begin(_ request: HTTPRequest, as authentication: Authentication = .identity(.open)) -> Step {
+        guard let origin = request.origin else { return plan(request, as: authentication) }
         guard origins.allows(origin: origin, host: request.host) else {
             let shown = String(decoding: JSONText.quoted(String(origin.prefix(200))), as: UTF8.self)
-            return Self.errorResponse(
-                status: 403, message: "origin \(shown) is not allowed: pages of other sites may use this API only if the admin lists them (--allowed-origins)")
+            return .answered(Self.errorResponse(
+                status: 403, message: "origin \(shown) is not allowed: pages of other sites may use this API only if the admin lists them (--allowed-origins)"))
         }
-        var response: HTTPResponse
         if request.method == "OPTIONS" {
             // A CORS preflight: what a page of an allowed origin may send.
-            response = Self.empty(204)
+            var response = Self.empty(204)
             response.headers += [
                 ("Access-Control-Allow-Methods", Self.allowedMethods),
                 ("Access-Control-Allow-Headers", "Content-Type, If-Match, If-None-Match, Authorization"),
                 ("Access-Control-Max-Age", "600"),
+                ("Access-Control-Allow-Origin", origin), ("Vary", "Origin"),
             ]
-        } else {
-            response = answer(request, as: authentication, store: store)
-            response.headers.append(("Access-Control-Expose-Headers", "ETag, KV-Expires-At, WWW-Authenticate"))
+            return .answered(response)
         }
-        response.headers += [("Access-Control-Allow-Origin", origin), ("Vary", "Origin")]
+        switch plan(request, as: authentication) {
+        case .answered(let response): return .answered(Self.allowing(origin, response))
+        case .get(let key, var reading):
+            reading.origin = origin
+            return .get(key: key, reading)
+        case .set(let key, let value, let ttl, let precondition, var writing):
+            writing.origin = origin
+            return .set(key: key, value: value, ttl: ttl, precondition: precondition, writing)
+        case .delete(let key, let precondition, var writing):
+            writing.origin = origin
+            return .delete(key: key, precondition: precondition, writing)
+        }
+    }
+
+    /// The answer to a GET or HEAD from the store's reply.
+    public func finish(_ reading: Reading, _ stored: Result<VersionedValue?, KVError>) -> HTTPResponse {
+        let response: HTTPResponse
+        switch stored {
+        case .failure(let error): response = Self.errorResponse(for: error)
+        case .success(nil): response = reading.ifMatch == nil ? HTTPResponse(status: 204) : Self.preconditionFailed(current: 0)
+        case .success(let stored?): response = found(stored, reading)
+        }
+        return reading.origin.map { Self.allowing($0, response) } ?? response
+    }
+
+    /// The answer to a POST or DELETE from the store's reply.
+    public func finish(_ writing: Writing, _ written: Result<WriteResult, KVError>) -> HTTPResponse {
+        var response: HTTPResponse
+        switch written {
+        case .failure(let error): response = Self.errorResponse(for: error)
+        case .success(.conflict(let current)): response = Self.preconditionFailed(current: current)
+        // No ETag on a DELETE's success: nginx would hold a DELETE's 200 against its If-Match.
+        case .success(.applied) where writing.isDelete: response = Self.empty(200)
+        case .success(.applied(let revision)):
+            response = Self.empty(202)
+            response.headers.append(("ETag", EntityTags.tag(revision)))
+        }
+        return writing.origin.map { Self.allowing($0, response) } ?? response
+    }
+
+    /// A response to a page of an allowed origin: CORS headers added.
+    private static func allowing(_ origin: String, _ response: HTTPResponse) -> HTTPResponse {
+        var response = response
+        response.headers += [
+            ("Access-Control-Expose-Headers", "ETag, KV-Expires-At, WWW-Authenticate"),
+            ("Access-Control-Allow-Origin", origin), ("Vary", "Origin"),
+        ]
         return response
     }
 
@@ -115,17 +197,17 @@ public struct StorageAPI: Sendable {
         return nil
     }
 
-    private func answer(_ request: HTTPRequest, as authentication: Authentication, store: some KeyValueStore) -> HTTPResponse {
+    private func plan(_ request: HTTPRequest, as authentication: Authentication) -> Step {
         let key: [UInt8]
         switch decide(request, as: authentication) {
         case .refused(let response):
-            return response
+            return .answered(response)
         case .notAllowedMethod:
             var response = Self.errorResponse(status: 405, message: "method \(request.method) is not allowed; use \(Self.allowedMethods)")
             response.headers.append(("Allow", Self.allowedMethods))
-            return response
+            return .answered(response)
         case .unusableKey(let error):
-            return Self.errorResponse(for: error)
+            return .answered(Self.errorResponse(for: error))
         case .allowed(let allowed):
             key = allowed
         }
@@ -134,41 +216,32 @@ public struct StorageAPI: Sendable {
             case "GET", "HEAD":
                 let ifMatch = try request.ifMatch.map { header throws(KVError) in try EntityTags.parse(header, name: "If-Match") }
                 let ifNoneMatch = try request.ifNoneMatch.map { header throws(KVError) in try EntityTags.parse(header, name: "If-None-Match") }
-                guard let stored = try store.get(key) else {
-                    return ifMatch == nil ? HTTPResponse(status: 204) : Self.preconditionFailed(current: 0)
-                }
-                let etag = EntityTags.tag(stored.revision)
-                if let ifMatch, !ifMatch.matchesStrongly(stored.revision) { return Self.preconditionFailed(current: stored.revision) }
-                if let ifNoneMatch, ifNoneMatch.matchesWeakly(stored.revision) {
-                    return HTTPResponse(status: 304, headers: [("ETag", etag)])
-                }
-                var body = Array(#"{"value":"#.utf8)
-                body.reserveCapacity(stored.value.count + 10)
-                body += stored.value
-                body.append(UInt8(ascii: "}"))
-                var headers = [("Content-Type", "application/json"), ("Content-Length", String(body.count)), ("ETag", etag)]
-                if let ttl = stored.ttlMilliseconds { headers.append(("KV-Expires-At", String(now() + ttl))) }
-                return HTTPResponse(status: 200, headers: headers, body: request.method == "HEAD" ? [] : body)
+                return .get(key: key, Reading(ifMatch: ifMatch, ifNoneMatch: ifNoneMatch, isHead: request.method == "HEAD"))
             case "POST":
                 let (value, ttl) = try parseWrite(request.body)
-                switch try store.set(key, value: value, ttl: ttl, precondition: try Self.writePrecondition(request)) {
-                case .applied(let revision):
-                    var response = Self.empty(202)
-                    response.headers.append(("ETag", EntityTags.tag(revision)))
-                    return response
-                case .conflict(let current):
-                    return Self.preconditionFailed(current: current)
-                }
+                return .set(key: key, value: value, ttl: ttl, precondition: try Self.writePrecondition(request), Writing(isDelete: false))
             default:  // DELETE: decide let no other method through
-                switch try store.delete(key, precondition: try Self.writePrecondition(request)) {
-                // No ETag on success: nginx would hold a DELETE's 200 against its If-Match.
-                case .applied: return Self.empty(200)
-                case .conflict(let current): return Self.preconditionFailed(current: current)
-                }
+                return .delete(key: key, precondition: try Self.writePrecondition(request), Writing(isDelete: true))
             }
         } catch {
-            return Self.errorResponse(for: error)
+            return .answered(Self.errorResponse(for: error))
         }
+    }
+
+    /// 200 with the value (or 304, or 412 for a failed If-Match).
+    private func found(_ stored: VersionedValue, _ reading: Reading) -> HTTPResponse {
+        let etag = EntityTags.tag(stored.revision)
+        if let ifMatch = reading.ifMatch, !ifMatch.matchesStrongly(stored.revision) { return Self.preconditionFailed(current: stored.revision) }
+        if let ifNoneMatch = reading.ifNoneMatch, ifNoneMatch.matchesWeakly(stored.revision) {
+            return HTTPResponse(status: 304, headers: [("ETag", etag)])
+        }
+        var body = Array(#"{"value":"#.utf8)
+        body.reserveCapacity(stored.value.count + 10)
+        body += stored.value
+        body.append(UInt8(ascii: "}"))
+        var headers = [("Content-Type", "application/json"), ("Content-Length", String(body.count)), ("ETag", etag)]
+        if let ttl = stored.ttlMilliseconds { headers.append(("KV-Expires-At", String(now() + ttl))) }
+        return HTTPResponse(status: 200, headers: headers, body: reading.isHead ? [] : body)
     }
 
     /// Reads `{"value": any, "ttl"?: number | string | null}`; unknown members are ignored.

@@ -51,8 +51,13 @@ struct KVFCGIMain: ParsableCommand {
     @Option(help: ArgumentHelp(StoreAddress.optionHelp))
     var store = "/run/kvserver/kv-stored.sock"
 
-    @Option(help: "Worker threads, each answering one request at a time with its own kv-stored connection.")
+    @Option(help: "Worker threads, each with its own kv-stored connection.")
     var threads = 16
+
+    @Option(help: ArgumentHelp(
+        "Worker threads taking requests at once (default: the number of cores, at most --threads).",
+        discussion: "Each takes every request ready at that moment and sends their store calls in one round trip; the other threads stand by for a worker busy moving a large value."))
+    var activeThreads: Int?
 
     @OptionGroup var limitOptions: LimitOptions
 
@@ -67,6 +72,7 @@ struct KVFCGIMain: ParsableCommand {
 
     func validate() throws {
         guard (1...1024).contains(threads) else { throw ValidationError("--threads must be between 1 and 1024") }
+        if let activeThreads, !(1...threads).contains(activeThreads) { throw ValidationError("--active-threads must be between 1 and --threads (\(threads))") }
         guard storeTimeoutMs >= 1 else { throw ValidationError("--store-timeout-ms must be positive") }
         do throws(KVError) { try StoreAddress.parse(store).check(credentials: StoreCredentials.fromEnvironment()) } catch {
             throw ValidationError("--store: \(error.message)")
@@ -80,6 +86,7 @@ struct KVFCGIMain: ParsableCommand {
         configuration.socketMode = socketOptions.mode
         configuration.socketGroup = socketOptions.socketGroup
         configuration.threads = threads
+        configuration.activeThreads = min(activeThreads ?? configuration.activeThreads, threads)
         configuration.limits = limitOptions.limits
         configuration.storeTimeoutMilliseconds = storeTimeoutMs
         configuration.storeCredentials = StoreCredentials.fromEnvironment()

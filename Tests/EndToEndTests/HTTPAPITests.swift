@@ -185,9 +185,9 @@ struct HTTPAPITests {
         #expect((0..<24).map { "{\"value\":\($0)}" }.contains(final))
     }
 
-    @Test("1,000 requests at once (250× kv-fcgi's 4 threads), twice over kept-alive FastCGI connections: every one completes, none fails")
-    func thousandConnections() throws {
-        let stack = try HTTPStack(fcgiThreads: 4)
+    @Test("1,000 requests at once (250× kv-fcgi's 4 threads), twice over kept-alive FastCGI connections: every one completes with its own answer", arguments: StoreKind.allCases)
+    func thousandConnections(store: StoreKind) throws {
+        let stack = try HTTPStack(fcgiThreads: 4, on: store)
         let http = stack.client()
         let count = 1000
         // The first round makes nginx open many FastCGI connections and keep 64 per worker once
@@ -249,6 +249,45 @@ struct HTTPAPITests {
         #expect(down.status == 503 && down.text.contains("kv-fcgi"))
         try stack.startFCGI()
         #expect(try http.send("GET", "/storage/k").text == #"{"value":1}"#)
+    }
+
+    @Test("a worker waiting on a stalled kv-stored lets another take requests: /healthz answers while the write still waits")
+    func stalledStoreStepsAside() throws {
+        // One thread taking requests at a time: without stepping aside, /healthz would wait for
+        // the write's store call to time out (5 s), and the write would be answered first.
+        let stack = try HTTPStack(fcgiThreads: 4, fcgiArguments: ["--active-threads", "1"])
+        let http = stack.client()
+        let store = try #require(stack.store)
+        let fcgi = try #require(stack.fcgi)
+        kill(store.process.processIdentifier, SIGSTOP)
+        defer { kill(store.process.processIdentifier, SIGCONT) }
+        let pending = try http.start("POST", "/storage/stalled", json: #"{"value":"late"}"#)
+        #expect(eventually { fcgi.log.contains("request received") && fcgi.log.contains("kv.op=POST") }, "the write never reached kv-fcgi")
+        #expect(try http.send("GET", "/healthz").status == 200)
+        var waiting = pollfd(fd: pending.fd, events: Int16(POLLIN), revents: 0)
+        #expect(poll(&waiting, 1, 0) == 0, "the write was answered before /healthz: the worker did not step aside")
+        kill(store.process.processIdentifier, SIGCONT)
+        #expect(try pending.finish().status == 202)
+    }
+
+    @Test("a worker reading a large body lets another take requests: /healthz answers while the body is still coming")
+    func largeBodyStepsAside() throws {
+        let stack = try HTTPStack(fcgiThreads: 4, fcgiArguments: ["--active-threads", "1"])
+        // Straight on kv-fcgi's socket, as nginx would, but stopping half way through a 2 MiB body
+        // (nginx never does): the worker reading it steps aside before it starts.
+        let writer = try FastCGIPeer(socket: stack.fcgiSocket)
+        defer { writer.close() }
+        let body = Array(#"{"value":""#.utf8) + [UInt8](repeating: 120, count: 2 << 20) + Array(#""}"#.utf8)
+        try writer.begin(["REQUEST_METHOD": "POST", "REQUEST_URI": "/storage/large", "KV_ENDPOINT": "storage", "CONTENT_LENGTH": String(body.count)])
+        try writer.stdin(Array(body[..<(1 << 20)]))
+        let probe = try FastCGIPeer(socket: stack.fcgiSocket)
+        defer { probe.close() }
+        try probe.begin(["REQUEST_METHOD": "GET", "REQUEST_URI": "/healthz", "KV_ENDPOINT": "healthz"])
+        try probe.stdin([])
+        #expect(try probe.response().contains(#"{"status":"ok"}"#))
+        try writer.stdin(Array(body[(1 << 20)...]))
+        try writer.stdin([])
+        #expect(try writer.response().hasPrefix("Status: 202"))
     }
 
     @Test("SIGTERM lets a request in flight finish before kv-fcgi exits")

@@ -32,6 +32,33 @@ struct BlockingStoreClientTests {
         #expect(try client.delete(Array("big".utf8)))
     }
 
+    @Test("a pipeline: 200 mixed operations answered in order, a 1 MiB value among them; after a kv-stored restart it is sent again whole")
+    func pipeline() throws {
+        let dir = try TempDirectory()
+        let path = dir.file("s")
+        var store: StoreProcess? = try StoreProcess(socketPath: path)
+        let client = BlockingStoreClient(socketPath: path, limits: limits)
+        let big = "\"" + String(repeating: "b", count: 1 << 20) + "\""
+        func value(_ i: Int) -> [UInt8] { Array((i == 50 ? big : String(i)).utf8) }
+        let sets = (0..<100).map { i in StoreCommand<[UInt8], WriteResult>.versionedSet(Array("p\(i)".utf8), value: value(i), ttl: nil, precondition: .none) }
+        let gets = (0..<100).map { i in StoreCommand<[UInt8], VersionedValue?>.versionedGet(Array("p\(i)".utf8)) }
+        // Each get follows its set in the same pipeline: replies in order, each to its command.
+        let replies = client.pipeline(zip(sets, gets).flatMap { [$0.operation, $1.operation] })
+        #expect(replies.count == 200)
+        for i in 0..<100 {
+            guard case .success(.applied) = sets[i].reply(replies[2 * i]) else { Issue.record("set \(i): \(replies[2 * i])"); continue }
+            let read = try gets[i].reply(replies[2 * i + 1].get())
+            #expect(read?.value == value(i), "get \(i)")
+        }
+        // A connection found dead when reused (kv-stored restarted): the pipeline goes again on a
+        // new one, as nothing of it was applied.
+        store?.terminate()
+        store = try StoreProcess(socketPath: path)
+        let again = client.pipeline([sets[1].operation, gets[1].operation])
+        #expect(try gets[1].reply(again[1].get())?.value == value(1), "\(again)")
+        _ = store
+    }
+
     @Test("while kv-stored is down calls fail at once with storageUnavailable, and recover when it returns")
     func unavailableThenRecovered() throws {
         let dir = try TempDirectory()
