@@ -8,11 +8,12 @@
 # -c 50 and -c 200; each kv-fcgi row with its ratio to the C responder and to webdis.
 #
 # Usage: bench/http.sh   (after `make release`)
-# Then 1,000 connections at once (GET and POST, kv-fcgi and webdis: max latency and errors), and
-# the measurement behind nginx/kvserver.conf's choice of kept-alive FastCGI connections: the same
-# GET with one connection per request.
+# Then 1,000 connections at once (GET and POST, kv-fcgi and webdis: max latency and errors), the
+# CPU per request of each process (webdis and kv-fcgi stacks), and the measurements behind
+# kv-fcgi's defaults: GET with 1, 4 and --threads workers taking requests at once, and with one
+# FastCGI connection per request instead of kept-alive ones.
 # Env:   DURATION (default 5s), CONNECTIONS (default "50 200"), THREADS (kv-fcgi and the
-#        per-request C responder, default 16), MANY (default 1000)
+#        per-request C responder, default 16), MANY (default 1000), ACTIVE (default "cores 1 4 THREADS")
 set -euo pipefail
 PATH=$PATH:/usr/sbin   # Debian keeps nginx there, off an ordinary user's PATH
 cd "$(dirname "$0")/.."
@@ -28,6 +29,7 @@ gcc -O2 -pthread -o "$dir/c-responder" bench/c-responder.c -lfcgi
 wait_socket "$dir/c.sock"; wait_socket "$dir/c-kept.sock"
 # webdis and its redis-server (unix socket, no persistence), webdis on a free loopback port.
 redis-server --port 0 --unixsocket "$dir/redis.sock" --unixsocketperm 700 --save "" --appendonly no --logfile "$dir/redis.log" & pids+=($!)
+redis_pid=$!
 wait_socket "$dir/redis.sock"
 webdis_port=$((bench_port + 1))
 cat > "$dir/webdis.json" <<JSON
@@ -35,6 +37,7 @@ cat > "$dir/webdis.json" <<JSON
  "threads": 2, "pool_size": 8, "daemonize": false, "database": 0, "verbosity": 0, "logfile": "$dir/webdis.log"}
 JSON
 webdis "$dir/webdis.json" > "$dir/webdis.out" 2>&1 & pids+=($!)   # its libevent warns on stderr of closed keep-alive connections
+webdis_pid=$!
 for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$webdis_port/PING" && break; sleep 0.05; done
 # Access control's rows: a second kv-fcgi with an access file of 1,000 tokens and 10,000 rules,
 # behind the bench server's /storage/ (the same params as the site's).
@@ -157,21 +160,58 @@ many_row "kv-fcgi GET hit, 32 B" "http://127.0.0.1:$port/storage/hit32"
 many_row "webdis POST (SET), 32 B" "http://127.0.0.1:$bench_port/webdis/" "$dir/webdis-post32.lua"
 many_row "kv-fcgi POST, 32 B" "http://127.0.0.1:$port/storage/p32" "$dir/post32.lua"
 
-# Kept-alive FastCGI connections (the site's choice) against one per request, GET hit 32 B.
+# Where the time goes: CPU per request of each process behind nginx, GET 32 B at the first
+# connection count (wrk's own CPU not counted).
+ticks() { local total=0 pid; for pid in "$@"; do total=$((total + $(awk '{ print $14 + $15 }' "/proc/$pid/stat"))); done; echo $total; }
+per_request() {  # per_request NAME URL PID... → a row of µs of CPU per request for nginx and each PID
+  local name=$1 url=$2; shift 2
+  local nginx_workers before=() after=() out requests hz i
+  nginx_workers=$(pgrep -P "$(cat "$dir/nginx/nginx.pid")" | tr '\n' ' ')
+  hz=$(getconf CLK_TCK)
+  before=("$(ticks $nginx_workers)"); for pid in "$@"; do before+=("$(ticks "$pid")"); done
+  out=$(wrk -t2 -c"${connections%% *}" -d"$duration" "$url")
+  after=("$(ticks $nginx_workers)"); for pid in "$@"; do after+=("$(ticks "$pid")"); done
+  requests=$(awk '/requests in/ { print $1 }' <<<"$out")
+  local cells="" total=0 us
+  for i in "${!before[@]}"; do
+    us=$(awk -v t=$((after[i] - before[i])) -v hz="$hz" -v n="$requests" 'BEGIN { printf "%.1f", t / hz * 1e6 / n }')
+    cells="$cells | $us"; total=$(awk -v a="$total" -v b="$us" 'BEGIN { print a + b }')
+  done
+  echo "| $name | $(awk '/Requests\/sec/ { print $2 }' <<<"$out")$cells | $total |"
+}
 echo
-echo "| FastCGI connections | kv-fcgi threads | connections | req/s | p50 | p99 | errors |"
-echo "| --- | ---: | ---: | ---: | ---: | ---: | --- |"
+echo "| GET 32 B, -c ${connections%% *} | req/s | nginx µs CPU per request | front end | store | total |"
+echo "| --- | ---: | ---: | ---: | ---: | ---: |"
+per_request "webdis → redis-server" "http://127.0.0.1:$bench_port/webdis/GET/hit32" "$webdis_pid" "$redis_pid"
+per_request "kv-fcgi → kv-stored" "http://127.0.0.1:$port/storage/hit32" "$fcgi_pid" "$(pgrep -f "kv-stored --socket $dir/" | head -1)"
+
+# How kv-fcgi's choices weigh, GET hit 32 B: how many threads take requests at once (kept-alive
+# connections, the site's choice), then one FastCGI connection per request.
+echo
+echo "| FastCGI connections | kv-fcgi threads | taking requests at once | connections | req/s | p50 | p99 | errors |"
+echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
 compare() {
-  local mode=$1 c out errors
+  local mode=$1 active=$2 c out errors
   for c in $connections; do
     out=$(wrk -t2 -c"$c" -d"$duration" --latency "http://127.0.0.1:$port/storage/hit32")
     errors=$(awk '/Non-2xx|Socket errors/ { $1 = $1; printf "%s; ", $0 }' <<<"$out")
-    echo "| $mode | $threads | $c | $(awk '/Requests\/sec/ { print $2 }' <<<"$out") | $(awk '$1 == "50%" { print $2 }' <<<"$out") | $(awk '$1 == "99%" { print $2 }' <<<"$out") | ${errors:-none} |"
+    echo "| $mode | $threads | $active | $c | $(awk '/Requests\/sec/ { print $2 }' <<<"$out") | $(awk '$1 == "50%" { print $2 }' <<<"$out") | $(awk '$1 == "99%" { print $2 }' <<<"$out") | ${errors:-none} |"
   done
 }
-compare "kept alive (shipped)"
+restart_fcgi() {  # restart_fcgi ACTIVE
+  kill "$fcgi_pid"; wait "$fcgi_pid" 2>/dev/null || true
+  "$bin/kv-fcgi" --socket "$dir/kv-fcgi.sock" --store "$store" --threads "$threads" --active-threads "$1" --log-level warning "${group_args[@]}" &
+  fcgi_pid=$!; pids+=($fcgi_pid)
+  wait_socket "$dir/kv-fcgi.sock"
+}
+default_active=$(nproc)
+for active in ${ACTIVE:-$default_active 1 4 $threads}; do
+  restart_fcgi "$active"
+  compare "kept alive$([ "$active" = "$default_active" ] && echo " (shipped)")" "$active"
+done
+restart_fcgi "$default_active"
 sed -i -e "/^    keepalive [0-9]*;/d" -e "/^    fastcgi_keep_conn on;/d" "$dir/nginx/kvserver.conf"
 grep -q "^    fastcgi_keep_conn" "$dir/nginx/kvserver.conf" && { echo "the site still keeps connections" >&2; exit 1; }
 nginx -p "$dir/nginx" -c "$dir/nginx.conf" -s reload 2>/dev/null
 sleep 1
-compare "one per request"
+compare "one per request" "$default_active"
