@@ -156,31 +156,30 @@ private final class WorkerLoop: @unchecked Sendable {
         }
         var ready: [ReadinessSet.Ready] = []
         var batch: [FastCGIRequest] = []
-        var connections: [Int32] = []
         var stopping = false
         while !stopping {
             turn.take()
             defer { turn.stepAside() }
             readiness.wait(limit: batchLimit, into: &ready)
             batch.removeAll(keepingCapacity: true)
-            connections.removeAll(keepingCapacity: true)
             for item in ready {
                 switch item {
                 case .stop: stopping = true
                 case .listener: acceptConnections()
                 case .connection(let fd):
                     let slot = slots + batch.count
-                    if begin(fd, in: slot) {
-                        batch.append(FastCGIRequest(raw: slot, turn: turn))
-                        connections.append(fd)
-                    }
-                case .nothing(let failed):
-                    if failed { logger.error("waiting for FastCGI connections failed", metadata: ["error": "\(String(cString: strerror(errno)))"]) }
+                    if begin(fd, in: slot) { batch.append(FastCGIRequest(raw: slot, turn: turn)) }
+                case .nothing(failed: true):
+                    // Never seen; if epoll itself fails, a pause keeps the loop from spinning.
+                    logger.error("waiting for FastCGI connections failed", metadata: ["error": "\(String(cString: strerror(errno)))"])
+                    var pause = timespec(tv_sec: 0, tv_nsec: 10_000_000)
+                    nanosleep(&pause, nil)
+                case .nothing(failed: false): break  // interrupted
                 }
             }
             guard !batch.isEmpty else { continue }
             worker.handle(batch)
-            for (request, fd) in zip(batch, connections) { end(request, connection: fd) }
+            for request in batch { end(request) }
         }
         for slot in 0..<batchLimit { FCGX_Free(slots + slot, 1) }
         logger.debug("worker stopped", metadata: ["worker": "\(index)"])
@@ -254,7 +253,8 @@ private final class WorkerLoop: @unchecked Sendable {
 
     /// Sends the answered request's end, then hands its connection back to the readiness set,
     /// or closes it if nginx did not ask to keep it (or it failed).
-    private func end(_ request: FastCGIRequest, connection fd: Int32) {
+    private func end(_ request: FastCGIRequest) {
+        let fd = request.raw.pointee.ipcFd
         // The next request's records follow this one's body on the connection, so the connection
         // can be kept only once the body has been read to its end.
         if !request.discardBody(limit: Self.discardableBodyBytes) {
