@@ -103,6 +103,7 @@ public struct CommandProcessor: Sendable {
         case .kvset: kvset(args, &out)
         case .kvdel: kvdel(args, &out)
         case .kvsync: kvsync(args, &out)
+        case .kvlist: kvlist(args, connection, &out)
         case .kvmetrics:
             guard let metrics else { return out.writeRESPError("ERR metrics are not kept by this kv-stored") }
             metrics.exposition(store: store, statistics: statistics, log: log).withUnsafeBytes { out.writeRESPBulkString($0) }
@@ -200,6 +201,50 @@ public struct CommandProcessor: Sendable {
         entry.withValue { out.writeRESPBulkString($0) }
         out.writeRESPInteger(Int(entry.revision))
         out.writeRESPInteger(Int(ttl))
+    }
+
+    /// The most keys `KVLIST` answers at once, and its default.
+    static let listLimit = 1000, defaultListLimit = 100
+
+    /// `KVLIST prefix [AFTER key] [LIMIT n] [VALUES]` → `[revision, next, items]`: the live keys
+    /// starting with `prefix` in bytewise order, after `AFTER`, at most `LIMIT` (100; up to 1000)
+    /// of them, each a key, or with `VALUES` a `[key, value, revision, pttl]`. `next` is the key
+    /// to pass as `AFTER` for the next page, null once the listing is complete. One page is one
+    /// snapshot, taken at `revision`; at most ten keys per key asked for are looked at (keys
+    /// expired but not yet removed are skipped), so a page may come back short, with a `next`.
+    private func kvlist(_ args: RESPArguments, _ connection: ConnectionState, _ out: inout ByteBuffer) {
+        var after: Int?, limit = Self.defaultListLimit, values = false
+        var i = 2
+        while i < args.count {
+            if args.matches(i, "AFTER"), i + 1 < args.count {
+                guard args[i + 1].count <= limits.maxKeyBytes else {
+                    return out.writeRESPError("ERR key is \(args[i + 1].count) bytes, the limit is \(limits.maxKeyBytes)")
+                }
+                after = i + 1
+                i += 2
+            } else if args.matches(i, "LIMIT"), i + 1 < args.count, let n = Int(args.string(i + 1)), (1...Self.listLimit).contains(n) {
+                limit = n
+                i += 2
+            } else if args.matches(i, "VALUES") {
+                values = true
+                i += 1
+            } else {
+                return out.writeRESPError("ERR syntax error: KVLIST prefix [AFTER key] [LIMIT 1-\(Self.listLimit)] [VALUES]")
+            }
+        }
+        let listing = store.withKeyspace { ks in ks.list(prefix: args[1], after: after.map { args[$0] }, limit: limit, budget: limit * 10) }
+        out.writeRESPArrayHeader(count: 3)
+        out.writeRESPInteger(Int(listing.revision))
+        if let next = listing.next { next.withUnsafeBytes { out.writeRESPBulkString($0) } } else { out.writeRESPNull(connection.version) }
+        out.writeRESPArrayHeader(count: listing.entries.count)
+        for (entry, remaining) in listing.entries {
+            if values { out.writeRESPArrayHeader(count: 4) }
+            entry.withKey { out.writeRESPBulkString($0) }
+            guard values else { continue }
+            entry.withValue { out.writeRESPBulkString($0) }
+            out.writeRESPInteger(Int(entry.revision))
+            out.writeRESPInteger(Int(remaining ?? -1))
+        }
     }
 
     /// Reads one of the condition options KVSET and KVDEL share — `NX`, `XX`, `IFREV r`

@@ -8,7 +8,7 @@ import RESP
 enum Command: CaseIterable {
     case get, set, del, exists, pttl, ttl, persist, dbsize, ping, echo, hello, select
     case subscribe, unsubscribe, info, client, command, config, reset, quit, bgrewriteaof
-    case kvget, kvset, kvdel, kvsync, kvmetrics
+    case kvget, kvset, kvdel, kvsync, kvlist, kvmetrics
 
     struct Flags: OptionSet {
         let rawValue: UInt8
@@ -95,6 +95,7 @@ enum Command: CaseIterable {
         case .kvset: Spec("KVSET", arity: -3, [.write], keys: Self.oneKey, value: 2)
         case .kvdel: Spec("KVDEL", arity: -2, [.write], keys: Self.oneKey)
         case .kvsync: Spec("KVSYNC", arity: -2, [.readonly], keys: Self.oneKey)
+        case .kvlist: Spec("KVLIST", arity: -2, [.readonly], keys: Self.oneKey)
         case .kvmetrics: Spec("KVMETRICS", arity: 1, [.admin])
         }
     }

@@ -67,6 +67,8 @@ public struct KeyspaceStats: Sendable, Equatable {
 public struct Keyspace: Sendable {
     public let clock: any StoreClock
     private var table = KeyTable()
+    /// The same keys in order, for listing by prefix.
+    private var order = SortedKeys()
     private var expiries = ExpiryQueue()
     private var feed = ChangeFeed()
     private var history: ChangeHistory
@@ -97,7 +99,7 @@ public struct Keyspace: Sendable {
     public var subscriptionCount: Int { feed.subscriptionCount }
     public var watchedKeyCount: Int { feed.keyCount }
     /// Memory of the index structures (table slots), for INFO.
-    public var indexBytes: Int { table.slotBytes }
+    public var indexBytes: Int { table.slotBytes + order.bytes }
     /// What `maxMemoryBytes` bounds: keys and values, the index, and the changes kept for
     /// resuming subscribers. Connection buffers have limits of their own.
     public var usedMemoryBytes: Int { datasetBytes + indexBytes + history.byteCount }
@@ -126,6 +128,45 @@ public struct Keyspace: Sendable {
         }
         stats.hits += 1
         return entry
+    }
+
+    /// A page of keys in order (kv-stored's `KVLIST`), taken in one go: a consistent snapshot
+    /// at `revision`.
+    public struct Listing {
+        /// Live entries, each with its milliseconds left (nil without a TTL).
+        public var entries: [(entry: Entry, remainingMilliseconds: Int64?)] = []
+        /// Where the next page starts (after this key), or nil when the listing is complete.
+        public var next: [UInt8]?
+        public var revision: UInt64 = 0
+    }
+
+    /// Up to `limit` live keys starting with `prefix`, in bytewise order, after `after` (or from
+    /// the first). At most `budget` keys are looked at (expired ones not yet removed are skipped
+    /// but count), so a call's work is bounded whatever the data; a page cut short by the budget
+    /// has a `next` all the same.
+    public func list(prefix: UnsafeRawBufferPointer, after: UnsafeRawBufferPointer?, limit: Int, budget: Int) -> Listing {
+        var listing = Listing(revision: revision)
+        guard limit > 0 else { return listing }
+        // Start at the prefix itself (inclusive), or after `after` when that is further on.
+        let fromAfter = after.map { SortedKeys.compare($0, prefix) >= 0 } ?? false
+        let start = fromAfter ? after : prefix
+        let now = clock.monotonicNanoseconds()
+        var visited = 0
+        order.forEach(from: start, inclusive: !fromAfter) { key in
+            guard key.count >= prefix.count, SortedKeys.compare(UnsafeRawBufferPointer(rebasing: key.prefix(prefix.count)), prefix) == 0 else {
+                return false  // past the prefix: the listing is complete
+            }
+            visited += 1
+            if let entry = table.find(key), entry.deadline == 0 || entry.deadline > now {
+                listing.entries.append((entry, remainingMilliseconds(of: entry)))
+            }
+            if listing.entries.count == limit || visited >= budget {
+                listing.next = Array(key)
+                return false
+            }
+            return true
+        }
+        return listing
     }
 
     /// Milliseconds left before `key` expires (rounded up), nil when it has no TTL.
@@ -180,7 +221,7 @@ public struct Keyspace: Sendable {
         }
         let revision = nextRevision()
         let entry = Entry.make(key: key, value: value, revision: revision, deadline: deadline)
-        if let old = table.upsert(entry, hash: hash) { forget(old) }
+        if let old = table.upsert(entry, hash: hash) { forget(old) } else { entry.withKey { order.insert($0) } }
         datasetBytes += entry.keyCount + entry.valueCount
         if deadline != 0 { expiries.add(entry) }
         notify(.set, revision: revision, entry: entry)
@@ -279,7 +320,10 @@ public struct Keyspace: Sendable {
     // MARK: - Internals of the write and notify paths
 
     private mutating func remove(_ entry: Entry, kind: ChangeKind, countStale: Bool = true) {
-        entry.withKey { _ = table.remove($0) }
+        entry.withKey {
+            _ = table.remove($0)
+            order.remove($0)
+        }
         if countStale { forget(entry) } else { datasetBytes -= entry.keyCount + entry.valueCount }
         if kind == .expired { stats.expiredKeys += 1 }
         notify(kind, revision: nextRevision(), entry: entry)
@@ -329,7 +373,7 @@ public struct Keyspace: Sendable {
             deadline = Self.deadline(now: clock.monotonicNanoseconds(), afterMilliseconds: left)
         }
         let entry = Entry.make(key: key, value: value, revision: revision, deadline: deadline)
-        if let old = table.upsert(entry, hash: hash) { forget(old) }
+        if let old = table.upsert(entry, hash: hash) { forget(old) } else { entry.withKey { order.insert($0) } }
         datasetBytes += entry.keyCount + entry.valueCount
         if deadline != 0 { expiries.add(entry) }
     }
@@ -337,7 +381,10 @@ public struct Keyspace: Sendable {
     /// Puts back a delete or expiry read from the log (silently, as `restoreSet`).
     public mutating func restoreRemove(_ key: UnsafeRawBufferPointer, revision: UInt64) {
         restoreRevision(revision)
-        if let entry = table.remove(key) { forget(entry) }
+        if let entry = table.remove(key) {
+            order.remove(key)
+            forget(entry)
+        }
     }
 
     /// Puts back the revision counter (recorded after a compacted snapshot, or carried by a

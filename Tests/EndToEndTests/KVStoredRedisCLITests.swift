@@ -51,6 +51,20 @@ struct KVStoredRedisCLITests {
         #expect(try cli(s, "quit") == "OK")
     }
 
+    @Test("KVLIST pages through a prefix over redis-cli, and the order is rebuilt from the log after a restart")
+    func listing() throws {
+        let dir = try TempDirectory()
+        let path = dir.file("s")
+        var store: StoreProcess? = try StoreProcess(socketPath: path, arguments: ["--data-dir", dir.file("data")])
+        for i in [3, 1, 2, 10] { #expect(try cli(path, "set", "user/\(i)", "{\"n\":\(i)}") == "OK") }
+        #expect(try cli(path, "set", "users", "not under user/") == "OK")
+        #expect(try cli(path, "kvlist", "user/", "limit", "2") == "5\nuser/10\nuser/1\nuser/10")
+        store?.terminate()
+        store = try StoreProcess(socketPath: path, arguments: ["--data-dir", dir.file("data")])
+        #expect(try cli(path, "kvlist", "user/", "after", "user/10", "values") == "5\n\nuser/2\n{\"n\":2}\n3\n-1\nuser/3\n{\"n\":3}\n1\n-1")
+        _ = store
+    }
+
     @Test("CONFIG GET answers what kv-stored does: appendonly is yes with the log on, no without it")
     func configMatchesPersistence() throws {
         let dir = try TempDirectory()

@@ -287,3 +287,43 @@ struct KeyspaceMemoryTests {
         #expect(again.applied, "room again after the delete")
     }
 }
+
+@Suite("Keyspace listing")
+struct KeyspaceListingTests {
+    private func listed(_ ks: Keyspace, _ prefix: String, after: String? = nil, limit: Int = 100) -> ([String], String?) {
+        let listing = Array(prefix.utf8).withUnsafeBytes { p in
+            after.map { Array($0.utf8) }.withUnsafeBytesIfAny { a in ks.list(prefix: p, after: a, limit: limit, budget: limit * 10) }
+        }
+        return (listing.entries.map { String(decoding: $0.entry.keyBytes, as: UTF8.self) }, listing.next.map { String(decoding: $0, as: UTF8.self) })
+    }
+
+    @Test("keys restored from the log, overwritten, deleted and expired: the listing follows the table")
+    func followsTheTable() {
+        let clock = ManualClock()
+        var ks = Keyspace(clock: clock)
+        for key in ["k/3", "k/1", "k/2"] {
+            Array(key.utf8).withUnsafeBytes { k in Array("v".utf8).withUnsafeBytes { ks.restoreSet(k, value: $0, revision: 1, deadlineUnixMilliseconds: nil) } }
+        }
+        _ = ks.set("k/2", "again")
+        _ = ks.set("k/4", "soon", expiry: .after(milliseconds: 5))
+        _ = ks.set("other", "x")
+        _ = ks.delete("k/1")
+        #expect(listed(ks, "k/") == (["k/2", "k/3", "k/4"], nil))
+        clock.advance(milliseconds: 10)
+        #expect(listed(ks, "k/") == (["k/2", "k/3"], nil), "expired: not listed even before the timer removes it")
+        _ = ks.expireDue()
+        #expect(listed(ks, "k/", limit: 1) == (["k/2"], "k/2"))
+        #expect(listed(ks, "k/", after: "k/2", limit: 1) == (["k/3"], "k/3"))
+        #expect(listed(ks, "k/", after: "k/3") == ([], nil))
+        #expect(listed(ks, "k/", after: "a") == (["k/2", "k/3"], nil), "an AFTER before the prefix starts at the prefix")
+    }
+}
+
+private extension Optional where Wrapped == [UInt8] {
+    func withUnsafeBytesIfAny<R>(_ body: (UnsafeRawBufferPointer?) -> R) -> R {
+        switch self {
+        case .some(let bytes): bytes.withUnsafeBytes { body($0) }
+        case .none: body(nil)
+        }
+    }
+}

@@ -105,3 +105,40 @@ extension ConnectionHandlerTests {
         #expect(!small.isActive, "past its limit, a connection that may not conflate is cut off")
     }
 }
+
+/// KVLIST (docs/protocol.md, "Listing keys"), bytes in and out.
+extension ConnectionHandlerTests {
+    @Test("KVLIST pages through the keys of a prefix in bytewise order, with the revision of each page; expired and other keys never appear")
+    func kvlist() throws {
+        let channel = try makeChannel(makeStore())
+        for key in ["app/b", "app/a", "app/c/1", "ap", "apq", "b", "app/é", "app/Z"] { _ = try exchange(channel, "SET", key, "v-\(key)") }
+        _ = try exchange(channel, "SET", "app/gone", "x", "PX", "5")
+        clock.advance(milliseconds: 10)  // expired, and not yet removed by the timer
+        #expect(try exchange(channel, "KVLIST", "app/", "LIMIT", "2")
+            == "*3\r\n:9\r\n$5\r\napp/a\r\n*2\r\n$5\r\napp/Z\r\n$5\r\napp/a\r\n", "uppercase sorts first (bytewise)")
+        #expect(try exchange(channel, "KVLIST", "app/", "AFTER", "app/a", "LIMIT", "2")
+            == "*3\r\n:9\r\n$7\r\napp/c/1\r\n*2\r\n$5\r\napp/b\r\n$7\r\napp/c/1\r\n")
+        // The last page: the expired key is skipped, é (0xC3 0xA9) sorts after ASCII, next is null.
+        #expect(try exchange(channel, "KVLIST", "app/", "AFTER", "app/c/1", "LIMIT", "2")
+            == "*3\r\n:9\r\n$-1\r\n*1\r\n$6\r\napp/é\r\n")
+        #expect(try exchange(channel, "KVLIST", "app/c", "VALUES")
+            == "*3\r\n:9\r\n$-1\r\n*1\r\n*4\r\n$7\r\napp/c/1\r\n$9\r\nv-app/c/1\r\n:3\r\n:-1\r\n")
+        #expect(try exchange(channel, "KVLIST", "").hasPrefix("*3\r\n:9\r\n$-1\r\n*8\r\n$2\r\nap\r\n"), "the empty prefix: every key")
+        #expect(try exchange(channel, "KVLIST", "zzz") == "*3\r\n:9\r\n$-1\r\n*0\r\n")
+        #expect(try exchange(channel, "KVLIST", "app/", "LIMIT", "1001").hasPrefix("-ERR syntax error"))
+        #expect(try exchange(channel, "KVLIST", "app/", "LIMIT", "0").hasPrefix("-ERR syntax error"))
+        #expect(try exchange(channel, "KVLIST", "app/", "BOGUS").hasPrefix("-ERR syntax error"))
+        #expect(try exchange(channel, "KVLIST") == "-ERR wrong number of arguments for 'kvlist' command\r\n")
+    }
+
+    @Test("KVLIST looks at no more than ten keys per key asked for: a page behind many expired keys comes back short, with where to go on")
+    func kvlistBudget() throws {
+        let channel = try makeChannel(makeStore())
+        for i in 0..<30 { _ = try exchange(channel, "SET", "e\(100 + i)", "x", "PX", "5") }
+        _ = try exchange(channel, "SET", "e999", "live")
+        clock.advance(milliseconds: 10)
+        // LIMIT 1: at most 10 keys looked at, all expired: an empty page that says where to go on.
+        #expect(try exchange(channel, "KVLIST", "e", "LIMIT", "1") == "*3\r\n:31\r\n$4\r\ne109\r\n*0\r\n")
+        #expect(try exchange(channel, "KVLIST", "e", "AFTER", "e129", "LIMIT", "1") == "*3\r\n:31\r\n$4\r\ne999\r\n*1\r\n$4\r\ne999\r\n")
+    }
+}
