@@ -237,7 +237,7 @@ struct SortedKeys: Sendable {
     }
 }
 
-private extension Optional where Wrapped == [UInt8] {
+extension Optional where Wrapped == [UInt8] {
     /// `body` with the bytes, or with nil when there are none.
     func withUnsafeBytesIfPresent<R>(_ body: (UnsafeRawBufferPointer?) -> R) -> R {
         switch self {

@@ -292,7 +292,7 @@ struct KeyspaceMemoryTests {
 struct KeyspaceListingTests {
     private func listed(_ ks: Keyspace, _ prefix: String, after: String? = nil, limit: Int = 100) -> ([String], String?) {
         let listing = Array(prefix.utf8).withUnsafeBytes { p in
-            after.map { Array($0.utf8) }.withUnsafeBytesIfAny { a in ks.list(prefix: p, after: a, limit: limit, budget: limit * 10) }
+            after.map { Array($0.utf8) }.withUnsafeBytesIfPresent { a in ks.list(prefix: p, after: a, limit: limit, budget: limit * 10) }
         }
         return (listing.entries.map { String(decoding: $0.entry.keyBytes, as: UTF8.self) }, listing.next.map { String(decoding: $0, as: UTF8.self) })
     }
@@ -316,14 +316,5 @@ struct KeyspaceListingTests {
         #expect(listed(ks, "k/", after: "k/2", limit: 1) == (["k/3"], "k/3"))
         #expect(listed(ks, "k/", after: "k/3") == ([], nil))
         #expect(listed(ks, "k/", after: "a") == (["k/2", "k/3"], nil), "an AFTER before the prefix starts at the prefix")
-    }
-}
-
-private extension Optional where Wrapped == [UInt8] {
-    func withUnsafeBytesIfAny<R>(_ body: (UnsafeRawBufferPointer?) -> R) -> R {
-        switch self {
-        case .some(let bytes): bytes.withUnsafeBytes { body($0) }
-        case .none: body(nil)
-        }
     }
 }
