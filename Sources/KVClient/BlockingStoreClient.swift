@@ -136,20 +136,11 @@ public final class BlockingStoreClient {
         return router
     }
 
-    /// Sends `arguments` as they are on this client's own connection.
+    /// Sends `arguments` as they are on this client's own connection: a pipeline of one.
     func sendCommand(_ arguments: [[UInt8]]) throws(KVError) -> RESPValue {
-        let reused = fd >= 0
-        try connectIfNeeded()
-        do {
-            return try roundTrip(arguments)
-        } catch let failure as StaleConnection where reused {
-            _ = failure
-            disconnect()
-            try connectIfNeeded()
-            do { return try roundTrip(arguments) } catch { throw fail(error) }
-        } catch {
-            throw fail(error)
-        }
+        var reply = Result<RESPValue, KVError>.failure(unavailable("no reply"))
+        sendPipelined([arguments], whenSlow: nil) { _, result in reply = result }
+        return try reply.get()
     }
 
     /// `commands` in one write, their replies in order. Retried once on a new connection when

@@ -53,9 +53,18 @@ final class StorageWorker: FastCGIServer.Worker {
 
         enum State {
             case answered(HTTPResponse)
-            /// Waiting for the reply at `index` of the batch's pipeline.
-            case reading(StoreCommand<[UInt8], VersionedValue?>, StorageAPI.Reading, index: Int)
-            case writing(StoreCommand<[UInt8], WriteResult>, StorageAPI.Writing, index: Int)
+            /// Waiting for its command's reply.
+            case reading(StoreCommand<[UInt8], VersionedValue?>, StorageAPI.Reading)
+            case writing(StoreCommand<[UInt8], WriteResult>, StorageAPI.Writing)
+        }
+
+        /// The store call it waits for, if any.
+        var call: StoreOperation<[UInt8]>? {
+            switch state {
+            case .answered: nil
+            case .reading(let command, _): command.operation
+            case .writing(let command, _): command.operation
+            }
         }
     }
 
@@ -69,28 +78,28 @@ final class StorageWorker: FastCGIServer.Worker {
     func handle(_ batch: [FastCGIRequest]) {
         let started = DispatchTime.now().uptimeNanoseconds
         var exchanges: [Exchange] = []
-        var calls: [StoreOperation<[UInt8]>] = []
         var bodyBytes = 0
         for (position, request) in batch.enumerated() {
-            let callsBefore = calls.count
-            exchanges.append(begin(request, calls: &calls))
-            if calls.count > callsBefore { bodyBytes += calls[callsBefore].payloadBytes }
+            let exchange = begin(request)
+            bodyBytes += exchange.call?.payloadBytes ?? 0
+            exchanges.append(exchange)
             if bodyBytes > Self.pendingBodyBytes || position == batch.count - 1 {
-                complete(exchanges, calls: calls, started: started)
+                complete(exchanges, started: started)
                 exchanges.removeAll(keepingCapacity: true)
-                calls.removeAll(keepingCapacity: true)
                 bodyBytes = 0
             }
         }
     }
 
-    /// Sends the store calls of `exchanges` and answers each of them.
-    private func complete(_ exchanges: [Exchange], calls: [StoreOperation<[UInt8]>], started: UInt64) {
-        var waiting = [Int](repeating: 0, count: calls.count)  // call index → exchange index
+    /// Sends the store calls of `exchanges` in one pipeline and answers each of them.
+    private func complete(_ exchanges: [Exchange], started: UInt64) {
+        var waiting: [Int] = []  // the exchanges with a call, in the pipeline's order
+        var calls: [StoreOperation<[UInt8]>] = []
         for (index, exchange) in exchanges.enumerated() {
-            switch exchange.state {
-            case .answered(let response): answer(exchange, with: response, started: started)
-            case .reading(_, _, let at), .writing(_, _, let at): waiting[at] = index
+            if case .answered(let response) = exchange.state { answer(exchange, with: response, started: started) }
+            if let call = exchange.call {
+                waiting.append(index)
+                calls.append(call)
             }
         }
         guard !calls.isEmpty else { return }
@@ -101,14 +110,14 @@ final class StorageWorker: FastCGIServer.Worker {
             let exchange = exchanges[waiting[at]]
             switch exchange.state {
             case .answered: break  // never: only waiting exchanges have calls
-            case .reading(let command, let reading, _): answer(exchange, with: api.finish(reading, command.reply(reply)), started: started)
-            case .writing(let command, let writing, _): answer(exchange, with: api.finish(writing, command.reply(reply)), started: started)
+            case .reading(let command, let reading): answer(exchange, with: api.finish(reading, command.reply(reply)), started: started)
+            case .writing(let command, let writing): answer(exchange, with: api.finish(writing, command.reply(reply)), started: started)
             }
         }
     }
 
-    /// Reads `request` and decides it, adding its store call (if any) to `calls`.
-    private func begin(_ request: FastCGIRequest, calls: inout [StoreOperation<[UInt8]>]) -> Exchange {
+    /// Reads `request` and decides it: answered, or waiting for one store call.
+    private func begin(_ request: FastCGIRequest) -> Exchange {
         let method = request.param("REQUEST_METHOD") ?? ""
         let uri = request.paramBytes("REQUEST_URI") ?? []
         let requestID = request.param("REQUEST_ID") ?? "-"
@@ -132,17 +141,11 @@ final class StorageWorker: FastCGIServer.Worker {
         case .answered(let response):
             state = .answered(response)
         case .get(let key, let reading):
-            let command = StoreCommand<[UInt8], VersionedValue?>.versionedGet(key)
-            state = .reading(command, reading, index: calls.count)
-            calls.append(command.operation)
+            state = .reading(.versionedGet(key), reading)
         case .set(let key, let value, let ttl, let precondition, let writing):
-            let command = StoreCommand<[UInt8], WriteResult>.versionedSet(key, value: value, ttl: ttl, precondition: precondition)
-            state = .writing(command, writing, index: calls.count)
-            calls.append(command.operation)
+            state = .writing(.versionedSet(key, value: value, ttl: ttl, precondition: precondition), writing)
         case .delete(let key, let precondition, let writing):
-            let command = StoreCommand<[UInt8], WriteResult>.versionedDelete(key, precondition: precondition)
-            state = .writing(command, writing, index: calls.count)
-            calls.append(command.operation)
+            state = .writing(.versionedDelete(key, precondition: precondition), writing)
         }
         return Exchange(request: request, method: method, uri: uri, requestID: requestID, isStorage: true, operation: operation, identity: identity, state: state)
     }

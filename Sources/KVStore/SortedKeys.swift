@@ -74,17 +74,20 @@ struct SortedKeys: Sendable {
             return
         }
         let chunk = chunkIndex(key)
-        // The first key above `key` (it is re-encoded after `key`), and the key before it.
-        var previous: [UInt8]? = nil
+        // The first key above `key` (it is re-encoded after `key`), and the key before it
+        // (copied into one reused buffer: no allocation per key read).
+        var previousBytes: [UInt8] = [], hasPrevious = false
         var next: (key: [UInt8], record: Record)? = nil
         decode(chunk) { current, record in
             if Self.compare(current, key) > 0 {
                 next = (Array(current), record)
                 return false
             }
-            previous = Array(current)
+            previousBytes.replaceSubrange(previousBytes.indices, with: current)
+            hasPrevious = true
             return true
         }
+        let previous = hasPrevious ? previousBytes : nil
         var rewritten: [UInt8] = []
         let cut = next?.record.start ?? chunks[chunk].count
         rewritten.reserveCapacity(chunks[chunk].count + key.count + 8)
@@ -105,7 +108,7 @@ struct SortedKeys: Sendable {
     mutating func remove(_ key: UnsafeRawBufferPointer) {
         guard !firsts.isEmpty else { return }
         let chunk = chunkIndex(key)
-        var previous: [UInt8]? = nil
+        var previousBytes: [UInt8] = [], hasPrevious = false
         var found: Record? = nil
         var next: (key: [UInt8], record: Record)? = nil
         decode(chunk) { current, record in
@@ -116,9 +119,11 @@ struct SortedKeys: Sendable {
             let order = Self.compare(current, key)
             if order == 0 { found = record; return true }
             if order > 0 { return false }
-            previous = Array(current)
+            previousBytes.replaceSubrange(previousBytes.indices, with: current)
+            hasPrevious = true
             return true
         }
+        let previous = hasPrevious ? previousBytes : nil
         guard let found else { return }
         count -= 1
         var rewritten: [UInt8] = Array(chunks[chunk][..<found.start])
