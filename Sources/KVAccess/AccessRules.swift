@@ -52,12 +52,31 @@ struct PrefixTable: Sendable, Equatable {
         }
     }
 
+    /// Whether the keys starting with `prefix` are all allowed, none is, or some are: the
+    /// prefix's own verdict, unless a longer listed prefix under it says otherwise. A walk over
+    /// the rules, done once per listing or prefix subscription, not per key.
+    func coverage(of prefix: [UInt8]) -> AccessCoverage {
+        let verdict = allows(prefix)
+        for (listed, allowed) in entries where allowed != verdict && listed.bytes.count > prefix.count && listed.bytes.starts(with: prefix) {
+            return .some
+        }
+        return verdict ? .all : .none
+    }
+
     func allows(_ key: [UInt8]) -> Bool {
         for length in lengths where length <= key.count {
             if let allowed = entries[Prefix(bytes: key[0..<length])] { return allowed }
         }
         return false
     }
+}
+
+/// How much of a prefix's keys an identity may reach (listing and prefix subscriptions).
+public enum AccessCoverage: Sendable, Equatable {
+    case all
+    /// Some keys are allowed and some are not: each key is checked as it is shown.
+    case some
+    case none
 }
 
 /// What one identity may do: a `PrefixTable` per operation. Keys are matched as stored, that
@@ -97,6 +116,10 @@ public struct AccessRules: Sendable, Equatable {
 
     public func allows(_ operation: AccessOperation, key: [UInt8]) -> Bool {
         tables[Self.index(operation)].allows(key)
+    }
+
+    public func coverage(_ operation: AccessOperation, prefix: [UInt8]) -> AccessCoverage {
+        tables[Self.index(operation)].coverage(of: prefix)
     }
 
     /// How many prefixes are listed, over all operations (for the reload log line).

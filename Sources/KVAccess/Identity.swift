@@ -33,6 +33,10 @@ public struct Identity: Sendable, Equatable {
         rules.allows(operation, key: key)
     }
 
+    public func coverage(_ operation: AccessOperation, prefix: [UInt8]) -> AccessCoverage {
+        rules.coverage(operation, prefix: prefix)
+    }
+
     /// Why the identity cannot be used at `now` (Unix ms), or nil when it can.
     public func timeRefusal(now: Int64) -> String? {
         if let expiresAt, now >= expiresAt { return "the token expired" }
@@ -107,5 +111,16 @@ extension Identity {
             return AccessRefusal(needsCredentials: true, reason: "clients without a token may not \(operation.rawValue) key \(shown)")
         }
         return AccessRefusal(needsCredentials: false, reason: "forbidden: \(id) may not \(operation.rawValue) key \(shown)")
+    }
+
+    /// nil when this identity may do `operation` on some key under `prefix` (listing and prefix
+    /// subscriptions then show only those: see `coverage`); otherwise what to tell the client.
+    public func refusal(_ operation: AccessOperation, prefix: [UInt8]) -> AccessRefusal? {
+        guard coverage(operation, prefix: prefix) == .none else { return nil }
+        let shown = String(decoding: JSONText.quoted(String(decoding: prefix.prefix(200), as: UTF8.self)), as: UTF8.self)
+        if kind == .anonymous {
+            return AccessRefusal(needsCredentials: true, reason: "clients without a token may not \(operation.rawValue) any key under prefix \(shown)")
+        }
+        return AccessRefusal(needsCredentials: false, reason: "forbidden: \(id) may not \(operation.rawValue) any key under prefix \(shown)")
     }
 }

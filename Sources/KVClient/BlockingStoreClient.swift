@@ -122,6 +122,7 @@ public final class BlockingStoreClient {
             let (command, shape) = RedisFunctions.translate(operation)
             return shape.adapt(try sendCommand(command))
         case .redisCluster(let seeds):
+            if case .list = operation { throw KVError.listingOnCluster }
             let (command, shape) = RedisFunctions.translate(operation)
             return shape.adapt(try router(seeds).send(command, slot: RedisFunctions.routingSlot(operation)))
         }

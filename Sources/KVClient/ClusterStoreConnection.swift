@@ -84,6 +84,8 @@ public final class ClusterStoreConnection: EventLoopStore {
             subscribe(key) { completion(command.reply($0)) }
         case .unsubscribe(let key):
             unsubscribe(key) { completion(command.reply($0)) }
+        case .list:
+            completion(.failure(KVError.listingOnCluster))
         default:
             var route = ClusterRoute(slot: RedisFunctions.routingSlot(command.operation))
             let first = route.start(map: state.value.topology)

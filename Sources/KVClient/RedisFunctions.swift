@@ -89,6 +89,39 @@ public enum RedisFunctions {
       if args[3] == '1' then return {'live', e, tonumber(at), {state}} end
       return {'live', e, tonumber(at), {}}
     end)
+    -- KVLIST on one server: from the SCAN cursor args[1] ('0': the start), the hashes whose names
+    -- match args[2], at most args[3] of them, each its name, or with args[4] == '1'
+    -- {name, value, rev, pttl}; a key that expired is left out. SCAN steps of COUNT 1 (about one
+    -- hash bucket each), so a page stops at the limit without skipping a key: a step that would
+    -- go past it is left for the next page (unless it is the page's first, which then holds the
+    -- bucket whole). At most 10 steps per key asked for. Returns {next cursor ('0': done), items}.
+    redis.register_function{function_name = 'kv_list', flags = {'no-writes'}, callback = function(keys, args)
+      local cursor = args[1]
+      if not string.match(cursor, '^%d+$') then
+        return redis.error_reply('BADCURSOR on a Redis store, after takes the next of the page before (a SCAN cursor), not a key')
+      end
+      local limit = tonumber(args[3])
+      local items, steps = {}, 0
+      repeat
+        local step = redis.call('SCAN', cursor, 'MATCH', args[2], 'COUNT', 1)
+        local found = {}
+        for _, name in ipairs(step[2]) do
+          local fields = redis.call('HMGET', name, 'v', 'r')
+          if fields[1] then
+            if args[4] == '1' then
+              found[#found + 1] = {name, fields[1], tonumber(fields[2]), redis.call('PTTL', name)}
+            else
+              found[#found + 1] = name
+            end
+          end
+        end
+        if #items > 0 and #items + #found > limit then break end
+        for _, item in ipairs(found) do items[#items + 1] = item end
+        cursor = step[1]
+        steps = steps + 1
+      until cursor == '0' or #items >= limit or steps >= limit * 10
+      return {cursor, items}
+    end}
     """#
 
     /// The keyspace event naming each key Redis expires (needs `notify-keyspace-events Ex`).
@@ -108,20 +141,48 @@ public enum RedisFunctions {
         case ok
         /// `DEL`: 1 or 0, from `kv_del`'s `[deleted, rev]`.
         case deletedCount
+        /// `KVLIST`: `[null, next, items]` from `kv_list`'s `[cursor, items]`: the layout's
+        /// names turned back into keys, those outside `prefix` dropped (the SCAN pattern's `*`
+        /// in `kv:{*}:` can match more than digits), the rest sorted by key.
+        case listing(prefix: [UInt8])
 
         public func adapt(_ reply: RESPValue) -> RESPValue {
             switch (self, reply) {
             case (.value, .array(let items)) where !items.isEmpty: items[0]
             case (.ok, .integer): .simpleString(ByteBuffer(string: "OK"))
             case (.deletedCount, .array(let items)) where !items.isEmpty: items[0]
+            case (.listing(let prefix), .array(let page)) where page.count == 2: Self.listing(page[0], page[1], prefix: prefix) ?? reply
             default: reply
             }
+        }
+
+        private static func listing(_ cursor: RESPValue, _ names: RESPValue, prefix: [UInt8]) -> RESPValue? {
+            guard let cursorText = cursor.string, case .array(let entries) = names else { return nil }
+            var items: [(key: [UInt8], item: RESPValue)] = []
+            for entry in entries {
+                var fields: [RESPValue] = []
+                let name: RESPValue
+                if case .array(let parts) = entry, !parts.isEmpty {
+                    name = parts[0]
+                    fields = Array(parts.dropFirst())
+                } else {
+                    name = entry
+                }
+                guard case .bulkString(let bytes) = name, let key = RedisKeyLayout.key(of: Array(bytes.readableBytesView)) else { return nil }
+                guard key.starts(with: prefix) else { continue }
+                let keyValue = RESPValue.bulkString(ByteBuffer(bytes: key))
+                items.append((key, fields.isEmpty ? keyValue : .array([keyValue] + fields)))
+            }
+            items.sort { $0.key.lexicographicallyPrecedes($1.key) }
+            let next: RESPValue = cursorText == "0" ? .null : cursor
+            return .array([.null, next, .array(items.map(\.item))])
         }
     }
 
     /// `operation` as the Redis command that does the same on a Redis store, with the shape of
     /// its reply. Commands about no key (`PING`, `HELLO`, …) pass unchanged.
     public static func translate<A: CommandArgument>(_ operation: StoreOperation<A>) -> (command: [A], reply: ReplyShape) {
+        if case .list(let prefix, let after, let limit, let values) = operation { return listing(prefix: prefix, after: after, limit: limit, values: values) }
         guard let key = operation.key else { return (operation.arguments, .same) }
         let (dataKey, groupKey) = RedisKeyLayout.names(of: key.bytes)
         let data = A(bytes: dataKey), group = A(bytes: groupKey)
@@ -142,8 +203,30 @@ public enum RedisFunctions {
             return (call("kv_sync", [A(since.map { String($0) } ?? ""), A(epoch ?? ""), A(initial ? "1" : "0")]), .same)
         case .subscribe: return ([A("SSUBSCRIBE"), data], .same)
         case .unsubscribe: return ([A("SUNSUBSCRIBE"), data], .same)
-        case .other(let words): return (words, .same)
+        case .list, .other: return (operation.arguments, .same)  // neither has a key: taken above
         }
+    }
+
+    /// `KVLIST` as one step of `SCAN` on a Redis server (docs/scaling.md, "Listing keys"):
+    /// about `limit` names of the whole keyspace are looked at per page, so a page holds the
+    /// matching ones among them, sorted, and `next` is SCAN's cursor, not a key.
+    static func listing<A: CommandArgument>(prefix: A, after: A?, limit: Int, values: Bool) -> (command: [A], reply: ReplyShape) {
+        let pattern = Array("kv:{*}:".utf8) + globEscaped(prefix.bytes) + [UInt8(ascii: "*")]
+        return ([A("FCALL_RO"), A("kv_list"), A("0"), after ?? A("0"), A(bytes: pattern), A(String(limit)), A(values ? "1" : "0")],
+                .listing(prefix: prefix.bytes))
+    }
+
+    /// `bytes` matched literally by a Redis glob pattern.
+    static func globEscaped(_ bytes: [UInt8]) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(bytes.count)
+        for byte in bytes {
+            if byte == UInt8(ascii: "*") || byte == UInt8(ascii: "?") || byte == UInt8(ascii: "[") || byte == UInt8(ascii: "]") || byte == UInt8(ascii: "\\") {
+                out.append(UInt8(ascii: "\\"))
+            }
+            out.append(byte)
+        }
+        return out
     }
 
     /// The cluster slot of a command's key, or nil for a command about no key.
@@ -182,7 +265,7 @@ public protocol CommandArgument {
 
 /// The fixed words of the commands `StoreOperation` writes.
 public enum CommandWord: Int, CaseIterable, Sendable {
-    case get, set, del, px, kvget, kvset, kvdel, kvsync, subscribe, unsubscribe, since, epoch, initial, nx, xx, ifrev
+    case get, set, del, px, kvget, kvset, kvdel, kvsync, subscribe, unsubscribe, since, epoch, initial, nx, xx, ifrev, kvlist, after, limit, values
 
     var text: String {
         switch self {
@@ -202,6 +285,10 @@ public enum CommandWord: Int, CaseIterable, Sendable {
         case .nx: "NX"
         case .xx: "XX"
         case .ifrev: "IFREV"
+        case .kvlist: "KVLIST"
+        case .after: "AFTER"
+        case .limit: "LIMIT"
+        case .values: "VALUES"
         }
     }
 }

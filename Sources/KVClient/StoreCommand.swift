@@ -19,6 +19,9 @@ public enum StoreOperation<A: CommandArgument> {
     case sync(key: A, since: UInt64?, epoch: String?, initial: Bool)
     case subscribe(key: A)
     case unsubscribe(key: A)
+    /// `KVLIST`: one page of the keys under a prefix. About no one key: on a Redis store it
+    /// scans the whole server (`RedisFunctions.translate`).
+    case list(prefix: A, after: A?, limit: Int, values: Bool)
     /// A command about no key, as it is (`PING`, `KVMETRICS`, `CLUSTER SLOTS`, `INFO`, …):
     /// the same on every store.
     case other([A])
@@ -29,7 +32,7 @@ public enum StoreOperation<A: CommandArgument> {
         case .get(let key), .set(let key, _, _), .delete(let key), .versionedGet(let key), .versionedSet(let key, _, _, _),
              .versionedDelete(let key, _), .sync(let key, _, _, _), .subscribe(let key), .unsubscribe(let key):
             key
-        case .other:
+        case .list, .other:
             nil
         }
     }
@@ -39,6 +42,7 @@ public enum StoreOperation<A: CommandArgument> {
         switch self {
         case .set(let key, let value, _), .versionedSet(let key, let value, _, _): key.byteCount + value.byteCount
         case .other(let words): words.reduce(0) { $0 + $1.byteCount }
+        case .list(let prefix, let after, _, _): prefix.byteCount + (after?.byteCount ?? 0)
         default: key?.byteCount ?? 0
         }
     }
@@ -58,6 +62,9 @@ public enum StoreOperation<A: CommandArgument> {
             [A.word(.kvsync), key] + (since.map { [A.word(.since), A(String($0)), A.word(.epoch), A(epoch ?? "")] } ?? []) + (initial ? [A.word(.initial)] : [])
         case .subscribe(let key): [A.word(.subscribe), key]
         case .unsubscribe(let key): [A.word(.unsubscribe), key]
+        case .list(let prefix, let after, let limit, let values):
+            [A.word(.kvlist), prefix] + (after.map { [A.word(.after), $0] } ?? []) + [A.word(.limit), A(String(limit))]
+                + (values ? [A.word(.values)] : [])
         case .other(let words): words
         }
     }
@@ -205,6 +212,49 @@ extension StoreCommand where Reply == SyncReply {
     }
 }
 
+extension StoreCommand where Reply == KeyListing {
+    /// `KVLIST`: one page of the keys under `query.prefix` (docs/protocol.md, "Listing keys").
+    public static func list(_ query: ListingQuery) -> Self {
+        Self(.list(prefix: A(bytes: query.prefix), after: query.after.map { A(bytes: $0) }, limit: query.limit, values: query.values)) {
+            reply throws(KVError) in try KeyListing(reply: reply, values: query.values)
+        }
+    }
+}
+
+extension KeyListing {
+    /// `[revision | null, next | null, items]`, each item a key, or with `values`
+    /// `[key, value, revision, pttl]` (pttl -1: no TTL).
+    init(reply: RESPValue, values: Bool) throws(KVError) {
+        guard case .array(let fields) = reply, fields.count == 3, case .array(let entries) = fields[2] else { throw KVError.storeReply(reply) }
+        var revision: UInt64?
+        switch fields[0] {
+        case .integer(let at) where at >= 0: revision = UInt64(at)
+        case .null: revision = nil
+        default: throw KVError.storeReply(reply)
+        }
+        var next: [UInt8]?
+        switch fields[1] {
+        case .bulkString(let bytes): next = Array(bytes.readableBytesView)
+        case .null: next = nil
+        default: throw KVError.storeReply(reply)
+        }
+        var items: [Item] = []
+        items.reserveCapacity(entries.count)
+        for entry in entries {
+            if !values, case .bulkString(let key) = entry {
+                items.append(Item(key: Array(key.readableBytesView)))
+                continue
+            }
+            guard values, case .array(let parts) = entry, parts.count == 4, case .bulkString(let key) = parts[0], case .bulkString(let value) = parts[1],
+                  case .integer(let at) = parts[2], at > 0, case .integer(let pttl) = parts[3]
+            else { throw KVError.storeReply(reply) }
+            items.append(Item(key: Array(key.readableBytesView), value: Array(value.readableBytesView), revision: UInt64(at),
+                              ttlMilliseconds: pttl < 0 ? nil : Int64(pttl)))
+        }
+        self.init(revision: revision, next: next, items: items)
+    }
+}
+
 extension StoreCommand where Reply == [UInt8] {
     /// kv-stored's metrics, in the Prometheus text format.
     public static var metrics: Self {
@@ -289,8 +339,16 @@ extension KVError {
         if text.readableBytesView.starts(with: "OOM ".utf8) {
             return KVError(.storageFull, "the store is full (its memory limit is reached): writes are refused until keys are deleted or expire; reads and deletes still work")
         }
+        // kv_list's refusal of an `after` that is not one of its cursors: the client's mistake.
+        let badCursor = "BADCURSOR "
+        if text.readableBytesView.starts(with: badCursor.utf8) { return KVError(.invalidRequest, String(String(buffer: text).dropFirst(badCursor.count))) }
         return KVError(.storageError, "the store answered: \(String(buffer: text))")
     }
+
+    /// Listing scans one server; a cluster's masters would have to be scanned in turn, which
+    /// neither client does yet (docs/scaling.md).
+    public static let listingOnCluster = KVError(
+        .invalidRequest, "listing keys is not available on a Redis Cluster store yet (it is on kv-stored and on a single Redis server)")
 
     /// Any failure on the way to the store (a closed channel, a refused connection): a
     /// `KVError` stays as it is, anything else means the store could not be reached.

@@ -56,6 +56,7 @@ final class StorageWorker: FastCGIServer.Worker {
             /// Waiting for its command's reply.
             case reading(StoreCommand<[UInt8], VersionedValue?>, StorageAPI.Reading)
             case writing(StoreCommand<[UInt8], WriteResult>, StorageAPI.Writing)
+            case listing(StoreCommand<[UInt8], KeyListing>, StorageAPI.Listing)
         }
 
         /// The store call it waits for, if any.
@@ -64,6 +65,7 @@ final class StorageWorker: FastCGIServer.Worker {
             case .answered: nil
             case .reading(let command, _): command.operation
             case .writing(let command, _): command.operation
+            case .listing(let command, _): command.operation
             }
         }
     }
@@ -112,6 +114,7 @@ final class StorageWorker: FastCGIServer.Worker {
             case .answered: break  // never: only waiting exchanges have calls
             case .reading(let command, let reading): answer(exchange, with: api.finish(reading, command.reply(reply)), started: started)
             case .writing(let command, let writing): answer(exchange, with: api.finish(writing, command.reply(reply)), started: started)
+            case .listing(let command, let listing): answer(exchange, with: api.finish(listing, command.reply(reply)), started: started)
             }
         }
     }
@@ -134,8 +137,9 @@ final class StorageWorker: FastCGIServer.Worker {
             return Exchange(request: request, method: method, uri: uri, requestID: requestID, isStorage: false, operation: operation, identity: "-",
                             state: .answered(response))
         }
-        let operation = ["GET", "HEAD", "POST", "DELETE"].contains(method) ? method : "other"
+        var operation = ["GET", "HEAD", "POST", "DELETE"].contains(method) ? method : "other"
         let (step, identity) = storageStep(request, method: method, uri: uri)
+        if case .list = step { operation = "LIST" }
         let state: Exchange.State
         switch step {
         case .answered(let response):
@@ -146,6 +150,8 @@ final class StorageWorker: FastCGIServer.Worker {
             state = .writing(.versionedSet(key, value: value, ttl: ttl, precondition: precondition), writing)
         case .delete(let key, let precondition, let writing):
             state = .writing(.versionedDelete(key, precondition: precondition), writing)
+        case .list(let query, let listing):
+            state = .listing(.list(query), listing)
         }
         return Exchange(request: request, method: method, uri: uri, requestID: requestID, isStorage: true, operation: operation, identity: identity, state: state)
     }

@@ -11,6 +11,8 @@ public protocol KeyValueStore {
     func get(_ key: [UInt8]) throws(KVError) -> VersionedValue?
     func set(_ key: [UInt8], value: [UInt8], ttl: TTL?, precondition: WritePrecondition) throws(KVError) -> WriteResult
     func delete(_ key: [UInt8], precondition: WritePrecondition) throws(KVError) -> WriteResult
+    /// One page of the keys under `query.prefix`, in one consistent step of the store.
+    func list(_ query: ListingQuery) throws(KVError) -> KeyListing
 }
 
 /// The HTTP API of docs/api.md for `/storage/:key`, independent of FastCGI: a request
@@ -57,6 +59,8 @@ public struct StorageAPI: Sendable {
             return finish(writing, Result { () throws(KVError) in try store.set(key, value: value, ttl: ttl, precondition: precondition) })
         case .delete(let key, let precondition, let writing):
             return finish(writing, Result { () throws(KVError) in try store.delete(key, precondition: precondition) })
+        case .list(let query, let listing):
+            return finish(listing, Result { () throws(KVError) in try store.list(query) })
         }
     }
 
@@ -68,6 +72,17 @@ public struct StorageAPI: Sendable {
         case get(key: [UInt8], Reading)
         case set(key: [UInt8], value: [UInt8], ttl: TTL?, precondition: WritePrecondition, Writing)
         case delete(key: [UInt8], precondition: WritePrecondition, Writing)
+        /// `GET /storage/?prefix=…`: one page of keys.
+        case list(ListingQuery, Listing)
+    }
+
+    /// What answers a listing once the page is known.
+    public struct Listing: Sendable {
+        /// Set when the client may read only some keys under the prefix: the others are left out.
+        let visibleTo: Identity?
+        let values: Bool
+        let isHead: Bool
+        var origin: String?
     }
 
     /// What answers a GET or HEAD once the value is known.
@@ -116,7 +131,24 @@ public struct StorageAPI: Sendable {
         case .delete(let key, let precondition, var writing):
             writing.origin = origin
             return .delete(key: key, precondition: precondition, writing)
+        case .list(let query, var listing):
+            listing.origin = origin
+            return .list(query, listing)
         }
+    }
+
+    /// The answer to a listing from the store's page: 200 with `{"keys"|"items", "next", "revision"?}`.
+    public func finish(_ listing: Listing, _ page: Result<KeyListing, KVError>) -> HTTPResponse {
+        var response: HTTPResponse
+        switch page {
+        case .failure(let error): response = Self.errorResponse(for: error)
+        case .success(let page):
+            let shown = listing.visibleTo.map { identity in page.filtered { identity.allows(.read, key: $0) } } ?? page
+            let body = shown.json(values: listing.values, now: now())
+            response = HTTPResponse(status: 200, headers: [("Content-Type", "application/json"), ("Content-Length", String(body.count))],
+                                    body: listing.isHead ? [] : body)
+        }
+        return listing.origin.map { Self.allowing($0, response) } ?? response
     }
 
     /// The answer to a GET or HEAD from the store's reply.
@@ -165,6 +197,8 @@ public struct StorageAPI: Sendable {
         /// An unusable key: the API's 400 or 413, whoever asks (it names no key to protect).
         case unusableKey(KVError)
         case allowed(key: [UInt8])
+        /// A listing; `visibleTo` when the client may read only some of the prefix's keys.
+        case listing(ListingQuery, visibleTo: Identity?)
     }
 
     private func decide(_ request: HTTPRequest, as authentication: Authentication) -> AccessDecision {
@@ -182,6 +216,10 @@ public struct StorageAPI: Sendable {
         }
         let key: [UInt8]
         do throws(KVError) {
+            if operation == .read, let query = try StorageKeyPath.listing(fromRequestURI: request.requestURI, limits: limits) {
+                if let refusal = Self.refusal(identity.refusal(.read, prefix: query.prefix)) { return .refused(refusal) }
+                return .listing(query, visibleTo: identity.coverage(.read, prefix: query.prefix) == .all ? nil : identity)
+            }
             key = try StorageKeyPath.key(fromRequestURI: request.requestURI, limits: limits)
         } catch {
             return .unusableKey(error)
@@ -210,6 +248,8 @@ public struct StorageAPI: Sendable {
             return .answered(Self.errorResponse(for: error))
         case .allowed(let allowed):
             key = allowed
+        case .listing(let query, let visibleTo):
+            return .list(query, Listing(visibleTo: visibleTo, values: query.values, isHead: request.method == "HEAD"))
         }
         do throws(KVError) {
             switch request.method {
@@ -302,7 +342,12 @@ public struct StorageAPI: Sendable {
     /// The answer to an operation `identity` may not do to `key`: 401 for a client without
     /// credentials (a token may allow it), 403 for one whose token does not. Nil when allowed.
     static func refusal(_ operation: AccessOperation, key: [UInt8], _ identity: Identity) -> HTTPResponse? {
-        guard let refusal = identity.refusal(operation, key: key) else { return nil }
+        refusal(identity.refusal(operation, key: key))
+    }
+
+    /// The 401 or 403 that says `refusal`, or nil for none.
+    static func refusal(_ refusal: AccessRefusal?) -> HTTPResponse? {
+        guard let refusal else { return nil }
         if refusal.needsCredentials { return unauthorized(refusal.reason, invalidToken: false) }
         var response = errorResponse(status: 403, message: refusal.reason)
         response.headers.append(("WWW-Authenticate", #"Bearer realm="kvserver", error="insufficient_scope""#))

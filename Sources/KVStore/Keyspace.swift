@@ -152,15 +152,24 @@ public struct Keyspace: Sendable {
         let start = fromAfter ? after : prefix
         let now = clock.monotonicNanoseconds()
         var visited = 0
+        // A full page says `next` only if a key under the prefix follows, so a listing that
+        // ends on a full page is not followed by an empty one.
+        var full: [UInt8]?
         order.forEach(from: start, inclusive: !fromAfter) { key in
             guard key.count >= prefix.count, SortedKeys.compare(UnsafeRawBufferPointer(rebasing: key.prefix(prefix.count)), prefix) == 0 else {
                 return false  // past the prefix: the listing is complete
+            }
+            if let full {
+                listing.next = full
+                return false
             }
             visited += 1
             if let entry = table.find(key), entry.deadline == 0 || entry.deadline > now {
                 listing.entries.append((entry, remainingMilliseconds(of: entry)))
             }
-            if listing.entries.count == limit || visited >= budget {
+            if listing.entries.count == limit {
+                full = Array(key)
+            } else if visited >= budget {
                 listing.next = Array(key)
                 return false
             }

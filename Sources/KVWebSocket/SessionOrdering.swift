@@ -67,7 +67,7 @@ struct SessionOrdering {
             switch request.message {
             case .subscribe, .unsubscribe, .auth:
                 guard inFlight == 0 else { return nil }
-            case .get, .set, .delete:
+            case .get, .set, .delete, .list:
                 guard inFlight < maxInFlight else { return nil }
                 let requestDomain = domain(request.message)
                 guard inFlight == 0 || requestDomain == inFlightDomain else { return nil }

@@ -8,13 +8,16 @@ public enum ClientMessage: Equatable, Sendable {
     case delete(key: [UInt8])
     case subscribe(key: [UInt8])
     case unsubscribe(key: [UInt8])
+    /// One page of the keys under a prefix (docs/websocket.md, "Listing keys").
+    case list(ListingQuery)
     /// Credentials for the connection (docs/access.md), for clients that cannot send headers.
     case auth(token: String)
 
-    /// The key the message is about; none for `auth`.
+    /// The key the message is about (a listing's prefix); none for `auth`.
     public var key: [UInt8] {
         switch self {
         case .get(let key), .set(let key, _, _), .delete(let key), .subscribe(let key), .unsubscribe(let key): key
+        case .list(let query): query.prefix
         case .auth: []
         }
     }
@@ -69,8 +72,8 @@ public struct ClientRequest: Equatable, Sendable {
         guard let typeValue = document.root[member: "type"], let type = document.string(typeValue) else {
             throw KVError(.invalidRequest, "\"type\" must be a string")
         }
-        guard ["get", "set", "delete", "subscribe", "unsubscribe", "auth"].contains(type) else {
-            throw KVError(.invalidRequest, "unknown type \"\(type)\"; use get, set, delete, subscribe, unsubscribe or auth")
+        guard ["get", "set", "delete", "subscribe", "unsubscribe", "list", "auth"].contains(type) else {
+            throw KVError(.invalidRequest, "unknown type \"\(type)\"; use get, set, delete, subscribe, unsubscribe, list or auth")
         }
         guard let payload = document.root[member: "payload"], payload.kind == .object else {
             throw KVError(.invalidRequest, "\"payload\" must be an object")
@@ -80,6 +83,11 @@ public struct ClientRequest: Equatable, Sendable {
                 throw KVError(.invalidRequest, "payload.token must be a string")
             }
             var request = ClientRequest(message: .auth(token: token))
+            request.id = id
+            return request
+        }
+        if type == "list" {
+            var request = ClientRequest(message: .list(try listing(payload, in: document, limits: limits)))
             request.id = id
             return request
         }
@@ -122,6 +130,32 @@ public struct ClientRequest: Equatable, Sendable {
         return request
     }
 
+    /// `list`'s payload: `{"prefix": string, "after"?: string, "limit"?: 1…1000, "values"?: bool}`.
+    private static func listing(_ payload: JSONValue, in document: JSONDocument, limits: Limits) throws(KVError) -> ListingQuery {
+        guard let prefixValue = payload[member: "prefix"], let prefix = document.string(prefixValue) else {
+            throw KVError(.invalidRequest, "payload.prefix must be a string (\"\" for every key)")
+        }
+        var after: [UInt8]?
+        if let afterValue = payload[member: "after"], afterValue.kind != .null {
+            guard let text = document.string(afterValue) else { throw KVError(.invalidRequest, "payload.after must be a string: the next of the page before") }
+            after = Array(text.utf8)
+        }
+        var limit = ListingQuery.defaultLimit
+        if let limitValue = payload[member: "limit"] {
+            guard limitValue.kind == .number, let text = document.numberText(limitValue), text.count <= 4,
+                  let n = Int(String(decoding: text, as: UTF8.self)) else {
+                throw KVError(.invalidRequest, "payload.limit must be an integer from 1 to \(ListingQuery.maxLimit)")
+            }
+            limit = n
+        }
+        var values = false
+        if let valuesValue = payload[member: "values"] {
+            guard valuesValue.kind == .true || valuesValue.kind == .false else { throw KVError(.invalidRequest, "payload.values must be true or false") }
+            values = valuesValue.kind == .true
+        }
+        return try ListingQuery(prefix: Array(prefix.utf8), after: after, limit: limit, values: values, limits: limits)
+    }
+
     /// A revision: a JSON integer from 0 to 2^64 - 1, written without fraction or exponent.
     private static func revision(_ value: JSONValue, in document: JSONDocument, name: String) throws(KVError) -> UInt64 {
         guard value.kind == .number, let text = document.numberText(value), let revision = UInt64(String(decoding: text, as: UTF8.self)) else {
@@ -143,6 +177,9 @@ public enum ServerMessage: Equatable, Sendable {
     case ok(key: [UInt8])
     /// An `auth` message was accepted: who the connection now is, and until when (Unix ms).
     case authenticated(identity: String, expiresAt: Int64?)
+    /// Reply to `list`: the page, its payload written by `KeyListing.json` (`now`: Unix ms, for
+    /// `expiresAt`).
+    case list(KeyListing, values: Bool, now: Int64)
 
     /// The opt-in fields a message carries beside `type` and `payload`; none for seed messages.
     public struct Envelope: Equatable, Sendable {
@@ -200,6 +237,14 @@ public enum ServerMessage: Equatable, Sendable {
                 out.writeString(String(expiresAt))
             }
             out.writeStaticString("}}")
+        case .list(let listing, let values, let now):
+            let payload = listing.json(values: values, now: now)
+            out.reserveCapacity(payload.count + 64)
+            out.writeStaticString(#"{"type":"list""#)
+            Self.write(envelope, into: &out)
+            out.writeStaticString(#","payload":"#)
+            out.writeBytes(payload)
+            out.writeStaticString("}")
         case .error(let message):
             out.writeStaticString(#"{"type":"error""#)
             Self.write(envelope, into: &out)

@@ -17,7 +17,7 @@ enum WSMetrics {
     static let dropped = Counter(label: "kv_ws_dropped_messages_total")
 
     /// Messages read from clients, by type (`invalid` for those refused).
-    static let messagesIn: [String: Counter] = Dictionary(uniqueKeysWithValues: ["get", "set", "delete", "subscribe", "unsubscribe", "auth", "invalid"].map {
+    static let messagesIn: [String: Counter] = Dictionary(uniqueKeysWithValues: ["get", "set", "delete", "subscribe", "unsubscribe", "list", "auth", "invalid"].map {
         ($0, Counter(label: "kv_ws_messages_in_total", dimensions: [("type", $0)]))
     })
 
@@ -56,6 +56,7 @@ enum WSMetrics {
         case .delete: "delete"
         case .subscribe: "subscribe"
         case .unsubscribe: "unsubscribe"
+        case .list: "list"
         case .auth: "auth"
         case nil: "invalid"
         }

@@ -215,12 +215,14 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
         case .set: (operation, name) = (.write, "set")
         case .delete: (operation, name) = (.delete, "delete")
         case .subscribe: (operation, name) = (.subscribe, "subscribe")
+        case .list: (operation, name) = (.read, "list")
         case .unsubscribe, .auth: return nil
         }
         let key = request.message.key
         let status: Int, message: String
         if let identity = access.identity {
-            guard let refusal = identity.refusal(operation, key: key) else { return nil }
+            let refusal = if case .list = request.message { identity.refusal(operation, prefix: key) } else { identity.refusal(operation, key: key) }
+            guard let refusal else { return nil }
             (status, message) = refusal.needsCredentials
                 ? (401, "unauthorized: \(refusal.reason); send an auth message")
                 : (403, refusal.reason)
@@ -345,8 +347,27 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
         case .unsubscribe(let key):
             guard subscriptions.remove(key) != nil else { return }
             hub.unsubscribe(key, session)
+        case .list(let query):
+            list(query, id: nil)
         case .auth:
             break  // taken in `pump`
+        }
+    }
+
+    /// One page of keys; with access rules that cover only part of the prefix, the keys the
+    /// connection may not read are left out (the rules in force when the page arrives).
+    private func list(_ query: ListingQuery, id: [UInt8]?) {
+        request(.list(query)) { session, reply in
+            switch reply {
+            case .success(let page):
+                let identity = self.access.identity
+                let shown = identity.map { identity in
+                    identity.coverage(.read, prefix: query.prefix) == .all ? page : page.filtered { identity.allows(.read, key: $0) }
+                } ?? page.filtered { _ in false }
+                session.send(text: ServerMessage.list(shown, values: query.values, now: self.access.control.now()).encoded(.init(id: id)))
+            case .failure(let error):
+                session.send(text: ServerMessage.error(error.message).encoded(.init(id: id)))
+            }
         }
     }
 
@@ -418,6 +439,8 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
         case .unsubscribe(let key):
             let revision = subscriptions.remove(key) != nil ? hub.unsubscribe(key, session) : 0
             if let id { session.send(text: ServerMessage.ok(key: key).encoded(.init(id: id, rev: revision))) }
+        case .list(let query):
+            list(query, id: id)
         case .auth:
             break  // taken in `pump`
         }

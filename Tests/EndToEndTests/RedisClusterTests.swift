@@ -62,6 +62,13 @@ struct RedisClusterTests {
         let first = try a.client().start("POST", Array(Self.path("plain").utf8), body: Array(#"{"value":"a"}"#.utf8), headers: ["If-Match": etag])
         let second = try b.client().start("POST", Array(Self.path("plain").utf8), body: Array(#"{"value":"b"}"#.utf8), headers: ["If-Match": etag])
         #expect([try first.finish().status, try second.finish().status].sorted() == [202, 412])
+        // Listing is not there yet on a cluster: a clear error over both APIs, never an empty page.
+        let listing = try a.client().send("GET", "/storage/?prefix=")
+        #expect(listing.status == 400 && listing.text.contains("listing keys is not available on a Redis Cluster store yet"), "\(listing)")
+        let lister = try await TestWebSocket.connect(b.webSocketURL)
+        try await lister.send(type: "list", #"{"prefix":""}"#)
+        #expect(try await lister.next().contains("listing keys is not available on a Redis Cluster store yet"))
+        await lister.close()
         await ws.close()
     }
 

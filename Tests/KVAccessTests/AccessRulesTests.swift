@@ -22,6 +22,22 @@ import Testing
         #expect(!r.allows(.subscribe, key: Array("app/x".utf8)))
     }
 
+    @Test("coverage of a prefix: all, none, or some when a longer rule under it says otherwise")
+    func coverageOfAPrefix() async throws {
+        let r = try await rules(#"{"read": ["app/", "app/secret/public/"], "except": {"read": ["app/secret/"]}}"#)
+        func coverage(_ prefix: String) -> AccessCoverage { r.coverage(.read, prefix: Array(prefix.utf8)) }
+        #expect(coverage("app/user/") == .all)
+        #expect(coverage("app/") == .some, "app/secret/ is excepted under it")
+        #expect(coverage("app/secret/") == .some, "app/secret/public/ is allowed again under it")
+        #expect(coverage("app/secret/x") == .none)
+        #expect(coverage("app/secret/public/a") == .all)
+        #expect(coverage("ap") == .some && coverage("") == .some, "shorter than every rule: what they allow")
+        #expect(coverage("other/") == .none)
+        #expect(r.coverage(.write, prefix: Array("app/".utf8)) == .none)
+        let everything = try await rules(#"{"all": [""]}"#)
+        #expect(everything.coverage(.subscribe, prefix: []) == .all)
+    }
+
     @Test func longestPrefixWinsAcrossAllowAndExcept() async throws {
         let r = try await rules(#"{"read": ["app/", "app/secret/public/"], "except": {"read": ["app/secret/"]}}"#)
         #expect(r.allows(.read, key: Array("app/a".utf8)))

@@ -59,6 +59,48 @@ struct RedisLayoutTests {
         #expect(words(RedisFunctions.translate(ping).command) == ["PING"] && RedisFunctions.routingSlot(ping) == nil)
     }
 
+    @Test("a listing is one SCAN step of kv_list; its names become keys, those outside the prefix go, the rest are sorted; the cursor is next")
+    func listingOnRedis() throws {
+        func words(_ command: [[UInt8]]) -> [String] { command.map { String(decoding: $0, as: UTF8.self) } }
+        let operation = StoreOperation<[UInt8]>.list(prefix: Array("a*[b]?\\/".utf8), after: nil, limit: 50, values: false)
+        let (command, shape) = RedisFunctions.translate(operation)
+        #expect(words(command) == ["FCALL_RO", "kv_list", "0", "0", #"kv:{*}:a\*\[b\]\?\\/*"#, "50", "0"], "glob characters match literally")
+        #expect(RedisFunctions.routingSlot(operation) == nil)
+        let later = StoreOperation<[UInt8]>.list(prefix: Array("p/".utf8), after: Array("1234".utf8), limit: 2, values: true)
+        #expect(words(RedisFunctions.translate(later).command) == ["FCALL_RO", "kv_list", "0", "1234", "kv:{*}:p/*", "2", "1"])
+
+        func name(_ key: String) -> RESPValue { .bulkString(ByteBuffer(bytes: RedisKeyLayout.dataKey(Array(key.utf8)))) }
+        let prefixShape = RedisFunctions.translate(StoreOperation<[UInt8]>.list(prefix: Array("p/".utf8), after: nil, limit: 9, values: false)).reply
+        // A name whose `*` took "12}:x" matched the pattern without being under the prefix.
+        let stray = RESPValue.bulkString(ByteBuffer(string: "kv:{12}:x}:p/y"))
+        let page = prefixShape.adapt(.array([.bulkString(ByteBuffer(string: "77")), .array([name("p/b"), name("p/a"), stray, name("p/ü")])]))
+        let listing = try StoreCommand<[UInt8], KeyListing>.list(try ListingQuery(prefix: Array("p/".utf8), limits: Limits())).reply(page)
+        #expect(listing == KeyListing(revision: nil, next: Array("77".utf8), items: ["p/a", "p/b", "p/ü"].map { KeyListing.Item(key: Array($0.utf8)) }))
+        let last = prefixShape.adapt(.array([.bulkString(ByteBuffer(string: "0")), .array([])]))
+        #expect(try StoreCommand<[UInt8], KeyListing>.list(try ListingQuery(prefix: [], limits: Limits())).reply(last).next == nil, "cursor 0: done")
+
+        let valued = prefixShape.adapt(.array([.bulkString(ByteBuffer(string: "0")),
+                                               .array([.array([name("p/v"), .bulkString(ByteBuffer(string: "[1]")), .integer(4), .integer(-1)])])]))
+        let items = try StoreCommand<[UInt8], KeyListing>.list(try ListingQuery(prefix: [], values: true, limits: Limits())).reply(valued).items
+        #expect(items == [KeyListing.Item(key: Array("p/v".utf8), value: Array("[1]".utf8), revision: 4, ttlMilliseconds: nil)])
+    }
+
+    @Test("KVLIST's words and reply on kv-stored")
+    func listingOnKVStored() throws {
+        let query = try ListingQuery(prefix: Array("p/".utf8), after: Array("p/a".utf8), limit: 3, values: true, limits: Limits())
+        let command = StoreCommand<ByteBuffer, KeyListing>.list(query)
+        #expect(command.operation.arguments.map { String(buffer: $0) } == ["KVLIST", "p/", "AFTER", "p/a", "LIMIT", "3", "VALUES"])
+        let reply = RESPValue.array([.integer(12), .null, .array([.array([.bulkString(ByteBuffer(string: "p/b")), .bulkString(ByteBuffer(string: "2")),
+                                                                          .integer(11), .integer(500)])])])
+        #expect(try command.reply(reply) == KeyListing(revision: 12, next: nil, items: [
+            KeyListing.Item(key: Array("p/b".utf8), value: Array("2".utf8), revision: 11, ttlMilliseconds: 500),
+        ]))
+        #expect(throws: KVError.self) { try command.reply(.array([.integer(1), .null, .array([.bulkString(ByteBuffer(string: "k"))])])) }
+        #expect(throws: KVError.self) { try command.reply(.simpleString(ByteBuffer(string: "OK"))) }
+        #expect(throws: KVError.self) { try ListingQuery(prefix: [], limit: 0, limits: Limits()) }
+        #expect(throws: KVError.self) { try ListingQuery(prefix: [0xFF], limits: Limits()) }
+    }
+
     @Test("the same commands in kv-stored's words (docs/protocol.md)")
     func kvStoredWords() throws {
         func words(_ operation: StoreOperation<ByteBuffer>) -> [String] { operation.arguments.map { String(buffer: $0) } }

@@ -34,6 +34,7 @@ struct AccessRulesHTTPTests {
             calls += 1
             return try inner.delete(key, precondition: precondition)
         }
+        func list(_ query: ListingQuery) throws(KVError) -> KeyListing { calls += 1; return try inner.list(query) }
     }
 
     private func seeded() -> CountingStore {
@@ -126,6 +127,25 @@ struct AccessRulesHTTPTests {
             #expect(response.bodyText == #"{"error":"unauthorized: the token expired"}"#)
         }
         #expect(store.calls == 0)
+    }
+
+    @Test("a listing shows only the keys the token may read; a prefix it may read nothing under is refused without asking the store")
+    func listing() {
+        let store = seeded()
+        let mixed = call(store, "GET", "/storage/?prefix=app/", as: reader)
+        #expect(mixed.bodyText == #"{"keys":["app/a","app/user/42/p"],"next":null,"revision":5}"#, "app/secret/ is left out: \(mixed.bodyText)")
+        #expect(call(store, "GET", "/storage/?prefix=app/user/", as: reader).bodyText.contains("app/user/42/p"))
+        #expect(call(store, "GET", "/storage/?prefix=", as: reader).bodyText.contains(#"["app/a","app/user/42/p"]"#), "every key: those it may read")
+        let calls = store.calls
+        for uri in ["/storage/?prefix=app/secret/", "/storage/?prefix=app/secret/x", "/storage/?prefix=other"] {
+            let refused = call(store, "GET", uri, as: reader)
+            #expect(refused.status == 403 && refused.bodyText.contains("reader may not read any key under prefix"), "\(uri): \(refused.bodyText)")
+        }
+        let anonymousRefused = call(store, "GET", "/storage/?prefix=app/", as: anonymous, authorization: nil)
+        #expect(anonymousRefused.status == 401 && anonymousRefused.bodyText.contains("without a token may not read any key under prefix"))
+        #expect(store.calls == calls, "a refused listing reached the store")
+        #expect(call(store, "GET", "/storage/?prefix=pub", as: anonymous, authorization: nil).bodyText.contains(#"["public/p"]"#),
+                "a prefix shorter than the rule's lists what the rule allows")
     }
 
     @Test("the refusal is decided from the method and key alone (kv-fcgi then never reads a refused POST's body)")

@@ -46,6 +46,18 @@ final class MemoryStore: KeyValueStore {
         revision += 1
         return .applied(revision: revision)
     }
+
+    /// kv-stored's listing rules: bytewise order, after `after`, `limit` keys, `next` when more.
+    func list(_ query: ListingQuery) throws(KVError) -> KeyListing {
+        if let failure { throw failure }
+        let keys = values.keys.filter { key in key.starts(with: query.prefix) && query.after.map { after in after.lexicographicallyPrecedes(key) } ?? true }
+            .sorted { $0.lexicographicallyPrecedes($1) }
+        let page = keys.prefix(query.limit)
+        let items = page.map { key in
+            query.values ? KeyListing.Item(key: key, value: values[key], revision: revisions[key], ttlMilliseconds: ttls[key]?.milliseconds) : KeyListing.Item(key: key)
+        }
+        return KeyListing(revision: revision, next: keys.count > query.limit ? page.last : nil, items: items)
+    }
 }
 
 @Suite("HTTP API rules")
@@ -310,5 +322,48 @@ struct StorageAPIBoundaryTests {
         #expect(any.allows(origin: "https://whoever.example", host: "kv.example.com"))
         #expect(OriginPolicy().allows(origin: nil, host: nil))
         #expect(!OriginPolicy().allows(origin: "http://a.example", host: nil))
+    }
+}
+
+@Suite("HTTP listing")
+struct StorageListingTests {
+    let api = StorageAPI(limits: Limits(maxKeyBytes: 64, maxValueBytes: 1024))
+
+    func call(_ store: MemoryStore, _ method: String, _ uri: String, _ body: String = "") -> HTTPResponse {
+        api.handle(HTTPRequest(method: method, uri: uri, body: body), store: store)
+    }
+
+    @Test("GET /storage/?prefix= lists a page of keys as JSON; values=1 adds value, rev and expiresAt; next pages on")
+    func listing() throws {
+        let store = MemoryStore()
+        for key in ["a/1", "a/2", "a/3", "b"] { _ = call(store, "POST", "/storage/\(key)", #"{"value":"\#(key)"}"#) }
+        _ = call(store, "POST", "/storage/a/ttl", #"{"value":0,"ttl":"10s"}"#)
+        let api = StorageAPI(limits: self.api.limits, now: { 1_000 })
+        let page = api.handle(HTTPRequest(method: "GET", uri: "/storage/?prefix=a/&limit=2"), store: store)
+        #expect(page.status == 200 && page.bodyText == #"{"keys":["a/1","a/2"],"next":"a/2","revision":5}"#, "\(page.bodyText)")
+        let rest = api.handle(HTTPRequest(method: "GET", uri: "/storage/?prefix=a%2F&after=a%2F2&values=1"), store: store)
+        #expect(rest.bodyText == #"{"items":[{"key":"a/3","value":"a/3","rev":3},{"key":"a/ttl","value":0,"rev":5,"expiresAt":11000}],"next":null,"revision":5}"#,
+                "\(rest.bodyText)")
+        #expect(api.handle(HTTPRequest(method: "HEAD", uri: "/storage/?prefix="), store: store).body.isEmpty)
+        store.failure = KVError(.storageUnavailable, "down")
+        #expect(api.handle(HTTPRequest(method: "GET", uri: "/storage/?prefix="), store: store).status == 503)
+    }
+
+    @Test("listing parameters are checked: prefix required, limit 1-1000, values 1/0, no unknown or repeated ones, UTF-8 within the key limit")
+    func listingParameters() {
+        let store = MemoryStore()
+        for (uri, message) in [
+            ("/storage/?limit=2", "a listing needs the prefix parameter"), ("/storage/?", "a listing needs the prefix parameter"),
+            ("/storage/?prefix=a&limit=0", "limit must be"), ("/storage/?prefix=a&limit=99999999999999999999", "limit must be"),
+            ("/storage/?prefix=a&values=2", "values must be 1 or 0"), ("/storage/?prefix=a&after=x&after=y", "after is given twice"),
+            ("/storage/?prefix=a&x", "unknown parameter \\\"x\\\""), ("/storage/?prefix=%FF", "prefix is not valid UTF-8"),
+            ("/storage/?prefix=" + String(repeating: "p", count: 65), "prefix is 65 bytes, the key limit is 64"),
+            ("/storage/?prefix=a&after=" + String(repeating: "p", count: 65), "after is 65 bytes"),
+        ] {
+            let response = call(store, "GET", uri)
+            #expect(response.status == (message.contains("bytes") ? 413 : 400) && response.bodyText.contains(message), "\(uri): \(response.bodyText)")
+        }
+        #expect(call(store, "GET", "/storage/?prefix=a&limit=1000&values=0").status == 200)
+        #expect(call(store, "GET", "/storage/?prefix=a&&limit=1&").status == 200, "empty parameters are nothing")
     }
 }

@@ -313,7 +313,7 @@ struct KeyspaceListingTests {
         #expect(listed(ks, "k/") == (["k/2", "k/3"], nil), "expired: not listed even before the timer removes it")
         _ = ks.expireDue()
         #expect(listed(ks, "k/", limit: 1) == (["k/2"], "k/2"))
-        #expect(listed(ks, "k/", after: "k/2", limit: 1) == (["k/3"], "k/3"))
+        #expect(listed(ks, "k/", after: "k/2", limit: 1) == (["k/3"], nil), "a full page with no key after it under the prefix ends the listing")
         #expect(listed(ks, "k/", after: "k/3") == ([], nil))
         #expect(listed(ks, "k/", after: "a") == (["k/2", "k/3"], nil), "an AFTER before the prefix starts at the prefix")
     }

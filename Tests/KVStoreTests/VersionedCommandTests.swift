@@ -139,6 +139,7 @@ extension ConnectionHandlerTests {
         clock.advance(milliseconds: 10)
         // LIMIT 1: at most 10 keys looked at, all expired: an empty page that says where to go on.
         #expect(try exchange(channel, "KVLIST", "e", "LIMIT", "1") == "*3\r\n:31\r\n$4\r\ne109\r\n*0\r\n")
-        #expect(try exchange(channel, "KVLIST", "e", "AFTER", "e129", "LIMIT", "1") == "*3\r\n:31\r\n$4\r\ne999\r\n*1\r\n$4\r\ne999\r\n")
+        // A full page whose last key is the prefix's last: next is null, no empty page follows.
+        #expect(try exchange(channel, "KVLIST", "e", "AFTER", "e129", "LIMIT", "1") == "*3\r\n:31\r\n$-1\r\n*1\r\n$4\r\ne999\r\n")
     }
 }

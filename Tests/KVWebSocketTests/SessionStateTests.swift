@@ -11,6 +11,33 @@ struct SessionStateTests {
         .message(ClientRequest(message: message), bytes: 10)
     }
 
+    @Test("list messages: prefix required, after a string or null, limit 1-1000, values a boolean; the id is kept")
+    func listMessages() throws {
+        let limits = Limits(maxKeyBytes: 16, maxValueBytes: 64)
+        let parsed = ClientRequest.parse(Array(#"{"type":"list","id":"p","payload":{"prefix":"a/","after":"a/b","limit":5,"values":true}}"#.utf8), limits: limits)
+        #expect(parsed.id == Array(#""p""#.utf8))
+        #expect(try parsed.request.get().message == .list(try ListingQuery(prefix: Array("a/".utf8), after: Array("a/b".utf8), limit: 5, values: true, limits: limits)))
+        let plain = try ClientMessage.parse(Array(#"{"type":"list","payload":{"prefix":"","after":null}}"#.utf8), limits: limits)
+        #expect(plain == .list(try ListingQuery(prefix: [], limits: limits)))
+        for (text, message) in [
+            (#"{"type":"list","payload":{}}"#, "payload.prefix must be a string"),
+            (#"{"type":"list","payload":{"prefix":"a","limit":0}}"#, "limit must be an integer from 1 to 1000"),
+            (#"{"type":"list","payload":{"prefix":"a","limit":1.5}}"#, "limit must be an integer"),
+            (#"{"type":"list","payload":{"prefix":"a","limit":100000}}"#, "limit must be an integer"),
+            (#"{"type":"list","payload":{"prefix":"a","values":1}}"#, "payload.values must be true or false"),
+            (#"{"type":"list","payload":{"prefix":"a","after":7}}"#, "payload.after must be a string"),
+            (#"{"type":"list","payload":{"prefix":"aaaaaaaaaaaaaaaaa"}}"#, "prefix is 17 bytes, the key limit is 16"),
+        ] {
+            #expect(throws: KVError.self, "\(text)") { try ClientMessage.parse(Array(text.utf8), limits: limits) }
+            if case .failure(let error) = ClientRequest.parse(Array(text.utf8), limits: limits).request {
+                #expect(error.message.contains(message), "\(text): \(error.message)")
+            }
+        }
+        let page = KeyListing(revision: 3, next: Array("k\"".utf8), items: [KeyListing.Item(key: Array("k".utf8), value: Array("[1]".utf8), revision: 2, ttlMilliseconds: 10)])
+        #expect(String(buffer: ServerMessage.list(page, values: true, now: 100).encoded(.init(id: Array("9".utf8))))
+                == #"{"type":"list","id":9,"payload":{"items":[{"key":"k","value":[1],"rev":2,"expiresAt":110}],"next":"k\"","revision":3}}"#)
+    }
+
     static let get = request(.get(key: Array("a".utf8)))
     static let subscribe = request(.subscribe(key: Array("a".utf8)))
 
@@ -21,7 +48,7 @@ struct SessionStateTests {
         while let next = ordering.next(domain: { _ in 0 }) {
             guard case .message(let request, _) = next else { taken.append("rejected"); continue }
             switch request.message {
-            case .get, .set, .delete: ordering.sent(bytes: 1)
+            case .get, .set, .delete, .list: ordering.sent(bytes: 1)
             case .subscribe: ordering.wait(for: .subscription)
             case .auth: ordering.wait(for: .authentication)
             case .unsubscribe: break
