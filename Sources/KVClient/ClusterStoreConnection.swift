@@ -86,6 +86,8 @@ public final class ClusterStoreConnection: EventLoopStore {
             unsubscribe(key) { completion(command.reply($0)) }
         case .list:
             completion(.failure(KVError.listingOnCluster))
+        case .psubscribe, .punsubscribe, .prefixSync:
+            completion(.failure(KVError.prefixSubscriptionOnRedis))
         default:
             var route = ClusterRoute(slot: RedisFunctions.routingSlot(command.operation))
             let first = route.start(map: state.value.topology)

@@ -203,7 +203,10 @@ public enum RedisFunctions {
             return (call("kv_sync", [A(since.map { String($0) } ?? ""), A(epoch ?? ""), A(initial ? "1" : "0")]), .same)
         case .subscribe: return ([A("SSUBSCRIBE"), data], .same)
         case .unsubscribe: return ([A("SUNSUBSCRIBE"), data], .same)
-        case .list, .other: return (operation.arguments, .same)  // neither has a key: taken above
+        // None has a key: taken above. (The clients refuse prefix subscriptions on Redis before
+        // translating; were one sent, Redis would refuse KVPSYNC, and its PSUBSCRIBE would
+        // receive nothing of the sharded channels.)
+        case .list, .psubscribe, .punsubscribe, .prefixSync, .other: return (operation.arguments, .same)
         }
     }
 
@@ -211,23 +214,11 @@ public enum RedisFunctions {
     /// about `limit` names of the whole keyspace are looked at per page, so a page holds the
     /// matching ones among them, sorted, and `next` is SCAN's cursor, not a key.
     static func listing<A: CommandArgument>(prefix: A, after: A?, limit: Int, values: Bool) -> (command: [A], reply: ReplyShape) {
-        let pattern = Array("kv:{*}:".utf8) + globEscaped(prefix.bytes) + [UInt8(ascii: "*")]
+        let pattern = Array("kv:{*}:".utf8) + PrefixPattern.pattern(of: prefix.bytes)
         return ([A("FCALL_RO"), A("kv_list"), A("0"), after ?? A("0"), A(bytes: pattern), A(String(limit)), A(values ? "1" : "0")],
                 .listing(prefix: prefix.bytes))
     }
 
-    /// `bytes` matched literally by a Redis glob pattern.
-    static func globEscaped(_ bytes: [UInt8]) -> [UInt8] {
-        var out: [UInt8] = []
-        out.reserveCapacity(bytes.count)
-        for byte in bytes {
-            if byte == UInt8(ascii: "*") || byte == UInt8(ascii: "?") || byte == UInt8(ascii: "[") || byte == UInt8(ascii: "]") || byte == UInt8(ascii: "\\") {
-                out.append(UInt8(ascii: "\\"))
-            }
-            out.append(byte)
-        }
-        return out
-    }
 
     /// The cluster slot of a command's key, or nil for a command about no key.
     public static func routingSlot<A>(_ operation: StoreOperation<A>) -> Int? {
@@ -266,6 +257,7 @@ public protocol CommandArgument {
 /// The fixed words of the commands `StoreOperation` writes.
 public enum CommandWord: Int, CaseIterable, Sendable {
     case get, set, del, px, kvget, kvset, kvdel, kvsync, subscribe, unsubscribe, since, epoch, initial, nx, xx, ifrev, kvlist, after, limit, values
+    case psubscribe, punsubscribe, kvpsync
 
     var text: String {
         switch self {
@@ -289,6 +281,9 @@ public enum CommandWord: Int, CaseIterable, Sendable {
         case .after: "AFTER"
         case .limit: "LIMIT"
         case .values: "VALUES"
+        case .psubscribe: "PSUBSCRIBE"
+        case .punsubscribe: "PUNSUBSCRIBE"
+        case .kvpsync: "KVPSYNC"
         }
     }
 }

@@ -47,11 +47,11 @@ final class StoreClientHandler: ChannelDuplexHandler {
         let value = unwrapInboundIn(data)
         if case .push(let elements) = value {
             switch elements.first?.string {
-            case "message", "smessage":
+            case "message", "smessage", "pmessage":
                 let change = dialect == .redis ? RedisFunctions.change(fromPush: elements) : StoreChange(push: elements)
                 if let change { onChange(change) }
                 return
-            case "subscribe", "unsubscribe", "ssubscribe", "sunsubscribe":
+            case "subscribe", "unsubscribe", "ssubscribe", "sunsubscribe", "psubscribe", "punsubscribe":
                 // The reply to a (un)subscribe request, unless none waits first: then the server
                 // unsubscribed us by itself (a cluster node whose slot moved away).
                 guard pending.first?.byPush == true else {

@@ -19,6 +19,11 @@ public enum StoreOperation<A: CommandArgument> {
     case sync(key: A, since: UInt64?, epoch: String?, initial: Bool)
     case subscribe(key: A)
     case unsubscribe(key: A)
+    /// `PSUBSCRIBE`: every change of every key that starts with `prefix`.
+    case psubscribe(prefix: A)
+    case punsubscribe(prefix: A)
+    /// `KVPSYNC`: how a subscriber of `prefix` is exactly up to date.
+    case prefixSync(prefix: A, since: UInt64?, epoch: String?, initial: Bool)
     /// `KVLIST`: one page of the keys under a prefix. About no one key: on a Redis store it
     /// scans the whole server (`RedisFunctions.translate`).
     case list(prefix: A, after: A?, limit: Int, values: Bool)
@@ -32,7 +37,7 @@ public enum StoreOperation<A: CommandArgument> {
         case .get(let key), .set(let key, _, _), .delete(let key), .versionedGet(let key), .versionedSet(let key, _, _, _),
              .versionedDelete(let key, _), .sync(let key, _, _, _), .subscribe(let key), .unsubscribe(let key):
             key
-        case .list, .other:
+        case .list, .psubscribe, .punsubscribe, .prefixSync, .other:
             nil
         }
     }
@@ -43,6 +48,7 @@ public enum StoreOperation<A: CommandArgument> {
         case .set(let key, let value, _), .versionedSet(let key, let value, _, _): key.byteCount + value.byteCount
         case .other(let words): words.reduce(0) { $0 + $1.byteCount }
         case .list(let prefix, let after, _, _): prefix.byteCount + (after?.byteCount ?? 0)
+        case .psubscribe(let prefix), .punsubscribe(let prefix), .prefixSync(let prefix, _, _, _): prefix.byteCount
         default: key?.byteCount ?? 0
         }
     }
@@ -62,6 +68,10 @@ public enum StoreOperation<A: CommandArgument> {
             [A.word(.kvsync), key] + (since.map { [A.word(.since), A(String($0)), A.word(.epoch), A(epoch ?? "")] } ?? []) + (initial ? [A.word(.initial)] : [])
         case .subscribe(let key): [A.word(.subscribe), key]
         case .unsubscribe(let key): [A.word(.unsubscribe), key]
+        case .psubscribe(let prefix): [A.word(.psubscribe), A(bytes: PrefixPattern.pattern(of: prefix.bytes))]
+        case .punsubscribe(let prefix): [A.word(.punsubscribe), A(bytes: PrefixPattern.pattern(of: prefix.bytes))]
+        case .prefixSync(let prefix, let since, let epoch, let initial):
+            [A.word(.kvpsync), prefix] + (since.map { [A.word(.since), A(String($0)), A.word(.epoch), A(epoch ?? "")] } ?? []) + (initial ? [A.word(.initial)] : [])
         case .list(let prefix, let after, let limit, let values):
             [A.word(.kvlist), prefix] + (after.map { [A.word(.after), $0] } ?? []) + [A.word(.limit), A(String(limit))]
                 + (values ? [A.word(.values)] : [])
@@ -72,7 +82,7 @@ public enum StoreOperation<A: CommandArgument> {
     /// Whether the reply comes as a push: RESP3 answers (un)subscribe requests that way.
     var repliedByPush: Bool {
         switch self {
-        case .subscribe, .unsubscribe: true
+        case .subscribe, .unsubscribe, .psubscribe, .punsubscribe: true
         default: false
         }
     }
@@ -137,6 +147,8 @@ extension StoreCommand where Reply == Void {
     /// Acknowledged once every change applied after it is delivered.
     public static func subscribe(_ key: A) -> Self { Self(.subscribe(key: key), reply: pushed) }
     public static func unsubscribe(_ key: A) -> Self { Self(.unsubscribe(key: key), reply: pushed) }
+    public static func psubscribe(_ prefix: A) -> Self { Self(.psubscribe(prefix: prefix), reply: pushed) }
+    public static func punsubscribe(_ prefix: A) -> Self { Self(.punsubscribe(prefix: prefix), reply: pushed) }
 
     /// Succeeds when the store answers.
     public static var ping: Self {
@@ -209,6 +221,13 @@ extension StoreCommand where Reply == SyncReply {
     /// `KVSYNC`: the changes a subscriber at `since` (of `epoch`) missed, or the current state.
     public static func sync(_ key: A, since: UInt64?, epoch: String?, initial: Bool) -> Self {
         Self(.sync(key: key, since: since, epoch: epoch, initial: initial), reply: SyncReply.init(reply:))
+    }
+}
+
+extension StoreCommand where Reply == PrefixSyncReply {
+    /// `KVPSYNC`: the changes under `prefix` a subscriber at `since` (of `epoch`) missed, or the current state.
+    public static func prefixSync(_ prefix: A, since: UInt64?, epoch: String?, initial: Bool) -> Self {
+        Self(.prefixSync(prefix: prefix, since: since, epoch: epoch, initial: initial), reply: PrefixSyncReply.init(reply:))
     }
 }
 
@@ -328,6 +347,39 @@ public struct SyncReply: Sendable, Equatable {
     }
 }
 
+/// `KVPSYNC`'s reply: how a subscriber of every key under a prefix is exactly up to date at
+/// `revision`. A state (`initial`, or a reset) is every live key under the prefix as a set.
+public struct PrefixSyncReply: Sendable, Equatable {
+    public var mode: SyncReply.Mode
+    public var epoch: String
+    public var revision: UInt64
+    public var changes: [StoreChange]
+
+    /// `[mode, epoch, revision, [[kind, revision, key, value?]…]]`.
+    init(reply: RESPValue) throws(KVError) {
+        guard case .array(let items) = reply, items.count == 4, let modeText = items[0].string, let mode = SyncReply.Mode(rawValue: modeText),
+              let epoch = items[1].string, case .integer(let revision) = items[2], revision >= 0, case .array(let entries) = items[3]
+        else { throw KVError.storeReply(reply) }
+        var changes: [StoreChange] = []
+        changes.reserveCapacity(entries.count)
+        for entry in entries {
+            guard case .array(let fields) = entry, fields.count >= 3, let kindText = fields[0].string, let kind = ChangeKind(rawValue: kindText),
+                  case .integer(let at) = fields[1], at > 0, case .bulkString(let key) = fields[2], fields.count == (kind == .set ? 4 : 3)
+            else { throw KVError.storeReply(reply) }
+            var value: ByteBuffer?
+            if kind == .set {
+                guard case .bulkString(let bytes) = fields[3] else { throw KVError.storeReply(reply) }
+                value = bytes
+            }
+            changes.append(StoreChange(key: key, kind: kind, revision: UInt64(at), value: value))
+        }
+        self.mode = mode
+        self.epoch = epoch
+        self.revision = UInt64(revision)
+        self.changes = changes
+    }
+}
+
 // MARK: - Errors
 
 extension KVError {
@@ -340,6 +392,8 @@ extension KVError {
             return KVError(.storageFull, "the store is full (its memory limit is reached): writes are refused until keys are deleted or expire; reads and deletes still work")
         }
         // kv_list's refusal of an `after` that is not one of its cursors: the client's mistake.
+        // KVPSYNC's refusal of a state too large for one reply.
+        if text.readableBytesView.starts(with: "TOOMANY ".utf8) { return KVError(.invalidRequest, String(String(buffer: text).dropFirst(8))) }
         let badCursor = "BADCURSOR "
         if text.readableBytesView.starts(with: badCursor.utf8) { return KVError(.invalidRequest, String(String(buffer: text).dropFirst(badCursor.count))) }
         return KVError(.storageError, "the store answered: \(String(buffer: text))")
@@ -349,6 +403,11 @@ extension KVError {
     /// neither client does yet (docs/scaling.md).
     public static let listingOnCluster = KVError(
         .invalidRequest, "listing keys is not available on a Redis Cluster store yet (it is on kv-stored and on a single Redis server)")
+
+    /// Prefix subscriptions need kv-stored's change feed; Redis publishes each key's changes on
+    /// a sharded channel, which has no patterns (docs/scaling.md).
+    public static let prefixSubscriptionOnRedis = KVError(
+        .invalidRequest, "prefix subscriptions are not available on a Redis store yet (they are on kv-stored): subscribe to keys, or list the prefix")
 
     /// Any failure on the way to the store (a closed channel, a refused connection): a
     /// `KVError` stays as it is, anything else means the store could not be reached.

@@ -1,3 +1,4 @@
+import KVCore
 import NIOCore
 
 /// The life of one pipelined connection to a store, without I/O: `StoreConnection` tells it
@@ -25,8 +26,8 @@ struct StoreConnectionState<Connection, Waiter> {
     private(set) var phase = Phase.idle
     /// How many connections were made: the generation of the current one.
     private var generations = 0
-    /// The subscribed keys (acknowledged by the store): subscribed again on each new connection.
-    private(set) var subscriptions = Set<ByteBuffer>()
+    /// The subscribed keys and prefixes (acknowledged by the store): subscribed again on each new connection.
+    private(set) var subscriptions = Set<Topic<ByteBuffer>>()
     private var backoff = ReconnectBackoff()
     /// The connection was lost while it held subscriptions, and they are not restored yet.
     private var lostSubscriptions = false
@@ -165,17 +166,17 @@ struct StoreConnectionState<Connection, Waiter> {
 
     // MARK: - Subscriptions
 
-    /// The store acknowledged `key`'s subscription.
-    mutating func subscribed(_ key: ByteBuffer) { subscriptions.insert(key) }
+    /// The store acknowledged `topic`'s subscription.
+    mutating func subscribed(_ topic: Topic<ByteBuffer>) { subscriptions.insert(topic) }
 
-    /// `key` is unsubscribed by the client: the connection to tell, if there is one (a new
+    /// `topic` is unsubscribed by the client: the connection to tell, if there is one (a new
     /// one will not subscribe it).
-    mutating func unsubscribed(_ key: ByteBuffer) -> Connection? {
-        subscriptions.remove(key)
+    mutating func unsubscribed(_ topic: Topic<ByteBuffer>) -> Connection? {
+        subscriptions.remove(topic)
         guard case .connected(let connection, _) = phase else { return nil }
         return connection
     }
 
     /// The store ended `key`'s subscription by itself: true when it was held.
-    mutating func dropped(_ key: ByteBuffer) -> Bool { subscriptions.remove(key) != nil }
+    mutating func dropped(_ key: ByteBuffer) -> Bool { subscriptions.remove(.key(key)) != nil }
 }

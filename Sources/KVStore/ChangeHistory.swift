@@ -82,4 +82,19 @@ struct ChangeHistory: Sendable {
         }
         return found.reversed()
     }
+
+    /// The changes of every key that starts with `prefix` after revision `since`, oldest first;
+    /// nil when the history no longer reaches back that far.
+    func changes(withPrefix prefix: UnsafeRawBufferPointer, after since: UInt64) -> [ChangeEvent]? {
+        guard since >= floor else { return nil }
+        var found: [ChangeEvent] = []
+        var index = changes.endIndex
+        while index > changes.startIndex {
+            index -= 1
+            let change = changes[index]
+            if change.revision <= since { break }
+            if change.entry.withKey({ $0.starts(with: prefix) }) { found.append(change) }
+        }
+        return found.reversed()
+    }
 }

@@ -10,6 +10,8 @@ public struct ConnectionState: Sendable {
     public var name: String = ""
     /// Keys this connection is subscribed to.
     public var subscriptions: Set<[UInt8]> = []
+    /// Prefixes this connection watches (`PSUBSCRIBE`), each with the pattern it wrote.
+    public var prefixSubscriptions: [[UInt8]: [UInt8]] = [:]
     /// Set by QUIT: close once the reply is written.
     public var closeAfterReply = false
     /// A write ran since the replies were last sent: the log must be committed before they are.
@@ -20,7 +22,10 @@ public struct ConnectionState: Sendable {
     }
 
     /// RESP2 connections with subscriptions accept only pub/sub commands (as in Redis).
-    var inSubscriberMode: Bool { version == .v2 && !subscriptions.isEmpty }
+    var inSubscriberMode: Bool { version == .v2 && (!subscriptions.isEmpty || !prefixSubscriptions.isEmpty) }
+
+    /// Channels and patterns, as Redis counts them in (un)subscribe replies.
+    var subscriptionCount: Int { subscriptions.count + prefixSubscriptions.count }
 }
 
 /// Executes kv-stored's commands (the RESP subset documented in docs/protocol.md) and writes
@@ -94,6 +99,8 @@ public struct CommandProcessor: Sendable {
         case .select: select(args, &out)
         case .subscribe: subscribe(args, &connection, subscriber, &out)
         case .unsubscribe: unsubscribe(args, &connection, subscriber, &out)
+        case .psubscribe: psubscribe(args, &connection, subscriber, &out)
+        case .punsubscribe: punsubscribe(args, &connection, subscriber, &out)
         case .info: info(args, &out)
         case .client: client(args, &connection, subscriber, &out)
         case .command: commandCommand(args, connection, &out)
@@ -103,6 +110,7 @@ public struct CommandProcessor: Sendable {
         case .kvset: kvset(args, &out)
         case .kvdel: kvdel(args, &out)
         case .kvsync: kvsync(args, &out)
+        case .kvpsync: kvpsync(args, &out)
         case .kvlist: kvlist(args, connection, &out)
         case .kvmetrics:
             guard let metrics else { return out.writeRESPError("ERR metrics are not kept by this kv-stored") }
@@ -380,11 +388,63 @@ public struct CommandProcessor: Sendable {
         }
     }
 
-    /// `[kind, revision, value]` for a set, `[kind, revision]` for a deletion or expiry.
-    private static func writeVersioned(_ kind: ChangeKind, revision: UInt64, entry: Entry, _ out: inout ByteBuffer) {
-        out.writeRESPArrayHeader(count: kind == .set ? 3 : 2)
+    /// The most keys a `KVPSYNC` answers as a prefix's current state (the state is one reply).
+    static let prefixStateLimit = 10_000
+
+    /// `KVPSYNC prefix [SINCE revision EPOCH epoch] [INITIAL]` → `[mode, epoch, revision,
+    /// changes]`: `KVSYNC` for a subscriber of every key under `prefix`. Each change is `[kind,
+    /// revision, key, value?]`; a state (INITIAL, or a reset) is every live key under the
+    /// prefix as a `set`, at most `prefixStateLimit` of them (`-TOOMANY` beyond).
+    private func kvpsync(_ args: RESPArguments, _ out: inout ByteBuffer) {
+        var since: UInt64?, epoch: String?, initial = false
+        var i = 2
+        while i < args.count {
+            if args.matches(i, "SINCE"), i + 1 < args.count, let revision = UInt64(args.string(i + 1)) {
+                since = revision
+                i += 2
+            } else if args.matches(i, "EPOCH"), i + 1 < args.count {
+                epoch = args.string(i + 1)
+                i += 2
+            } else if args.matches(i, "INITIAL") {
+                initial = true
+                i += 1
+            } else {
+                return out.writeRESPError("ERR syntax error")
+            }
+        }
+        guard (since == nil) == (epoch == nil) else { return out.writeRESPError("ERR SINCE and EPOCH go together") }
+        let sameData = epoch == self.epoch
+        let limit = Self.prefixStateLimit
+        let (mode, revision, changes, state) = store.withKeyspace { ks -> (String, UInt64, [ChangeEvent], Keyspace.Listing?) in
+            if let since, sameData, let missed = ks.changes(withPrefix: args[1], after: since) {
+                return ("replay", ks.revision, missed, nil)
+            }
+            let state = since != nil || initial ? ks.list(prefix: args[1], after: nil, limit: limit + 1, budget: (limit + 1) * 10) : nil
+            return (since == nil ? "live" : "reset", ks.revision, [], state)
+        }
+        if let state, state.entries.count > limit || state.next != nil {
+            return out.writeRESPError("TOOMANY the prefix holds more than \(limit) keys: too many to send as one state; list them (KVLIST) and resume from the listing's revision instead")
+        }
+        out.writeRESPArrayHeader(count: 4)
+        out.writeRESPBulkString(mode)
+        out.writeRESPBulkString(self.epoch)
+        out.writeRESPInteger(Int(revision))
+        if let state {
+            out.writeRESPArrayHeader(count: state.entries.count)
+            for (entry, _) in state.entries { Self.writeVersioned(.set, revision: entry.revision, entry: entry, withKey: true, &out) }
+        } else {
+            out.writeRESPArrayHeader(count: changes.count)
+            for change in changes { Self.writeVersioned(change.kind, revision: change.revision, entry: change.entry, withKey: true, &out) }
+        }
+    }
+
+    /// `[kind, revision, value]` for a set, `[kind, revision]` for a deletion or expiry; with
+    /// `withKey`, the key after the revision.
+    private static func writeVersioned(_ kind: ChangeKind, revision: UInt64, entry: Entry, withKey: Bool = false, _ out: inout ByteBuffer) {
+        out.writeRESPArrayHeader(count: (kind == .set ? 3 : 2) + (withKey ? 1 : 0))
         out.writeRESPBulkString(kind.rawValue)
         out.writeRESPInteger(Int(revision))
+        if withKey { entry.withKey { out.writeRESPBulkString($0) } }
         if kind == .set { entry.withValue { out.writeRESPBulkString($0) } }
     }
 
@@ -398,7 +458,7 @@ public struct CommandProcessor: Sendable {
             if connection.subscriptions.insert(bytes).inserted {
                 store.withKeyspace { _ = $0.subscribe(bytes, subscriber) }
             }
-            writePubSubReply("subscribe", key: args[i], count: connection.subscriptions.count, connection.version, &out)
+            writePubSubReply("subscribe", key: args[i], count: connection.subscriptionCount, connection.version, &out)
         }
     }
 
@@ -416,18 +476,63 @@ public struct CommandProcessor: Sendable {
                 store.withKeyspace { _ = $0.unsubscribe(key, subscriber) }
             }
             key.withUnsafeBytes { raw in
-                writePubSubReply("unsubscribe", key: raw, count: connection.subscriptions.count, connection.version, &out)
+                writePubSubReply("unsubscribe", key: raw, count: connection.subscriptionCount, connection.version, &out)
+            }
+        }
+    }
+
+    /// `PSUBSCRIBE pattern [pattern …]`: each pattern a prefix followed by `*` (docs/protocol.md,
+    /// "Prefix subscriptions"); changes of every key under it are pushed as `pmessage`. A
+    /// pattern of any other shape is refused and nothing of the command is subscribed.
+    private func psubscribe(_ args: RESPArguments, _ connection: inout ConnectionState, _ subscriber: SubscriberOutbox, _ out: inout ByteBuffer) {
+        var prefixes: [[UInt8]] = []
+        for i in 1..<args.count {
+            guard let prefix = PrefixPattern.prefix(of: args[i]) else {
+                return out.writeRESPError(#"ERR kv-stored's PSUBSCRIBE takes prefix patterns only: the prefix, with \ before any of *?[]\ in it, then one * (app/* watches every key starting with app/)"#)
+            }
+            guard prefix.count <= limits.maxKeyBytes else {
+                return out.writeRESPError("ERR prefix is \(prefix.count) bytes, the key limit is \(limits.maxKeyBytes)")
+            }
+            prefixes.append(prefix)
+        }
+        for (offset, prefix) in prefixes.enumerated() {
+            let pattern = args.array(offset + 1)
+            // Registered under the keyspace lock before the acknowledgement is written, as SUBSCRIBE.
+            connection.prefixSubscriptions[prefix] = pattern
+            store.withKeyspace { _ = $0.subscribe(prefix: prefix, pattern: pattern, subscriber) }
+            writePubSubReply("psubscribe", key: args[offset + 1], count: connection.subscriptionCount, connection.version, &out)
+        }
+    }
+
+    /// `PUNSUBSCRIBE [pattern …]`; no pattern: all of this connection's.
+    private func punsubscribe(_ args: RESPArguments, _ connection: inout ConnectionState, _ subscriber: SubscriberOutbox, _ out: inout ByteBuffer) {
+        let patterns: [[UInt8]] = args.count > 1 ? (1..<args.count).map { args.array($0) } : Array(connection.prefixSubscriptions.values)
+        if patterns.isEmpty {
+            out.writeRESPPushHeader(count: 3, version: connection.version)
+            out.writeRESPBulkString("punsubscribe")
+            out.writeRESPNull(connection.version)
+            out.writeRESPInteger(connection.subscriptionCount)
+            return
+        }
+        for pattern in patterns {
+            if let prefix = PrefixPattern.prefix(of: pattern), connection.prefixSubscriptions.removeValue(forKey: prefix) != nil {
+                store.withKeyspace { _ = $0.unsubscribe(prefix: prefix, subscriber) }
+            }
+            pattern.withUnsafeBytes { raw in
+                writePubSubReply("punsubscribe", key: raw, count: connection.subscriptionCount, connection.version, &out)
             }
         }
     }
 
     /// Drops every subscription of a connection (on close and RESET).
     public func dropSubscriptions(_ connection: inout ConnectionState, _ subscriber: SubscriberOutbox) {
-        guard !connection.subscriptions.isEmpty else { return }
-        let keys = connection.subscriptions
+        guard !connection.subscriptions.isEmpty || !connection.prefixSubscriptions.isEmpty else { return }
+        let keys = connection.subscriptions, prefixes = connection.prefixSubscriptions.keys
         connection.subscriptions.removeAll()
+        connection.prefixSubscriptions.removeAll()
         store.withKeyspace { ks in
             for key in keys { ks.unsubscribe(key, subscriber) }
+            for prefix in prefixes { ks.unsubscribe(prefix: prefix, subscriber) }
         }
     }
 
@@ -438,10 +543,18 @@ public struct CommandProcessor: Sendable {
         out.writeRESPInteger(count)
     }
 
-    /// Encodes one change as a pub/sub `message` push on the channel named after its key.
-    public static func writeChange(_ event: ChangeEvent, version: RESPVersion, into out: inout ByteBuffer) {
-        out.writeRESPPushHeader(count: 3, version: version)
-        out.writeRESPBulkString("message")
+    /// Encodes one change as a pub/sub `message` push on the channel named after its key, or
+    /// for a prefix subscription a `pmessage` naming the pattern first (as Redis does).
+    public static func writeChange(_ push: ChangePush, version: RESPVersion, into out: inout ByteBuffer) {
+        let event = push.event
+        if let pattern = push.pattern {
+            out.writeRESPPushHeader(count: 4, version: version)
+            out.writeRESPBulkString("pmessage")
+            pattern.withUnsafeBytes { out.writeRESPBulkString($0) }
+        } else {
+            out.writeRESPPushHeader(count: 3, version: version)
+            out.writeRESPBulkString("message")
+        }
         event.entry.withKey { out.writeRESPBulkString($0) }
         let header = ChangePayload.header(kind: event.kind, revision: event.revision)
         if event.kind == .set {
@@ -612,7 +725,8 @@ public struct CommandProcessor: Sendable {
         let all = requested.isEmpty || requested.contains("all") || requested.contains("everything") || requested.contains("default")
         let snapshot = store.withKeyspace { ks in
             (count: ks.count, expiring: ks.expiringCount, revision: ks.revision, stats: ks.stats,
-             subscriptions: ks.subscriptionCount, watchedKeys: ks.watchedKeyCount, dataset: ks.datasetBytes, index: ks.indexBytes,
+             subscriptions: ks.subscriptionCount, watchedKeys: ks.watchedKeyCount, watchedPrefixes: ks.watchedPrefixCount,
+             prefixSubscriptions: ks.prefixSubscriptionCount, dataset: ks.datasetBytes, index: ks.indexBytes,
              history: ks.historyFigures, usedMemory: ks.usedMemoryBytes, maxMemory: ks.maxMemoryBytes ?? 0,
              now: ks.clock.monotonicNanoseconds())
         }
@@ -648,6 +762,7 @@ public struct CommandProcessor: Sendable {
             ("keyspace_hits", String(snapshot.stats.hits)), ("keyspace_misses", String(snapshot.stats.misses)),
             ("expired_keys", String(snapshot.stats.expiredKeys)), ("total_changes", String(snapshot.stats.changes)),
             ("pubsub_channels", String(snapshot.watchedKeys)), ("pubsub_subscriptions", String(snapshot.subscriptions)),
+            ("pubsub_patterns", String(snapshot.watchedPrefixes)), ("pubsub_pattern_subscriptions", String(snapshot.prefixSubscriptions)),
             ("subscriber_conflated_changes", String(statistics.conflatedChanges.load(ordering: .relaxed))),
             ("subscriber_output_limit_disconnects", String(statistics.outputLimitDisconnects.load(ordering: .relaxed))),
             ("protocol_errors", String(statistics.protocolErrors.load(ordering: .relaxed))),

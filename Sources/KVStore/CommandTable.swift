@@ -7,8 +7,8 @@ import RESP
 /// options. `COMMAND`, `COMMAND INFO` and `COMMAND COUNT` answer from it, as Redis's do.
 enum Command: CaseIterable {
     case get, set, del, exists, pttl, ttl, persist, dbsize, ping, echo, hello, select
-    case subscribe, unsubscribe, info, client, command, config, reset, quit, bgrewriteaof
-    case kvget, kvset, kvdel, kvsync, kvlist, kvmetrics
+    case subscribe, unsubscribe, psubscribe, punsubscribe, info, client, command, config, reset, quit, bgrewriteaof
+    case kvget, kvset, kvdel, kvsync, kvpsync, kvlist, kvmetrics
 
     struct Flags: OptionSet {
         let rawValue: UInt8
@@ -84,6 +84,9 @@ enum Command: CaseIterable {
         // Channels are keys here: each is held to the key limit like any other key.
         case .subscribe: Spec("SUBSCRIBE", arity: -2, [.pubsub, .subscriberContext], keys: Self.everyKey)
         case .unsubscribe: Spec("UNSUBSCRIBE", arity: -1, [.pubsub, .subscriberContext], keys: Self.everyKey)
+        // Patterns are not keys (an escaped prefix may be longer than a key): the handler checks them.
+        case .psubscribe: Spec("PSUBSCRIBE", arity: -2, [.pubsub, .subscriberContext])
+        case .punsubscribe: Spec("PUNSUBSCRIBE", arity: -1, [.pubsub, .subscriberContext])
         case .info: Spec("INFO", arity: -1, [])
         case .client: Spec("CLIENT", arity: -2, [])
         case .command: Spec("COMMAND", arity: -1, [])
@@ -95,6 +98,7 @@ enum Command: CaseIterable {
         case .kvset: Spec("KVSET", arity: -3, [.write], keys: Self.oneKey, value: 2)
         case .kvdel: Spec("KVDEL", arity: -2, [.write], keys: Self.oneKey)
         case .kvsync: Spec("KVSYNC", arity: -2, [.readonly], keys: Self.oneKey)
+        case .kvpsync: Spec("KVPSYNC", arity: -2, [.readonly], keys: Self.oneKey)
         case .kvlist: Spec("KVLIST", arity: -2, [.readonly], keys: Self.oneKey)
         case .kvmetrics: Spec("KVMETRICS", arity: 1, [.admin])
         }

@@ -98,6 +98,8 @@ public struct Keyspace: Sendable {
     public var expiringCount: Int { expiries.liveCount }
     public var subscriptionCount: Int { feed.subscriptionCount }
     public var watchedKeyCount: Int { feed.keyCount }
+    public var prefixSubscriptionCount: Int { feed.prefixSubscriptionCount }
+    public var watchedPrefixCount: Int { feed.prefixCount }
     /// Memory of the index structures (table slots), for INFO.
     public var indexBytes: Int { table.slotBytes + order.bytes }
     /// What `maxMemoryBytes` bounds: keys and values, the index, and the changes kept for
@@ -277,6 +279,13 @@ public struct Keyspace: Sendable {
         return history.changes(of: key, after: since)
     }
 
+    /// What a subscriber of `prefix` resuming after revision `since` missed, oldest first; nil
+    /// when the history no longer reaches back that far (or `since` lies in the future).
+    public func changes(withPrefix prefix: UnsafeRawBufferPointer, after since: UInt64) -> [ChangeEvent]? {
+        guard since <= revision else { return nil }
+        return history.changes(withPrefix: prefix, after: since)
+    }
+
     /// Clears the TTL of `key`. Not a change of the value: no revision, no event (as Redis
     /// `PERSIST` touches no value). Returns false when the key is missing or had no TTL.
     public mutating func persist(_ key: UnsafeRawBufferPointer) -> Bool {
@@ -324,6 +333,18 @@ public struct Keyspace: Sendable {
     @discardableResult
     public mutating func unsubscribe(_ key: [UInt8], _ subscriber: any ChangeSubscriber) -> Bool {
         feed.unsubscribe(key: key, subscriber)
+    }
+
+    /// Starts delivering changes of every key starting with `prefix` to `subscriber`, each
+    /// naming `pattern`. In force as soon as this returns.
+    @discardableResult
+    public mutating func subscribe(prefix: [UInt8], pattern: [UInt8], _ subscriber: any ChangeSubscriber) -> Bool {
+        feed.subscribe(prefix: prefix, pattern: pattern, subscriber)
+    }
+
+    @discardableResult
+    public mutating func unsubscribe(prefix: [UInt8], _ subscriber: any ChangeSubscriber) -> Bool {
+        feed.unsubscribe(prefix: prefix, subscriber)
     }
 
     // MARK: - Internals of the write and notify paths

@@ -16,6 +16,7 @@ public final class StoreMetrics: Sendable {
     private let historyChanges = Gauge(label: "kv_stored_history_changes")
     private let connectedClients = Gauge(label: "kv_stored_connected_clients")
     private let subscriptions = Gauge(label: "kv_stored_subscriptions")
+    private let prefixSubscriptions = Gauge(label: "kv_stored_prefix_subscriptions")
     private let aofEnabled = Gauge(label: "kv_stored_aof_enabled")
     private let aofSize = Gauge(label: "kv_stored_aof_size_bytes")
     private let aofPendingFsync = Gauge(label: "kv_stored_aof_pending_fsync_bytes")
@@ -38,7 +39,7 @@ public final class StoreMetrics: Sendable {
     func exposition(store: Store, statistics: ServerStatistics, log: AppendLog?) -> [UInt8] {
         let snapshot = store.withKeyspace { ks in
             (count: ks.count, expiring: ks.expiringCount, dataset: ks.datasetBytes, revision: ks.revision,
-             history: ks.historyFigures.changes, subscriptions: ks.subscriptionCount, stats: ks.stats)
+             history: ks.historyFigures.changes, subscriptions: ks.subscriptionCount, prefixSubscriptions: ks.prefixSubscriptionCount, stats: ks.stats)
         }
         keys.record(snapshot.count)
         expiringKeys.record(snapshot.expiring)
@@ -46,6 +47,7 @@ public final class StoreMetrics: Sendable {
         revision.record(Double(snapshot.revision))
         historyChanges.record(snapshot.history)
         subscriptions.record(snapshot.subscriptions)
+        prefixSubscriptions.record(snapshot.prefixSubscriptions)
         connectedClients.record(statistics.connectedClients.load(ordering: .relaxed))
         advance("kv_stored_commands_total", to: statistics.totalCommands.load(ordering: .relaxed))
         advance("kv_stored_connections_total", to: statistics.totalConnections.load(ordering: .relaxed))

@@ -5,7 +5,7 @@ import NIOConcurrencyHelpers
 /// can enqueue under its lock without waiting for the connection, plus a wake-up callback that
 /// schedules a drain on the connection's event loop.
 public final class SubscriberOutbox: ChangeSubscriber, Sendable {
-    private let buffer: NIOLockedValueBox<ConflatingQueue<ChangeEvent>>
+    private let buffer: NIOLockedValueBox<ConflatingQueue<ChangePush>>
     private let wake: @Sendable () -> Void
     private let overflow: @Sendable () -> Void
     private let conflated: @Sendable (Int) -> Void
@@ -24,10 +24,10 @@ public final class SubscriberOutbox: ChangeSubscriber, Sendable {
         self.conflated = conflated
     }
 
-    public func deliver(_ event: ChangeEvent) {
+    public func deliver(_ push: ChangePush) {
         let (result, dropped) = buffer.withLockedValue { buffer in
             let before = buffer.conflatedCount
-            let result = buffer.append(event)
+            let result = buffer.append(push)
             return (result, buffer.conflatedCount - before)
         }
         if dropped > 0 { conflated(dropped) }
@@ -38,7 +38,7 @@ public final class SubscriberOutbox: ChangeSubscriber, Sendable {
         }
     }
 
-    public func take(maxBytes: Int) -> [ChangeEvent] {
+    public func take(maxBytes: Int) -> [ChangePush] {
         buffer.withLockedValue { $0.take(maxBytes: maxBytes) }
     }
 

@@ -1,3 +1,4 @@
+import KVAccess
 import KVCore
 import NIOConcurrencyHelpers
 import NIOCore
@@ -41,6 +42,9 @@ public final class Session: Sendable {
     private let handler: NIOLoopBoundBox<WebSocketSessionHandler?>
     /// Called once, when the session first drops superseded changes for a slow client.
     private let onFirstConflation: @Sendable (Int) -> Void
+    /// Whose rules decide which keys reach the session through a prefix subscription: read by
+    /// the hub on the store connection's event loop, replaced by the handler on its own.
+    private let watcher = NIOLockedValueBox<Identity?>(nil)
 
     init(id: Int, eventLoop: any EventLoop, limits: OutputLimits, onFirstConflation: @escaping @Sendable (Int) -> Void = { _ in }) {
         self.id = id
@@ -85,6 +89,17 @@ public final class Session: Sendable {
             // Deferred to the end of the current tick, so a burst of messages costs one flush.
             eventLoop.execute { self.handler.value?.drain() }
         }
+    }
+
+    /// From now on, changes through prefix subscriptions reach the session only for the keys
+    /// `identity` may watch (nil: none).
+    func watch(as identity: Identity?) {
+        watcher.withLockedValue { $0 = identity }
+    }
+
+    /// Whether a change of `key` that came through a prefix may reach the session.
+    func mayWatch(_ key: [UInt8]) -> Bool {
+        watcher.withLockedValue { $0?.allows(.subscribe, key: key) ?? false }
     }
 
     /// The access file was reloaded: the connection presents its credentials again.

@@ -5,9 +5,10 @@ import NIOConcurrencyHelpers
 import NIOCore
 import RESP
 
-/// kv-ws's subscriptions: one kv-stored subscription per key for the whole process, however
-/// many WebSocket sessions watch it (reference-counted, dropped with the last watcher), and the
-/// routing of each change to those sessions.
+/// kv-ws's subscriptions: one kv-stored subscription per key or prefix (a *topic*) for the
+/// whole process, however many WebSocket sessions watch it (reference-counted, dropped with the
+/// last watcher), and the routing of each change to those sessions. A change of a key watched
+/// both by itself and through a prefix reaches a session once per subscription.
 ///
 /// Routing happens synchronously on the store connection's event loop, in the order kv-stored
 /// sent the changes, so every session sees one key's changes in revision order.
@@ -47,7 +48,7 @@ public final class SubscriptionHub: Sendable {
         var acknowledged: EventLoopFuture<Void>
     }
 
-    private let watches = NIOLockedValueBox<[ByteBuffer: Watch]>([:])
+    private let watches = NIOLockedValueBox<[Topic<ByteBuffer>: Watch]>([:])
     private let connection: any EventLoopStore
     private let logger: Logger
 
@@ -58,28 +59,32 @@ public final class SubscriptionHub: Sendable {
         router.withLockedValue { $0 = self }
     }
 
-    /// Adds `session` as a watcher of `key`; the future completes once kv-stored has acknowledged
-    /// the subscription, so every change applied after that reaches the session. With
-    /// `catchUp`, the watcher is versioned, and the future completes once it has caught up: the
-    /// `ok` (with an id), then the state or the missed changes, are in the session's queue.
-    func subscribe(_ key: [UInt8], _ session: Session, catchUp: CatchUp?) -> EventLoopFuture<Void> {
-        let keyBuffer = ByteBuffer(bytes: key)
+    /// Adds `session` as a watcher of `topic`; the future completes once kv-stored has
+    /// acknowledged the subscription, so every change applied after that reaches the session.
+    /// With `catchUp`, the watcher is versioned, and the future completes once it has caught
+    /// up: the `ok` (with an id), then the state or the missed changes, are in the session's queue.
+    func subscribe(_ topic: Topic<[UInt8]>, _ session: Session, catchUp: CatchUp?) -> EventLoopFuture<Void> {
+        let watched = topic.map { ByteBuffer(bytes: $0) }
         let acknowledged = watches.withLockedValue { watches -> EventLoopFuture<Void> in
-            var watch = watches[keyBuffer] ?? {
+            var watch = watches[watched] ?? {
                 WSMetrics.storeSubscriptions.increment()
-                return Watch(acknowledged: connection.future(.subscribe(keyBuffer)))
+                let subscription: StoreCommand<ByteBuffer, Void> = switch watched {
+                case .key(let key): .subscribe(key)
+                case .prefix(let prefix): .psubscribe(prefix)
+                }
+                return Watch(acknowledged: connection.future(subscription))
             }()
             if watch.watchers.updateValue(Watcher(session: session, versioned: catchUp != nil, held: catchUp != nil ? [] : nil), forKey: session.id) == nil {
                 WSMetrics.subscriptions.increment()
             }
-            watches[keyBuffer] = watch
+            watches[watched] = watch
             return watch.acknowledged
         }
         let subscribed = acknowledged.flatMapError { error in
             // kv-stored refused or is unreachable: nobody stays subscribed on a failed subscription.
             self.watches.withLockedValue { watches in
-                if let watch = watches[keyBuffer], watch.acknowledged === acknowledged {
-                    watches[keyBuffer] = nil
+                if let watch = watches[watched], watch.acknowledged === acknowledged {
+                    watches[watched] = nil
                     WSMetrics.subscriptions.decrement(by: Double(watch.watchers.count))
                     WSMetrics.storeSubscriptions.decrement()
                 }
@@ -89,28 +94,55 @@ public final class SubscriptionHub: Sendable {
         guard let catchUp else { return subscribed }
         return subscribed.flatMap { () -> EventLoopFuture<Void> in
             // After the acknowledgement: every change after the catch-up's revision reaches the hub.
-            self.sync(keyBuffer, catchUp).map { reply in self.caughtUp(keyBuffer, session, reply, catchUp) }
+            self.sync(watched, catchUp).map { reply in self.caughtUp(watched, session, reply, catchUp) }
         }.flatMapErrorThrowing { error in
-            self.unsubscribe(key, session)
+            self.unsubscribe(topic, session)
             throw error
         }
     }
 
-    private func sync(_ key: ByteBuffer, _ catchUp: CatchUp) -> EventLoopFuture<SyncReply> {
-        connection.future(.sync(key, since: catchUp.since, epoch: catchUp.epoch, initial: catchUp.initial))
+    /// What a catch-up found: the mode, and the state or the changes, each naming its key (a
+    /// key's absent state is a change without a kind).
+    private struct Caught: Sendable {
+        var mode: SyncReply.Mode
+        var epoch: String
+        var revision: UInt64
+        var changes: [(key: ByteBuffer, kind: ChangeKind?, revision: UInt64, value: ByteBuffer?)]
+    }
+
+    private func sync(_ topic: Topic<ByteBuffer>, _ catchUp: CatchUp) -> EventLoopFuture<Caught> {
+        switch topic {
+        case .key(let key):
+            return connection.future(.sync(key, since: catchUp.since, epoch: catchUp.epoch, initial: catchUp.initial)).map { reply in
+                Caught(mode: reply.mode, epoch: reply.epoch, revision: reply.revision,
+                       changes: reply.changes.map { (key, $0.kind, $0.revision, $0.value) })
+            }
+        case .prefix(let prefix):
+            return connection.future(.prefixSync(prefix, since: catchUp.since, epoch: catchUp.epoch, initial: catchUp.initial)).map { reply in
+                Caught(mode: reply.mode, epoch: reply.epoch, revision: reply.revision,
+                       changes: reply.changes.map { ($0.key, $0.kind, $0.revision, $0.value) })
+            }
+        }
     }
 
     /// Sends what `reply` says the session lacks (after the `ok`, for a request with an id), then
-    /// the changes held meanwhile that come after it; the watcher goes live.
-    private func caughtUp(_ key: ByteBuffer, _ session: Session, _ reply: SyncReply, _ catchUp: CatchUp) {
-        let keyBytes = Array(key.readableBytesView)
+    /// the changes held meanwhile that come after it; the watcher goes live. A prefix's reset
+    /// is announced first (`reset`): the state that follows is all there is under the prefix.
+    private func caughtUp(_ topic: Topic<ByteBuffer>, _ session: Session, _ reply: Caught, _ catchUp: CatchUp) {
+        let watchedBytes = Array(topic.bytes.readableBytesView)
         watches.withLockedValue { watches in
-            guard var watcher = watches[key]?.watchers[session.id], let held = watcher.held else { return }
+            guard var watcher = watches[topic]?.watchers[session.id], let held = watcher.held else { return }
             if let id = catchUp.id {
-                session.send(text: ServerMessage.ok(key: keyBytes).encoded(.init(id: id, rev: reply.revision, epoch: reply.epoch)))
+                let ok: ServerMessage = topic.isPrefix ? .okPrefix(prefix: watchedBytes) : .ok(key: watchedBytes)
+                session.send(text: ok.encoded(.init(id: id, rev: reply.revision, epoch: reply.epoch)))
+            }
+            if topic.isPrefix, reply.mode == .reset {
+                session.send(text: ServerMessage.reset(prefix: watchedBytes).encoded(.init(rev: reply.revision, epoch: reply.epoch)))
             }
             for change in reply.changes {
-                let message = Self.message(key: keyBytes, set: change.kind == .set, value: change.value)
+                let key = Array(change.key.readableBytesView)
+                guard !topic.isPrefix || session.mayWatch(key) else { continue }
+                let message = Self.message(key: key, set: change.kind == .set, value: change.value)
                 session.send(text: message.encoded(.init(rev: change.revision, reset: reply.mode == .reset)))
             }
             watcher.revision = reply.revision
@@ -118,35 +150,39 @@ public final class SubscriptionHub: Sendable {
             // (A held change without a revision, Redis's expiry, came before the catch-up's
             // state on the same connection, so that state already shows it.)
             for change in held where change.revision > watcher.revision {
+                if topic.isPrefix, !session.mayWatch(Array(change.key.readableBytesView)) { continue }
                 session.send(text: Self.message(for: change).encoded(.init(rev: change.revision)))
                 watcher.revision = change.revision
             }
             watcher.held = nil
-            watches[key]?.watchers[session.id] = watcher
+            watches[topic]?.watchers[session.id] = watcher
         }
     }
 
-    /// The revision of the last change of `key` the session was sent (or caught up to); 0 if none.
-    func revision(of key: [UInt8], for session: Session) -> UInt64 {
+    /// The revision of the last change of `topic` the session was sent (or caught up to); 0 if none.
+    func revision(of topic: Topic<[UInt8]>, for session: Session) -> UInt64 {
         watches.withLockedValue { watches in
-            guard let watch = watches[ByteBuffer(bytes: key)], let watcher = watch.watchers[session.id] else { return 0 }
+            guard let watch = watches[topic.map { ByteBuffer(bytes: $0) }], let watcher = watch.watchers[session.id] else { return 0 }
             return watcher.versioned ? watcher.revision : watch.seedRevision
         }
     }
 
-    /// Removes `session` from `key`'s watchers, dropping the kv-stored subscription with the last
-    /// one. Returns the revision of the last change of `key` the session was sent.
+    /// Removes `session` from `topic`'s watchers, dropping the kv-stored subscription with the
+    /// last one. Returns the revision of the last change of `topic` the session was sent.
     @discardableResult
-    func unsubscribe(_ key: [UInt8], _ session: Session) -> UInt64 {
-        let keyBuffer = ByteBuffer(bytes: key)
+    func unsubscribe(_ topic: Topic<[UInt8]>, _ session: Session) -> UInt64 {
+        let watched = topic.map { ByteBuffer(bytes: $0) }
         return watches.withLockedValue { watches in
-            guard let removed = watches[keyBuffer]?.watchers.removeValue(forKey: session.id) else { return 0 }
+            guard let removed = watches[watched]?.watchers.removeValue(forKey: session.id) else { return 0 }
             WSMetrics.subscriptions.decrement()
-            let revision = removed.versioned ? removed.revision : watches[keyBuffer]?.seedRevision ?? 0
-            if watches[keyBuffer]?.watchers.isEmpty == true {
-                watches[keyBuffer] = nil
+            let revision = removed.versioned ? removed.revision : watches[watched]?.seedRevision ?? 0
+            if watches[watched]?.watchers.isEmpty == true {
+                watches[watched] = nil
                 WSMetrics.storeSubscriptions.decrement()
-                _ = connection.future(.unsubscribe(keyBuffer))
+                switch watched {
+                case .key(let key): _ = connection.future(.unsubscribe(key))
+                case .prefix(let prefix): _ = connection.future(.punsubscribe(prefix))
+                }
             }
             return revision
         }
@@ -172,12 +208,14 @@ public final class SubscriptionHub: Sendable {
                 // to 1000 watchers must not cost 1000 dictionary writes); only exact watchers,
                 // usually few, are updated afterwards.
                 var updates: [(id: Int, watcher: Watcher)] = []
+                let topic = change.topic
                 do {
-                    guard let watch = watches[change.key] else { return }
+                    guard let watch = watches[topic] else { return }
                     // Encoded at most once per form, shared by every watcher of that form.
                     var seedText: ByteBuffer?, versionedText: ByteBuffer?
                     let conflationKey = Array(change.key.readableBytesView)
-                    for (id, watcher) in watch.watchers {
+                    // Through a prefix, each session sees only the keys its access rules let it watch.
+                    for (id, watcher) in watch.watchers where !topic.isPrefix || watcher.session.mayWatch(conflationKey) {
                         if watcher.held != nil {
                             var holding = watcher
                             holding.held?.append(change)
@@ -201,8 +239,8 @@ public final class SubscriptionHub: Sendable {
                         }
                     }
                 }
-                if change.revision > 0 { watches[change.key]?.seedRevision = change.revision }
-                for (id, watcher) in updates { watches[change.key]?.watchers[id] = watcher }
+                if change.revision > 0 { watches[topic]?.seedRevision = change.revision }
+                for (id, watcher) in updates { watches[topic]?.watchers[id] = watcher }
             }
         case .disconnected:
             interrupted(nil, "lost the connection to storage; changes of subscribed keys may be missed until it returns")
@@ -223,9 +261,9 @@ public final class SubscriptionHub: Sendable {
     /// arrives until they have caught up again; every watcher is told.
     private func interrupted(_ keys: Set<ByteBuffer>?, _ message: String) {
         watches.withLockedValue { watches in
-            for key in watches.keys where keys?.contains(key) ?? true {
-                for (id, watcher) in watches[key]?.watchers ?? [:] where watcher.versioned && watcher.held == nil {
-                    watches[key]?.watchers[id]?.held = []
+            for topic in watches.keys where Self.concerns(topic, keys) {
+                for (id, watcher) in watches[topic]?.watchers ?? [:] where watcher.versioned && watcher.held == nil {
+                    watches[topic]?.watchers[id]?.held = []
                 }
             }
         }
@@ -243,15 +281,23 @@ public final class SubscriptionHub: Sendable {
     /// sent (a replay from kv-stored's history, or a reset with the current state).
     private func resumeVersionedWatchers(_ keys: Set<ByteBuffer>?) {
         let resuming = watches.withLockedValue { watches in
-            watches.filter { keys?.contains($0.key) ?? true }.flatMap { key, watch in
-                watch.watchers.values.filter { $0.versioned }.map { (key, $0.session, CatchUp(since: $0.revision, epoch: $0.epoch)) }
+            watches.filter { Self.concerns($0.key, keys) }.flatMap { topic, watch in
+                watch.watchers.values.filter { $0.versioned }.map { (topic, $0.session, CatchUp(since: $0.revision, epoch: $0.epoch)) }
             }
         }
         if !resuming.isEmpty { logger.notice("resuming exact subscriptions", metadata: ["kv.subscriptions": "\(resuming.count)"]) }
-        for (key, session, catchUp) in resuming {
-            sync(key, catchUp).whenSuccess { reply in self.caughtUp(key, session, reply, catchUp) }
+        for (topic, session, catchUp) in resuming {
+            sync(topic, catchUp).whenSuccess { reply in self.caughtUp(topic, session, reply, catchUp) }
             // On failure the connection is gone again: the next `.restored` retries.
         }
+    }
+
+    /// Whether an event about `keys` (nil: every subscription) concerns `topic`. Events about
+    /// some keys come from a cluster, where no prefix is watched.
+    private static func concerns(_ topic: Topic<ByteBuffer>, _ keys: Set<ByteBuffer>?) -> Bool {
+        guard let keys else { return true }
+        if case .key(let key) = topic { return keys.contains(key) }
+        return false
     }
 
     /// Tells every session watching one of `keys` (nil: anything), once (with `versioned`
@@ -259,7 +305,7 @@ public final class SubscriptionHub: Sendable {
     private func tellWatchers(_ message: String, versioned: Bool, keys: Set<ByteBuffer>?) {
         let sessions = watches.withLockedValue { watches in
             Dictionary(
-                watches.filter { keys?.contains($0.key) ?? true }.values.flatMap { $0.watchers.filter { versioned || !$0.value.versioned }.map { ($0.key, $0.value.session) } },
+                watches.filter { Self.concerns($0.key, keys) }.values.flatMap { $0.watchers.filter { versioned || !$0.value.versioned }.map { ($0.key, $0.value.session) } },
                 uniquingKeysWith: { a, _ in a }
             ).values
         }

@@ -36,8 +36,10 @@ public struct WSConfiguration: Sendable {
     public var outputLimits = OutputLimits(conflateBytes: 1 << 20, maxBytes: 64 << 20)
     /// WebSocket ping interval; keeps idle subscribers alive through nginx's proxy_read_timeout.
     public var pingSeconds = 30
-    /// Keys one connection may watch at once (docs/limits.md).
+    /// Keys and prefixes one connection may watch at once (docs/limits.md).
     public var maxSubscriptionsPerConnection = 10_000
+    /// Prefixes one connection may watch at once (docs/limits.md).
+    public var maxPrefixSubscriptionsPerConnection = 100
     /// Bytes of one connection's messages read but not yet answered before reading pauses.
     public var maxPendingBytesPerConnection = 16 << 20
     /// Browser origins allowed to open a WebSocket (docs/security.md).
@@ -140,7 +142,8 @@ struct WSServer: Service {
         }, logger: logger)
         let settings = WebSocketSessionHandler.Settings(
             limits: configuration.limits, pingInterval: .seconds(Int64(configuration.pingSeconds)),
-            maxPendingBytes: configuration.maxPendingBytesPerConnection, maxSubscriptions: configuration.maxSubscriptionsPerConnection)
+            maxPendingBytes: configuration.maxPendingBytesPerConnection, maxSubscriptions: configuration.maxSubscriptionsPerConnection,
+            maxPrefixSubscriptions: configuration.maxPrefixSubscriptionsPerConnection)
         let maxMessage = configuration.maxMessageBytes
         let quiesce = ServerQuiescingHelper(group: group)
         let access = self.access

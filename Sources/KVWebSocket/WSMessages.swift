@@ -6,8 +6,9 @@ public enum ClientMessage: Equatable, Sendable {
     case get(key: [UInt8])
     case set(key: [UInt8], value: [UInt8], ttl: TTL?)
     case delete(key: [UInt8])
-    case subscribe(key: [UInt8])
-    case unsubscribe(key: [UInt8])
+    /// A key, or with `prefix` in the payload every key under it.
+    case subscribe(Topic<[UInt8]>)
+    case unsubscribe(Topic<[UInt8]>)
     /// One page of the keys under a prefix (docs/websocket.md, "Listing keys").
     case list(ListingQuery)
     /// Credentials for the connection (docs/access.md), for clients that cannot send headers.
@@ -16,7 +17,8 @@ public enum ClientMessage: Equatable, Sendable {
     /// The key the message is about (a listing's prefix); none for `auth`.
     public var key: [UInt8] {
         switch self {
-        case .get(let key), .set(let key, _, _), .delete(let key), .subscribe(let key), .unsubscribe(let key): key
+        case .get(let key), .set(let key, _, _), .delete(let key): key
+        case .subscribe(let topic), .unsubscribe(let topic): topic.bytes
         case .list(let query): query.prefix
         case .auth: []
         }
@@ -91,18 +93,30 @@ public struct ClientRequest: Equatable, Sendable {
             request.id = id
             return request
         }
-        guard let keyValue = payload[member: "key"], let key = document.string(keyValue) else {
-            throw KVError(.invalidKey, "payload.key must be a string")
+        var topic: Topic<[UInt8]>?
+        if type == "subscribe" || type == "unsubscribe", let prefixValue = payload[member: "prefix"] {
+            guard payload[member: "key"] == nil else { throw KVError(.invalidRequest, "payload has key and prefix: give one") }
+            guard let prefix = document.string(prefixValue) else { throw KVError(.invalidRequest, "payload.prefix must be a string (\"\" for every key)") }
+            // Checked by the listing rules: UTF-8, no longer than a key, and may be empty.
+            topic = .prefix(try ListingQuery(prefix: Array(prefix.utf8), limits: limits).prefix)
         }
-        let keyBytes = Array(key.utf8)
-        try StorageKey.validate(keyBytes, limits: limits)
+        let keyBytes: [UInt8]
+        if let topic {
+            keyBytes = topic.bytes
+        } else {
+            guard let keyValue = payload[member: "key"], let key = document.string(keyValue) else {
+                throw KVError(.invalidKey, type == "subscribe" || type == "unsubscribe" ? "payload.key (or payload.prefix) must be a string" : "payload.key must be a string")
+            }
+            keyBytes = Array(key.utf8)
+            try StorageKey.validate(keyBytes, limits: limits)
+        }
         var request: ClientRequest
         switch type {
         case "get": request = ClientRequest(message: .get(key: keyBytes))
         case "delete": request = ClientRequest(message: .delete(key: keyBytes))
-        case "unsubscribe": request = ClientRequest(message: .unsubscribe(key: keyBytes))
+        case "unsubscribe": request = ClientRequest(message: .unsubscribe(topic ?? .key(keyBytes)))
         case "subscribe":
-            request = ClientRequest(message: .subscribe(key: keyBytes))
+            request = ClientRequest(message: .subscribe(topic ?? .key(keyBytes)))
             if let initial = payload[member: "initial"] {
                 guard initial.kind == .true || initial.kind == .false else { throw KVError(.invalidRequest, "payload.initial must be true or false") }
                 request.initial = initial.kind == .true
@@ -175,6 +189,11 @@ public enum ServerMessage: Equatable, Sendable {
     case error(String)
     /// A request with an `id` succeeded (docs/websocket.md).
     case ok(key: [UInt8])
+    /// A prefix subscription or unsubscription with an `id` succeeded.
+    case okPrefix(prefix: [UInt8])
+    /// A prefix subscription resumed from too far back: what follows (marked `reset`) is the
+    /// whole state under the prefix; keys not in it are gone.
+    case reset(prefix: [UInt8])
     /// An `auth` message was accepted: who the connection now is, and until when (Unix ms).
     case authenticated(identity: String, expiresAt: Int64?)
     /// Reply to `list`: the page, its payload written by `KeyListing.json` (`now`: Unix ms, for
@@ -226,6 +245,12 @@ public enum ServerMessage: Equatable, Sendable {
             Self.write(envelope, into: &out)
             out.writeStaticString(#","payload":{"key":"#)
             out.writeBytes(JSONText.quoted(String(decoding: key, as: UTF8.self)))
+            out.writeStaticString("}}")
+        case .okPrefix(let prefix), .reset(let prefix):
+            if case .reset = self { out.writeStaticString(#"{"type":"reset""#) } else { out.writeStaticString(#"{"type":"ok""#) }
+            Self.write(envelope, into: &out)
+            out.writeStaticString(#","payload":{"prefix":"#)
+            out.writeBytes(JSONText.quoted(String(decoding: prefix, as: UTF8.self)))
             out.writeStaticString("}}")
         case .authenticated(let identity, let expiresAt):
             out.writeStaticString(#"{"type":"authenticated""#)

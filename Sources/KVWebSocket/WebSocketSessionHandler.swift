@@ -27,12 +27,12 @@ extension ClusterStoreConnection: StoreRequests {}
 protocol Subscriptions: AnyObject, Sendable {
     /// Completes once kv-stored has acknowledged the subscription, and, with `catchUp`, once
     /// the session has been sent what it lacks (see `SubscriptionHub`).
-    func subscribe(_ key: [UInt8], _ session: Session, catchUp: SubscriptionHub.CatchUp?) -> EventLoopFuture<Void>
-    /// The revision of the last change of `key` the session was sent.
-    func revision(of key: [UInt8], for session: Session) -> UInt64
-    /// Returns the revision of the last change of `key` the session was sent.
+    func subscribe(_ topic: Topic<[UInt8]>, _ session: Session, catchUp: SubscriptionHub.CatchUp?) -> EventLoopFuture<Void>
+    /// The revision of the last change of `topic` the session was sent.
+    func revision(of topic: Topic<[UInt8]>, for session: Session) -> UInt64
+    /// Returns the revision of the last change of `topic` the session was sent.
     @discardableResult
-    func unsubscribe(_ key: [UInt8], _ session: Session) -> UInt64
+    func unsubscribe(_ topic: Topic<[UInt8]>, _ session: Session) -> UInt64
 }
 
 extension SubscriptionHub: Subscriptions {}
@@ -63,8 +63,11 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
         /// Bytes of messages read but not yet answered (waiting in the inbox or for kv-stored);
         /// past this, reading pauses. One message is always taken, whatever its size.
         var maxPendingBytes = 16 << 20
-        /// Keys one connection may watch at once; a `subscribe` past it gets an `error`.
+        /// Keys and prefixes one connection may watch at once; a `subscribe` past it gets an `error`.
         var maxSubscriptions = 10_000
+        /// Prefixes one connection may watch at once (each costs the store a lookup per change
+        /// of a key of its length); a prefix `subscribe` past it gets an `error`.
+        var maxPrefixSubscriptions = 100
     }
 
     /// Who the connection is (docs/access.md): what it presented and what that grants now.
@@ -97,7 +100,8 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
     /// Re-entered from a reply that completes at once, `pump` returns and lets the outer call carry on.
     private var pumping = false
     private var access: Access
-    private var subscriptions = Set<[UInt8]>()
+    private var subscriptions = Set<Topic<[UInt8]>>()
+    private var prefixSubscriptionCount: Int { subscriptions.count { $0.isPrefix } }
     /// Closes the connection when its JWT expires.
     private var expiryTimer: Scheduled<Void>?
     private var closeTimer: Scheduled<Void>?
@@ -117,6 +121,7 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        session.watch(as: access.identity)
         logger.debug("websocket opened")
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
         pinger = context.eventLoop.scheduleRepeatedTask(initialDelay: settings.pingInterval, delay: settings.pingInterval) { _ in
@@ -132,7 +137,7 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
         pinger?.cancel()
         closeTimer?.cancel()
         expiryTimer?.cancel()
-        for key in subscriptions { hub.unsubscribe(key, session) }
+        for topic in subscriptions { hub.unsubscribe(topic, session) }
         subscriptions.removeAll()
         WSMetrics.connections.decrement()
         WSMetrics.closes[closing.reason ?? .dropped]?.increment()
@@ -219,9 +224,13 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
         case .unsubscribe, .auth: return nil
         }
         let key = request.message.key
+        let byPrefix = switch request.message {
+        case .list, .subscribe(.prefix): true
+        default: false
+        }
         let status: Int, message: String
         if let identity = access.identity {
-            let refusal = if case .list = request.message { identity.refusal(operation, prefix: key) } else { identity.refusal(operation, key: key) }
+            let refusal = byPrefix ? identity.refusal(operation, prefix: key) : identity.refusal(operation, key: key)
             guard let refusal else { return nil }
             (status, message) = refusal.needsCredentials
                 ? (401, "unauthorized: \(refusal.reason); send an auth message")
@@ -287,15 +296,26 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
         }
     }
 
-    /// Takes `identity` for the connection, unless it may not watch a key it watches.
+    /// Takes `identity` for the connection, unless it may no longer watch a key or prefix it
+    /// watches (a prefix it may now watch only part of goes on with that part).
     private func become(_ identity: Identity) {
-        if let key = subscriptions.first(where: { !identity.allows(.subscribe, key: $0) }) {
-            let shown = String(decoding: JSONText.quoted(String(decoding: key.prefix(100), as: UTF8.self)), as: UTF8.self)
-            withdraw(4403, "forbidden: \(identity.id) may no longer subscribe to key \(shown)")
+        if let topic = subscriptions.first(where: { !Self.may(identity, watch: $0) }) {
+            let shown = String(decoding: JSONText.quoted(String(decoding: topic.bytes.prefix(100), as: UTF8.self)), as: UTF8.self)
+            withdraw(4403, "forbidden: \(identity.id) may no longer subscribe to \(topic.isPrefix ? "prefix" : "key") \(shown)")
             return
         }
         access.identity = identity
+        session.watch(as: identity)
         armExpiry()
+    }
+
+    /// Whether `identity` may watch `topic`: a key, or some key under a prefix.
+    private static func may(_ identity: Identity?, watch topic: Topic<[UInt8]>) -> Bool {
+        guard let identity else { return false }
+        switch topic {
+        case .key(let key): return identity.allows(.subscribe, key: key)
+        case .prefix(let prefix): return identity.coverage(.subscribe, prefix: prefix) != .none
+        }
     }
 
     /// A connection whose identity has an expiry is closed then (4401).
@@ -342,11 +362,11 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
             request(.delete(ByteBuffer(bytes: key))) { session, reply in
                 if case .failure(let error) = reply { session.send(.error(error.message)) }
             }
-        case .subscribe(let key):
-            subscribe(key, catchUp: nil, id: nil)
-        case .unsubscribe(let key):
-            guard subscriptions.remove(key) != nil else { return }
-            hub.unsubscribe(key, session)
+        case .subscribe(let topic):
+            subscribe(topic, catchUp: nil, id: nil)
+        case .unsubscribe(let topic):
+            guard subscriptions.remove(topic) != nil else { return }
+            hub.unsubscribe(topic, session)
         case .list(let query):
             list(query, id: nil)
         case .auth:
@@ -373,26 +393,31 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
 
     /// Holds every later message until kv-stored has acknowledged the subscription (and, for a
     /// versioned one, the session has caught up).
-    private func subscribe(_ key: [UInt8], catchUp: SubscriptionHub.CatchUp?, id: [UInt8]?) {
-        guard subscriptions.contains(key) || subscriptions.count < settings.maxSubscriptions else {
-            let message = "subscription limit reached: this connection already watches \(subscriptions.count) keys (the limit); unsubscribe from some first"
+    private func subscribe(_ topic: Topic<[UInt8]>, catchUp: SubscriptionHub.CatchUp?, id: [UInt8]?) {
+        guard subscriptions.contains(topic) || subscriptions.count < settings.maxSubscriptions else {
+            let message = "subscription limit reached: this connection already watches \(subscriptions.count) keys and prefixes (the limit); unsubscribe from some first"
+            session.send(text: ServerMessage.error(message).encoded(.init(id: id)))
+            return
+        }
+        guard !topic.isPrefix || subscriptions.contains(topic) || prefixSubscriptionCount < settings.maxPrefixSubscriptions else {
+            let message = "prefix subscription limit reached: this connection already watches \(prefixSubscriptionCount) prefixes (the limit); unsubscribe from some first"
             session.send(text: ServerMessage.error(message).encoded(.init(id: id)))
             return
         }
         ordering.wait(for: .subscription)
-        hub.subscribe(key, session, catchUp: catchUp).hop(to: session.eventLoop).assumeIsolated().whenComplete { result in
+        hub.subscribe(topic, session, catchUp: catchUp).hop(to: session.eventLoop).assumeIsolated().whenComplete { result in
             self.ordering.opened()
             switch result {
             case .success where self.context == nil:
                 // The connection closed while kv-stored was acknowledging: channelInactive has
                 // already dropped the subscriptions it knew of, so this one goes now, or it
                 // would stay in the hub and in kv-stored for good.
-                self.hub.unsubscribe(key, self.session)
-            case .success where self.access.identity?.allows(.subscribe, key: key) != true:
+                self.hub.unsubscribe(topic, self.session)
+            case .success where !Self.may(self.access.identity, watch: topic):
                 // The rules changed (a reload or an auth) while kv-stored was acknowledging.
-                self.hub.unsubscribe(key, self.session)
-                self.session.send(text: ServerMessage.error("forbidden: no longer allowed to subscribe to this key").encoded(.init(id: id, code: "forbidden")))
-            case .success: self.subscriptions.insert(key)
+                self.hub.unsubscribe(topic, self.session)
+                self.session.send(text: ServerMessage.error("forbidden: no longer allowed to subscribe to this \(topic.isPrefix ? "prefix" : "key")").encoded(.init(id: id, code: "forbidden")))
+            case .success: self.subscriptions.insert(topic)
             case .failure(let error): self.session.send(text: ServerMessage.error(Self.message(error)).encoded(.init(id: id)))
             }
             self.pump()
@@ -429,20 +454,27 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
             self.request(.versionedDelete(ByteBuffer(bytes: key), precondition: precondition)) { session, reply in
                 Self.answerWrite(session, key: key, request: request, reply)
             }
-        case .subscribe(let key):
-            guard !subscriptions.contains(key) else {
+        case .subscribe(let topic):
+            guard !subscriptions.contains(topic) else {
                 // Already subscribed (and up to date): just acknowledged.
-                if let id { session.send(text: ServerMessage.ok(key: key).encoded(.init(id: id, rev: hub.revision(of: key, for: session)))) }
+                if let id { session.send(text: Self.ok(topic).encoded(.init(id: id, rev: hub.revision(of: topic, for: session)))) }
                 return
             }
-            subscribe(key, catchUp: SubscriptionHub.CatchUp(id: id, initial: request.initial, since: request.since, epoch: request.epoch), id: id)
-        case .unsubscribe(let key):
-            let revision = subscriptions.remove(key) != nil ? hub.unsubscribe(key, session) : 0
-            if let id { session.send(text: ServerMessage.ok(key: key).encoded(.init(id: id, rev: revision))) }
+            subscribe(topic, catchUp: SubscriptionHub.CatchUp(id: id, initial: request.initial, since: request.since, epoch: request.epoch), id: id)
+        case .unsubscribe(let topic):
+            let revision = subscriptions.remove(topic) != nil ? hub.unsubscribe(topic, session) : 0
+            if let id { session.send(text: Self.ok(topic).encoded(.init(id: id, rev: revision))) }
         case .list(let query):
             list(query, id: id)
         case .auth:
             break  // taken in `pump`
+        }
+    }
+
+    private static func ok(_ topic: Topic<[UInt8]>) -> ServerMessage {
+        switch topic {
+        case .key(let key): .ok(key: key)
+        case .prefix(let prefix): .okPrefix(prefix: prefix)
         }
     }
 

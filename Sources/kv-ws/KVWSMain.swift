@@ -60,8 +60,11 @@ struct KVWSMain: AsyncParsableCommand {
     @Option(help: "Seconds between WebSocket pings (keeps idle subscribers alive through proxies).")
     var pingSeconds = 30
 
-    @Option(help: "Keys one connection may watch at once; a subscribe past it gets an error.")
+    @Option(help: "Keys and prefixes one connection may watch at once; a subscribe past it gets an error.")
     var maxSubscriptions = 10_000
+
+    @Option(help: "Prefixes one connection may watch at once; a prefix subscribe past it gets an error.")
+    var maxPrefixSubscriptions = 100
 
     @Option(help: "Bytes of one connection's messages read but not yet answered; past it, kv-ws stops reading from that client until they are.")
     var maxPendingBytes = 16 << 20
@@ -81,7 +84,9 @@ struct KVWSMain: AsyncParsableCommand {
         }
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
         guard pingSeconds >= 1 else { throw ValidationError("--ping-seconds must be at least 1") }
-        guard maxSubscriptions >= 1, maxPendingBytes >= 1 else { throw ValidationError("--max-subscriptions and --max-pending-bytes must be at least 1") }
+        guard maxSubscriptions >= 1, maxPrefixSubscriptions >= 0, maxPendingBytes >= 1 else {
+            throw ValidationError("--max-subscriptions and --max-pending-bytes must be at least 1, --max-prefix-subscriptions at least 0")
+        }
     }
 
     func run() async throws {
@@ -94,6 +99,7 @@ struct KVWSMain: AsyncParsableCommand {
         configuration.outputLimits = OutputLimits(conflateBytes: clientConflateBytes, maxBytes: clientOutputLimit)
         configuration.pingSeconds = pingSeconds
         configuration.maxSubscriptionsPerConnection = maxSubscriptions
+        configuration.maxPrefixSubscriptionsPerConnection = maxPrefixSubscriptions
         configuration.maxPendingBytesPerConnection = maxPendingBytes
         configuration.origins = try originOptions.policy
         configuration.accessFile = accessOptions.path

@@ -115,4 +115,33 @@ struct KVStoredRedisCLITests {
         let payloads = text.split(separator: "\n").filter { $0.contains(":") }
         #expect(payloads == ["set:1:a", "set:3:a", "deleted:4", "set:5:b", "expired:6"])
     }
+
+    @Test("redis-cli PSUBSCRIBE with a prefix pattern gets a pmessage for every change of every key under the prefix")
+    func prefixChangeFeed() throws {
+        let dir = try TempDirectory()
+        let store = try StoreProcess(socketPath: dir.file("s"))
+        let subscriber = Process()
+        subscriber.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        subscriber.arguments = ["redis-cli", "-s", store.socketPath, "psubscribe", "app/*"]
+        let out = Pipe()
+        subscriber.standardOutput = out
+        try subscriber.run()
+        defer { subscriber.terminate() }
+        #expect(try eventually { try cli(store.socketPath, "info", "stats").contains("pubsub_pattern_subscriptions:1") })
+        _ = try cli(store.socketPath, "set", "app/a", "1")
+        _ = try cli(store.socketPath, "set", "apple", "x")
+        _ = try cli(store.socketPath, "del", "app/a")
+        _ = try cli(store.socketPath, "set", "app/b/c", "2", "px", "20")
+        var text = ""
+        let done = eventually {
+            text += String(decoding: out.fileHandleForReading.availableData, as: UTF8.self)
+            return text.contains("expired:")
+        }
+        #expect(done, "got: \(text)")
+        let lines = text.split(separator: "\n").map(String.init)
+        #expect(lines.filter { $0 == "pmessage" }.count == 4, "\(lines)")
+        #expect(lines.filter { $0.contains(":") } == ["set:1:1", "deleted:3", "set:4:2", "expired:5"], "\(lines)")
+        #expect(!lines.contains("apple"))
+        #expect(try cli(store.socketPath, "psubscribe", "a?c*").contains("prefix patterns only"))
+    }
 }

@@ -52,17 +52,17 @@ struct StoreConnectionStateTests {
     func subscriptionsSurviveReconnects() {
         let first = Link()
         var (machine, generation) = connected(first)
-        machine.subscribed(key)
+        machine.subscribed(.key(key))
         let other = machine.connectionLost(generation: generation + 1)
         #expect(other == nil)  // another connection's close: ignored
         let lost = machine.connectionLost(generation: generation)
         #expect(lost == 1)
         let due = machine.reconnectDue(), again = machine.reconnectDue()
         #expect(due && !again)  // the second: already connecting
-        #expect(machine.subscriptions == [key])
+        #expect(machine.subscriptions == [.key(key)])
         guard case .ready([], restored: 1, _) = machine.connected(Link()) else { Issue.record("not restored"); return }
         // Lost again without subscriptions: nothing to report.
-        _ = machine.unsubscribed(key)
+        _ = machine.unsubscribed(.key(key))
         guard case .connected(_, let now) = machine.phase else { Issue.record("not connected"); return }
         let quiet = machine.connectionLost(generation: now)
         #expect(quiet == nil)
@@ -71,7 +71,7 @@ struct StoreConnectionStateTests {
     @Test("a failed reconnect with subscriptions to restore asks for another attempt unasked")
     func reconnectsForSubscriptions() {
         var (machine, generation) = connected(Link())
-        machine.subscribed(key)
+        machine.subscribed(.key(key))
         _ = machine.connectionLost(generation: generation)
         let due = machine.reconnectDue()
         #expect(due)
@@ -83,16 +83,16 @@ struct StoreConnectionStateTests {
     func unsubscribeAndDrop() {
         let link = Link()
         var (machine, _) = connected(link)
-        machine.subscribed(key)
-        let told = machine.unsubscribed(key)
+        machine.subscribed(.key(key))
+        let told = machine.unsubscribed(.key(key))
         #expect(told === link)
         let droppedUnheld = machine.dropped(key)
         #expect(!droppedUnheld)
-        machine.subscribed(key)
+        machine.subscribed(.key(key))
         let droppedHeld = machine.dropped(key)
         #expect(droppedHeld && machine.subscriptions.isEmpty)
         var idle = Machine()
-        let none = idle.unsubscribed(key)
+        let none = idle.unsubscribed(.key(key))
         #expect(none == nil)
     }
 

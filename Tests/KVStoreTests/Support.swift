@@ -24,9 +24,11 @@ final class ManualClock: StoreClock, Sendable {
 
 /// Collects every change it is given, for assertions.
 final class RecordingSubscriber: ChangeSubscriber, Sendable {
-    private let box = NIOLockedValueBox<[ChangeEvent]>([])
-    func deliver(_ event: ChangeEvent) { box.withLockedValue { $0.append(event) } }
-    var events: [ChangeEvent] { box.withLockedValue { $0 } }
+    private let box = NIOLockedValueBox<[ChangePush]>([])
+    func deliver(_ push: ChangePush) { box.withLockedValue { $0.append(push) } }
+    var events: [ChangeEvent] { box.withLockedValue { $0.map(\.event) } }
+    /// The pattern each change came through (nil: the key itself).
+    var patterns: [String?] { box.withLockedValue { $0.map { $0.pattern.map { String(decoding: $0, as: UTF8.self) } } } }
     var summary: [String] {
         events.map { e in
             let key = String(decoding: e.entry.keyBytes, as: UTF8.self)

@@ -35,16 +35,21 @@ final class FakeHub: Subscriptions, @unchecked Sendable {
 
     init(loop: any EventLoop) { self.loop = loop }
 
-    func subscribe(_ key: [UInt8], _ session: Session, catchUp: SubscriptionHub.CatchUp?) -> EventLoopFuture<Void> {
+    /// A key as itself, a prefix as `prefix:<prefix>`.
+    static func name(_ topic: Topic<[UInt8]>) -> String {
+        (topic.isPrefix ? "prefix:" : "") + String(decoding: topic.bytes, as: UTF8.self)
+    }
+
+    func subscribe(_ topic: Topic<[UInt8]>, _ session: Session, catchUp: SubscriptionHub.CatchUp?) -> EventLoopFuture<Void> {
         let promise = loop.makePromise(of: Void.self)
-        pending.append((String(decoding: key, as: UTF8.self), catchUp, promise))
+        pending.append((Self.name(topic), catchUp, promise))
         return promise.futureResult
     }
 
-    func revision(of key: [UInt8], for session: Session) -> UInt64 { revision }
+    func revision(of topic: Topic<[UInt8]>, for session: Session) -> UInt64 { revision }
 
-    func unsubscribe(_ key: [UInt8], _ session: Session) -> UInt64 {
-        unsubscribed.append(String(decoding: key, as: UTF8.self))
+    func unsubscribe(_ topic: Topic<[UInt8]>, _ session: Session) -> UInt64 {
+        unsubscribed.append(Self.name(topic))
         return revision
     }
 }

@@ -39,7 +39,7 @@ struct SessionStateTests {
     }
 
     static let get = request(.get(key: Array("a".utf8)))
-    static let subscribe = request(.subscribe(key: Array("a".utf8)))
+    static let subscribe = request(.subscribe(.key(Array("a".utf8))))
 
     /// The names of the messages `next` gives until it gives none, handled as the session
     /// handler's `pump` does: a request is sent, a subscribe or auth closes the gate.

@@ -1,3 +1,4 @@
+import KVAccess
 import KVClient
 import KVCore
 import Logging
@@ -53,6 +54,12 @@ final class FakeFeed: EventLoopStore, @unchecked Sendable {
     }
 }
 
+extension SubscriptionHub {
+    /// A key's subscription, as most tests here make.
+    func subscribe(_ key: [UInt8], _ session: Session, catchUp: CatchUp?) -> EventLoopFuture<Void> { subscribe(.key(key), session, catchUp: catchUp) }
+    func revision(of key: [UInt8], for session: Session) -> UInt64 { revision(of: .key(key), for: session) }
+}
+
 @Suite("Subscription hub: exact subscriptions catch up, hold and resume (no sockets)")
 struct SubscriptionHubTests {
     let loop = EmbeddedEventLoop()
@@ -94,6 +101,49 @@ struct SubscriptionHubTests {
         feed.change("k", 8, nil)
         #expect(messages(exact) == [#"{"type":"no-value","rev":8,"payload":{"key":"k"}}"#])
         #expect(hub.revision(of: Array("k".utf8), for: exact) == 8)
+    }
+
+    @Test("a prefix subscription: one PSUBSCRIBE for every watcher, KVPSYNC catch-up, a reset announced before the state, keys the session may not watch left out")
+    func prefixWatchers() throws {
+        func prefixChange(_ key: String, _ revision: UInt64, _ value: String?) {
+            feed.onEvent?(.change(StoreChange(key: ByteBuffer(string: key), kind: value == nil ? .deleted : .set, revision: revision,
+                                              value: value.map { ByteBuffer(string: $0) }, prefix: ByteBuffer(string: "p/"))))
+        }
+        let exact = session(1), seed = session(2)
+        var rules = AccessRules.none
+        rules.allow(.subscribe, prefix: Array("p/".utf8))
+        rules.except(.subscribe, prefix: Array("p/secret".utf8))
+        exact.watch(as: .open)
+        seed.watch(as: Identity(kind: .token, id: "t", rules: rules))
+        let subscribed = hub.subscribe(.prefix(Array("p/".utf8)), exact, catchUp: SubscriptionHub.CatchUp(id: Array("1".utf8), since: 3, epoch: "e0"))
+        #expect(feed.requests.map(\.command) == [["PSUBSCRIBE", "p/*"]])
+        feed.requests[0].promise.succeed(.push([]))
+        let seedSubscribed = hub.subscribe(.prefix(Array("p/".utf8)), seed, catchUp: nil)
+        try seedSubscribed.wait()
+        #expect(feed.requests.count == 2 && feed.requests[1].command == ["KVPSYNC", "p/", "SINCE", "3", "EPOCH", "e0"], "one store subscription for both")
+        prefixChange("p/a", 9, "late")  // held for the exact watcher
+        feed.requests[1].promise.succeed(.array([.bulkString(ByteBuffer(string: "reset")), .bulkString(ByteBuffer(string: "e1")), .integer(8),
+                                                  .array([.array([.bulkString(ByteBuffer(string: "set")), .integer(8), .bulkString(ByteBuffer(string: "p/a")),
+                                                                  .bulkString(ByteBuffer(string: "1"))])])]))
+        try subscribed.wait()
+        #expect(messages(exact) == [
+            #"{"type":"ok","id":1,"rev":8,"epoch":"e1","payload":{"prefix":"p/"}}"#,
+            #"{"type":"reset","rev":8,"epoch":"e1","payload":{"prefix":"p/"}}"#,
+            #"{"type":"value","rev":8,"reset":true,"payload":{"key":"p/a","value":1}}"#,
+            #"{"type":"value","rev":9,"payload":{"key":"p/a","value":late}}"#,
+        ])
+        #expect(messages(seed) == [#"{"type":"value","payload":{"key":"p/a","value":late}}"#])
+        prefixChange("p/secret/x", 10, "hidden")
+        prefixChange("p/b", 11, nil)
+        #expect(messages(exact) == [#"{"type":"value","rev":10,"payload":{"key":"p/secret/x","value":hidden}}"#, #"{"type":"no-value","rev":11,"payload":{"key":"p/b"}}"#])
+        #expect(messages(seed) == [#"{"type":"no-value","payload":{"key":"p/b"}}"#], "p/secret is not the seed session's to watch")
+        feed.change("p/b", 12, "a key's own change does not reach prefix watchers")
+        #expect(messages(exact).isEmpty && messages(seed).isEmpty)
+        #expect(hub.revision(of: .prefix(Array("p/".utf8)), for: exact) == 11)
+        hub.unsubscribe(.prefix(Array("p/".utf8)), exact)
+        #expect(feed.requests.count == 2, "another session still watches the prefix")
+        hub.unsubscribe(.prefix(Array("p/".utf8)), seed)
+        #expect(feed.requests.last?.command == ["PUNSUBSCRIBE", "p/*"], "dropped with the last watcher")
     }
 
     @Test("after a lost connection an exact subscriber holds, then resumes from its last revision; a seed one is told it may have missed changes")
