@@ -19,6 +19,8 @@ final class BlockingClusterRouter {
     private let pause: (_ milliseconds: Int) -> Void
 
     private var topology: ClusterTopology? { shared.slotMap }
+    /// The slot map as last learnt (nil before the first).
+    var slotMap: ClusterTopology? { shared.slotMap }
 
     convenience init(seeds: [ClusterNode], credentials: StoreCredentials?, limits: RESPLimits, timeoutMilliseconds: Int,
                      shared: StoreReachability, logger: Logger?) {

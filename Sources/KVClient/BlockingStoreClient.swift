@@ -122,7 +122,12 @@ public final class BlockingStoreClient {
             let (command, shape) = RedisFunctions.translate(operation)
             return shape.adapt(try sendCommand(command))
         case .redisCluster(let seeds):
-            if case .list = operation { throw KVError.listingOnCluster }
+            if case .list(let prefix, let after, let limit, let values) = operation {
+                let (slot, cursor) = try ClusterListing.position(after: after)
+                let (command, shape) = RedisFunctions.listing(prefix: prefix, after: cursor, limit: limit, values: values)
+                let router = try router(seeds)
+                return ClusterListing.continued(shape.adapt(try router.send(command, slot: slot)), scanning: slot, topology: router.slotMap)
+            }
             let (command, shape) = RedisFunctions.translate(operation)
             return shape.adapt(try router(seeds).send(command, slot: RedisFunctions.routingSlot(operation)))
         }

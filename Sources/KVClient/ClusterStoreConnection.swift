@@ -84,8 +84,21 @@ public final class ClusterStoreConnection: EventLoopStore {
             subscribe(key) { completion(command.reply($0)) }
         case .unsubscribe(let key):
             unsubscribe(key) { completion(command.reply($0)) }
-        case .list:
-            completion(.failure(KVError.listingOnCluster))
+        case .list(let prefix, let after, let limit, let values):
+            let position: (slot: Int, cursor: [UInt8])
+            do throws(KVError) { position = try ClusterListing.position(after: after.map { Array($0.readableBytesView) }) } catch {
+                return completion(.failure(error))
+            }
+            // One master's SCAN step: sent to the master of the slot the cursor names.
+            let step = StoreOperation<ByteBuffer>.list(prefix: prefix, after: ByteBuffer(bytes: position.cursor), limit: limit, values: values)
+            var route = ClusterRoute(slot: position.slot)
+            let first = route.start(map: state.value.topology)
+            let raw = StoreCommand<ByteBuffer, RESPValue>(step) { $0 }
+            drive(route, first, attempt: { node, asking, reply in
+                self.connection(to: node).send(raw, completion: reply)
+            }, completion: { reply in
+                completion(command.reply(reply.map { ClusterListing.continued($0, scanning: position.slot, topology: self.state.value.topology) }))
+            })
         case .psubscribe, .punsubscribe, .prefixSync:
             completion(.failure(KVError.prefixSubscriptionOnRedis))
         default:

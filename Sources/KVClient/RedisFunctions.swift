@@ -95,7 +95,7 @@ public enum RedisFunctions {
     -- hash bucket each), so a page stops at the limit without skipping a key: a step that would
     -- go past it is left for the next page (unless it is the page's first, which then holds the
     -- bucket whole). At most 10 steps per key asked for. Returns {next cursor ('0': done), items}.
-    redis.register_function{function_name = 'kv_list', flags = {'no-writes'}, callback = function(keys, args)
+    redis.register_function{function_name = 'kv_list', flags = {'no-writes', 'allow-cross-slot-keys'}, callback = function(keys, args)
       local cursor = args[1]
       if not string.match(cursor, '^%d+$') then
         return redis.error_reply('BADCURSOR on a Redis store, after takes the next of the page before (a SCAN cursor), not a key')

@@ -399,11 +399,6 @@ extension KVError {
         return KVError(.storageError, "the store answered: \(String(buffer: text))")
     }
 
-    /// Listing scans one server; a cluster's masters would have to be scanned in turn, which
-    /// neither client does yet (docs/scaling.md).
-    public static let listingOnCluster = KVError(
-        .invalidRequest, "listing keys is not available on a Redis Cluster store yet (it is on kv-stored and on a single Redis server)")
-
     /// Prefix subscriptions need kv-stored's change feed; Redis publishes each key's changes on
     /// a sharded channel, which has no patterns (docs/scaling.md).
     public static let prefixSubscriptionOnRedis = KVError(

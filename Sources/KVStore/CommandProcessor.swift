@@ -46,6 +46,8 @@ public struct CommandProcessor: Sendable {
     public let epoch: String
     /// Renders `KVMETRICS` (nil: metrics are not kept, as in tests).
     public let metrics: StoreMetrics?
+    /// Where each `SCAN` in progress stands.
+    public let scanCursors = ScanCursors()
 
     /// kv-stored's own version (INFO's `kv_stored_version`): the project's.
     public static let serverVersion = KvServerVersion.current
@@ -93,6 +95,7 @@ public struct CommandProcessor: Sendable {
         case .pttl, .ttl: ttl(args, milliseconds: command == .pttl, &out)
         case .persist: persist(args, &out)
         case .dbsize: dbsize(args, &out)
+        case .scan: scan(args, &out)
         case .ping: ping(args, connection, &out)
         case .echo: echo(args, &out)
         case .hello: hello(args, &connection, &out)
@@ -253,6 +256,80 @@ public struct CommandProcessor: Sendable {
             out.writeRESPInteger(Int(entry.revision))
             out.writeRESPInteger(Int(remaining ?? -1))
         }
+    }
+
+    /// Keys one SCAN call looks at, at most, whatever its COUNT (a hint, as in Redis).
+    static let scanCountLimit = 1000
+    /// Longest MATCH pattern that is not a plain prefix pattern, and the matching work one
+    /// SCAN call may do: a glob costs up to the key's length times the pattern's per key.
+    static let scanPatternLimit = 1024, scanMatchSteps = 16 << 20
+
+    /// `SCAN cursor [MATCH pattern] [COUNT n] [TYPE type]` → `[next cursor, keys]`, as Redis's:
+    /// a full iteration (from cursor 0 until 0 comes back) returns every key that exists
+    /// throughout, once. kv-stored walks its keys in bytewise order and only over the range the
+    /// pattern's literal prefix allows (`MATCH app/*` looks at the keys under `app/` only);
+    /// COUNT (default 10, at most `scanCountLimit`) is how many keys one call looks at. Cursors
+    /// are numbers standing for a key (`ScanCursors`). Every value is a string: `TYPE string`
+    /// lists them all, any other type none.
+    private func scan(_ args: RESPArguments, _ out: inout ByteBuffer) {
+        guard let cursor = UInt64(args.string(1)) else { return out.writeRESPError("ERR invalid cursor") }
+        var count = 10, pattern: GlobPattern?, typeMatches = true
+        var i = 2
+        while i + 1 < args.count {
+            if args.matches(i, "MATCH") {
+                pattern = GlobPattern(args.array(i + 1))
+            } else if args.matches(i, "COUNT") {
+                guard let n = Int(args.string(i + 1)), n >= 1 else { return out.writeRESPError("ERR value is not an integer or out of range") }
+                count = min(n, Self.scanCountLimit)
+            } else if args.matches(i, "TYPE") {
+                typeMatches = args.string(i + 1).lowercased() == "string"
+            } else {
+                return out.writeRESPError("ERR syntax error")
+            }
+            i += 2
+        }
+        guard i == args.count else { return out.writeRESPError("ERR syntax error") }
+        var after: [UInt8]?
+        if cursor != 0 {
+            guard let saved = scanCursors.key(for: cursor) else {
+                return out.writeRESPError("ERR invalid cursor: kv-stored keeps the last \(ScanCursors.maxCursors) SCAN cursors; start again from 0")
+            }
+            after = saved
+        }
+        let (prefix, wholePattern) = pattern?.literalPrefix ?? ([], true)
+        if let pattern, !wholePattern, pattern.bytes.count > Self.scanPatternLimit {
+            return out.writeRESPError("ERR MATCH pattern is \(pattern.bytes.count) bytes; a pattern other than prefix* may have at most \(Self.scanPatternLimit)")
+        }
+        guard prefix.count <= limits.maxKeyBytes, typeMatches else {
+            // No key can match: the iteration is complete.
+            out.writeRESPArrayHeader(count: 2)
+            out.writeRESPBulkString("0")
+            out.writeRESPArrayHeader(count: 0)
+            return
+        }
+        let listing = store.withKeyspace { ks in
+            prefix.withUnsafeBytes { p in
+                if let after { return after.withUnsafeBytes { ks.list(prefix: p, after: $0, limit: count, budget: count) } }
+                return ks.list(prefix: p, after: nil, limit: count, budget: count)
+            }
+        }
+        // The entries are immutable: matched after the keyspace is released.
+        var keys: [Entry] = [], steps = 0, next = listing.next
+        for (index, (entry, _)) in listing.entries.enumerated() {
+            if let pattern, !wholePattern {
+                if steps > Self.scanMatchSteps {
+                    // Enough work for one call: the next goes on from this key.
+                    next = index > 0 ? listing.entries[index - 1].0.keyBytes : after
+                    break
+                }
+                guard entry.withKey({ pattern.matches($0, steps: &steps) }) else { continue }
+            }
+            keys.append(entry)
+        }
+        out.writeRESPArrayHeader(count: 2)
+        out.writeRESPBulkString(next.map { String(scanCursors.save($0)) } ?? "0")
+        out.writeRESPArrayHeader(count: keys.count)
+        for entry in keys { entry.withKey { out.writeRESPBulkString($0) } }
     }
 
     /// Reads one of the condition options KVSET and KVDEL share — `NX`, `XX`, `IFREV r`

@@ -6,7 +6,7 @@ import RESP
 /// committed before the reply — once, before any handler runs, so a handler only parses its
 /// options. `COMMAND`, `COMMAND INFO` and `COMMAND COUNT` answer from it, as Redis's do.
 enum Command: CaseIterable {
-    case get, set, del, exists, pttl, ttl, persist, dbsize, ping, echo, hello, select
+    case get, set, del, exists, pttl, ttl, persist, dbsize, scan, ping, echo, hello, select
     case subscribe, unsubscribe, psubscribe, punsubscribe, info, client, command, config, reset, quit, bgrewriteaof
     case kvget, kvset, kvdel, kvsync, kvpsync, kvlist, kvmetrics
 
@@ -77,6 +77,7 @@ enum Command: CaseIterable {
         case .ttl: Spec("TTL", arity: 2, [.readonly, .fast], keys: Self.oneKey)
         case .persist: Spec("PERSIST", arity: 2, [.write, .fast], keys: Self.oneKey)
         case .dbsize: Spec("DBSIZE", arity: 1, [.readonly, .fast])
+        case .scan: Spec("SCAN", arity: -2, [.readonly])
         case .ping: Spec("PING", arity: -1, [.fast, .subscriberContext])
         case .echo: Spec("ECHO", arity: 2, [.fast])
         case .hello: Spec("HELLO", arity: -1, [.fast])

@@ -144,4 +144,19 @@ struct KVStoredRedisCLITests {
         #expect(!lines.contains("apple"))
         #expect(try cli(store.socketPath, "psubscribe", "a?c*").contains("prefix patterns only"))
     }
+
+    @Test("redis-cli --scan walks every key, or those a pattern matches, with kv-stored's numeric cursors")
+    func scan() throws {
+        let dir = try TempDirectory()
+        let store = try StoreProcess(socketPath: dir.file("s"))
+        var piped = ""
+        for i in 0..<2500 { piped += "SET user:\(i):name n\(i)\nSET session:\(i) s\n" }
+        let load = try run("/usr/bin/env", ["redis-cli", "-s", store.socketPath], input: Data(piped.utf8))
+        #expect(load.status == 0)
+        let all = try run("/usr/bin/env", ["redis-cli", "-s", store.socketPath, "--scan"])
+        #expect(Set(all.output.split(separator: "\n")).count == 5000, "every key once")
+        let users = try run("/usr/bin/env", ["redis-cli", "-s", store.socketPath, "--scan", "--pattern", "user:1*:name"])
+        let expected = Set((0..<2500).map { "user:\($0):name" }.filter { $0.hasPrefix("user:1") })
+        #expect(Set(users.output.split(separator: "\n").map(String.init)) == expected)
+    }
 }

@@ -152,4 +152,41 @@ extension ConnectionHandlerTests {
         #expect(try exchange(channel, "KVPSYNC", "many/", "INITIAL").hasPrefix("-TOOMANY the prefix holds more than 10000 keys"))
         #expect(try exchange(channel, "KVPSYNC", "many/").hasPrefix("*4\r\n$4\r\nlive"), "without a state there is no limit to pass")
     }
+
+    @Test("SCAN: cursors stand for keys; a full iteration returns every key once, only the pattern's range is walked, COUNT bounds a call")
+    func scan() throws {
+        let store = makeStore()
+        let channel = try makeChannel(store)
+        for key in ["app/a", "app/b/x", "app/c", "apple", "b", "app/b/y"] { _ = try exchange(channel, "SET", key, "v") }
+        func scanAll(_ extra: [String]) throws -> [String] {
+            var cursor = "0", keys: [String] = [], calls = 0
+            repeat {
+                try send(channel, ["SCAN", cursor] + extra)
+                let lines = try output(channel).split(separator: "\r\n").map(String.init)
+                // *2 $n cursor *k ($len key)…
+                cursor = lines[2]
+                keys += stride(from: 5, to: lines.count, by: 2).map { lines[$0] }
+                calls += 1
+            } while cursor != "0" && calls < 100
+            return keys
+        }
+        #expect(try scanAll([]) == ["app/a", "app/b/x", "app/b/y", "app/c", "apple", "b"])
+        #expect(try scanAll(["COUNT", "1"]) == ["app/a", "app/b/x", "app/b/y", "app/c", "apple", "b"])
+        #expect(try scanAll(["MATCH", "app/*", "COUNT", "2"]) == ["app/a", "app/b/x", "app/b/y", "app/c"])
+        #expect(try scanAll(["MATCH", "app/b/?"]) == ["app/b/x", "app/b/y"])
+        #expect(try scanAll(["MATCH", "*/x"]) == ["app/b/x"])
+        #expect(try scanAll(["TYPE", "hash"]).isEmpty && scanAll(["TYPE", "string"]).count == 6)
+        #expect(try exchange(channel, "SCAN", "12345").hasPrefix("-ERR invalid cursor: kv-stored keeps the last"))
+        #expect(try exchange(channel, "SCAN", "x") == "-ERR invalid cursor\r\n")
+        #expect(try exchange(channel, "SCAN", "0", "COUNT", "0").hasPrefix("-ERR value is not an integer"))
+        #expect(try exchange(channel, "SCAN", "0", "BOGUS", "1") == "-ERR syntax error\r\n")
+        #expect(try exchange(channel, "SCAN", "0", "MATCH") == "-ERR syntax error\r\n")
+        #expect(try exchange(channel, "SCAN", "0", "MATCH", "?" + String(repeating: "x", count: 1024)).hasPrefix("-ERR MATCH pattern is 1025 bytes"))
+        // A cursor stays valid: repeating a call gives the same page.
+        try send(channel, ["SCAN", "0", "COUNT", "2"])
+        let cursor = try output(channel).split(separator: "\r\n").map(String.init)[2]
+        func page(_ reply: String) -> ArraySlice<Substring> { reply.split(separator: "\r\n").dropFirst(3) }
+        let first = page(try exchange(channel, "SCAN", cursor, "COUNT", "2")), again = page(try exchange(channel, "SCAN", cursor, "COUNT", "2"))
+        #expect(first == again && first.contains("app/b/y"), "\(first)")
+    }
 }
