@@ -17,7 +17,8 @@ enum ClusterListing {
         guard let after else { return (0, Array("0".utf8)) }
         let parts = after.split(separator: UInt8(ascii: ":"), maxSplits: 1, omittingEmptySubsequences: false)
         guard parts.count == 2, parts[0].count <= 5, let slot = Int(String(decoding: parts[0], as: UTF8.self)), (0..<ClusterTopology.slots).contains(slot),
-              !parts[1].isEmpty, parts[1].count <= 20, parts[1].allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") })
+              // kv_list's cursor: digits, perhaps then `:` and hex (`kv_list` checks its shape).
+              !parts[1].isEmpty, parts[1].allSatisfy({ $0 == UInt8(ascii: ":") || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains($0) })
         else { throw KVError(.invalidRequest, "on a Redis Cluster store, after takes the next of the page before (slot:cursor), not a key") }
         return (slot, Array(parts[1]))
     }

@@ -93,12 +93,26 @@ public enum RedisFunctions {
     -- match args[2], at most args[3] of them, each its name, or with args[4] == '1'
     -- {name, value, rev, pttl}; a key that expired is left out. SCAN steps of COUNT 1 (about one
     -- hash bucket each), so a page stops at the limit without skipping a key: a step that would
-    -- go past it is left for the next page (unless it is the page's first, which then holds the
-    -- bucket whole). At most 10 steps per key asked for. Returns {next cursor ('0': done), items}.
+    -- go past it is left for the next page. A page's first step alone past the limit is split:
+    -- its names sorted bytewise, the first args[3] taken, and the cursor '<cursor>:<hex of the
+    -- last name>' resumes that step after them. At most 10 steps per key asked for.
+    -- Returns {next cursor ('0': done), items}.
+    local function before(a, b)  -- bytewise a < b (Lua's < follows the locale)
+      for i = 1, math.min(#a, #b) do
+        local x, y = string.byte(a, i), string.byte(b, i)
+        if x ~= y then return x < y end
+      end
+      return #a < #b
+    end
     redis.register_function{function_name = 'kv_list', flags = {'no-writes', 'allow-cross-slot-keys'}, callback = function(keys, args)
-      local cursor = args[1]
-      if not string.match(cursor, '^%d+$') then
-        return redis.error_reply('BADCURSOR on a Redis store, after takes the next of the page before (a SCAN cursor), not a key')
+      local cursor, skip = string.match(args[1], '^(%d+)$'), nil
+      if not cursor then
+        local hex
+        cursor, hex = string.match(args[1], '^(%d+):(%x+)$')
+        if not cursor or #hex % 2 == 1 then
+          return redis.error_reply('BADCURSOR on a Redis store, after takes the next of the page before (a SCAN cursor), not a key')
+        end
+        skip = hex:gsub('..', function(h) return string.char(tonumber(h, 16)) end)
       end
       local limit = tonumber(args[3])
       local items, steps = {}, 0
@@ -107,17 +121,22 @@ public enum RedisFunctions {
         local found = {}
         for _, name in ipairs(step[2]) do
           local fields = redis.call('HMGET', name, 'v', 'r')
-          if fields[1] then
-            if args[4] == '1' then
-              found[#found + 1] = {name, fields[1], tonumber(fields[2]), redis.call('PTTL', name)}
-            else
-              found[#found + 1] = name
-            end
+          if fields[1] and (skip == nil or before(skip, name)) then
+            local item = name
+            if args[4] == '1' then item = {name, fields[1], tonumber(fields[2]), redis.call('PTTL', name)} end
+            found[#found + 1] = {name, item}
           end
         end
         if #items > 0 and #items + #found > limit then break end
-        for _, item in ipairs(found) do items[#items + 1] = item end
+        if #found > limit then
+          table.sort(found, function(a, b) return before(a[1], b[1]) end)
+          for i = 1, limit do items[i] = found[i][2] end
+          local last = found[limit][1]:gsub('.', function(c) return string.format('%02x', string.byte(c)) end)
+          return {cursor .. ':' .. last, items}
+        end
+        for _, entry in ipairs(found) do items[#items + 1] = entry[2] end
         cursor = step[1]
+        skip = nil
         steps = steps + 1
       until cursor == '0' or #items >= limit or steps >= limit * 10
       return {cursor, items}

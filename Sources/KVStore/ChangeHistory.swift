@@ -69,23 +69,20 @@ struct ChangeHistory: Sendable {
     }
 
     /// The changes of `key` after revision `since`, oldest first; nil when the history no longer
-    /// reaches back that far. Walks back from the newest change only as far as `since`.
+    /// reaches back that far.
     func changes(of key: UnsafeRawBufferPointer, after since: UInt64) -> [ChangeEvent]? {
-        guard since >= floor else { return nil }
-        var found: [ChangeEvent] = []
-        var index = changes.endIndex
-        while index > changes.startIndex {
-            index -= 1
-            let change = changes[index]
-            if change.revision <= since { break }
-            if change.entry.hasKey(key) { found.append(change) }
-        }
-        return found.reversed()
+        changes(after: since) { $0.hasKey(key) }
     }
 
     /// The changes of every key that starts with `prefix` after revision `since`, oldest first;
     /// nil when the history no longer reaches back that far.
     func changes(withPrefix prefix: UnsafeRawBufferPointer, after since: UInt64) -> [ChangeEvent]? {
+        changes(after: since) { entry in entry.withKey { $0.starts(with: prefix) } }
+    }
+
+    /// The changes after revision `since` whose entry `concerns`, oldest first. Walks back from
+    /// the newest change only as far as `since`.
+    private func changes(after since: UInt64, where concerns: (Entry) -> Bool) -> [ChangeEvent]? {
         guard since >= floor else { return nil }
         var found: [ChangeEvent] = []
         var index = changes.endIndex
@@ -93,7 +90,7 @@ struct ChangeHistory: Sendable {
             index -= 1
             let change = changes[index]
             if change.revision <= since { break }
-            if change.entry.withKey({ $0.starts(with: prefix) }) { found.append(change) }
+            if concerns(change.entry) { found.append(change) }
         }
         return found.reversed()
     }

@@ -415,12 +415,9 @@ public struct CommandProcessor: Sendable {
         }
     }
 
-    /// `KVSYNC key [SINCE revision EPOCH epoch] [INITIAL]` → `[mode, epoch, revision, changes]`:
-    /// what a subscriber of `key` needs to be exactly up to date at `revision` (see
-    /// docs/protocol.md). Modes: `live` (no SINCE: nothing, or the current state with INITIAL),
-    /// `replay` (the key's changes after SINCE, from the history), `reset` (the history does not
-    /// reach back to SINCE, or the epoch differs: the current state).
-    private func kvsync(_ args: RESPArguments, _ out: inout ByteBuffer) {
+    /// The options KVSYNC and KVPSYNC share, from argument 2: `[SINCE revision EPOCH epoch]
+    /// [INITIAL]`. Nil (with the error written) when they are not that.
+    private static func syncOptions(_ args: RESPArguments, _ out: inout ByteBuffer) -> (since: UInt64?, epoch: String?, initial: Bool)? {
         var since: UInt64?, epoch: String?, initial = false
         var i = 2
         while i < args.count {
@@ -434,10 +431,24 @@ public struct CommandProcessor: Sendable {
                 initial = true
                 i += 1
             } else {
-                return out.writeRESPError("ERR syntax error")
+                out.writeRESPError("ERR syntax error")
+                return nil
             }
         }
-        guard (since == nil) == (epoch == nil) else { return out.writeRESPError("ERR SINCE and EPOCH go together") }
+        guard (since == nil) == (epoch == nil) else {
+            out.writeRESPError("ERR SINCE and EPOCH go together")
+            return nil
+        }
+        return (since, epoch, initial)
+    }
+
+    /// `KVSYNC key [SINCE revision EPOCH epoch] [INITIAL]` → `[mode, epoch, revision, changes]`:
+    /// what a subscriber of `key` needs to be exactly up to date at `revision` (see
+    /// docs/protocol.md). Modes: `live` (no SINCE: nothing, or the current state with INITIAL),
+    /// `replay` (the key's changes after SINCE, from the history), `reset` (the history does not
+    /// reach back to SINCE, or the epoch differs: the current state).
+    private func kvsync(_ args: RESPArguments, _ out: inout ByteBuffer) {
+        guard let (since, epoch, initial) = Self.syncOptions(args, &out) else { return }
         let sameData = epoch == self.epoch
         let (mode, revision, changes, state) = store.withKeyspace { ks -> (String, UInt64, [ChangeEvent], Entry??) in
             if let since, sameData, let missed = ks.changes(of: args[1], after: since) {
@@ -473,23 +484,7 @@ public struct CommandProcessor: Sendable {
     /// revision, key, value?]`; a state (INITIAL, or a reset) is every live key under the
     /// prefix as a `set`, at most `prefixStateLimit` of them (`-TOOMANY` beyond).
     private func kvpsync(_ args: RESPArguments, _ out: inout ByteBuffer) {
-        var since: UInt64?, epoch: String?, initial = false
-        var i = 2
-        while i < args.count {
-            if args.matches(i, "SINCE"), i + 1 < args.count, let revision = UInt64(args.string(i + 1)) {
-                since = revision
-                i += 2
-            } else if args.matches(i, "EPOCH"), i + 1 < args.count {
-                epoch = args.string(i + 1)
-                i += 2
-            } else if args.matches(i, "INITIAL") {
-                initial = true
-                i += 1
-            } else {
-                return out.writeRESPError("ERR syntax error")
-            }
-        }
-        guard (since == nil) == (epoch == nil) else { return out.writeRESPError("ERR SINCE and EPOCH go together") }
+        guard let (since, epoch, initial) = Self.syncOptions(args, &out) else { return }
         let sameData = epoch == self.epoch
         let limit = Self.prefixStateLimit
         let (mode, revision, changes, state) = store.withKeyspace { ks -> (String, UInt64, [ChangeEvent], Keyspace.Listing?) in

@@ -92,12 +92,7 @@ struct KVStoredRedisCLITests {
     func changeFeed() throws {
         let dir = try TempDirectory()
         let store = try StoreProcess(socketPath: dir.file("s"))
-        let subscriber = Process()
-        subscriber.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        subscriber.arguments = ["redis-cli", "-s", store.socketPath, "subscribe", "watched"]
-        let out = Pipe()
-        subscriber.standardOutput = out
-        try subscriber.run()
+        let (subscriber, out) = try Self.subscriber(store, "subscribe", "watched")
         defer { subscriber.terminate() }
         #expect(try eventually { try cli(store.socketPath, "info", "stats").contains("pubsub_subscriptions:1") })
         _ = try cli(store.socketPath, "set", "watched", "a")
@@ -106,11 +101,7 @@ struct KVStoredRedisCLITests {
         _ = try cli(store.socketPath, "del", "watched")
         _ = try cli(store.socketPath, "del", "watched")  // not a change
         _ = try cli(store.socketPath, "set", "watched", "b", "px", "20")
-        var text = ""
-        let done = eventually {
-            text += String(decoding: out.fileHandleForReading.availableData, as: UTF8.self)
-            return text.contains("expired:")
-        }
+        let (done, text) = Self.read(out, until: "expired:")
         #expect(done, "got: \(text)")
         let payloads = text.split(separator: "\n").filter { $0.contains(":") }
         #expect(payloads == ["set:1:a", "set:3:a", "deleted:4", "set:5:b", "expired:6"])
@@ -120,23 +111,14 @@ struct KVStoredRedisCLITests {
     func prefixChangeFeed() throws {
         let dir = try TempDirectory()
         let store = try StoreProcess(socketPath: dir.file("s"))
-        let subscriber = Process()
-        subscriber.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        subscriber.arguments = ["redis-cli", "-s", store.socketPath, "psubscribe", "app/*"]
-        let out = Pipe()
-        subscriber.standardOutput = out
-        try subscriber.run()
+        let (subscriber, out) = try Self.subscriber(store, "psubscribe", "app/*")
         defer { subscriber.terminate() }
         #expect(try eventually { try cli(store.socketPath, "info", "stats").contains("pubsub_pattern_subscriptions:1") })
         _ = try cli(store.socketPath, "set", "app/a", "1")
         _ = try cli(store.socketPath, "set", "apple", "x")
         _ = try cli(store.socketPath, "del", "app/a")
         _ = try cli(store.socketPath, "set", "app/b/c", "2", "px", "20")
-        var text = ""
-        let done = eventually {
-            text += String(decoding: out.fileHandleForReading.availableData, as: UTF8.self)
-            return text.contains("expired:")
-        }
+        let (done, text) = Self.read(out, until: "expired:")
         #expect(done, "got: \(text)")
         let lines = text.split(separator: "\n").map(String.init)
         #expect(lines.filter { $0 == "pmessage" }.count == 4, "\(lines)")
@@ -158,5 +140,26 @@ struct KVStoredRedisCLITests {
         let users = try run("/usr/bin/env", ["redis-cli", "-s", store.socketPath, "--scan", "--pattern", "user:1*:name"])
         let expected = Set((0..<2500).map { "user:\($0):name" }.filter { $0.hasPrefix("user:1") })
         #expect(Set(users.output.split(separator: "\n").map(String.init)) == expected)
+    }
+
+    /// A `redis-cli` left running with `arguments` (a subscription), and its output.
+    static func subscriber(_ store: StoreProcess, _ arguments: String...) throws -> (Process, Pipe) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["redis-cli", "-s", store.socketPath] + arguments
+        let out = Pipe()
+        process.standardOutput = out
+        try process.run()
+        return (process, out)
+    }
+
+    /// What `out` has printed once it contains `marker` (or the wait gave up: false).
+    static func read(_ out: Pipe, until marker: String) -> (Bool, String) {
+        var text = ""
+        let done = eventually {
+            text += String(decoding: out.fileHandleForReading.availableData, as: UTF8.self)
+            return text.contains(marker)
+        }
+        return (done, text)
     }
 }

@@ -23,7 +23,8 @@ struct ClusterListingTests {
     func walk() throws {
         #expect(try ClusterListing.position(after: nil) == (0, Array("0".utf8)))
         #expect(try ClusterListing.position(after: Array("100:77".utf8)) == (100, Array("77".utf8)))
-        for bad in ["key", "100", "100:", ":5", "16384:0", "-1:0", "1:x", "99999:1", "1:" + String(repeating: "9", count: 21)] {
+        #expect(try ClusterListing.position(after: Array("7:12:6b2f".utf8)) == (7, Array("12:6b2f".utf8)), "a split SCAN step's cursor")
+        for bad in ["key", "100", "100:", ":5", "16384:0", "-1:0", "1:x", "99999:1", "1:A"] {
             #expect(throws: KVError.self, "\(bad)") { try ClusterListing.position(after: Array(bad.utf8)) }
         }
         #expect(ClusterListing.continued(page(.bulkString(ByteBuffer(string: "42"))), scanning: 0, topology: map) == page(.bulkString(ByteBuffer(string: "0:42"))))
