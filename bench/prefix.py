@@ -111,16 +111,21 @@ async def main(kind, path, rate, seconds, keys, idle, url=None):
         strip = len("__keyspace@0__:") if kind == "redis" else 0
 
         async def listen():
-            while True:
-                push = await sub_reader.value()
-                if push[0] == b"pmessage":
-                    arrived(push[2][strip:])
+            try:
+                while True:
+                    push = await sub_reader.value()
+                    if push[0] == b"pmessage":
+                        arrived(push[2][strip:])
+            except (asyncio.IncompleteReadError, ConnectionError):
+                pass  # the run is over
+
+
 
         asyncio.get_running_loop().create_task(listen())
 
     # The writer: paced, each SET awaited.
     w_reader, w_writer = await resp(path)
-    value = b'{"n":' + b"0" * 24 + b"}"
+    value = b'{"pad":"' + b"x" * 22 + b'"}'  # 32 bytes of JSON
     count = int(rate * seconds)
     finished_writing = False
     start = time.monotonic()

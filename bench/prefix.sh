@@ -11,7 +11,8 @@
 # medians. Then SET throughput (redis-benchmark -P 16) with 0 and IDLE idle prefixes.
 #
 # Usage: bench/prefix.sh   (after `make release`). Needs python3 with uvloop and picows.
-# Env:   RATES ("2000 8000": writes/s), SECONDS (5), KEYS (10000), IDLE (1000), ROUNDS (3)
+# Env:   RATES ("2000 8000": writes/s), SECONDS_RUN (5), KEYS (10000), IDLE (1000), ROUNDS (3),
+#        ONLY ("delivery throughput", the default: both tables; name one to run one)
 set -euo pipefail
 PATH=$PATH:/usr/sbin
 cd "$(dirname "$0")/.."
@@ -27,6 +28,9 @@ kv=$dir/kv-stored.sock; ws="ws://127.0.0.1:$port/ws"
 median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 echo "machine: $(nproc) cores; $(redis-server --version | cut -d' ' -f1-3); $(nginx -v 2>&1); kvserver $build; $keys keys under the prefix, 32-byte values, $seconds s per run, median of $rounds rounds"
 echo
+only=${ONLY:-delivery throughput}
+want() { [[ " $only " == *" $1 "* ]]; }
+if want delivery; then
 for rate in $rates; do
   for n in 0 "$idle"; do
     for round in $(seq 1 "$rounds"); do
@@ -48,6 +52,8 @@ for rate in $rates; do
     done
   done
 done
+fi
+want throughput || exit 0
 
 # What watched prefixes cost a write: SET throughput with none, and with IDLE that no key matches.
 idle_patterns() {  # $1: socket, $2: pattern prefix; holds IDLE patterns until killed
@@ -65,8 +71,8 @@ for n in 0 "$idle"; do
   holders=()
   if [ "$n" != 0 ]; then idle_patterns "$dir/redis.sock" "__keyspace@0__:"; idle_patterns "$kv" ""; sleep 1; fi
   for round in $(seq 1 "$rounds"); do
-    redis-benchmark -s "$dir/redis.sock" -t set -n 400000 -P 16 -c 50 -r 100000 -q | awk '/SET/ { print $2 }' >> "$dir/bench-redis-$n.txt"
-    redis-benchmark -s "$kv" -t set -n 400000 -P 16 -c 50 -r 100000 -q | awk '/SET/ { print $2 }' >> "$dir/bench-kv-$n.txt"
+    redis-benchmark -s "$dir/redis.sock" -t set -n 400000 -P 16 -c 50 -r 100000 --csv | awk -F'"' '/^"SET"/ { print $4 }' >> "$dir/bench-redis-$n.txt"
+    redis-benchmark -s "$kv" -t set -n 400000 -P 16 -c 50 -r 100000 --csv | awk -F'"' '/^"SET"/ { print $4 }' >> "$dir/bench-kv-$n.txt"
   done
   echo "| redis-server (keyspace events on) | $n | $(median < "$dir/bench-redis-$n.txt") |"
   echo "| kv-stored | $n | $(median < "$dir/bench-kv-$n.txt") |"

@@ -78,6 +78,10 @@ struct PrefixWatchers: Sendable {
     /// The distinct lengths of the watched prefixes, shortest first, with how many prefixes have each.
     private var lengths: [Int] = []
     private var prefixesOfLength: [Int: Int] = [:]
+    /// How many watched prefixes start with each byte: a key whose first byte starts none (and
+    /// no empty prefix is watched) is done without hashing anything, the common case of keys
+    /// far from every watched prefix.
+    private var prefixesStartingWith = [Int](repeating: 0, count: 256)
     private(set) var count = 0
     private(set) var subscriptionCount = 0
 
@@ -96,6 +100,7 @@ struct PrefixWatchers: Sendable {
         let index = bucket.firstIndex { $0.prefix == prefix } ?? {
             bucket.append(Watch(prefix: prefix))
             count += 1
+            if let first = prefix.first { prefixesStartingWith[Int(first)] += 1 }
             prefixesOfLength[prefix.count, default: 0] += 1
             if prefixesOfLength[prefix.count] == 1 { lengths.insert(prefix.count, at: lengths.firstIndex { $0 > prefix.count } ?? lengths.endIndex) }
             return bucket.count - 1
@@ -115,6 +120,7 @@ struct PrefixWatchers: Sendable {
         if bucket[index].byID.isEmpty {
             bucket.remove(at: index)
             count -= 1
+            if let first = prefix.first { prefixesStartingWith[Int(first)] -= 1 }
             prefixesOfLength[prefix.count, default: 1] -= 1
             if prefixesOfLength[prefix.count] == 0 {
                 prefixesOfLength[prefix.count] = nil
@@ -131,6 +137,7 @@ struct PrefixWatchers: Sendable {
         var hashed = 0
         for length in lengths {
             guard length <= key.count else { break }
+            if length > 0, prefixesStartingWith[Int(key[0])] == 0 { break }  // no longer prefix can start it either
             while hashed < length {
                 hasher.combine(key[hashed])
                 hashed += 1
