@@ -8,12 +8,13 @@ SYSCONFDIR ?= /etc
 UNITDIR ?= $(PREFIX)/lib/systemd/system
 SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
 DOCDIR ?= $(PREFIX)/share/doc/kvserver
+CONSOLEDIR ?= $(PREFIX)/share/kvserver/console
 NGINXDIR ?= $(SYSCONFDIR)/nginx
 # The binaries `make install` copies: `make release`'s, built beforehand as yourself (install
 # never builds: root needs no toolchain, and none of the build's files become root's).
 BIN_DIR ?= $(CURDIR)/.build/release
 INSTALL_ENV = DESTDIR="$(DESTDIR)" PREFIX="$(PREFIX)" BINDIR="$(BINDIR)" SYSCONFDIR="$(SYSCONFDIR)" \
-	UNITDIR="$(UNITDIR)" SYSUSERSDIR="$(SYSUSERSDIR)" DOCDIR="$(DOCDIR)" NGINXDIR="$(NGINXDIR)"
+	UNITDIR="$(UNITDIR)" SYSUSERSDIR="$(SYSUSERSDIR)" DOCDIR="$(DOCDIR)" CONSOLEDIR="$(CONSOLEDIR)" NGINXDIR="$(NGINXDIR)"
 RUN_DIR ?= $(CURDIR)/run
 # `make run STORE=redis://HOST:PORT` (or redis-cluster://…): the local front ends on that store.
 STORE ?=
@@ -42,8 +43,8 @@ release:
 
 # Unit, channel-level and end-to-end tests. The end-to-end suites start the real daemons,
 # so the executables are built first; then the release build is installed into a staging root
-# and checked, the README's tour is replayed against `make run`'s stack, and the repository is
-# checked to refer to nothing outside it.
+# and checked, the README's tour is replayed against `make run`'s stack, the console is driven
+# in headless Chromium, and the repository is checked to refer to nothing outside it.
 test:
 	@scripts/install-deps.sh test
 	$(SWIFT) build --build-tests
@@ -51,6 +52,7 @@ test:
 	$(RELEASE)
 	scripts/check-install.sh "$(CURDIR)/.build/release"
 	scripts/check-docs.py "$(CURDIR)/.build/release"
+	scripts/check-console.py "$(CURDIR)/.build/release"
 	scripts/check-references.sh --self-test
 	scripts/check-references.sh
 

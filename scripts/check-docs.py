@@ -12,7 +12,8 @@
 * Runs docs/websocket.md's JavaScript recipe in Node against the stack, with the browser's
   WebSocket API, and checks it follows writes, a disconnection with changes missed meanwhile,
   and a deletion.
-* Puts every ```nginx snippet of docs/ into the shipped site's server block and runs `nginx -t`.
+* Puts every ```nginx snippet of docs/ into the shipped site's server block and runs `nginx -t`
+  (a snippet for a location the site has takes the place of the site's block for it).
 
 Usage: scripts/check-docs.py BIN_DIR
 """
@@ -220,7 +221,14 @@ def check_nginx_snippets():
         for start, lines in blocks(os.path.join(ROOT, "docs", name), "nginx"):
             snippet = "\n".join(lines).replace("/etc/letsencrypt/live/kv.example.org", work)
             marker = "server_name _;"
-            conf = site.replace(marker, marker + "\n" + snippet, 1)
+            conf = site
+            # A snippet for a location the site has replaces the site's block (as the docs say).
+            first = snippet.strip().split("{", 1)[0].strip()
+            if first.startswith("location ") and f"\n    {first} {{\n" in conf:
+                start = conf.index(f"\n    {first} {{\n")
+                end = conf.index("\n    }\n", start) + len("\n    }\n")
+                conf = conf[:start] + "\n" + conf[end:]
+            conf = conf.replace(marker, marker + "\n" + snippet, 1)
             with open(f"{work}/kvserver.conf", "w") as f:
                 f.write(conf)
             with open(f"{work}/nginx.conf", "w") as f:
@@ -255,6 +263,7 @@ def main():
         for part in ("scripts/run-local.sh", "scripts/nginx-local-conf.sh", "nginx/kvserver.conf"):
             os.makedirs(os.path.dirname(os.path.join(tree, part)), exist_ok=True)
             shutil.copy2(os.path.join(ROOT, part), os.path.join(tree, part))
+        shutil.copytree(os.path.join(ROOT, "console"), os.path.join(tree, "console"))
         os.makedirs(os.path.join(tree, "bin"))
         for daemon in ("kv-stored", "kv-fcgi", "kv-ws"):
             shutil.copy2(os.path.join(bin_dir, daemon), os.path.join(tree, "bin", daemon))

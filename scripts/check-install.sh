@@ -6,7 +6,8 @@
 #   * `systemd-analyze verify` accepts every unit, with no warning at all, alone and with the
 #     Redis-over-TCP drop-in (docs/scaling.md) in place;
 #   * every file a unit names (ExecStart binaries, EnvironmentFile, Documentation) was installed;
-#   * `nginx -t` accepts the installed site file with its own paths;
+#   * `nginx -t` accepts the installed site file with its own paths, and the console it serves
+#     is installed where the site says;
 #   * an upgrade keeps the settings and the site the admin changed (new ones as *.new) and
 #     replaces unchanged ones; `make rollback` returns to the replaced version, and back;
 #   * `make uninstall` removes what install put there, and keeps changed settings.
@@ -93,6 +94,10 @@ CONF
 if ! out=$(/usr/sbin/nginx -t -p "$root/nginx-check" -e "$root/nginx-check/error.log" -c "$root/nginx-check/nginx.conf" 2>&1); then
   fail "nginx -t on the installed site: $out"
 fi
+console=$(sed -nE 's/^ *root (.+)\/console;/\1\/console/p' "$root/etc/nginx/sites-available/kvserver")
+for f in console/*; do
+  cmp -s "$f" "$root$console/$(basename "$f")" || fail "the site serves the console from $console, where make install did not put $f"
+done
 
 # Rollback swaps in the replaced version, and a second one swaps back.
 make -s rollback DESTDIR="$root" PREFIX=/usr/local >/dev/null

@@ -27,6 +27,9 @@ test=(
   python3-websockets  # the WebSocket client of the README's tour, which a test replays
   nodejs              # runs docs/websocket.md's JavaScript recipe against the stack
   openssl             # a throwaway certificate for the TLS snippet of docs/deploy.md under nginx -t
+  chromium            # the console's test drives it headless (scripts/check-console.py)
+  chromium-driver     # …through WebDriver
+  python3-selenium    # …from Debian's python3
 )
 bench=(
   wrk           # bench/http.sh and bench/access.sh drive the stack with it

@@ -8,7 +8,7 @@
 #        scripts/install.sh uninstall
 # Env (Makefile defaults): DESTDIR= PREFIX=/usr/local BINDIR=$PREFIX/bin SYSCONFDIR=/etc
 #   UNITDIR=$PREFIX/lib/systemd/system SYSUSERSDIR=$PREFIX/lib/sysusers.d
-#   DOCDIR=$PREFIX/share/doc/kvserver NGINXDIR=$SYSCONFDIR/nginx
+#   DOCDIR=$PREFIX/share/doc/kvserver CONSOLEDIR=$PREFIX/share/kvserver/console NGINXDIR=$SYSCONFDIR/nginx
 #
 # The settings file and the nginx site are the admin's once installed, like Debian's conffiles:
 # an upgrade replaces them only if they are still as shipped; a changed one is kept and the new
@@ -20,10 +20,11 @@ cd "$(dirname "$0")/.."
 : "${BINDIR:=$PREFIX/bin}" "${SYSCONFDIR:=/etc}"
 : "${UNITDIR:=$PREFIX/lib/systemd/system}" "${SYSUSERSDIR:=$PREFIX/lib/sysusers.d}"
 : "${DOCDIR:=$PREFIX/share/doc/kvserver}" "${NGINXDIR:=$SYSCONFDIR/nginx}"
+: "${CONSOLEDIR:=$PREFIX/share/kvserver/console}"
 
 programs=(kv-stored kv-fcgi kv-ws kvctl)
 units=(kv-stored.service kv-fcgi.service kv-fcgi.socket kv-ws.service kvserver.target)
-docs=(api.md access.md deploy.md operations.md persistence.md protocol.md limits.md http.md websocket.md scaling.md security.md)
+docs=(api.md access.md console.md console.png deploy.md operations.md persistence.md protocol.md limits.md http.md websocket.md scaling.md security.md)
 site="$NGINXDIR/sites-available/kvserver"
 settings="$SYSCONFDIR/kvserver/kvserver.env"
 # What install keeps for itself: the shipped copy of each conffile (to tell the admin's changes
@@ -81,7 +82,13 @@ install_all() {
   install -D -m 0644 systemd/kvserver.sysusers "$DESTDIR$SYSUSERSDIR/kvserver.conf"
   install_conffile systemd/kvserver.env "$settings" 0640  # it may hold KV_STORE_PASSWORD; systemd reads it as root
   # Into sites-available only: enabling the site is the admin's decision (see docs/deploy.md).
-  install_conffile nginx/kvserver.conf "$site" 0644
+  # The site names the console's folder: this install's.
+  local rendered
+  rendered=$(mktemp)
+  sed "s|root /usr/local/share/kvserver/console;|root $CONSOLEDIR;|" nginx/kvserver.conf > "$rendered"
+  install_conffile "$rendered" "$site" 0644
+  rm -f "$rendered"
+  for f in console/*; do install -D -m 0644 "$f" "$DESTDIR$CONSOLEDIR/$(basename "$f")"; done
   for f in "${docs[@]}"; do install -D -m 0644 "docs/$f" "$DESTDIR$DOCDIR/$f"; done
   install -D -m 0644 systemd/kvserver.env "$DESTDIR$DOCDIR/kvserver.env"
   render systemd/redis-tcp.conf > "$DESTDIR$DOCDIR/redis-tcp.conf"
@@ -137,7 +144,8 @@ uninstall_all() {
     rm -f "$DESTDIR$settings"
     rmdir "$DESTDIR$SYSCONFDIR/kvserver" 2>/dev/null || true
   fi
-  rm -rf "$DESTDIR$DOCDIR" "$DESTDIR$state"
+  rm -rf "$DESTDIR$DOCDIR" "$DESTDIR$state" "$DESTDIR$CONSOLEDIR"
+  rmdir "$(dirname "$DESTDIR$CONSOLEDIR")" 2>/dev/null || true
   if live_system; then systemctl daemon-reload; fi
   echo "uninstalled; data in /var/lib/kvserver and the kvserver user are left in place"
 }

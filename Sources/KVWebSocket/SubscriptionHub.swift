@@ -143,7 +143,7 @@ public final class SubscriptionHub: Sendable {
                 let key = Array(change.key.readableBytesView)
                 guard !topic.isPrefix || session.mayWatch(key) else { continue }
                 let message = Self.message(key: key, set: change.kind == .set, value: change.value)
-                session.send(text: message.encoded(.init(rev: change.revision, reset: reply.mode == .reset)))
+                session.send(text: message.encoded(.init(rev: change.revision, reset: reply.mode == .reset, expired: change.kind == .expired)))
             }
             watcher.revision = reply.revision
             watcher.epoch = reply.epoch
@@ -151,7 +151,7 @@ public final class SubscriptionHub: Sendable {
             // state on the same connection, so that state already shows it.)
             for change in held where change.revision > watcher.revision {
                 if topic.isPrefix, !session.mayWatch(Array(change.key.readableBytesView)) { continue }
-                session.send(text: Self.message(for: change).encoded(.init(rev: change.revision)))
+                session.send(text: Self.message(for: change).encoded(.init(rev: change.revision, expired: change.kind == .expired)))
                 watcher.revision = change.revision
             }
             watcher.held = nil
@@ -224,7 +224,8 @@ public final class SubscriptionHub: Sendable {
                             // Revision 0: a change the store gives no revision (Redis's expiry);
                             // sent as it comes, without `rev`, and it moves no watcher's revision.
                             guard change.revision > watcher.revision || change.revision == 0 else { continue }
-                            let text = versionedText ?? Self.message(for: change).encoded(.init(rev: change.revision == 0 ? nil : change.revision))
+                            let text = versionedText ?? Self.message(for: change).encoded(
+                                .init(rev: change.revision == 0 ? nil : change.revision, expired: change.kind == .expired))
                             versionedText = text
                             // Never conflated: an exact subscriber that falls behind is closed and resumes.
                             watcher.session.send(text: text)

@@ -212,13 +212,17 @@ public enum ServerMessage: Equatable, Sendable {
         public var reset = false
         /// What kind of error (`conflict`).
         public var code: String?
+        /// A `no-value` of an exact subscription: the key expired (`"expired": true`) rather than
+        /// being deleted.
+        public var expired = false
 
-        public init(id: [UInt8]? = nil, rev: UInt64? = nil, epoch: String? = nil, reset: Bool = false, code: String? = nil) {
+        public init(id: [UInt8]? = nil, rev: UInt64? = nil, epoch: String? = nil, reset: Bool = false, code: String? = nil, expired: Bool = false) {
             self.id = id
             self.rev = rev
             self.epoch = epoch
             self.reset = reset
             self.code = code
+            self.expired = expired
         }
 
         public static let none = Envelope()
@@ -298,5 +302,6 @@ public enum ServerMessage: Equatable, Sendable {
             out.writeBytes(JSONText.quoted(epoch))
         }
         if envelope.reset { out.writeStaticString(#","reset":true"#) }
+        if envelope.expired { out.writeStaticString(#","expired":true"#) }
     }
 }
