@@ -124,3 +124,11 @@ extension Identity {
         return AccessRefusal(needsCredentials: false, reason: "forbidden: \(id) may not \(operation.rawValue) any key under prefix \(shown)")
     }
 }
+
+extension Identity {
+    /// `page`, a listing of the keys under `prefix`, as this identity may see it: whole when it
+    /// may read every key under the prefix, otherwise without the keys it may not read.
+    public func readable(_ page: KeyListing, under prefix: [UInt8]) -> KeyListing {
+        coverage(.read, prefix: prefix) == .all ? page : page.filtered { allows(.read, key: $0) }
+    }
+}

@@ -78,8 +78,9 @@ public struct StorageAPI: Sendable {
 
     /// What answers a listing once the page is known.
     public struct Listing: Sendable {
-        /// Set when the client may read only some keys under the prefix: the others are left out.
-        let visibleTo: Identity?
+        /// Who asked: the keys under the prefix it may not read are left out.
+        let reader: Identity
+        let prefix: [UInt8]
         let values: Bool
         let isHead: Bool
         var origin: String?
@@ -143,8 +144,7 @@ public struct StorageAPI: Sendable {
         switch page {
         case .failure(let error): response = Self.errorResponse(for: error)
         case .success(let page):
-            let shown = listing.visibleTo.map { identity in page.filtered { identity.allows(.read, key: $0) } } ?? page
-            let body = shown.json(values: listing.values, now: now())
+            let body = listing.reader.readable(page, under: listing.prefix).json(values: listing.values, now: now())
             response = HTTPResponse(status: 200, headers: [("Content-Type", "application/json"), ("Content-Length", String(body.count))],
                                     body: listing.isHead ? [] : body)
         }
@@ -197,8 +197,8 @@ public struct StorageAPI: Sendable {
         /// An unusable key: the API's 400 or 413, whoever asks (it names no key to protect).
         case unusableKey(KVError)
         case allowed(key: [UInt8])
-        /// A listing; `visibleTo` when the client may read only some of the prefix's keys.
-        case listing(ListingQuery, visibleTo: Identity?)
+        /// A listing, which `reader` may see part or all of.
+        case listing(ListingQuery, reader: Identity)
     }
 
     private func decide(_ request: HTTPRequest, as authentication: Authentication) -> AccessDecision {
@@ -218,7 +218,7 @@ public struct StorageAPI: Sendable {
         do throws(KVError) {
             if operation == .read, let query = try StorageKeyPath.listing(fromRequestURI: request.requestURI, limits: limits) {
                 if let refusal = Self.refusal(identity.refusal(.read, prefix: query.prefix)) { return .refused(refusal) }
-                return .listing(query, visibleTo: identity.coverage(.read, prefix: query.prefix) == .all ? nil : identity)
+                return .listing(query, reader: identity)
             }
             key = try StorageKeyPath.key(fromRequestURI: request.requestURI, limits: limits)
         } catch {
@@ -248,8 +248,8 @@ public struct StorageAPI: Sendable {
             return .answered(Self.errorResponse(for: error))
         case .allowed(let allowed):
             key = allowed
-        case .listing(let query, let visibleTo):
-            return .list(query, Listing(visibleTo: visibleTo, values: query.values, isHead: request.method == "HEAD"))
+        case .listing(let query, let reader):
+            return .list(query, Listing(reader: reader, prefix: query.prefix, values: query.values, isHead: request.method == "HEAD"))
         }
         do throws(KVError) {
             switch request.method {

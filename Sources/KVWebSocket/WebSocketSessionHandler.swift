@@ -380,10 +380,7 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
         request(.list(query)) { session, reply in
             switch reply {
             case .success(let page):
-                let identity = self.access.identity
-                let shown = identity.map { identity in
-                    identity.coverage(.read, prefix: query.prefix) == .all ? page : page.filtered { identity.allows(.read, key: $0) }
-                } ?? page.filtered { _ in false }
+                let shown = self.access.identity?.readable(page, under: query.prefix) ?? page.filtered { _ in false }
                 session.send(text: ServerMessage.list(shown, values: query.values, now: self.access.control.now()).encoded(.init(id: id)))
             case .failure(let error):
                 session.send(text: ServerMessage.error(error.message).encoded(.init(id: id)))
