@@ -39,6 +39,8 @@ start_stack() {
   "$bin/kv-ws" --socket "$dir/kv-ws.sock" --store "$store" --log-level warning "${group_args[@]}" ${WS_ARGS:-} & pids+=($!)
   wait_socket "$dir/kv-fcgi.sock"; wait_socket "$dir/kv-ws.sock"
   scripts/nginx-local-conf.sh "$dir" "$port" > "$dir/nginx.conf"
+  # $nginx_modules: load_module lines a bench needs (bench/ws.sh: nchan), before everything else.
+  if [ -n "${nginx_modules:-}" ]; then printf '%s\n' "$nginx_modules" | cat - "$dir/nginx.conf" > "$dir/nginx.conf.new" && mv "$dir/nginx.conf.new" "$dir/nginx.conf"; fi
   sed -i "s|access_log $dir/nginx/access.log;|access_log off;|" "$dir/nginx.conf"
   cat >> "$dir/nginx/kvserver.conf" <<CONF
 $http_directives

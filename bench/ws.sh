@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # kv-ws under load through nginx, in one run, with a baseline WebSocket echo/broadcast server
-# (bench/ws_load.py serve-baseline, picows) behind the same nginx:
+# (bench/ws_load.py serve-baseline, picows) behind the same nginx, and for live updates nchan
+# (Debian's libnginx-mod-nchan: pub/sub inside nginx, in C; WebSocket subscribers, HTTP POST
+# publishing) in the same nginx:
 #   request/response: CONNS connections doing set+get round trips, against the baseline;
 #   fan-out: SUBS subscribers on one key, a writer at RATE sets/s for SECONDS;
 #   many keys: SUBS subscribers on distinct keys; expiry lag: KEYS keys with TTLs over 1 s.
 # Usage: bench/ws.sh  (after `make release`). Needs python3 with picows and uvloop (installed here).
 # Env: CONNS=50 SECONDS_RR=5 SUBS=1000 RATE=1000 FAN_SECONDS=10 KEYS=100000 KEY_CONNS=100 PROCS=2
+# RATES (the fan-out's sets/s: RATE, RATE/4 and RATE/10 unless given),
 # (PROCS: subscriber processes of the fan-out and expiry scenarios), WS_ARGS (extra kv-ws options),
 # ONLY="rr fanout expiry" (the default: all three groups of scenarios; name fewer to run fewer).
 set -euo pipefail
@@ -26,6 +29,9 @@ restart_baseline() {
   sleep 0.5
 }
 restart_baseline
+nchan_so=/usr/lib/nginx/modules/ngx_nchan_module.so
+[ -f "$nchan_so" ] || { echo "needs libnginx-mod-nchan (scripts/install-deps.sh bench)" >&2; exit 1; }
+nginx_modules="load_module $nchan_so;"
 start_stack "    location = /ws {
         proxy_pass http://127.0.0.1:$baseline_port;
         proxy_http_version 1.1;
@@ -33,8 +39,16 @@ start_stack "    location = /ws {
         proxy_set_header Connection \"upgrade\";
         proxy_read_timeout 1h;
         proxy_buffering off;
+    }
+    location ~ ^/nchan/sub/(.+)\$ {
+        nchan_subscriber websocket;
+        nchan_channel_id \$1;
+    }
+    location ~ ^/nchan/pub/(.+)\$ {
+        nchan_publisher http;
+        nchan_channel_id \$1;
     }"
-kv="ws://127.0.0.1:$port/ws"; base="ws://127.0.0.1:$bench_port/ws"
+kv="ws://127.0.0.1:$port/ws"; base="ws://127.0.0.1:$bench_port/ws"; nchan="ws://127.0.0.1:$bench_port/nchan"
 
 echo "machine: $(nproc) cores; $(nginx -v 2>&1); kv-ws $build; client: python3 + picows + uvloop (rr: one process; fan-out and expiry: ${PROCS:-2} subscriber processes)"
 echo
@@ -53,13 +67,15 @@ if want fanout; then
 echo
 echo "| server | test | load | deliveries/s | p50 | p99 | max | lost | out of order |"
 echo "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
-for r in "$rate" "$((rate / 4))" "$((rate / 10))"; do
+for r in ${RATES:-$rate $((rate / 4)) $((rate / 10))}; do
   restart_baseline
   echo -n "| baseline broadcast (picows) "; python3 bench/ws_load.py fanout "$base" "$subs" "$r" "$fan_seconds"
+  echo -n "| nchan "; python3 bench/ws_load.py nchan-fanout "$nchan" "$subs" "$r" "$fan_seconds"
   echo -n "| kv-ws "; python3 bench/ws_load.py fanout "$kv" "$subs" "$r" "$fan_seconds"
 done
 restart_baseline
 echo -n "| baseline broadcast (picows) "; python3 bench/ws_load.py manykeys "$base" "$subs" "$rate" "$fan_seconds"
+echo -n "| nchan "; python3 bench/ws_load.py nchan-manykeys "$nchan" "$subs" "$rate" "$fan_seconds"
 echo -n "| kv-ws "; python3 bench/ws_load.py manykeys "$kv" "$subs" "$rate" "$fan_seconds"
 fi
 if want expiry; then

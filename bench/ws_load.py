@@ -10,6 +10,11 @@ Scenarios (each prints one markdown table row):
                                 lag between deadline and no-value p50/p99/max (upper bound)
   serve-baseline PORT           the baseline: an echo/broadcast server (replies to get with the
                                 message itself, sends a set to the key's subscribers as `value`)
+  nchan-fanout URL SUBS RATE SECONDS, nchan-manykeys …
+                                fanout and manykeys against nchan (pub/sub inside nginx, in C):
+                                URL is the nchan root (ws://host:port/nchan); subscribers connect
+                                to URL/sub/<key>, the writer POSTs each message to /pub/<key>
+                                over one kept-alive HTTP connection, the same JSON kv-ws sends
 """
 import asyncio, json, os, sys, time
 import uvloop
@@ -73,10 +78,11 @@ async def subscribe_all(clients, keys_of):
             c.send({"type": "subscribe", "payload": {"key": key}})
         await c.request({"type": "get", "payload": {"key": keys_of(c)[-1]}})  # in force once answered
 
-async def fanout_subscribers(url, keys, expected, barrier, results):
+async def fanout_subscribers(url, keys, expected, barrier, results, nchan=False):
     """One subscriber process: subscribes to `keys` (one connection each), then records every
-    value's latency until `expected` values arrived or the run's time is up."""
-    clients = [await connect(url) for _ in keys]
+    value's latency until `expected` values arrived or the run's time is up. With `nchan`, each
+    connection's URL names its key and the subscription is in force once connected."""
+    clients = [await connect(f"{url}/sub/{key}" if nchan else url) for key in keys]
     latencies, seen, disorder, last = [], 0, 0, {}
     for i, c in enumerate(clients):
         c.key = keys[i]
@@ -90,21 +96,47 @@ async def fanout_subscribers(url, keys, expected, barrier, results):
             if v["seq"] <= last.get(i, -1): disorder += 1
             last[i] = v["seq"]
         c.on_message = on_message
-    await subscribe_all(clients, lambda c: [c.key])
+    if not nchan: await subscribe_all(clients, lambda c: [c.key])
     barrier.wait()  # every subscription is in force: the writer starts
     _, deadline = barrier_times.get()
     while seen < expected and time.monotonic() < deadline: await asyncio.sleep(0.05)
     results.put((latencies, seen, disorder))
 
-async def fanout_writer(url, keys, rate, seconds, barrier):
-    writer = await connect(url)
+class Publisher:
+    """nchan's publisher side: one kept-alive HTTP/1.1 connection, each POST awaited."""
+    def __init__(self, url):
+        rest = url.split("://", 1)[1]
+        self.hostport, self.root = rest.split("/", 1)
+    async def open(self):
+        host, port = self.hostport.split(":")
+        self.reader, self.writer = await asyncio.open_connection(host, int(port))
+        return self
+    async def post(self, key, body):
+        self.writer.write(f"POST /{self.root}/pub/{key} HTTP/1.1\r\nHost: {self.hostport}\r\nContent-Type: application/json\r\n"
+                          f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        lines = head.lower().split(b"\r\n")
+        length = next((int(line.split(b":")[1]) for line in lines if line.startswith(b"content-length:")), 0)
+        await self.reader.readexactly(length)
+        # nginx closes a kept-alive connection after keepalive_requests (1000): open another.
+        if b"connection: close" in lines:
+            self.writer.close()
+            await self.open()
+
+async def fanout_writer(url, keys, rate, seconds, barrier, nchan=False):
+    writer = await (Publisher(url).open() if nchan else connect(url))
     barrier.wait()
     total = int(rate * seconds)
     start = time.monotonic()
     for n in range(total):
         delay = start + n / rate - time.monotonic()
         if delay > 0: await asyncio.sleep(delay)
-        writer.send({"type": "set", "payload": {"key": keys[n % len(keys)], "value": {"t": now_ns(), "seq": n}}})
+        key = keys[n % len(keys)]
+        if nchan:
+            # What kv-ws would deliver for the same set, so both subscribers parse the same.
+            await writer.post(key, json.dumps({"type": "value", "payload": {"key": key, "value": {"t": now_ns(), "seq": n}}}, separators=(",", ":")).encode())
+        else:
+            writer.send({"type": "set", "payload": {"key": key, "value": {"t": now_ns(), "seq": n}}})
 
 def collect(results, workers):
     """The next worker's results, or None once a worker has died without sending them."""
@@ -117,7 +149,7 @@ def collect(results, workers):
                 for w in workers: w.kill()
                 return None
 
-def fanout(url, subs, rate, seconds, distinct=False, label="fan-out", procs=PROCS):
+def fanout(url, subs, rate, seconds, distinct=False, label="fan-out", procs=PROCS, nchan=False):
     """SUBS subscribers spread over `procs` processes (one Python process parses ~100k messages/s,
     far less than 1000 subscribers × 1000 sets/s), and a writer process at RATE sets/s."""
     import multiprocessing as mp
@@ -132,8 +164,8 @@ def fanout(url, subs, rate, seconds, distinct=False, label="fan-out", procs=PROC
         mine = keys[p::procs]
         # Key n % subs goes to process (n % subs) % procs.
         expected = sum(1 for n in range(total) if (n % subs) % procs == p) if distinct else total * len(mine)
-        workers.append(ctx.Process(target=lambda mine=mine, expected=expected: uvloop.run(fanout_subscribers(url, mine, expected, barrier, results))))
-    workers.append(ctx.Process(target=lambda: uvloop.run(fanout_writer(url, keys, rate, seconds, barrier))))
+        workers.append(ctx.Process(target=lambda mine=mine, expected=expected: uvloop.run(fanout_subscribers(url, mine, expected, barrier, results, nchan))))
+    workers.append(ctx.Process(target=lambda: uvloop.run(fanout_writer(url, keys, rate, seconds, barrier, nchan))))
     for w in workers: w.start()
     barrier.wait()
     start = time.monotonic()
@@ -237,6 +269,8 @@ def main():
     if mode == "rr": asyncio.run(rr(args[0], int(args[1]), float(args[2])))
     elif mode == "fanout": fanout(args[0], int(args[1]), int(args[2]), float(args[3]))
     elif mode == "manykeys": fanout(args[0], int(args[1]), int(args[2]), float(args[3]), distinct=True, label="many keys")
+    elif mode == "nchan-fanout": fanout(args[0], int(args[1]), int(args[2]), float(args[3]), nchan=True)
+    elif mode == "nchan-manykeys": fanout(args[0], int(args[1]), int(args[2]), float(args[3]), distinct=True, label="many keys", nchan=True)
     elif mode == "expiry": expiry(args[0], int(args[1]), int(args[2]))
     elif mode == "serve-baseline": asyncio.run(serve_baseline(int(args[0])))
     else: sys.exit(f"unknown mode {mode}")
