@@ -37,6 +37,7 @@ start_stack() {
   "$bin/kv-fcgi" --socket "$dir/kv-fcgi.sock" --store "$store" --threads "$threads" --log-level warning "${group_args[@]}" & pids+=($!)
   fcgi_pid=$!
   "$bin/kv-ws" --socket "$dir/kv-ws.sock" --store "$store" --log-level warning "${group_args[@]}" ${WS_ARGS:-} & pids+=($!)
+  ws_pid=$!
   wait_socket "$dir/kv-fcgi.sock"; wait_socket "$dir/kv-ws.sock"
   scripts/nginx-local-conf.sh "$dir" "$port" > "$dir/nginx.conf"
   # $nginx_modules: load_module lines a bench needs (bench/ws.sh: nchan), before everything else.

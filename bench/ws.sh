@@ -11,6 +11,7 @@
 # RATES (the fan-out's sets/s: RATE, RATE/4 and RATE/10 unless given),
 # (PROCS: subscriber processes of the fan-out and expiry scenarios), WS_ARGS (extra kv-ws options),
 # ONLY="rr fanout expiry" (the default: all three groups of scenarios; name fewer to run fewer).
+# The fan-out table is followed by the CPU each process took in each of its rows (from /proc).
 set -euo pipefail
 PATH=$PATH:/usr/sbin   # Debian keeps nginx there, off an ordinary user's PATH
 cd "$(dirname "$0")/.."
@@ -63,20 +64,43 @@ for _ in 1 2 3; do
   echo -n "| kv-ws "; python3 bench/ws_load.py rr "$kv" "$conns" "$seconds"
 done
 fi
+# Where the time goes in a fan-out row: CPU seconds of nginx's workers (nchan runs inside them),
+# kv-ws, kv-stored and the Python baseline server, and of everything else (the client
+# processes, mostly), from /proc, over the row; kept in $dir/cpu.txt for a table after.
+ticks() { local total=0 pid; for pid in "$@"; do total=$((total + $(awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null || echo 0))); done; echo $total; }
+busy() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 }' /proc/stat; }
+store_pid=$(pgrep -f "kv-stored --socket $dir/" | head -1)
+cpu_row() {  # cpu_row SERVER LOAD COMMAND…: runs the command (a row), records its CPU
+  local server=$1 load=$2; shift 2
+  local workers hz b=() a=() wall
+  workers=$(pgrep -P "$(cat "$dir/nginx/nginx.pid")" | tr '\n' ' ')
+  hz=$(getconf CLK_TCK)
+  b=("$(ticks $workers)" "$(ticks "$ws_pid")" "$(ticks "$store_pid")" "$(ticks "$baseline_pid")" "$(busy)"); wall=$(date +%s.%N)
+  "$@"
+  a=("$(ticks $workers)" "$(ticks "$ws_pid")" "$(ticks "$store_pid")" "$(ticks "$baseline_pid")" "$(busy)"); wall=$(awk -v s="$wall" -v e="$(date +%s.%N)" 'BEGIN { print e - s }')
+  awk -v hz="$hz" -v server="$server" -v load="$load" -v wall="$wall" \
+    -v n="$((a[0] - b[0]))" -v w="$((a[1] - b[1]))" -v st="$((a[2] - b[2]))" -v bl="$((a[3] - b[3]))" -v all="$((a[4] - b[4]))" \
+    'BEGIN { rest = all - n - w - st - bl; printf "| %s | %s | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f |\n", server, load, n / hz, w / hz, st / hz, bl / hz, rest / hz, all / hz, wall }' >> "$dir/cpu.txt"
+}
 if want fanout; then
 echo
 echo "| server | test | load | deliveries/s | p50 | p99 | max | lost | out of order |"
 echo "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
 for r in ${RATES:-$rate $((rate / 4)) $((rate / 10))}; do
   restart_baseline
-  echo -n "| baseline broadcast (picows) "; python3 bench/ws_load.py fanout "$base" "$subs" "$r" "$fan_seconds"
-  echo -n "| nchan "; python3 bench/ws_load.py nchan-fanout "$nchan" "$subs" "$r" "$fan_seconds"
-  echo -n "| kv-ws "; python3 bench/ws_load.py fanout "$kv" "$subs" "$r" "$fan_seconds"
+  load="$subs subscribers × $r sets/s"
+  echo -n "| baseline broadcast (picows) "; cpu_row "baseline broadcast (picows)" "$load" python3 bench/ws_load.py fanout "$base" "$subs" "$r" "$fan_seconds"
+  echo -n "| nchan "; cpu_row nchan "$load" python3 bench/ws_load.py nchan-fanout "$nchan" "$subs" "$r" "$fan_seconds"
+  echo -n "| kv-ws "; cpu_row kv-ws "$load" python3 bench/ws_load.py fanout "$kv" "$subs" "$r" "$fan_seconds"
 done
 restart_baseline
 echo -n "| baseline broadcast (picows) "; python3 bench/ws_load.py manykeys "$base" "$subs" "$rate" "$fan_seconds"
 echo -n "| nchan "; python3 bench/ws_load.py nchan-manykeys "$nchan" "$subs" "$rate" "$fan_seconds"
 echo -n "| kv-ws "; python3 bench/ws_load.py manykeys "$kv" "$subs" "$rate" "$fan_seconds"
+echo
+echo "| fan-out row | load | nginx workers s | kv-ws s | kv-stored s | baseline server s | clients and the rest s | all CPU s | wall s |"
+echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+cat "$dir/cpu.txt"
 fi
 if want expiry; then
 echo
