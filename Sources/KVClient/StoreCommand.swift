@@ -98,6 +98,27 @@ public enum StoreOperation<A: CommandArgument> {
     }
 }
 
+extension StoreOperation where A: Hashable & Sendable {
+    /// For a (un)subscription: what it is about, and whether it subscribes.
+    public var subscription: (topic: Topic<A>, subscribing: Bool)? {
+        switch self {
+        case .subscribe(let key): (.key(key), true)
+        case .unsubscribe(let key): (.key(key), false)
+        case .psubscribe(let prefix): (.prefix(prefix), true)
+        case .punsubscribe(let prefix): (.prefix(prefix), false)
+        default: nil
+        }
+    }
+
+    /// The (un)subscription of `topic`.
+    public static func subscription(_ topic: Topic<A>, subscribing: Bool) -> Self {
+        switch topic {
+        case .key(let key): subscribing ? .subscribe(key: key) : .unsubscribe(key: key)
+        case .prefix(let prefix): subscribing ? .psubscribe(prefix: prefix) : .punsubscribe(prefix: prefix)
+        }
+    }
+}
+
 /// A command and the typed reading of its reply: what both clients send
 /// (`BlockingStoreClient.send`, `StoreConnection.send`, `ClusterStoreConnection.send`).
 /// The reply read is kv-stored's (a Redis store's replies are first brought to that shape by
@@ -147,8 +168,6 @@ extension StoreCommand where Reply == Void {
     /// Acknowledged once every change applied after it is delivered.
     public static func subscribe(_ key: A) -> Self { Self(.subscribe(key: key), reply: pushed) }
     public static func unsubscribe(_ key: A) -> Self { Self(.unsubscribe(key: key), reply: pushed) }
-    public static func psubscribe(_ prefix: A) -> Self { Self(.psubscribe(prefix: prefix), reply: pushed) }
-    public static func punsubscribe(_ prefix: A) -> Self { Self(.punsubscribe(prefix: prefix), reply: pushed) }
 
     /// Succeeds when the store answers.
     public static var ping: Self {
@@ -157,7 +176,7 @@ extension StoreCommand where Reply == Void {
         }
     }
 
-    private static func pushed(_ reply: RESPValue) throws(KVError) {
+    static func pushed(_ reply: RESPValue) throws(KVError) {
         guard case .push = reply else { throw KVError.storeReply(reply) }
     }
 }
@@ -221,6 +240,13 @@ extension StoreCommand where Reply == SyncReply {
     /// `KVSYNC`: the changes a subscriber at `since` (of `epoch`) missed, or the current state.
     public static func sync(_ key: A, since: UInt64?, epoch: String?, initial: Bool) -> Self {
         Self(.sync(key: key, since: since, epoch: epoch, initial: initial), reply: SyncReply.init(reply:))
+    }
+}
+
+extension StoreCommand where Reply == Void, A: Hashable & Sendable {
+    /// Subscribes to (or with `subscribing` false, unsubscribes from) a key or a prefix.
+    public static func subscription(_ topic: Topic<A>, subscribing: Bool = true) -> Self {
+        Self(.subscription(topic, subscribing: subscribing), reply: pushed)
     }
 }
 

@@ -100,39 +100,27 @@ public final class StoreConnection: EventLoopStore {
     /// `completion` there with its reply; completions come in call order. The cheapest way
     /// in: no future is made while connected.
     public func send<Reply>(_ command: StoreCommand<ByteBuffer, Reply>, completion: @escaping (Result<Reply, KVError>) -> Void) {
+        let prefixed: Bool
         switch command.operation {
-        case .psubscribe, .punsubscribe, .prefixSync:
-            guard !address.isRedis else { return completion(.failure(KVError.prefixSubscriptionOnRedis)) }
-            fallthrough
-        case .subscribe, .unsubscribe:
-            sendSubscription(command, completion: completion)
-        default:
-            submit(command.operation) { completion(command.reply($0)) }
+        case .prefixSync: prefixed = true
+        default: prefixed = command.operation.subscription?.topic.isPrefix ?? false
         }
-    }
-
-    /// A (un)subscription of a key or prefix: kept for reconnections once acknowledged, forgotten
-    /// at once when dropped; and a prefix's catch-up, which is an ordinary request.
-    private func sendSubscription<Reply>(_ command: StoreCommand<ByteBuffer, Reply>, completion: @escaping (Result<Reply, KVError>) -> Void) {
-        switch command.operation {
-        case .subscribe(let key), .psubscribe(let key):
-            let topic: Topic<ByteBuffer> = if case .psubscribe = command.operation { .prefix(key) } else { .key(key) }
-            submit(command.operation) { result in
-                // Kept for reconnections only once acknowledged.
-                if case .success(.push) = result { self.state.value.connection.subscribed(topic) }
-                completion(command.reply(result))
-            }
-        case .unsubscribe(let key), .punsubscribe(let key):
-            let topic: Topic<ByteBuffer> = if case .punsubscribe = command.operation { .prefix(key) } else { .key(key) }
+        if prefixed && address.isRedis { return completion(.failure(KVError.prefixSubscriptionOnRedis)) }
+        guard let (topic, subscribing) = command.operation.subscription else {
+            return submit(command.operation) { completion(command.reply($0)) }
+        }
+        guard subscribing else {
             guard let channel = state.value.connection.unsubscribed(topic) else {
                 // No connection holds it, and the next one will not subscribe it: done, as
                 // if the store had acknowledged.
-                completion(command.reply(.success(.push([]))))
-                return
+                return completion(command.reply(.success(.push([]))))
             }
-            write(command.operation, to: channel) { completion(command.reply($0)) }
-        default:
-            submit(command.operation) { completion(command.reply($0)) }
+            return write(command.operation, to: channel) { completion(command.reply($0)) }
+        }
+        submit(command.operation) { result in
+            // Kept for reconnections only once acknowledged.
+            if case .success(.push) = result { self.state.value.connection.subscribed(topic) }
+            completion(command.reply(result))
         }
     }
 
@@ -276,11 +264,7 @@ public final class StoreConnection: EventLoopStore {
     private func handshake(_ channel: any Channel) -> EventLoopFuture<Void> {
         let handshake = StoreHandshake<ByteBuffer>(address: address, credentials: credentials, resp3: true, changeFeed: changeFeed)
         let resubscriptions = state.value.connection.subscriptions.map { topic in
-            let operation: StoreOperation<ByteBuffer> = switch topic {
-            case .key(let key): .subscribe(key: key)
-            case .prefix(let prefix): .psubscribe(prefix: prefix)
-            }
-            return StoreHandshake<ByteBuffer>.Step(words: translated(operation).0, what: "a subscription", repliedByPush: true)
+            StoreHandshake<ByteBuffer>.Step(words: translated(.subscription(topic, subscribing: true)).0, what: "a subscription", repliedByPush: true)
         }
         let replies = (handshake.steps + resubscriptions).map { step -> EventLoopFuture<Void> in
             let promise = eventLoop.makePromise(of: Void.self)

@@ -68,11 +68,7 @@ public final class SubscriptionHub: Sendable {
         let acknowledged = watches.withLockedValue { watches -> EventLoopFuture<Void> in
             var watch = watches[watched] ?? {
                 WSMetrics.storeSubscriptions.increment()
-                let subscription: StoreCommand<ByteBuffer, Void> = switch watched {
-                case .key(let key): .subscribe(key)
-                case .prefix(let prefix): .psubscribe(prefix)
-                }
-                return Watch(acknowledged: connection.future(subscription))
+                return Watch(acknowledged: connection.future(.subscription(watched)))
             }()
             if watch.watchers.updateValue(Watcher(session: session, versioned: catchUp != nil, held: catchUp != nil ? [] : nil), forKey: session.id) == nil {
                 WSMetrics.subscriptions.increment()
@@ -179,10 +175,7 @@ public final class SubscriptionHub: Sendable {
             if watches[watched]?.watchers.isEmpty == true {
                 watches[watched] = nil
                 WSMetrics.storeSubscriptions.decrement()
-                switch watched {
-                case .key(let key): _ = connection.future(.unsubscribe(key))
-                case .prefix(let prefix): _ = connection.future(.punsubscribe(prefix))
-                }
+                _ = connection.future(.subscription(watched, subscribing: false))
             }
             return revision
         }
