@@ -4,11 +4,13 @@
 #   * SET throughput for each fsync policy (always, everysec, no), -c 50, -P 1 and -P 16;
 #   * startup: the time from launch to the first answered PING with KEYS keys in the log;
 #   * compaction of that log while a client writes: the client's p99 and worst SET latency with
-#     and without a compaction (BGREWRITEAOF) running, for both servers.
+#     and without a compaction (BGREWRITEAOF) running, for both servers, at two loads.
 #
 # Usage: bench/persistence.sh       (after `make release`)
 # Env:   REQUESTS_P1 (default 100000), REQUESTS_P16 (default 1000000), KEYS (default 1000000),
-#        ROUNDS (default 3): each throughput is the median of ROUNDS runs, alternating.
+#        ROUNDS (default 3): each throughput is the median of ROUNDS runs, alternating; the
+#        compaction latencies are measured ROUNDS times, alternating.
+#        ONLY=compaction: only the startup and compaction sections.
 #        DATA (default: a temp dir under /tmp) — where both logs are written.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,7 +41,11 @@ rps() {
   redis-benchmark -s "$1" -t set -c 50 -P "$2" -d 32 -n "$3" -r 100000 --csv | awk -F'"' '$2 == "SET" { print $4 }'
 }
 
+# ONLY=compaction skips the throughput table (the startup and compaction sections need the
+# 1M-key logs, so they always run together).
+only=${ONLY:-}
 echo "machine: $(nproc) cores, $(uname -r), logs on $(df --output=source,fstype "$dir" | tail -1 | tr -s ' '); $(redis-server --version | cut -d' ' -f1-3); kv-stored $build; median of $rounds runs"
+if [ "$only" != compaction ]; then
 echo
 echo "| appendfsync | pipeline | kv-stored SET/s | redis-server SET/s | ratio |"
 echo "| --- | --- | ---: | ---: | ---: |"
@@ -59,6 +65,7 @@ for policy in always everysec no; do
   stop "$kv_pid"; stop "$redis_pid"; pids=()
   rm -rf "$dir/kv" "$dir/redis"
 done
+fi
 
 # Startup with $keys keys (32-byte values) in each log, written by redis-cli --pipe.
 awk -v n="$keys" 'BEGIN {
@@ -80,26 +87,33 @@ echo "| --- | ---: | ---: | ---: |"
 echo "| launch to first PING answered | $kv_ms ms | $redis_ms ms | $(awk -v a="$kv_ms" -v b="$redis_ms" 'BEGIN { printf "%.2f", a / b }')× |"
 echo "| log size | $kv_log MiB | $redis_log MiB | |"
 
-# Compaction while a client writes: redis-benchmark's latency summary for SETs (-c 50, -P 1,
-# 100k random keys) over LATENCY_REQUESTS requests, once without and once with a BGREWRITEAOF
-# issued half a second in, against the stores loaded above.
-latency_requests=${LATENCY_REQUESTS:-400000}
-# latency SOCKET COMPACT → "p99 max" of the run (ms); COMPACT=1 starts a compaction 0.5 s in
+# Compaction while a client writes: redis-benchmark's latency summary for SETs (-P 1, 100k
+# random keys), once without and once with a BGREWRITEAOF issued half a second in, against the
+# stores loaded above; ROUNDS rounds, alternating servers. Two loads (LATENCY_LOADS, pairs of
+# clients:requests): -c 50 keeps both cores busy (the client takes one), so every thread's
+# scheduling shows in the worst latency; -c 4 leaves room, so what remains is the stores' own.
+latency_loads=${LATENCY_LOADS:-"50:400000 4:150000"}
+# latency SOCKET COMPACT CLIENTS REQUESTS → "p99 max" of the run (ms); COMPACT=1 starts a compaction 0.5 s in
 latency() {
   if [ "$2" = 1 ]; then (sleep 0.5; redis-cli -s "$1" bgrewriteaof >/dev/null) & fi
-  redis-benchmark -s "$1" -t set -c 50 -P 1 -d 32 -n "$latency_requests" -r 100000 --csv \
+  redis-benchmark -s "$1" -t set -c "$3" -P 1 -d 32 -n "$4" -r 100000 --csv \
     | awk -F'","' 'NR == 1 { for (i = 1; i <= NF; i++) col[$i] = i } $1 == "\"SET" { print $col["p99_latency_ms"], $col["max_latency_ms\""] }' | tr -d '"'
-  wait
+  if [ "$2" = 1 ]; then wait "$!"; fi
 }
 wait_compacted() { until redis-cli -s "$1" info persistence | grep -q '^aof_rewrite_in_progress:0'; do sleep 0.1; done; }
-kv_plain=$(latency "$dir/kv.sock" 0); redis_plain=$(latency "$dir/redis.sock" 0)
-kv_compacting=$(latency "$dir/kv.sock" 1); wait_compacted "$dir/kv.sock"
-redis_compacting=$(latency "$dir/redis.sock" 1); wait_compacted "$dir/redis.sock"
-kv_rewrite_ms=$(redis-cli -s "$dir/kv.sock" info persistence | awk -F: '/^aof_last_rewrite_time_ms/ { print $2 + 0 }')
-redis_rewrite_s=$(redis-cli -s "$dir/redis.sock" info persistence | awk -F: '/^aof_last_rewrite_time_sec/ { print $2 + 0 }')
 echo
-echo "| SET latency, -c 50, $latency_requests requests | kv-stored p99 / max | redis-server p99 / max |"
-echo "| --- | ---: | ---: |"
-echo "| no compaction | ${kv_plain// / ms \/ } ms | ${redis_plain// / ms \/ } ms |"
-echo "| compacting $keys keys (BGREWRITEAOF) | ${kv_compacting// / ms \/ } ms | ${redis_compacting// / ms \/ } ms |"
-echo "| compaction took | $kv_rewrite_ms ms | $redis_rewrite_s s (redis reports whole seconds) |"
+echo "| SET latency, -P 1 | round | kv-stored p99 / max | redis-server p99 / max |"
+echo "| --- | ---: | ---: | ---: |"
+for load in $latency_loads; do
+  clients=${load%%:*}; requests=${load##*:}
+  for round in $(seq 1 "$rounds"); do
+    kv_plain=$(latency "$dir/kv.sock" 0 "$clients" "$requests"); redis_plain=$(latency "$dir/redis.sock" 0 "$clients" "$requests")
+    kv_compacting=$(latency "$dir/kv.sock" 1 "$clients" "$requests"); wait_compacted "$dir/kv.sock"
+    redis_compacting=$(latency "$dir/redis.sock" 1 "$clients" "$requests"); wait_compacted "$dir/redis.sock"
+    kv_rewrite_ms=$(redis-cli -s "$dir/kv.sock" info persistence | awk -F: '/^aof_last_rewrite_time_ms/ { print $2 + 0 }')
+    redis_rewrite_s=$(redis-cli -s "$dir/redis.sock" info persistence | awk -F: '/^aof_last_rewrite_time_sec/ { print $2 + 0 }')
+    echo "| -c $clients, $requests requests, no compaction | $round | ${kv_plain// / ms \/ } ms | ${redis_plain// / ms \/ } ms |"
+    echo "| -c $clients, $requests requests, compacting $keys keys | $round | ${kv_compacting// / ms \/ } ms | ${redis_compacting// / ms \/ } ms |"
+    echo "| -c $clients, the compaction took | $round | $kv_rewrite_ms ms | $redis_rewrite_s s (whole seconds) |"
+  done
+done

@@ -393,19 +393,47 @@ public struct Keyspace: Sendable {
     // MARK: - Recovery
 
     /// Puts back a write read from the log: no event (nobody is subscribed while kv-stored
-    /// loads), no record, and the log's own revision. A deadline already passed removes the key.
+    /// loads), no record, and the log's own revision.
+    ///
+    /// A deadline that has already passed still loads, due at once: a `PERSIST` record later in
+    /// the log may clear it (dropping the key here lost a key set with a TTL and then persisted,
+    /// once its first deadline had passed). What is still due when the log is read is dropped
+    /// by `restoreDropExpired`.
     public mutating func restoreSet(_ key: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer, revision: UInt64, deadlineUnixMilliseconds: Int64?) {
         restoreRevision(revision)
         let hash = KeyTable.hash(key)
         var deadline: Int64 = 0
         if let at = deadlineUnixMilliseconds {
-            guard let left = Self.millisecondsUntil(at, from: clock.unixMilliseconds()) else { return restoreRemove(key, revision: revision) }
-            deadline = Self.deadline(now: clock.monotonicNanoseconds(), afterMilliseconds: left)
+            let now = clock.monotonicNanoseconds()
+            if let left = Self.millisecondsUntil(at, from: clock.unixMilliseconds()) {
+                deadline = Self.deadline(now: now, afterMilliseconds: left)
+            } else {
+                deadline = max(1, now)  // 0 would mean "no TTL"
+            }
         }
         let entry = Entry.make(key: key, value: value, revision: revision, deadline: deadline)
         if let old = table.upsert(entry, hash: hash) { forget(old) } else { entry.withKey { order.insert($0) } }
         datasetBytes += entry.keyCount + entry.valueCount
         if deadline != 0 { expiries.add(entry) }
+    }
+
+    /// Ends a load from the log: drops, silently as `restoreRemove`, every key whose deadline
+    /// has passed (while kv-stored was down, or while it loaded). Returns how many.
+    @discardableResult
+    public mutating func restoreDropExpired() -> Int {
+        let now = clock.monotonicNanoseconds()
+        var dropped = 0
+        while let entry = expiries.popDue(now: now) {
+            entry.deadline = 0  // its queue item is gone already; not stale
+            entry.withKey { key in
+                if let removed = table.remove(key) {
+                    order.remove(key)
+                    forget(removed)
+                }
+            }
+            dropped += 1
+        }
+        return dropped
     }
 
     /// Puts back a delete or expiry read from the log (silently, as `restoreSet`).
@@ -425,19 +453,43 @@ public struct Keyspace: Sendable {
         history.forget(through: self.revision)
     }
 
-    /// Every live entry with its deadline as Unix milliseconds, and the current revision: what a
-    /// compacted log starts from. Entries are immutable, so the list may be written out later
-    /// from another thread; deadlines are read here, under the owner's lock.
-    public func liveSnapshot() -> (entries: [(entry: Entry, deadlineUnixMilliseconds: Int64?)], revision: UInt64) {
+    /// One piece of a compaction's walk (`CompactionWalk`): the keys after `after` in key order
+    /// (from the first when nil), at most `keys` of them looked at, and the live entries among
+    /// them written at or before revision `through`, each with its deadline as Unix
+    /// milliseconds. `next` is the key to go on after, nil when the walk is complete.
+    ///
+    /// A key that exists throughout a walk is met exactly once, whatever changes between pieces
+    /// (the order is the keys', not the table's slots, which move as it grows and shrinks). An
+    /// entry written after `through` is left out: its write is in the log after the snapshot's
+    /// point, and replaying it there makes the key right. Entries are immutable, so the pieces
+    /// may be written out later from another thread; deadlines are read here, under the lock.
+    public func compactionPiece(after: [UInt8]?, through: UInt64, keys: Int) -> (entries: [(entry: Entry, deadlineUnixMilliseconds: Int64?)], next: [UInt8]?) {
+        let keys = max(1, keys)
         var entries: [(entry: Entry, deadlineUnixMilliseconds: Int64?)] = []
-        entries.reserveCapacity(count)
-        // One reading of the clocks for the whole list (this runs with writes waiting).
+        entries.reserveCapacity(keys)
+        var next: [UInt8]?
+        var visited = 0
         let monotonicNow = clock.monotonicNanoseconds(), unixNow = clock.unixMilliseconds()
-        forEachLive { entry in
-            let deadline = entry.deadline
-            entries.append((entry, deadline == 0 ? nil : unixNow + (deadline - monotonicNow + 999_999) / 1_000_000))
+        func visit(_ start: UnsafeRawBufferPointer?) {
+            order.forEach(from: start) { key in
+                visited += 1
+                if let entry = table.find(key), entry.revision <= through {
+                    let deadline = entry.deadline
+                    if deadline == 0 {
+                        entries.append((entry, nil))
+                    } else if deadline > monotonicNow {
+                        entries.append((entry, unixNow + (deadline - monotonicNow + 999_999) / 1_000_000))
+                    }
+                }
+                if visited >= keys {
+                    next = Array(key)
+                    return false
+                }
+                return true
+            }
         }
-        return (entries, revision)
+        if let after { after.withUnsafeBytes { visit($0) } } else { visit(nil) }
+        return (entries, next)
     }
 
     /// Puts back a cleared TTL read from the log.

@@ -18,7 +18,7 @@ public final class Store: Sendable {
     private let lock = KeyspaceLock()
     /// Guarded by `lock`.
     nonisolated(unsafe) private var state: State
-    private let timerLoop: any EventLoop
+    let timerLoop: any EventLoop
     /// Most keys one timer tick expires before yielding the lock (and rescheduling at once).
     public let expiryBatch: Int
 

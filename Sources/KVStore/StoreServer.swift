@@ -153,10 +153,7 @@ public final class StoreServer: Service, Sendable {
                                 logger: logger, compaction: persistence.compaction, onFailure: persistence.onFailure)
         store.withKeyspace { $0.recorder = log }
         log.snapshotSource = { [weak log] in
-            store.withKeyspace { keyspace in
-                let (entries, revision) = keyspace.liveSnapshot()
-                return LogSnapshot(entries: entries, revision: revision, logOffset: log?.appendedOffset ?? 0)
-            }
+            store.compactionSnapshot { log?.appendedOffset ?? 0 }
         }
         if report.formatVersion < LogRecord.formatVersion, let snapshot = log.snapshotSource {
             // Before anyone connects: the rewritten log is entirely in the current format.

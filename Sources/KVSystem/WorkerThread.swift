@@ -36,6 +36,21 @@ public final class WorkerThread: @unchecked Sendable {
         return worker
     }
 
+    /// Moves the calling thread to Linux's `SCHED_IDLE` class: it runs only on CPU time the
+    /// other threads leave (a weight of 3 against 1,024 for an ordinary thread, below nice 19).
+    /// For background work that must not take the CPU from the threads answering clients.
+    /// Returns false when the system refused.
+    @discardableResult
+    public static func lowerCurrentToIdlePriority() -> Bool {
+        #if os(Linux)
+        var parameters = sched_param(sched_priority: 0)
+        let schedIdle: Int32 = 5  // SCHED_IDLE, <sched.h> (not exported to Swift)
+        return pthread_setschedparam(pthread_self(), schedIdle, &parameters) == 0
+        #else
+        return false
+        #endif
+    }
+
     public func join() {
         pthread_join(thread, nil)
     }

@@ -25,10 +25,12 @@ struct PersistenceTests {
 
     /// Writes (sets, some with a TTL, and deletes) until kv-stored stops answering, keeping in
     /// `expected` what each write may have left; returns how many were acknowledged.
-    static func writeUntilKilled(_ client: BlockingStoreClient, round: Int, expected: inout [String: Expected]) -> Int {
+    /// Keys are `key0`…`key<keys - 1>`, visited in a scattered order (so writes land all over
+    /// the key order).
+    static func writeUntilKilled(_ client: BlockingStoreClient, round: Int, keys: Int = 97, expected: inout [String: Expected]) -> Int {
         var i = 0
         while true {
-            let key = "key\(i % 97)"
+            let key = "key\(i &* 7919 % keys)"
             let value = "\"r\(round)-\(i)\""
             let withTTL = i % 3 == 0
             let delete = i % 11 == 10
@@ -61,15 +63,26 @@ struct PersistenceTests {
     static func check(_ socket: String, _ expected: [String: Expected]) throws -> [String: String?] {
         let client = BlockingStoreClient(socketPath: socket, limits: limits)
         var found: [String: String?] = [:]
-        for (key, want) in expected {
-            let got = try client.get(Array(key.utf8)).map { String(decoding: $0.readableBytesView, as: UTF8.self) }
-            found[key] = got
-            let allowed: [String?] = [want.acknowledged] + (want.inFlight.map { [$0] } ?? [])
-            #expect(allowed.contains(got), "\(key): found \(got ?? "nothing"), acknowledged \(want.acknowledged ?? "nothing")")
-            if got == want.acknowledged, want.ttl, want.acknowledged != nil {
-                let pttl = try client.request([Array("PTTL".utf8), Array(key.utf8)])
-                guard case .integer(let ms) = pttl else { Issue.record("PTTL \(key): \(pttl)"); continue }
-                #expect(ms > 500_000 && ms <= 600_000, "\(key): the TTL came back as \(ms) ms")
+        let keys = Array(expected.keys)
+        for start in stride(from: 0, to: keys.count, by: 1_000) {  // pipelined: one round trip per 1,000 keys
+            let batch = keys[start..<min(start + 1_000, keys.count)]
+            let values = client.pipeline(batch.map { .get(key: Array($0.utf8)) })
+            let ttls = client.pipeline(batch.map { .other([Array("PTTL".utf8), Array($0.utf8)]) })
+            for (index, key) in batch.enumerated() {
+                guard case .success(let value) = values[index], let want = expected[key] else {
+                    Issue.record("GET \(key): \(values[index])")
+                    continue
+                }
+                let got = value.string
+                found[key] = got
+                let allowed: [String?] = [want.acknowledged] + (want.inFlight.map { [$0] } ?? [])
+                if !allowed.contains(got) {
+                    Issue.record("\(key): found \(got ?? "nothing"), acknowledged \(want.acknowledged ?? "nothing")")
+                }
+                if got == want.acknowledged, want.ttl, want.acknowledged != nil {
+                    guard case .success(.integer(let ms)) = ttls[index] else { Issue.record("PTTL \(key): \(ttls[index])"); continue }
+                    #expect(ms > 500_000 && ms <= 600_000, "\(key): the TTL came back as \(ms) ms")
+                }
             }
         }
         return found
@@ -149,6 +162,57 @@ struct PersistenceTests {
             .first { $0.hasPrefix("aof_current_size:") }.flatMap { Int($0.dropFirst("aof_current_size:".count)) } ?? -1
         #expect(size > 0 && size < before, "the log was \(before) bytes before compaction and \(size) after the crash")
         restarted.terminate()
+    }
+
+    @Test("SIGKILL at points spread over a compaction of 5,000 keys, while writes land all over the key order: every acknowledged write is back")
+    func crashesDuringCompaction() throws {
+        let dir = try TempDirectory()
+        let socket = dir.file("s"), data = dir.file("data")
+        let arguments = ["--data-dir", data, "--appendfsync", "always", "--compact-factor", "0"]
+        let keys = 5_000
+        var expected: [String: Expected] = [:]
+        let first = try StoreProcess(socketPath: socket, arguments: arguments)
+        let loader = BlockingStoreClient(socketPath: socket, limits: Self.limits)
+        let ttl = try TTL(milliseconds: 600_000)
+        for batch in stride(from: 0, to: keys, by: 1_000) {
+            let operations = (batch..<batch + 1_000).map { i in
+                StoreOperation<[UInt8]>.set(key: Array("key\(i)".utf8), value: Array("\"start \(i)\"".utf8), ttl: i % 5 == 0 ? ttl : nil)
+            }
+            for case .failure(let error) in loader.pipeline(operations) { Issue.record("loading: \(error)") }
+            for i in batch..<batch + 1_000 { expected["key\(i)"] = Expected(acknowledged: "\"start \(i)\"", ttl: i % 5 == 0) }
+        }
+        // How long one compaction takes here, to spread the kills over it.
+        func persistenceInfo(_ client: BlockingStoreClient, _ field: String) throws -> Int? {
+            guard case .bulkString(let text) = try client.request([Array("INFO".utf8), Array("persistence".utf8)]) else { return nil }
+            let line = String(buffer: text).split(whereSeparator: \.isNewline).first { $0.hasPrefix(field + ":") }
+            return line.flatMap { Int($0.dropFirst(field.count + 1)) }
+        }
+        _ = try loader.request([Array("BGREWRITEAOF".utf8)])
+        while try persistenceInfo(loader, "aof_rewrite_in_progress") != 0 { usleep(5_000) }
+        let milliseconds = Double(max(1, try persistenceInfo(loader, "aof_last_rewrite_time_ms") ?? 1))
+        _ = first.terminate()
+
+        var interrupted = 0, completed = 0
+        for (round, fraction) in [0.05, 0.2, 0.4, 0.6, 0.8, 1.0, 4.0].enumerated() {
+            let store = try StoreProcess(socketPath: socket, arguments: arguments)
+            let found = try Self.check(socket, expected)
+            for (key, got) in found where got != expected[key]?.acknowledged {
+                expected[key] = Expected(acknowledged: got, inFlight: nil, ttl: false)  // the write in flight was applied
+            }
+            for key in expected.keys { expected[key]?.inFlight = nil }
+            let client = BlockingStoreClient(socketPath: socket, limits: Self.limits)
+            _ = try client.request([Array("BGREWRITEAOF".utf8)])
+            Self.killSoon(store, after: milliseconds * fraction * Double.random(in: 0.8...1.2) / 1_000)
+            _ = Self.writeUntilKilled(client, round: round, keys: keys, expected: &expected)
+            store.process.waitUntilExit()
+            // The log file is appended to by every round's process: count this round's line.
+            let compactions = store.log.components(separatedBy: "compacted the log").count - 1
+            if compactions > 1 + completed { completed += 1 } else { interrupted += 1 }
+        }
+        let last = try StoreProcess(socketPath: socket, arguments: arguments)
+        try Self.check(socket, expected)
+        #expect(interrupted > 0 && completed > 0, "kills must land both within and after a compaction (\(milliseconds) ms): \(interrupted) within, \(completed) after")
+        _ = last.terminate()
     }
 
     @Test("a log of format 1 (no checksums) loads, is rewritten in the current format at startup, and keeps loading")

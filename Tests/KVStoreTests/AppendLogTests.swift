@@ -65,6 +65,39 @@ private extension Keyspace {
     }
 }
 
+/// A keyspace read by a compaction's walk in a test: `between` runs on it before each piece,
+/// as writes run between the pieces in kv-stored.
+private final class WalkedKeyspace: @unchecked Sendable {
+    var keyspace: Keyspace
+    private(set) var pieces = 0
+    private var walk = CompactionWalk(through: 0, keysPerPiece: 1)
+    private var between: (inout Keyspace, Int) -> Void = { _, _ in }
+
+    init(_ keyspace: Keyspace) { self.keyspace = keyspace }
+
+    func snapshot(log: AppendLog, keysPerPiece: Int, between: @escaping (inout Keyspace, Int) -> Void) -> LogSnapshot {
+        walk = CompactionWalk(through: keyspace.revision, keysPerPiece: keysPerPiece)
+        self.between = between
+        return LogSnapshot(revision: keyspace.revision, logOffset: log.appendedOffset) { [self] in
+            self.between(&keyspace, pieces)
+            pieces += 1
+            return walk.next(in: keyspace)
+        }
+    }
+}
+
+/// xorshift64*: a seeded generator, so a failing interleaving can be replayed.
+private struct Xorshift {
+    private var state: UInt64
+    init(seed: UInt64) { state = seed &* 0x9E37_79B9_7F4A_7C15 | 1 }
+    mutating func below(_ bound: Int) -> Int {
+        state ^= state >> 12
+        state ^= state << 25
+        state ^= state >> 27
+        return Int((state &* 0x2545_F491_4F6C_DD1D) >> 33) % bound
+    }
+}
+
 @Suite("Append-only log: records, reader, recovery")
 struct AppendLogTests {
     static let sample: [LogRecord] = [
@@ -183,7 +216,7 @@ struct AppendLogTests {
             switch step {
             case "zero-fill sync": log.prepareSpace()
             case "compaction switch":
-                let snapshot = LogSnapshot(entries: [], revision: keyspace.revision, logOffset: log.appendedOffset)
+                let snapshot = LogSnapshot(revision: keyspace.revision, logOffset: log.appendedOffset) { nil }
                 #expect(throws: PersistenceFailure.self) { _ = try log.compact(snapshot) }
             default: #expect(throws: PersistenceFailure.self) { try log.commit() }
             }
@@ -260,6 +293,7 @@ struct AppendLogTests {
             .delete(key: Array("c".utf8), revision: 9),
         ]
         for record in records { LogRecovery.apply(record, to: &keyspace, report: &report) }
+        #expect(keyspace.restoreDropExpired() == 1, "as the end of a load does")
         #expect(report.epoch == "e1" && report.formatVersion == 1)
         #expect(keyspace.revision == 9)
         #expect(keyspace.count == 2)
@@ -345,14 +379,17 @@ struct AppendLogTests {
             for i in 0..<5 { keyspace.delete("k\(i)") }
             try log.commit()
             let before = log.figures.sizeBytes
-            let (entries, revision) = keyspace.liveSnapshot()
-            let snapshot = LogSnapshot(entries: entries, revision: revision, logOffset: log.appendedOffset)
-            // Changes made while the snapshot is being written must survive the switch.
-            keyspace.put("k19", "\"after the snapshot\"")
-            keyspace.delete("k18")
-            _ = Array("k12".utf8).withUnsafeBytes { keyspace.persist($0) }
-            keyspace.put("new", "1", expiry: .after(milliseconds: 5_000))
+            let walked = WalkedKeyspace(keyspace)
+            let snapshot = walked.snapshot(log: log, keysPerPiece: 1024) { keyspace, piece in
+                guard piece == 0 else { return }
+                // Changes made after the snapshot's instant, before the walk reads the keys, must survive the switch.
+                keyspace.put("k19", "\"after the snapshot\"")
+                keyspace.delete("k18")
+                _ = Array("k12".utf8).withUnsafeBytes { keyspace.persist($0) }
+                keyspace.put("new", "1", expiry: .after(milliseconds: 5_000))
+            }
             let size = try log.compact(snapshot)
+            keyspace = walked.keyspace
             keyspace.put("k17", "\"after the switch\"")
             try log.commit()
             log.stop()
@@ -369,6 +406,88 @@ struct AppendLogTests {
             #expect(loaded.get("k19") == "\"after the snapshot\"" && loaded.get("k17") == "\"after the switch\"")
             #expect(loaded.get("k18") == nil && loaded.ttl("k12") == nil && loaded.get("new") == "1" && loaded.ttl("new") == 5_000)
         }
+    }
+
+    @Test("a compaction walking the keyspace in small pieces, with every kind of change landing between them, loads back exactly the live keyspace")
+    func compactionInPieces() throws {
+        for seed in UInt64(1)...8 {
+            try withTemporaryDirectory { dir in
+                let recording = try RecordingKeyspace(dir: dir, epoch: "f00d", policy: .no)
+                let (path, clock, logs, log) = (recording.path, recording.clock, recording.logs, recording.log)
+                var random = Xorshift(seed: seed)
+                func key(_ random: inout Xorshift) -> String { "k\(random.below(400))" }  // some before the walk's cursor, some after
+                func expiry(_ random: inout Xorshift) -> Expiry {
+                    switch random.below(4) {
+                    case 0: return .after(milliseconds: Int64(20 + random.below(200)))  // expires during the walk
+                    case 1: return .after(milliseconds: 600_000)
+                    default: return .none
+                    }
+                }
+                var keyspace = recording.keyspace
+                for i in 0..<300 { keyspace.put("k\(i)", "\"start \(i)\"", expiry: expiry(&random)) }
+                var changes = 0
+                let walked = WalkedKeyspace(keyspace)
+                let snapshot = walked.snapshot(log: log, keysPerPiece: 7) { keyspace, piece in
+                    for _ in 0..<random.below(5) {
+                        changes += 1
+                        switch random.below(5) {
+                        case 0, 1: keyspace.put(key(&random), "\"piece \(piece)\"", expiry: expiry(&random))
+                        case 2: keyspace.delete(key(&random))
+                        case 3: _ = keyspace.persist(key(&random))
+                        default:
+                            clock.advance(milliseconds: Int64(random.below(15)))
+                            _ = keyspace.expireDue()
+                        }
+                    }
+                }
+                _ = try log.compact(snapshot)
+                keyspace = walked.keyspace
+                keyspace.put("k1", "\"after the switch\"")
+                try log.commit()
+                log.stop()
+                #expect(changes > 50 && walked.pieces > 30, "the walk must be interleaved with changes: \(changes) in \(walked.pieces) pieces")
+
+                var loaded = Keyspace(clock: clock)
+                let report = try LogRecovery.load(path: path, into: &loaded, repair: false, logger: logs.logger)
+                #expect(report.discardedBytes == 0 && loaded.revision == keyspace.revision, "seed \(seed)")
+                let (got, want) = (Self.contents(of: &loaded), Self.contents(of: &keyspace))
+                let wrong = Set(got.keys).union(want.keys).filter { got[$0] != want[$0] }.sorted()
+                #expect(wrong.isEmpty, "seed \(seed): \(wrong.map { "\($0): loaded \(got[$0] ?? "nothing"), kept \(want[$0] ?? "nothing")" })")
+            }
+        }
+    }
+
+    @Test("a key set with a TTL and then persisted survives a restart after its first deadline; one left to expire does not")
+    func persistAfterDeadlinePassed() throws {
+        try withTemporaryDirectory { dir in
+            let recording = try RecordingKeyspace(dir: dir, epoch: "beef", policy: .no)
+            let (path, clock, logs, log) = (recording.path, recording.clock, recording.logs, recording.log)
+            var keyspace = recording.keyspace
+            keyspace.put("kept", "1", expiry: .after(milliseconds: 100))
+            keyspace.put("gone", "2", expiry: .after(milliseconds: 100))
+            let persisted = keyspace.persist("kept")
+            #expect(persisted)
+            try log.commit()
+            log.stop()
+            clock.advance(milliseconds: 1_000)  // both first deadlines pass while kv-stored is down
+
+            var loaded = Keyspace(clock: clock)
+            _ = try LogRecovery.load(path: path, into: &loaded, repair: false, logger: logs.logger)
+            let kept = loaded.get("kept"), keptTTL = loaded.ttl("kept"), gone = loaded.get("gone")
+            #expect(kept == "1" && keptTTL == nil)
+            #expect(gone == nil && loaded.count == 1 && loaded.expiringCount == 0)
+            #expect(loaded.revision == 2)
+        }
+    }
+
+    /// Every live key with its value, revision and milliseconds left.
+    static func contents(of keyspace: inout Keyspace) -> [String: String] {
+        var contents: [String: String] = [:]
+        keyspace.forEachLive { entry in
+            let key = String(decoding: entry.keyBytes, as: UTF8.self)
+            contents[key] = "\(String(decoding: entry.valueBytes, as: UTF8.self)) @\(entry.revision) ttl \(keyspace.remainingMilliseconds(of: entry).map(String.init) ?? "none")"
+        }
+        return contents
     }
 
     @Test("the log grows into zero-filled space ahead of it, and loads back whole from it")

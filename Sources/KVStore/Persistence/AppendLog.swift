@@ -77,7 +77,7 @@ public final class AppendLog: ChangeRecorder, @unchecked Sendable {
         let buffer = LogBuffer(appended: validBytes)
         let writer = try LogWriter(path: path, validBytes: validBytes, buffer: buffer, failure: failure, io: io)
         space = LogSpace(syncer: LogSyncer(writer: writer), logger: logger)
-        compactor = LogCompactor(policy: compaction, space: space, epoch: epoch, logger: logger, size: validBytes)
+        compactor = LogCompactor(policy: compaction, fsyncPolicy: policy, space: space, epoch: epoch, logger: logger, size: validBytes)
         if validBytes == 0 {
             buffer.append { LogEncoding.writeHeader(version: LogRecord.formatVersion, epoch: epoch, into: &$0) }
             try commit(sync: true)
@@ -231,17 +231,23 @@ public struct CompactionPolicy: Sendable {
 }
 
 /// The live keyspace at one instant, and where the log stood then.
-public struct LogSnapshot: @unchecked Sendable {
-    public var entries: [(entry: Entry, deadlineUnixMilliseconds: Int64?)]
+/// What a compaction writes: the keyspace as it stood at one instant, read a piece at a time.
+public struct LogSnapshot: Sendable {
+    public typealias Piece = [(entry: Entry, deadlineUnixMilliseconds: Int64?)]
+    /// The revision at that instant.
     public var revision: UInt64
-    /// The log's length (appended bytes) at the instant of the snapshot: every record after it
-    /// is a change the snapshot does not hold.
+    /// The log's length (appended bytes) at the same instant: every record after it is a
+    /// change made since, which the compacted log replays after the snapshot.
     public var logOffset: Int
+    /// The next piece of the live entries written at or before `revision`, nil when all have
+    /// been read. Called on the compaction's thread; each call takes the keyspace lock briefly,
+    /// so writes go on between pieces.
+    public var nextPiece: @Sendable () -> Piece?
 
-    public init(entries: [(entry: Entry, deadlineUnixMilliseconds: Int64?)], revision: UInt64, logOffset: Int) {
-        self.entries = entries
+    public init(revision: UInt64, logOffset: Int, nextPiece: @escaping @Sendable () -> Piece?) {
         self.revision = revision
         self.logOffset = logOffset
+        self.nextPiece = nextPiece
     }
 }
 

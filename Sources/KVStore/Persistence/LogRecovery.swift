@@ -63,6 +63,7 @@ public enum LogRecovery {
                            metadata: ["log": "\(path)", "offset": "\(damage.offset)", "reason": "\(damage.reason)",
                                       "bytes_dropped": "\(bytes.count - damage.offset)", "copy": "\(copy)"])
         }
+        keyspace.restoreDropExpired()
         if report.epoch.isEmpty { report.epoch = newEpoch() }
         report.milliseconds = Int((keyspace.clock.monotonicNanoseconds() - started) / 1_000_000)
         logger.notice("loaded the log", metadata: [
