@@ -61,7 +61,7 @@ if [ "${1:-}" = one ]; then
   for r in "$rate" "$((rate / 4))"; do
     echo "$STORE_KIND|fanout|$(python3 bench/ws_load.py fanout "ws://127.0.0.1:$port/ws" "$subs" "$r" "$fan_seconds")"
   done
-  echo "$STORE_KIND|expiry|$(python3 bench/ws_load.py expiry "ws://127.0.0.1:$port/ws" "$expiry_keys" 100)"
+  echo "$STORE_KIND|expiry|| expiry lag $(python3 bench/ws_load.py expiry "ws://127.0.0.1:$port/ws" "$expiry_keys" 100)"
   exit 0
 fi
 

@@ -10,7 +10,9 @@
 # Env: CONNS=50 SECONDS_RR=5 SUBS=1000 RATE=1000 FAN_SECONDS=10 KEYS=100000 KEY_CONNS=100 PROCS=2
 # RATES (the fan-out's sets/s: RATE, RATE/4 and RATE/10 unless given),
 # (PROCS: subscriber processes of the fan-out and expiry scenarios), WS_ARGS (extra kv-ws options),
-# ONLY="rr fanout expiry" (the default: all three groups of scenarios; name fewer to run fewer).
+# ONLY="rr fanout expiry" (the default: all three groups of scenarios; name fewer to run fewer),
+# EXPIRY_STORED="0 1000000" (other keys kv-stored holds during the expiry rows), EXPIRY_ROUNDS=1,
+# EXPIRY_SET_RATE=10000 (how fast the expiry rows set their keys).
 # The fan-out table is followed by the CPU each process took in each of its rows (from /proc).
 set -euo pipefail
 PATH=$PATH:/usr/sbin   # Debian keeps nginx there, off an ordinary user's PATH
@@ -103,8 +105,24 @@ echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 cat "$dir/cpu.txt"
 fi
 if want expiry; then
+# EXPIRY_STORED: how many other keys kv-stored holds meanwhile, in increasing order (loaded
+# with redis-cli --pipe before the rows that need them); EXPIRY_ROUNDS rows for each.
 echo
-echo "| test | load | notified | p50 | p99 | max | missing |"
-echo "| --- | --- | ---: | ---: | ---: | ---: | ---: |"
-python3 bench/ws_load.py expiry "$kv" "$keys" "$key_conns"
+echo "| test | keys stored | load | notified | p50 | p99 | max | missing |"
+echo "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |"
+stored_now=0
+for stored in ${EXPIRY_STORED:-0}; do
+  if [ "$stored" -gt "$stored_now" ]; then
+    [ -S "$dir/kv-stored.sock" ] || { echo "EXPIRY_STORED needs the stack's own kv-stored" >&2; exit 1; }
+    awk -v from="$stored_now" -v n="$stored" 'BEGIN {
+      v = "01234567890123456789012345678901"
+      for (i = from; i < n; i++) { k = sprintf("key:%012d", i); printf "*3\r\n$3\r\nSET\r\n$16\r\n%s\r\n$32\r\n%s\r\n", k, v }
+    }' | redis-cli -s "$dir/kv-stored.sock" --pipe >/dev/null
+    stored_now=$stored
+  fi
+  for _ in $(seq 1 "${EXPIRY_ROUNDS:-1}"); do
+    echo -n "| expiry lag | $(redis-cli -s "$dir/kv-stored.sock" dbsize 2>/dev/null || echo "?") "
+    python3 bench/ws_load.py expiry "$kv" "$keys" "$key_conns"
+  done
+done
 fi
