@@ -38,19 +38,27 @@ struct SortedKeys: Sendable {
     /// Calls `body` with each key of `chunk` in order (the buffer is reused: copy to keep),
     /// and where its record lies; stops when `body` returns false.
     private func decode(_ chunk: Int, _ body: (UnsafeRawBufferPointer, Record) -> Bool) {
+        var key = KeyScratch()
+        defer { key.release() }
+        forEachRecord(chunk) { shared, suffix, record in
+            key.replace(after: shared, with: suffix)
+            return body(key.bytes, record)
+        }
+    }
+
+    /// Reads `chunk`'s records in order: each key's length shared with the key before it, the
+    /// bytes after those, and where the record lies; stops when `body` returns false.
+    private func forEachRecord(_ chunk: Int, _ body: (_ shared: Int, _ suffix: UnsafeRawBufferPointer, Record) -> Bool) {
         chunks[chunk].withUnsafeBytes { bytes in
             guard let base = bytes.baseAddress else { return }
-            var key = KeyScratch()
-            defer { key.release() }
             var offset = 0
             while offset < bytes.count {
                 let start = offset
                 let shared = Self.readLength(bytes, &offset)
                 let suffix = Self.readLength(bytes, &offset)
                 guard suffix <= bytes.count - offset else { return }  // never written so; read no further
-                key.replace(after: shared, with: UnsafeRawBufferPointer(start: base + offset, count: suffix))
                 offset += suffix
-                if !body(key.bytes, Record(start: start, end: offset)) { return }
+                if !body(shared, UnsafeRawBufferPointer(start: base + offset - suffix, count: suffix), Record(start: start, end: offset)) { return }
             }
         }
     }
@@ -122,9 +130,9 @@ struct SortedKeys: Sendable {
         }
     }
 
-    /// Where `key` lies in `chunk`: the first key not below
-    /// it (`at`, nil past the end) and whether that is `key` itself, the key before it (nil when
-    /// `key` would come first), and when it is `key`, the one after it.
+    /// Where `key` lies in `chunk`: the first key not below it (`at`, nil past the end) and
+    /// whether that is `key` itself, the key before it (nil when `key` would come first), and
+    /// when it is `key`, the one after it.
     private struct Location {
         var previous: [UInt8]?
         var at: (key: [UInt8], record: Record)?
@@ -144,53 +152,43 @@ struct SortedKeys: Sendable {
         defer { previous.release() }
         var hasPrevious = false
         var p = 0  // bytes `previous` shares with `key`
-        chunks[chunk].withUnsafeBytes { bytes in
-            guard let base = bytes.baseAddress else { return }
-            var offset = 0
-            while offset < bytes.count {
-                let start = offset
-                let sharedWritten = Self.readLength(bytes, &offset)
-                let suffixCount = Self.readLength(bytes, &offset)
-                guard suffixCount <= bytes.count - offset else { return }  // never written so; read no further
-                let suffix = UnsafeRawBufferPointer(start: base + offset, count: suffixCount)
-                let record = Record(start: start, end: offset + suffixCount)
-                offset += suffixCount
-                if let at = location.at {  // `key` itself came before: this is the key after it
-                    location.following = (Array(at.key[0..<min(sharedWritten, at.key.count)]) + suffix, record)
-                    return
-                }
-                let shared = min(sharedWritten, previous.count)
-                var below: Bool
-                var common = p
-                if hasPrevious && shared > p {
-                    below = true
-                } else if hasPrevious && shared < p {
-                    below = false
-                } else {
-                    // Shares exactly `p` bytes with `key`: compare the rest.
-                    var q = 0
-                    let limit = min(suffixCount, key.count - shared)
-                    while q < limit && suffix[q] == key[shared + q] { q += 1 }
-                    common = shared + q
-                    if q < limit {
-                        below = suffix[q] < key[shared + q]
-                    } else {
-                        below = suffixCount < key.count - shared  // a proper prefix of `key` is below it
-                        location.equal = suffixCount == key.count - shared
-                    }
-                }
-                if !below {
-                    location.at = (Array(previous.bytes[0..<shared]) + suffix, record)
-                    if hasPrevious { location.previous = Array(previous.bytes) }
-                    if location.equal { continue }
-                    return
-                }
-                previous.replace(after: shared, with: suffix)
-                hasPrevious = true
-                p = common
+        forEachRecord(chunk) { sharedWritten, suffix, record in
+            let suffixCount = suffix.count
+            if let at = location.at {  // `key` itself came before: this is the key after it
+                location.following = (Array(at.key[0..<min(sharedWritten, at.key.count)]) + suffix, record)
+                return false
             }
-            if location.at == nil && hasPrevious { location.previous = Array(previous.bytes) }
+            let shared = min(sharedWritten, previous.count)
+            let below: Bool
+            var common = p
+            if hasPrevious && shared > p {
+                below = true
+            } else if hasPrevious && shared < p {
+                below = false
+            } else {
+                // Shares exactly `p` bytes with `key`: compare the rest.
+                var q = 0
+                let limit = min(suffixCount, key.count - shared)
+                while q < limit && suffix[q] == key[shared + q] { q += 1 }
+                common = shared + q
+                if q < limit {
+                    below = suffix[q] < key[shared + q]
+                } else {
+                    below = suffixCount < key.count - shared  // a proper prefix of `key` is below it
+                    location.equal = suffixCount == key.count - shared
+                }
+            }
+            if !below {
+                location.at = (Array(previous.bytes[0..<shared]) + suffix, record)
+                if hasPrevious { location.previous = Array(previous.bytes) }
+                return location.equal  // when it is `key`, the key after it is wanted too
+            }
+            previous.replace(after: shared, with: suffix)
+            hasPrevious = true
+            p = common
+            return true
         }
+        if location.at == nil && hasPrevious { location.previous = Array(previous.bytes) }
         return location
     }
 

@@ -57,6 +57,17 @@ struct PersistenceTests {
         }
     }
 
+    /// SIGKILL once the compaction under way has finished: it runs on CPU time the writes
+    /// leave (SCHED_IDLE), so how long it takes depends on the machine's load.
+    static func killAfterCompaction(_ store: StoreProcess) {
+        let pid = store.process.processIdentifier, socket = store.socketPath
+        Thread.detachNewThread {
+            let watcher = BlockingStoreClient(socketPath: socket, limits: limits)
+            while (try? persistenceInfo(watcher, "aof_rewrite_in_progress")) != 0 { usleep(2_000) }
+            kill(pid, SIGKILL)
+        }
+    }
+
     /// Every key holds what `expected` allows, with its TTL when the acknowledged write had one.
     /// Returns what each key held: an unacknowledged write found there is durable from now on.
     @discardableResult
@@ -136,11 +147,7 @@ struct PersistenceTests {
         let socket = dir.file("s"), data = dir.file("data")
         let store = try StoreProcess(socketPath: socket, arguments: ["--data-dir", data, "--appendfsync", "always", "--compact-factor", "0"])
         let client = BlockingStoreClient(socketPath: socket, limits: Self.limits)
-        func info(_ field: String) throws -> Int {
-            guard case .bulkString(let text) = try client.request([Array("INFO".utf8), Array("persistence".utf8)]) else { return -1 }
-            let line = String(decoding: text.readableBytesView, as: UTF8.self).split(whereSeparator: \.isNewline).first { $0.hasPrefix(field + ":") }
-            return line.flatMap { Int($0.dropFirst(field.count + 1)) } ?? -1
-        }
+        func info(_ field: String) throws -> Int { try Self.persistenceInfo(client, field) ?? -1 }
         var expected: [String: Expected] = [:]
         for i in 0..<20_000 {  // 97 keys rewritten over and over: a log far larger than the data
             let key = "key\(i % 97)", value = "\"v\(i)\""
@@ -149,19 +156,23 @@ struct PersistenceTests {
         }
         let before = try info("aof_current_size")
         #expect(try client.request([Array("BGREWRITEAOF".utf8)]) == .simpleString(ByteBuffer(string: "Background append only file rewriting started")))
-        Self.killSoon(store, after: 1.0)
+        Self.killAfterCompaction(store)
         _ = Self.writeUntilKilled(BlockingStoreClient(socketPath: socket, limits: Self.limits), round: 1, expected: &expected)
         store.process.waitUntilExit()
         #expect(store.log.contains("compacted the log"), "\(store.log.suffix(1500))")
 
         let restarted = try StoreProcess(socketPath: socket, arguments: ["--data-dir", data, "--compact-factor", "0"])
         try Self.check(socket, expected)
-        let after = try BlockingStoreClient(socketPath: socket, limits: Self.limits).request([Array("INFO".utf8), Array("persistence".utf8)])
-        guard case .bulkString(let text) = after else { Issue.record("INFO: \(after)"); return }
-        let size = String(decoding: text.readableBytesView, as: UTF8.self).split(whereSeparator: \.isNewline)
-            .first { $0.hasPrefix("aof_current_size:") }.flatMap { Int($0.dropFirst("aof_current_size:".count)) } ?? -1
+        let size = try Self.persistenceInfo(BlockingStoreClient(socketPath: socket, limits: Self.limits), "aof_current_size") ?? -1
         #expect(size > 0 && size < before, "the log was \(before) bytes before compaction and \(size) after the crash")
         restarted.terminate()
+    }
+
+    /// A field of `INFO persistence`, as a number.
+    static func persistenceInfo(_ client: BlockingStoreClient, _ field: String) throws -> Int? {
+        guard case .bulkString(let text) = try client.request([Array("INFO".utf8), Array("persistence".utf8)]) else { return nil }
+        let line = String(buffer: text).split(whereSeparator: \.isNewline).first { $0.hasPrefix(field + ":") }
+        return line.flatMap { Int($0.dropFirst(field.count + 1)) }
     }
 
     @Test("SIGKILL at points spread over a compaction of 5,000 keys, while writes land all over the key order: every acknowledged write is back")
@@ -182,18 +193,15 @@ struct PersistenceTests {
             for i in batch..<batch + 1_000 { expected["key\(i)"] = Expected(acknowledged: "\"start \(i)\"", ttl: i % 5 == 0) }
         }
         // How long one compaction takes here, to spread the kills over it.
-        func persistenceInfo(_ client: BlockingStoreClient, _ field: String) throws -> Int? {
-            guard case .bulkString(let text) = try client.request([Array("INFO".utf8), Array("persistence".utf8)]) else { return nil }
-            let line = String(buffer: text).split(whereSeparator: \.isNewline).first { $0.hasPrefix(field + ":") }
-            return line.flatMap { Int($0.dropFirst(field.count + 1)) }
-        }
+        let persistenceInfo = Self.persistenceInfo
         _ = try loader.request([Array("BGREWRITEAOF".utf8)])
         while try persistenceInfo(loader, "aof_rewrite_in_progress") != 0 { usleep(5_000) }
         let milliseconds = Double(max(1, try persistenceInfo(loader, "aof_last_rewrite_time_ms") ?? 1))
         _ = first.terminate()
 
         var interrupted = 0, completed = 0
-        for (round, fraction) in [0.05, 0.2, 0.4, 0.6, 0.8, 1.0, 4.0].enumerated() {
+        // Kills spread over a compaction's length, and a last one once it has finished.
+        for (round, fraction) in [0.05, 0.2, 0.4, 0.6, 0.8, 1.0, nil].enumerated() {
             let store = try StoreProcess(socketPath: socket, arguments: arguments)
             let found = try Self.check(socket, expected)
             for (key, got) in found where got != expected[key]?.acknowledged {
@@ -202,7 +210,11 @@ struct PersistenceTests {
             for key in expected.keys { expected[key]?.inFlight = nil }
             let client = BlockingStoreClient(socketPath: socket, limits: Self.limits)
             _ = try client.request([Array("BGREWRITEAOF".utf8)])
-            Self.killSoon(store, after: milliseconds * fraction * Double.random(in: 0.8...1.2) / 1_000)
+            if let fraction {
+                Self.killSoon(store, after: milliseconds * fraction * Double.random(in: 0.8...1.2) / 1_000)
+            } else {
+                Self.killAfterCompaction(store)
+            }
             _ = Self.writeUntilKilled(client, round: round, keys: keys, expected: &expected)
             store.process.waitUntilExit()
             // The log file is appended to by every round's process: count this round's line.

@@ -457,6 +457,31 @@ struct AppendLogTests {
         }
     }
 
+    @Test("a walk that cannot read a piece (kv-stored stopping) ends the compaction; the log stays as it was")
+    func compactionWalkFails() throws {
+        try withTemporaryDirectory { dir in
+            let recording = try RecordingKeyspace(dir: dir, epoch: "dead", policy: .no)
+            let (path, clock, logs, log) = (recording.path, recording.clock, recording.logs, recording.log)
+            var keyspace = recording.keyspace
+            for i in 0..<100 { keyspace.put("k\(i)", "\(i)") }
+            try log.commit()
+            let before = try LogRecovery.readFile(path)
+            let pieces = NIOLockedValueBox(0)
+            let snapshot = LogSnapshot(revision: keyspace.revision, logOffset: log.appendedOffset) { [keyspace] in
+                let piece = pieces.withLockedValue { $0 += 1; return $0 }
+                guard piece == 1 else { throw PersistenceFailure("the event loop is gone") }
+                return keyspace.compactionPiece(after: nil, through: keyspace.revision, keys: 10).entries
+            }
+            #expect(throws: PersistenceFailure.self) { _ = try log.compact(snapshot) }
+            log.stop()
+            #expect(try LogRecovery.readFile(path) == before)
+            #expect(!FileManager.default.fileExists(atPath: path + ".compacting"))
+            var loaded = Keyspace(clock: clock)
+            _ = try LogRecovery.load(path: path, into: &loaded, repair: false, logger: logs.logger)
+            #expect(loaded.count == 100)
+        }
+    }
+
     @Test("a key set with a TTL and then persisted survives a restart after its first deadline; one left to expire does not")
     func persistAfterDeadlinePassed() throws {
         try withTemporaryDirectory { dir in

@@ -241,10 +241,11 @@ public struct LogSnapshot: Sendable {
     public var logOffset: Int
     /// The next piece of the live entries written at or before `revision`, nil when all have
     /// been read. Called on the compaction's thread; each call takes the keyspace lock briefly,
-    /// so writes go on between pieces.
-    public var nextPiece: @Sendable () -> Piece?
+    /// so writes go on between pieces. Throws when a piece cannot be read (kv-stored is
+    /// stopping): a walk cut short must end the compaction, never pass for a whole snapshot.
+    public var nextPiece: @Sendable () throws -> Piece?
 
-    public init(revision: UInt64, logOffset: Int, nextPiece: @escaping @Sendable () -> Piece?) {
+    public init(revision: UInt64, logOffset: Int, nextPiece: @escaping @Sendable () throws -> Piece?) {
         self.revision = revision
         self.logOffset = logOffset
         self.nextPiece = nextPiece

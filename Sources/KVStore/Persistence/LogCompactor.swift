@@ -96,7 +96,7 @@ final class LogCompactor: @unchecked Sendable {
         var longestPiece: Int64 = 0
         while true {
             let started = SystemClock().monotonicNanoseconds()
-            guard let piece = snapshot.nextPiece() else { break }
+            guard let piece = try snapshot.nextPiece() else { break }
             longestPiece = max(longestPiece, SystemClock().monotonicNanoseconds() - started)
             entries.append(contentsOf: piece)
         }
@@ -144,6 +144,11 @@ final class LogCompactor: @unchecked Sendable {
         // may lose the last moments in a crash of the machine anyway. The old log stays whole
         // until the rename is on disk, so a crash still finds one log or the other.
         let syncInside = fsyncPolicy == .always
+        // The syncs after the switch go through a duplicate of the file's descriptor: once
+        // switched, `out` is the live log's, which a stop may close (and the number be reused).
+        let syncHandle = dup(out)
+        guard syncHandle >= 0 else { throw PersistenceFailure("cannot duplicate the descriptor of \(temporary): \(String(cString: strerror(errno)))") }
+        defer { close(syncHandle) }
         let switchStarted = SystemClock().monotonicNanoseconds()
         let newSize = try space.switching { syncer in
             try syncer.switching { writer in
@@ -163,7 +168,7 @@ final class LogCompactor: @unchecked Sendable {
         lastSwitchMicroseconds.store(Int((SystemClock().monotonicNanoseconds() - switchStarted) / 1_000), ordering: .relaxed)
         if !syncInside {
             let writer = space.syncer.writer
-            guard fdatasync(out) == 0 else {
+            guard fdatasync(syncHandle) == 0 else {
                 throw writer.failure.fail("cannot sync the compacted log \(path): \(String(cString: strerror(errno)))")
             }
             try Self.syncDirectory(of: path, writer: writer)
