@@ -47,11 +47,10 @@ final class LogCompactor: @unchecked Sendable {
         guard running.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged else { return false }
         // A plain thread: the work blocks in write and fsync and must not hold an event loop.
         _ = WorkerThread.start { [self] in
-            // At the lowest CPU priority (SCHED_IDLE): on a machine whose cores are all busy, a compaction at
-            // the event loops' priority took their core for a scheduler slice at a time, and
-            // the worst write latency during a compaction of 1M keys was 9–36 ms
-            // (bench/persistence.sh). Its pieces hold the keyspace lock for under a
-            // millisecond, and an event loop waiting for one sleeps, which frees a core for it.
+            // At the lowest CPU priority (SCHED_IDLE): at the event loops' priority, on a
+            // machine whose cores were all busy, it took a loop's core for a scheduler slice at
+            // a time (worst write 9–36 ms at 1M keys, bench/persistence.sh). It holds no lock a
+            // loop waits for while it works: the walk's pieces run on the loop (CompactionWalk).
             WorkerThread.lowerCurrentToIdlePriority()
             let started = Self.monotonicMilliseconds()
             do {
