@@ -69,6 +69,8 @@ public struct Keyspace: Sendable {
     private var table = KeyTable()
     /// The same keys in order, for listing by prefix.
     private var order = SortedKeys()
+    /// While a log loads, the order is left alone and built once at the end (`endRestore`).
+    private var orderDeferred = false
     private var expiries = ExpiryQueue()
     private var feed = ChangeFeed()
     private var history: ChangeHistory
@@ -412,9 +414,29 @@ public struct Keyspace: Sendable {
             }
         }
         let entry = Entry.make(key: key, value: value, revision: revision, deadline: deadline)
-        if let old = table.upsert(entry, hash: hash) { forget(old) } else { entry.withKey { order.insert($0) } }
+        if let old = table.upsert(entry, hash: hash) { forget(old) } else if !orderDeferred { entry.withKey { order.insert($0) } }
         datasetBytes += entry.keyCount + entry.valueCount
         if deadline != 0 { expiries.add(entry) }
+    }
+
+    /// Starts a load from the log: the key order is built once, at `endRestore`.
+    public mutating func beginRestore() {
+        orderDeferred = true
+    }
+
+    /// Ends a load from the log: drops what expired (`restoreDropExpired`) and builds the key
+    /// order from the table in one pass (sorted once, instead of a search per key loaded).
+    public mutating func endRestore() {
+        restoreDropExpired()
+        guard orderDeferred else { return }
+        var entries: [Entry] = []
+        entries.reserveCapacity(table.count)
+        table.forEach { entries.append($0) }
+        entries.sort { a, b in a.withKey { x in b.withKey { y in SortedKeys.compare(x, y) < 0 } } }
+        var builder = SortedKeys.Builder()
+        for entry in entries { entry.withKey { builder.append($0) } }
+        order = builder.keys
+        orderDeferred = false
     }
 
     /// Ends a load from the log: drops, silently as `restoreRemove`, every key whose deadline
@@ -427,7 +449,7 @@ public struct Keyspace: Sendable {
             entry.deadline = 0  // its queue item is gone already; not stale
             entry.withKey { key in
                 if let removed = table.remove(key) {
-                    order.remove(key)
+                    if !orderDeferred { order.remove(key) }
                     forget(removed)
                 }
             }
@@ -440,7 +462,7 @@ public struct Keyspace: Sendable {
     public mutating func restoreRemove(_ key: UnsafeRawBufferPointer, revision: UInt64) {
         restoreRevision(revision)
         if let entry = table.remove(key) {
-            order.remove(key)
+            if !orderDeferred { order.remove(key) }
             forget(entry)
         }
     }

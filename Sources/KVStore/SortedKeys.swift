@@ -21,7 +21,9 @@ struct SortedKeys: Sendable {
     /// Bytes of the encoded chunks, for INFO.
     private(set) var encodedBytes = 0
 
-    init(chunkBytes: Int = 1024) {
+    static let defaultChunkBytes = 1024
+
+    init(chunkBytes: Int = SortedKeys.defaultChunkBytes) {
         self.chunkBytes = max(64, chunkBytes)
     }
 
@@ -190,6 +192,36 @@ struct SortedKeys: Sendable {
         }
         if location.at == nil && hasPrevious { location.previous = Array(previous.bytes) }
         return location
+    }
+
+    /// Builds the order of keys given in increasing order in one pass, without a search per key
+    /// (a load from the log: inserting 1M keys one by one took 1.4 s of a 2 s start). Chunks
+    /// are filled to three quarters, leaving room for inserts.
+    struct Builder {
+        private(set) var keys: SortedKeys
+        private var last: [UInt8] = []
+
+        init(chunkBytes: Int = SortedKeys.defaultChunkBytes) {
+            keys = SortedKeys(chunkBytes: chunkBytes)
+        }
+
+        /// Adds `key`, which must sort after every key added before it.
+        mutating func append(_ key: UnsafeRawBufferPointer) {
+            let full = keys.chunks.last.map { $0.count >= keys.chunkBytes * 3 / 4 } ?? true
+            if full {
+                keys.firsts.append(Array(key))
+                keys.chunks.append(SortedKeys.encoded(key, after: nil))
+                keys.encodedBytes += keys.chunks[keys.chunks.count - 1].count
+            } else {
+                let index = keys.chunks.count - 1
+                let before = keys.chunks[index].count
+                last.withUnsafeBytes { SortedKeys.append(key, after: $0, to: &keys.chunks[index]) }
+                keys.encodedBytes += keys.chunks[index].count - before
+            }
+            keys.count += 1
+            last.removeAll(keepingCapacity: true)
+            last.append(contentsOf: key)
+        }
     }
 
     /// Each key from `start` on in order (`start` itself only when `inclusive`; every key when

@@ -329,6 +329,10 @@ struct AppendLogTests {
             #expect(second.get("k") == "\"v\"" && second.get("p") == "2" && second.ttl("p") == nil)
             #expect(second.get("t") == "1" && second.ttl("t") == 20_000, "the deadline is absolute: 10 s of the 30 s passed")
             #expect(second.get("x") == nil && second.count == 3)
+            // The key order, built once at the end of the load, lists them and takes new keys.
+            second.put("a", "0")
+            let listed = [UInt8]().withUnsafeBytes { second.list(prefix: $0, after: nil, limit: 10, budget: 100) }
+            #expect(listed.entries.map { String(decoding: $0.entry.keyBytes, as: UTF8.self) } == ["a", "k", "p", "t"])
         }
     }
 

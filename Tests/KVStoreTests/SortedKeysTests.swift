@@ -44,6 +44,33 @@ struct SortedKeysTests {
         #expect(keys(sorted).isEmpty && sorted.count == 0 && sorted.encodedBytes == 0)
     }
 
+    @Test("an order built in one pass from sorted keys (a load) lists them all, and takes inserts and removes as one built key by key", arguments: [64, 1024])
+    func builtThenChanged(chunkBytes: Int) {
+        var generator = SystemRandomNumberGenerator()
+        func randomKey() -> [UInt8] {
+            (0..<Int.random(in: 0...8, using: &generator)).map { _ in UInt8.random(in: 0x61...0x64, using: &generator) }
+        }
+        var reference = Set<[UInt8]>()
+        for _ in 0..<3_000 { reference.insert(randomKey()) }
+        var builder = SortedKeys.Builder(chunkBytes: chunkBytes)
+        for key in reference.sorted(by: { $0.lexicographicallyPrecedes($1) }) { key.withUnsafeBytes { builder.append($0) } }
+        var sorted = builder.keys
+        #expect(keys(sorted) == reference.sorted { $0.lexicographicallyPrecedes($1) })
+        #expect(sorted.count == reference.count)
+        for _ in 0..<6_000 {
+            let key = randomKey()
+            if Bool.random(using: &generator), !reference.contains(key) {
+                key.withUnsafeBytes { sorted.insert($0) }
+                reference.insert(key)
+            } else {
+                key.withUnsafeBytes { sorted.remove($0) }
+                reference.remove(key)
+            }
+        }
+        #expect(keys(sorted) == reference.sorted { $0.lexicographicallyPrecedes($1) })
+        #expect(sorted.count == reference.count)
+    }
+
     @Test("keys of one hierarchy take a few bytes each")
     func frontCoding() {
         var sorted = SortedKeys()

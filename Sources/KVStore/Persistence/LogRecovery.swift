@@ -34,6 +34,7 @@ public enum LogRecovery {
             logger.notice("no log yet: starting with an empty keyspace", metadata: ["log": "\(path)"])
             return report
         }
+        keyspace.beginRestore()
         let outcome = bytes.withUnsafeBytes { raw in
             LogReader.read(raw) { record in
                 report.records += 1
@@ -63,7 +64,7 @@ public enum LogRecovery {
                            metadata: ["log": "\(path)", "offset": "\(damage.offset)", "reason": "\(damage.reason)",
                                       "bytes_dropped": "\(bytes.count - damage.offset)", "copy": "\(copy)"])
         }
-        keyspace.restoreDropExpired()
+        keyspace.endRestore()
         if report.epoch.isEmpty { report.epoch = newEpoch() }
         report.milliseconds = Int((keyspace.clock.monotonicNanoseconds() - started) / 1_000_000)
         logger.notice("loaded the log", metadata: [
