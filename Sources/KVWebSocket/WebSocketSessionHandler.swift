@@ -100,8 +100,7 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
     /// Re-entered from a reply that completes at once, `pump` returns and lets the outer call carry on.
     private var pumping = false
     private var access: Access
-    private var subscriptions = Set<Topic<[UInt8]>>()
-    private var prefixSubscriptionCount: Int { subscriptions.count { $0.isPrefix } }
+    private var subscriptions = TopicSet()
     /// Closes the connection when its JWT expires.
     private var expiryTimer: Scheduled<Void>?
     private var closeTimer: Scheduled<Void>?
@@ -396,8 +395,8 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
             session.send(text: ServerMessage.error(message).encoded(.init(id: id)))
             return
         }
-        guard !topic.isPrefix || subscriptions.contains(topic) || prefixSubscriptionCount < settings.maxPrefixSubscriptions else {
-            let message = "prefix subscription limit reached: this connection already watches \(prefixSubscriptionCount) prefixes (the limit); unsubscribe from some first"
+        guard !topic.isPrefix || subscriptions.contains(topic) || subscriptions.prefixCount < settings.maxPrefixSubscriptions else {
+            let message = "prefix subscription limit reached: this connection already watches \(subscriptions.prefixCount) prefixes (the limit); unsubscribe from some first"
             session.send(text: ServerMessage.error(message).encoded(.init(id: id)))
             return
         }

@@ -11,6 +11,24 @@ struct SessionStateTests {
         .message(ClientRequest(message: message), bytes: 10)
     }
 
+    @Test("a connection's subscriptions count their prefixes as they change: duplicates, removals of what is not there, and clearing")
+    func topicSetCountsPrefixes() {
+        var topics = TopicSet()
+        let (a, b, key) = (Topic<[UInt8]>.prefix(Array("a/".utf8)), Topic<[UInt8]>.prefix(Array("b/".utf8)), Topic<[UInt8]>.key(Array("a/1".utf8)))
+        let inserted = [topics.insert(a), topics.insert(key), topics.insert(b), topics.insert(a)]
+        #expect(inserted == [true, true, true, false], "the second `a/` is already there")
+        #expect(topics.count == 3 && topics.prefixCount == 2)
+        let absent = topics.remove(.prefix(Array("c/".utf8)))
+        #expect(absent == nil && topics.prefixCount == 2)
+        let removedKey = topics.remove(key)
+        #expect(removedKey == key && topics.prefixCount == 2)
+        let removedPrefix = topics.remove(a)
+        #expect(removedPrefix == a && topics.prefixCount == 1 && topics.count == 1)
+        #expect(Array(topics) == [.prefix(Array("b/".utf8))])
+        topics.removeAll()
+        #expect(topics.count == 0 && topics.prefixCount == 0)
+    }
+
     @Test("list messages: prefix required, after a string or null, limit 1-1000, values a boolean; the id is kept")
     func listMessages() throws {
         let limits = Limits(maxKeyBytes: 16, maxValueBytes: 64)
