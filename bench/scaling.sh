@@ -87,7 +87,7 @@ ws_table() {
   printf '\n%s\n\n%s\n%s\n' "$2" "$3" "$4"
   for line in "${rows[@]}"; do
     IFS='|' read -r kind name rest <<<"$line"
-    [ "$name" = "$1" ] && echo "| $kind $rest"
+    if [ "$name" = "$1" ]; then echo "| $kind $rest"; fi  # (a false `&&` last would end the script under set -e)
   done
 }
 ws_table fanout "WebSocket fan-out: $subs subscribers of one key, a writer at $rate and at $((rate / 4)) sets/s for ${fan_seconds}s" \
