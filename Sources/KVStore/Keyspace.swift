@@ -389,7 +389,12 @@ public struct Keyspace: Sendable {
 
     /// A monotonic deadline as Unix milliseconds (what the log keeps: it outlives the process).
     private func unixMilliseconds(ofDeadline deadline: Int64) -> Int64 {
-        clock.unixMilliseconds() + (deadline - clock.monotonicNanoseconds() + 999_999) / 1_000_000
+        Self.unixMilliseconds(ofDeadline: deadline, monotonicNow: clock.monotonicNanoseconds(), unixNow: clock.unixMilliseconds())
+    }
+
+    /// The same, from one reading of both clocks (a compaction's piece converts many).
+    private static func unixMilliseconds(ofDeadline deadline: Int64, monotonicNow: Int64, unixNow: Int64) -> Int64 {
+        unixNow + (deadline - monotonicNow + 999_999) / 1_000_000
     }
 
     // MARK: - Recovery
@@ -447,12 +452,7 @@ public struct Keyspace: Sendable {
         var dropped = 0
         while let entry = expiries.popDue(now: now) {
             entry.deadline = 0  // its queue item is gone already; not stale
-            entry.withKey { key in
-                if let removed = table.remove(key) {
-                    if !orderDeferred { order.remove(key) }
-                    forget(removed)
-                }
-            }
+            entry.withKey { removeSilently($0) }
             dropped += 1
         }
         return dropped
@@ -461,10 +461,14 @@ public struct Keyspace: Sendable {
     /// Puts back a delete or expiry read from the log (silently, as `restoreSet`).
     public mutating func restoreRemove(_ key: UnsafeRawBufferPointer, revision: UInt64) {
         restoreRevision(revision)
-        if let entry = table.remove(key) {
-            if !orderDeferred { order.remove(key) }
-            forget(entry)
-        }
+        removeSilently(key)
+    }
+
+    /// Takes `key` out of the table and the order: no revision, no event, no record.
+    private mutating func removeSilently(_ key: UnsafeRawBufferPointer) {
+        guard let entry = table.remove(key) else { return }
+        if !orderDeferred { order.remove(key) }
+        forget(entry)
     }
 
     /// Puts back the revision counter (recorded after a compacted snapshot, or carried by a
@@ -500,7 +504,7 @@ public struct Keyspace: Sendable {
                     if deadline == 0 {
                         entries.append((entry, nil))
                     } else if deadline > monotonicNow {
-                        entries.append((entry, unixNow + (deadline - monotonicNow + 999_999) / 1_000_000))
+                        entries.append((entry, Self.unixMilliseconds(ofDeadline: deadline, monotonicNow: monotonicNow, unixNow: unixNow)))
                     }
                 }
                 if visited >= keys {

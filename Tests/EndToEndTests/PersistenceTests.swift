@@ -99,6 +99,17 @@ struct PersistenceTests {
         return found
     }
 
+    /// `check`, then what a restart found becomes what is expected: a write in flight at the
+    /// kill that was applied is what the key must hold now, even if the next round is killed
+    /// before writing the key again (its TTL unknown).
+    static func checkAndSettle(_ socket: String, _ expected: inout [String: Expected]) throws {
+        let found = try check(socket, expected)
+        for (key, got) in found where got != expected[key]?.acknowledged {
+            expected[key] = Expected(acknowledged: got, inFlight: nil, ttl: false)
+        }
+        for key in expected.keys { expected[key]?.inFlight = nil }
+    }
+
     /// `rounds` times: start kv-stored on one data directory, check everything acknowledged so
     /// far is there, write until a SIGKILL at a random moment within `killAfter` seconds. Then
     /// once more, to check the last round.
@@ -110,13 +121,7 @@ struct PersistenceTests {
         var writes = 0
         for round in 0..<rounds {
             let store = try StoreProcess(socketPath: socket, arguments: arguments)
-            let found = try check(socket, expected)
-            for (key, got) in found where got != expected[key]?.acknowledged {
-                // The write in flight at the kill was applied: it is what the key must hold now,
-                // even if the next round is killed before writing the key again (its TTL unknown).
-                expected[key] = Expected(acknowledged: got, inFlight: nil, ttl: false)
-            }
-            for key in expected.keys { expected[key]?.inFlight = nil }
+            try checkAndSettle(socket, &expected)
             killSoon(store, after: Double.random(in: killAfter))
             writes += writeUntilKilled(BlockingStoreClient(socketPath: socket, limits: limits), round: round, expected: &expected)
             store.process.waitUntilExit()
@@ -193,21 +198,16 @@ struct PersistenceTests {
             for i in batch..<batch + 1_000 { expected["key\(i)"] = Expected(acknowledged: "\"start \(i)\"", ttl: i % 5 == 0) }
         }
         // How long one compaction takes here, to spread the kills over it.
-        let persistenceInfo = Self.persistenceInfo
         _ = try loader.request([Array("BGREWRITEAOF".utf8)])
-        while try persistenceInfo(loader, "aof_rewrite_in_progress") != 0 { usleep(5_000) }
-        let milliseconds = Double(max(1, try persistenceInfo(loader, "aof_last_rewrite_time_ms") ?? 1))
+        while try Self.persistenceInfo(loader, "aof_rewrite_in_progress") != 0 { usleep(5_000) }
+        let milliseconds = Double(max(1, try Self.persistenceInfo(loader, "aof_last_rewrite_time_ms") ?? 1))
         _ = first.terminate()
 
         var interrupted = 0, completed = 0
         // Kills spread over a compaction's length, and a last one once it has finished.
         for (round, fraction) in [0.05, 0.2, 0.4, 0.6, 0.8, 1.0, nil].enumerated() {
             let store = try StoreProcess(socketPath: socket, arguments: arguments)
-            let found = try Self.check(socket, expected)
-            for (key, got) in found where got != expected[key]?.acknowledged {
-                expected[key] = Expected(acknowledged: got, inFlight: nil, ttl: false)  // the write in flight was applied
-            }
-            for key in expected.keys { expected[key]?.inFlight = nil }
+            try Self.checkAndSettle(socket, &expected)
             let client = BlockingStoreClient(socketPath: socket, limits: Self.limits)
             _ = try client.request([Array("BGREWRITEAOF".utf8)])
             if let fraction {

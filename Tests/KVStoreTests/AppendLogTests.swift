@@ -54,6 +54,13 @@ private struct RecordingKeyspace {
         keyspace.recorder = log
         self.keyspace = keyspace
     }
+
+    /// What a restart would load from the log: a new keyspace on the same clock.
+    func loadAgain() throws -> (keyspace: Keyspace, report: LogRecovery.Report) {
+        var loaded = Keyspace(clock: clock)
+        let report = try LogRecovery.load(path: path, into: &loaded, repair: false, logger: logs.logger)
+        return (loaded, report)
+    }
 }
 
 private extension Keyspace {
@@ -321,8 +328,7 @@ struct AppendLogTests {
             log.stop()
 
             clock.advance(milliseconds: 10_000)
-            var second = Keyspace(clock: clock)
-            let report = try LogRecovery.load(path: path, into: &second, repair: false, logger: logs.logger)
+            var (second, report) = try recording.loadAgain()
             #expect(report.epoch == "feedfacefeedface")
             #expect(report.records == 7)  // header + 4 sets + persist + delete
             #expect(second.revision == first.revision)
@@ -399,8 +405,7 @@ struct AppendLogTests {
             log.stop()
             #expect(size < before / 10, "compacted \(before) bytes into \(size)")
 
-            var loaded = Keyspace(clock: clock)
-            let report = try LogRecovery.load(path: path, into: &loaded, repair: false, logger: logs.logger)
+            var (loaded, report) = try recording.loadAgain()
             #expect(report.epoch == "cafe" && report.discardedBytes == 0)
             #expect(loaded.revision == keyspace.revision)
             #expect(loaded.count == keyspace.count)
@@ -451,8 +456,7 @@ struct AppendLogTests {
                 log.stop()
                 #expect(changes > 50 && walked.pieces > 30, "the walk must be interleaved with changes: \(changes) in \(walked.pieces) pieces")
 
-                var loaded = Keyspace(clock: clock)
-                let report = try LogRecovery.load(path: path, into: &loaded, repair: false, logger: logs.logger)
+                var (loaded, report) = try recording.loadAgain()
                 #expect(report.discardedBytes == 0 && loaded.revision == keyspace.revision, "seed \(seed)")
                 let (got, want) = (Self.contents(of: &loaded), Self.contents(of: &keyspace))
                 let wrong = Set(got.keys).union(want.keys).filter { got[$0] != want[$0] }.sorted()
@@ -480,8 +484,7 @@ struct AppendLogTests {
             log.stop()
             #expect(try LogRecovery.readFile(path) == before)
             #expect(!FileManager.default.fileExists(atPath: path + ".compacting"))
-            var loaded = Keyspace(clock: clock)
-            _ = try LogRecovery.load(path: path, into: &loaded, repair: false, logger: logs.logger)
+            let loaded = try recording.loadAgain().keyspace
             #expect(loaded.count == 100)
         }
     }
@@ -500,8 +503,7 @@ struct AppendLogTests {
             log.stop()
             clock.advance(milliseconds: 1_000)  // both first deadlines pass while kv-stored is down
 
-            var loaded = Keyspace(clock: clock)
-            _ = try LogRecovery.load(path: path, into: &loaded, repair: false, logger: logs.logger)
+            var loaded = try recording.loadAgain().keyspace
             let kept = loaded.get("kept"), keptTTL = loaded.ttl("kept"), gone = loaded.get("gone")
             #expect(kept == "1" && keptTTL == nil)
             #expect(gone == nil && loaded.count == 1 && loaded.expiringCount == 0)
@@ -534,8 +536,7 @@ struct AppendLogTests {
             try log.commit()
             #expect(try LogRecovery.readFile(path)?.count == size, "written into the space, not past it")
             log.stop()
-            var loaded = Keyspace(clock: clock)
-            let report = try LogRecovery.load(path: path, into: &loaded, repair: false, logger: logs.logger)
+            let (loaded, report) = try recording.loadAgain()
             #expect(report.discardedBytes == 0 && report.validBytes == log.figures.sizeBytes)
             #expect(loaded.count == 200 && loaded.revision == 200)
             #expect(!logs.logged.contains { $0.level >= .warning })
