@@ -92,6 +92,9 @@ echo "| log size | $kv_log MiB | $redis_log MiB | |"
 # stores loaded above; ROUNDS rounds, alternating servers. Two loads (LATENCY_LOADS, pairs of
 # clients:requests): -c 50 keeps both cores busy (the client takes one), so every thread's
 # scheduling shows in the worst latency; -c 4 leaves room, so what remains is the stores' own.
+# The machine's floor: the same load on a redis-server that keeps nothing (no log, no
+# snapshots), so no store work at all can explain its worst latency. kv-stored's own hold-ups
+# of writes by each compaction come from its INFO (the longest piece of the walk, the switch).
 latency_loads=${LATENCY_LOADS:-"50:400000 4:150000"}
 # latency SOCKET COMPACT CLIENTS REQUESTS → "p99 max" of the run (ms); COMPACT=1 starts a compaction 0.5 s in
 latency() {
@@ -101,19 +104,25 @@ latency() {
   if [ "$2" = 1 ]; then wait "$!"; fi
 }
 wait_compacted() { until redis-cli -s "$1" info persistence | grep -q '^aof_rewrite_in_progress:0'; do sleep 0.1; done; }
+kv_info() { redis-cli -s "$dir/kv.sock" info persistence | awk -F: -v f="$1" '$1 == f { print $2 + 0 }'; }
+redis-server --port 0 --unixsocket "$dir/floor.sock" --unixsocketperm 700 --save '' --appendonly no \
+  --logfile "$dir/floor.log" --dir "$dir" & pids+=($!)
+wait_ping "$dir/floor.sock"
 echo
-echo "| SET latency, -P 1 | round | kv-stored p99 / max | redis-server p99 / max |"
-echo "| --- | ---: | ---: | ---: |"
+echo "| SET latency, -P 1 | round | kv-stored p99 / max | redis-server p99 / max | floor: redis-server keeping nothing, p99 / max |"
+echo "| --- | ---: | ---: | ---: | ---: |"
 for load in $latency_loads; do
   clients=${load%%:*}; requests=${load##*:}
   for round in $(seq 1 "$rounds"); do
     kv_plain=$(latency "$dir/kv.sock" 0 "$clients" "$requests"); redis_plain=$(latency "$dir/redis.sock" 0 "$clients" "$requests")
+    floor=$(latency "$dir/floor.sock" 0 "$clients" "$requests")
     kv_compacting=$(latency "$dir/kv.sock" 1 "$clients" "$requests"); wait_compacted "$dir/kv.sock"
     redis_compacting=$(latency "$dir/redis.sock" 1 "$clients" "$requests"); wait_compacted "$dir/redis.sock"
-    kv_rewrite_ms=$(redis-cli -s "$dir/kv.sock" info persistence | awk -F: '/^aof_last_rewrite_time_ms/ { print $2 + 0 }')
+    kv_rewrite_ms=$(kv_info aof_last_rewrite_time_ms)
     redis_rewrite_s=$(redis-cli -s "$dir/redis.sock" info persistence | awk -F: '/^aof_last_rewrite_time_sec/ { print $2 + 0 }')
-    echo "| -c $clients, $requests requests, no compaction | $round | ${kv_plain// / ms \/ } ms | ${redis_plain// / ms \/ } ms |"
-    echo "| -c $clients, $requests requests, compacting $keys keys | $round | ${kv_compacting// / ms \/ } ms | ${redis_compacting// / ms \/ } ms |"
-    echo "| -c $clients, the compaction took | $round | $kv_rewrite_ms ms | $redis_rewrite_s s (whole seconds) |"
+    echo "| -c $clients, $requests requests, no compaction | $round | ${kv_plain// / ms \/ } ms | ${redis_plain// / ms \/ } ms | ${floor// / ms \/ } ms |"
+    echo "| -c $clients, $requests requests, compacting $keys keys | $round | ${kv_compacting// / ms \/ } ms | ${redis_compacting// / ms \/ } ms | |"
+    echo "| -c $clients, the compaction took | $round | $kv_rewrite_ms ms | $redis_rewrite_s s (whole seconds) | |"
+    echo "| -c $clients, kv-stored held writes up for at most | $round | piece $(kv_info aof_last_rewrite_longest_piece_us) µs, switch $(kv_info aof_last_rewrite_switch_us) µs | | |"
   done
 done

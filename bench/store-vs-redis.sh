@@ -8,6 +8,7 @@
 #        ROUNDS (default 3): each figure is the median of ROUNDS runs, kv-stored and redis-server
 #        alternating, because single short runs on a 2-core machine vary by ±15%.
 #        ONLY=memory: only the 1M-key tables (memory, and the time to load the keys).
+#        ONLY=throughput: only the ops/s table; PIPELINES (default "1 16") picks its rows.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 requests_p1=${REQUESTS_P1:-300000}
@@ -44,7 +45,7 @@ if [ "${ONLY:-}" != memory ]; then  # ONLY=memory: only the 1M-key table
 echo
 echo "| test | pipeline | value | kv-stored ops/s | redis-server ops/s | ratio |"
 echo "| --- | --- | --- | ---: | ---: | ---: |"
-for pipeline in 1 16; do
+for pipeline in ${PIPELINES:-1 16}; do
   n=$requests_p1; [ "$pipeline" = 16 ] && n=$requests_p16
   for size in 32 1024; do
     for t in set get; do
@@ -62,6 +63,7 @@ for pipeline in 1 16; do
 done
 fi
 
+[ "${ONLY:-}" = throughput ] && exit 0
 # Memory: fresh processes, 1M keys key:000000000000… with 32-byte values, loaded with redis-cli --pipe.
 kill "$kv_pid" "$redis_pid"; wait "$kv_pid" "$redis_pid" 2>/dev/null || true
 pids=()

@@ -845,6 +845,8 @@ public struct CommandProcessor: Sendable {
             ("aof_fsync", log?.policy.rawValue ?? "none"), ("aof_rewrite_in_progress", figures?.compacting == true ? "1" : "0"),
             ("aof_rewrites", String(figures?.compactions ?? 0)),
             ("aof_last_rewrite_time_ms", String(figures?.lastCompactionMilliseconds ?? 0)),
+            ("aof_last_rewrite_longest_piece_us", String(figures?.lastCompactionLongestPieceMicroseconds ?? 0)),
+            ("aof_last_rewrite_switch_us", String(figures?.lastCompactionSwitchMicroseconds ?? 0)),
             ("aof_last_bgrewrite_status", figures?.lastCompactionFailed == true ? "err" : "ok"),
             ("aof_base_size", String(figures?.sizeAfterCompaction ?? 0)),
             ("aof_current_size", String(figures?.sizeBytes ?? 0)),

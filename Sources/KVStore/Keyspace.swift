@@ -211,8 +211,7 @@ public struct Keyspace: Sendable {
             let growth = key.count + value.count - (previous.map { $0.keyCount + $0.valueCount } ?? 0)
             let excess = usedMemoryBytes + growth - maxMemoryBytes
             if growth > 0 && excess > 0 {
-                // The resume history gives way first (it shares live values, so it holds memory
-                // of its own only for superseded ones); the data is never evicted.
+                // The resume history gives way first (a cache of copies); the data is never evicted.
                 history.shed(excess)
                 if usedMemoryBytes + growth > maxMemoryBytes {
                     return SetOutcome(applied: false, previous: previous, overMemory: true)

@@ -201,6 +201,10 @@ struct PersistenceTests {
         _ = try loader.request([Array("BGREWRITEAOF".utf8)])
         while try Self.persistenceInfo(loader, "aof_rewrite_in_progress") != 0 { usleep(5_000) }
         let milliseconds = Double(max(1, try Self.persistenceInfo(loader, "aof_last_rewrite_time_ms") ?? 1))
+        // INFO reports how long the compaction held writes up (bench/persistence.sh prints it).
+        let piece = try Self.persistenceInfo(loader, "aof_last_rewrite_longest_piece_us")
+        let switched = try Self.persistenceInfo(loader, "aof_last_rewrite_switch_us")
+        #expect((piece ?? 0) > 0 && (switched ?? 0) > 0)
         _ = first.terminate()
 
         var interrupted = 0, completed = 0

@@ -254,6 +254,45 @@ struct ChangeHistoryTests {
         #expect(revisions(ks, "k", after: 7) == [8])
     }
 
+    @Test("the history's copies replay every change exactly, across chunks, values of every size and drops of the oldest")
+    func copiesAcrossChunks() {
+        // Sizes around the chunk's quarter (own chunk) and whole (bigger than a chunk), and
+        // small ones that share chunks; limits that drop by count and by bytes in turn.
+        let chunk = ChangeHistory.chunkBytes
+        let sizes = [0, 1, 40, chunk / 4, chunk / 4 + 1, chunk - 3, chunk + 7, 300, 2 * chunk]
+        var ks = Keyspace(clock: ManualClock(), history: HistoryLimits(maxChanges: 50, maxBytes: 3 * chunk))
+        var model: [(revision: UInt64, key: String, kind: ChangeKind, value: String)] = []
+        for i in 0..<600 {
+            let key = "k\(i % 7)", prefixKey = i % 7 < 3
+            let name = prefixKey ? "p/" + key : key
+            if i % 11 == 10, ks.delete(name) {
+                model.append((ks.revision, name, .deleted, ""))
+            } else {
+                let value = String(repeating: Character(UnicodeScalar(UInt8(97 + i % 26))), count: sizes[i % sizes.count])
+                _ = ks.set(name, value)
+                model.append((ks.revision, name, .set, value))
+            }
+            let floor = ks.historyFigures.floor
+            let kept = model.filter { $0.revision > floor }
+            #expect(ks.historyFigures.changes == kept.count)
+            #expect(ks.historyFigures.bytes == kept.reduce(0) { $0 + $1.key.utf8.count + $1.value.utf8.count + 64 })
+            // Every few writes, every key's replay from the floor and from halfway is the model's.
+            guard i % 5 == 0 else { continue }
+            for since in [floor, (floor + ks.revision) / 2] {
+                for name in Set(model.map(\.key)) {
+                    let replay = Array(name.utf8).withUnsafeBytes { ks.changes(of: $0, after: since) }
+                    let expected = kept.filter { $0.key == name && $0.revision > since }
+                    #expect(replay?.map(\.revision) == expected.map(\.revision))
+                    #expect(replay?.map(\.kind) == expected.map(\.kind))
+                    #expect(replay?.map { String(decoding: $0.entry.valueBytes, as: UTF8.self) } == expected.map(\.value))
+                }
+                let prefixed = Array("p/".utf8).withUnsafeBytes { ks.changes(withPrefix: $0, after: since) }
+                #expect(prefixed?.map(\.revision) == kept.filter { $0.key.hasPrefix("p/") && $0.revision > since }.map(\.revision))
+            }
+        }
+        #expect(ks.historyFigures.floor > 100, "the oldest changes were dropped all along")
+    }
+
     @Test("with no history, only a subscriber already up to date can resume")
     func none() {
         var ks = Keyspace(clock: ManualClock(), history: HistoryLimits(maxChanges: 0, maxBytes: 0))

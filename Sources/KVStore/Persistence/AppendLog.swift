@@ -196,6 +196,10 @@ public final class AppendLog: ChangeRecorder, @unchecked Sendable {
         public var compacting: Bool
         public var compactions: Int
         public var lastCompactionMilliseconds: Int
+        /// The last compaction's longest hold-ups of writes: a piece of the walk (on the loop
+        /// that read it) and the switch.
+        public var lastCompactionLongestPieceMicroseconds: Int
+        public var lastCompactionSwitchMicroseconds: Int
         public var lastCompactionFailed: Bool
     }
 
@@ -208,6 +212,8 @@ public final class AppendLog: ChangeRecorder, @unchecked Sendable {
                        sizeAfterCompaction: compactor.sizeAfterLast.load(ordering: .relaxed),
                        compacting: compactor.isRunning, compactions: compactor.count.load(ordering: .relaxed),
                        lastCompactionMilliseconds: compactor.lastMilliseconds.load(ordering: .relaxed),
+                       lastCompactionLongestPieceMicroseconds: compactor.lastLongestPieceMicroseconds.load(ordering: .relaxed),
+                       lastCompactionSwitchMicroseconds: compactor.lastSwitchMicroseconds.load(ordering: .relaxed),
                        lastCompactionFailed: compactor.lastFailed.load(ordering: .relaxed))
     }
 }
@@ -244,11 +250,15 @@ public struct LogSnapshot: Sendable {
     /// so writes go on between pieces. Throws when a piece cannot be read (kv-stored is
     /// stopping): a walk cut short must end the compaction, never pass for a whole snapshot.
     public var nextPiece: @Sendable () throws -> Piece?
+    /// The longest any piece so far held up the loop that read it, in nanoseconds.
+    public var longestPieceNanoseconds: @Sendable () -> Int64
 
-    public init(revision: UInt64, logOffset: Int, nextPiece: @escaping @Sendable () throws -> Piece?) {
+    public init(revision: UInt64, logOffset: Int, nextPiece: @escaping @Sendable () throws -> Piece?,
+                longestPieceNanoseconds: @escaping @Sendable () -> Int64 = { 0 }) {
         self.revision = revision
         self.logOffset = logOffset
         self.nextPiece = nextPiece
+        self.longestPieceNanoseconds = longestPieceNanoseconds
     }
 }
 

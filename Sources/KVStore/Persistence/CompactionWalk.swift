@@ -14,6 +14,9 @@ public struct CompactionWalk: Sendable {
     public let keysPerPiece: Int
     private var after: [UInt8]?
     private var finished = false
+    /// The longest a piece took to read (the keyspace's clock): how long the walk held up the
+    /// loop it ran on, and so any write waiting there (INFO `aof_last_rewrite_longest_piece_us`).
+    public private(set) var longestPieceNanoseconds: Int64 = 0
 
     public init(through: UInt64, keysPerPiece: Int) {
         self.through = through
@@ -23,7 +26,9 @@ public struct CompactionWalk: Sendable {
     /// The next piece from `keyspace`, nil once the walk is complete.
     public mutating func next(in keyspace: Keyspace) -> LogSnapshot.Piece? {
         guard !finished else { return nil }
+        let started = keyspace.clock.monotonicNanoseconds()
         let piece = keyspace.compactionPiece(after: after, through: through, keys: keysPerPiece)
+        longestPieceNanoseconds = max(longestPieceNanoseconds, keyspace.clock.monotonicNanoseconds() - started)
         after = piece.next
         finished = piece.next == nil
         return piece.entries
@@ -43,10 +48,10 @@ extension Store {
         // Each piece is taken on the store's event loop, not on the compaction's thread: that
         // thread runs at the lowest CPU priority, and holding the keyspace lock there let it be
         // preempted with the lock held (pieces of 0.6 ms took up to 24 ms, and writes waited).
-        return LogSnapshot(revision: revision, logOffset: offset) { [self] in
+        return LogSnapshot(revision: revision, logOffset: offset, nextPiece: { [self] in
             try timerLoop.submit {
                 walk.withLockedValue { walk in self.withKeyspace { walk.next(in: $0) } }
             }.wait()
-        }
+        }, longestPieceNanoseconds: { walk.withLockedValue { $0.longestPieceNanoseconds } })
     }
 }

@@ -23,9 +23,9 @@ final class LogCompactor: @unchecked Sendable {
     let count = ManagedAtomic(0)
     let lastMilliseconds = ManagedAtomic(0)
     let lastFailed = ManagedAtomic(false)
-    /// The longest a piece of the last compaction's walk took (keyspace lock included), for the log.
+    /// The longest a piece of the last compaction's walk held up its loop, for the log and INFO.
     let lastLongestPieceMicroseconds = ManagedAtomic(0)
-    /// How long the last switch held the log's locks (commits wait for them), for the log.
+    /// How long the last switch held the log's locks (commits wait for them), for the log and INFO.
     let lastSwitchMicroseconds = ManagedAtomic(0)
 
     init(policy: CompactionPolicy, fsyncPolicy: FsyncPolicy, space: LogSpace, epoch: String, logger: Logger, size: Int) {
@@ -92,14 +92,8 @@ final class LogCompactor: @unchecked Sendable {
         // Revision order, so the compacted log reads like any other: every entry is at or
         // before the snapshot's revision, every record copied after it is later.
         var entries: LogSnapshot.Piece = []
-        var longestPiece: Int64 = 0
-        while true {
-            let started = SystemClock().monotonicNanoseconds()
-            guard let piece = try snapshot.nextPiece() else { break }
-            longestPiece = max(longestPiece, SystemClock().monotonicNanoseconds() - started)
-            entries.append(contentsOf: piece)
-        }
-        lastLongestPieceMicroseconds.store(Int(longestPiece / 1_000), ordering: .relaxed)
+        while let piece = try snapshot.nextPiece() { entries.append(contentsOf: piece) }
+        lastLongestPieceMicroseconds.store(Int(snapshot.longestPieceNanoseconds() / 1_000), ordering: .relaxed)
         entries.sort { $0.entry.revision < $1.entry.revision }
         var chunk = ByteBuffer()
         chunk.reserveCapacity(1 << 20)
