@@ -125,8 +125,8 @@ public final class BlockingStoreClient {
             if case .list(let prefix, let after, let limit, let values) = operation {
                 let (slot, cursor) = try ClusterListing.position(after: after)
                 let (command, shape) = RedisFunctions.listing(prefix: prefix, after: cursor, limit: limit, values: values)
-                let router = try router(seeds)
-                return ClusterListing.continued(shape.adapt(try router.send(command, slot: slot)), scanning: slot, topology: router.slotMap)
+                let cluster = router(seeds)
+                return ClusterListing.continued(shape.adapt(try cluster.send(command, slot: slot)), scanning: slot, topology: cluster.slotMap)
             }
             let (command, shape) = RedisFunctions.translate(operation)
             return shape.adapt(try router(seeds).send(command, slot: RedisFunctions.routingSlot(operation)))

@@ -74,7 +74,8 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     }
 
     /// The same command fed in two pieces (split where the first byte says) parses as when fed
-    /// whole; the reply decoder never consumes more than it was given.
+    /// whole; a burst takes the commands the parser finds; the reply decoder never consumes more
+    /// than it was given.
     private static func resp(_ bytes: [UInt8]) throws(Violation) {
         let limits = RESPLimits(maxBulkBytes: 1 << 16, maxElements: 1024, maxLineBytes: 1024, maxCommandBytes: 1 << 17)
         var wholeArguments: [Range<Int>] = []
@@ -103,6 +104,20 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
             default: throw Violation(description: "resuming changed success into failure or back: \(whole) vs \(resumed)")
             }
         }
+        // A burst takes the same commands as the parser does one after another.
+        let burstAgrees = bytes.withUnsafeBytes { raw in
+            var burst = RESPCommandBurst()
+            burst.fill(raw, limits: limits, capacity: 16)
+            var taken: [Range<Int>] = [], parsed: [Range<Int>] = []
+            var offset = 0
+            while let consumed = burst.take(into: &taken) {
+                let outcome = try? RESPCommandParser.parse(UnsafeRawBufferPointer(rebasing: raw[offset...]), limits: limits, arguments: &parsed)
+                guard outcome == .command(consumed: consumed), taken == parsed else { return false }
+                offset += consumed
+            }
+            return true
+        }
+        try check(burstAgrees, "a burst's command differs from the parser's")
         var buffer = ByteBuffer(bytes: bytes)
         if (try? RESPValueDecoder.decode(buffer: &buffer, limits: RESPLimits(maxBulkBytes: 1 << 16, maxElements: 1024, maxLineBytes: 1024, maxDepth: 16))) != nil {
             try check(buffer.readableBytes <= bytes.count, "the decoder made bytes up")

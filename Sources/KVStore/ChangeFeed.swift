@@ -142,7 +142,7 @@ struct PrefixWatchers: Sendable {
                 hasher.combine(key[hashed])
                 hashed += 1
             }
-            var copy = hasher
+            let copy = hasher
             guard let bucket = byHash[copy.finalize()] else { continue }
             for watch in bucket where watch.prefix.count == length && watch.prefix.elementsEqual(key[0..<length]) { body(watch) }
         }

@@ -597,6 +597,12 @@ public struct CommandProcessor: Sendable {
     }
 
     /// Drops every subscription of a connection (on close and RESET).
+    /// Prefetch hints for the keys of the commands ahead in a connection's read buffer (each
+    /// key's `KeyTable.hash`): `Keyspace.prefetch` under the keyspace lock.
+    func prefetch(keyHashes: [UInt32]) {
+        store.withKeyspace { $0.prefetch(hashes: keyHashes) }
+    }
+
     public func dropSubscriptions(_ connection: inout ConnectionState, _ subscriber: SubscriberOutbox) {
         guard !connection.subscriptions.isEmpty || !connection.prefixSubscriptions.isEmpty else { return }
         let keys = connection.subscriptions, prefixes = connection.prefixSubscriptions.keys

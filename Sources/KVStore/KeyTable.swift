@@ -1,3 +1,5 @@
+import CPrefetch
+
 /// An open-addressing hash set of entries, looked up by raw key bytes.
 ///
 /// Written by hand rather than using `Dictionary` because a lookup must not allocate (the key
@@ -48,6 +50,48 @@ struct KeyTable: Sendable {
 
     func find(_ key: UnsafeRawBufferPointer) -> Entry? {
         find(key, hash: Self.hash(key))
+    }
+
+    // MARK: - Prefetching for a burst of lookups
+
+    /// First step of a lookup coming soon: starts loading the slot and stored hash where the
+    /// probe for `hash` begins. A hint only: nothing is read.
+    func prefetchSlot(hash: UInt32) {
+        let i = Int(hash) & mask
+        slots.withUnsafeBufferPointer { if let base = $0.baseAddress { kv_prefetch(base + i) } }
+        hashes.withUnsafeBufferPointer { if let base = $0.baseAddress { kv_prefetch(base + i) } }
+    }
+
+    /// Second step, once the slot is in cache: starts loading the entry of the first slot in the
+    /// probe whose stored hash matches. The slot's reference is read as bits, not as an `Entry`:
+    /// taking a reference would retain the entry, a write to the very cache line still missing.
+    func prefetchEntry(hash: UInt32) {
+        slots.withUnsafeBufferPointer { slots in
+            hashes.withUnsafeBufferPointer { hashes in
+                guard let base = slots.baseAddress else { return }
+                let raw = UnsafeRawPointer(base)
+                var i = Int(hash) & mask
+                for _ in 0..<Self.prefetchProbeLimit {
+                    let bits = raw.load(fromByteOffset: i * MemoryLayout<Entry?>.stride, as: UInt.self)
+                    guard let entry = UnsafeRawPointer(bitPattern: bits) else { return }  // an empty slot ends the probe
+                    if hashes[i] == hash {
+                        // The header and the key's first bytes, and what follows (a short value).
+                        kv_prefetch(entry)
+                        kv_prefetch(entry + 64)
+                        return
+                    }
+                    i = (i + 1) & mask
+                }
+            }
+        }
+    }
+
+    /// Slots a prefetch looks at: most probes end within a few at load 3/4.
+    private static let prefetchProbeLimit = 8
+
+    /// Whether an `Entry?` is one pointer-sized reference, 0 for nil, as `prefetchEntry` reads it.
+    static var slotIsOneReference: Bool {
+        MemoryLayout<Entry?>.size == MemoryLayout<UInt>.size && MemoryLayout<Entry?>.stride == MemoryLayout<UInt>.stride
     }
 
     /// Inserts `entry`, replacing and returning the entry with the same key if there was one.

@@ -192,6 +192,14 @@ public struct Keyspace: Sendable {
 
     // MARK: - Write path
 
+    /// Starts loading what looking up these keys will touch (`KeyTable.hash` of each), so a burst
+    /// of pipelined commands waits for its cache misses together instead of one after another.
+    /// A hint only: nothing is read or changed.
+    public func prefetch(hashes: some Collection<UInt32>) {
+        for hash in hashes { table.prefetchSlot(hash: hash) }
+        for hash in hashes { table.prefetchEntry(hash: hash) }
+    }
+
     /// Writes `value` under `key` when `condition` holds. This is the one place a value is stored.
     ///
     /// The TTL rule (as Redis `SET`): a write with `.none` clears any TTL the key had; `.keep`
@@ -218,13 +226,14 @@ public struct Keyspace: Sendable {
                 }
             }
         }
-        let now = clock.monotonicNanoseconds()
+        // The clock is read only for a TTL: a write without one does not need the time.
         let deadline: Int64
         switch expiry {
         case .none: deadline = 0
         case .keep: deadline = previous?.deadline ?? 0
-        case .after(let ms): deadline = Self.deadline(now: now, afterMilliseconds: ms)
+        case .after(let ms): deadline = Self.deadline(now: clock.monotonicNanoseconds(), afterMilliseconds: ms)
         case .atUnixMilliseconds(let at):
+            let now = clock.monotonicNanoseconds()
             guard let delta = Self.millisecondsUntil(at, from: clock.unixMilliseconds()) else {
                 if let previous { expire(previous) }
                 return SetOutcome(applied: true, previous: previous)

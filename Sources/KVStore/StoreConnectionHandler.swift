@@ -38,6 +38,9 @@ final class StoreConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
     private var argumentRanges: [Range<Int>] = []
     /// How far the incomplete command at the start of `inbound` has been parsed.
     private var parseProgress = RESPCommandParser.Progress()
+    /// The commands ahead in the read buffer, parsed together so their keys can be prefetched.
+    private var burst = RESPCommandBurst()
+    private var prefetchHashes: [UInt32] = []
     /// A `read` held back while the socket is not writable.
     private var pendingRead = false
     private var closing = false
@@ -97,6 +100,7 @@ final class StoreConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
         inbound = nil
         var executed = 0
         defer {
+            burst.clear()  // what is left is parsed again with the bytes that arrive next
             if buffer.readableBytes > 0 {
                 buffer.discardReadBytes()
                 inbound = buffer
@@ -106,7 +110,14 @@ final class StoreConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
         while buffer.readableBytes > 0, !closing, context.channel.isWritable, !holdingReplies {
             let step: Result<RESPCommandParser.Outcome, RESPProtocolError> = buffer.withUnsafeReadableBytes { raw in
                 do throws(RESPProtocolError) {
-                    let outcome = try RESPCommandParser.parse(raw, limits: limits, arguments: &argumentRanges, progress: &parseProgress)
+                    // A command half-read has its own progress; a burst starts only between commands.
+                    if burst.count == 0 && parseProgress == RESPCommandParser.Progress() { startBurst(raw) }
+                    let outcome: RESPCommandParser.Outcome
+                    if let consumed = burst.take(into: &argumentRanges) {
+                        outcome = .command(consumed: consumed)
+                    } else {
+                        outcome = try RESPCommandParser.parse(raw, limits: limits, arguments: &argumentRanges, progress: &parseProgress)
+                    }
                     if case .command = outcome {
                         processor.execute(
                             RESPArguments(bytes: raw, ranges: argumentRanges),
@@ -137,6 +148,23 @@ final class StoreConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
             // Large replies are handed to the socket as they are made, not held for the burst.
             if replies.readableBytes >= 1 << 20 { flushReplies(context) }
         }
+    }
+
+    /// Commands parsed together: a `-P 16` burst.
+    static let burstCapacity = 16
+
+    /// Parses the whole commands at the start of `raw` (up to `burstCapacity`), and when there
+    /// are several, prefetches their keys (each command's first argument), so the burst's
+    /// lookups wait for their cache misses together rather than one after another: under
+    /// `-P 16` SETs on 100k keys, a lookup's two misses were 20–25% of kv-stored's time.
+    private func startBurst(_ raw: UnsafeRawBufferPointer) {
+        burst.fill(raw, limits: limits, capacity: Self.burstCapacity)
+        guard burst.count > 1 else { return }
+        prefetchHashes.removeAll(keepingCapacity: true)
+        for position in 0..<burst.count {
+            if let key = burst.argument(1, ofCommand: position) { prefetchHashes.append(KeyTable.hash(UnsafeRawBufferPointer(rebasing: raw[key]))) }
+        }
+        processor.prefetch(keyHashes: prefetchHashes)
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {

@@ -63,7 +63,7 @@ struct RedisLayoutTests {
     func listingOnRedis() throws {
         func words(_ command: [[UInt8]]) -> [String] { command.map { String(decoding: $0, as: UTF8.self) } }
         let operation = StoreOperation<[UInt8]>.list(prefix: Array("a*[b]?\\/".utf8), after: nil, limit: 50, values: false)
-        let (command, shape) = RedisFunctions.translate(operation)
+        let command = RedisFunctions.translate(operation).command
         #expect(words(command) == ["FCALL_RO", "kv_list", "0", "0", #"kv:{*}:a\*\[b\]\?\\/*"#, "50", "0"], "glob characters match literally")
         #expect(RedisFunctions.routingSlot(operation) == nil)
         let later = StoreOperation<[UInt8]>.list(prefix: Array("p/".utf8), after: Array("1234".utf8), limit: 2, values: true)

@@ -31,4 +31,27 @@ struct KeyTableTests {
         for key in model.keys { _ = key.withUnsafeBytes { table.remove($0) } }
         #expect(table.count == 0)
     }
+
+    @Test("prefetch hints read slots as bare references and change nothing, on full, sparse and wrapping probes")
+    func prefetchHints() {
+        // prefetchEntry reads a slot's reference as a word, 0 for an empty slot.
+        #expect(KeyTable.slotIsOneReference)
+        var table = KeyTable()
+        var entries: [Entry] = []
+        for i in 0..<5_000 {
+            let entry = Array("key:\(i)".utf8).withUnsafeBytes { k in Array("v".utf8).withUnsafeBytes { Entry.make(key: k, value: $0, revision: UInt64(i + 1), deadline: 0) } }
+            table.upsert(entry)
+            entries.append(entry)
+        }
+        // Hashes of present keys, of absent keys, and every home slot (the probe wraps at the end).
+        let hashes = entries.map { entry in entry.withKey { KeyTable.hash($0) } } + (0..<UInt32(20_000)).map { $0 &* 2_654_435_761 }
+        for hash in hashes {
+            table.prefetchSlot(hash: hash)
+            table.prefetchEntry(hash: hash)
+        }
+        #expect(table.count == 5_000)
+        for entry in entries {
+            #expect(entry.withKey { table.find($0) }.map { $0 === entry } == true)
+        }
+    }
 }
