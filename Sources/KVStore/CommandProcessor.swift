@@ -154,7 +154,7 @@ public struct CommandProcessor: Sendable {
         case .failure(let error): return out.writeRESPError(error.message)
         }
         let outcome = store.withKeyspace { ks in
-            ks.set(args[1], value: args[2], expiry: options.expiry, condition: options.condition)
+            ks.set(args[1], value: args[2], expiry: options.expiry, condition: options.condition, returningPrevious: options.returnPrevious)
         }
         if outcome.overMemory { return Self.writeOutOfMemory(&out) }
         if options.returnPrevious {
@@ -377,7 +377,8 @@ public struct CommandProcessor: Sendable {
             }
         }
         let (outcome, revision) = store.withKeyspace { ks in
-            let outcome = ks.set(args[1], value: args[2], expiry: expiry, condition: condition ?? .always)
+            // The previous entry is read only when the condition failed, and then it is returned.
+            let outcome = ks.set(args[1], value: args[2], expiry: expiry, condition: condition ?? .always, returningPrevious: false)
             return (outcome, ks.revision)
         }
         if outcome.overMemory { return Self.writeOutOfMemory(&out) }

@@ -1,27 +1,29 @@
 /// The fixed part of an entry, stored in front of its key and value bytes.
 public struct EntryHeader: Sendable {
     /// The revision of the change that wrote this entry.
-    public let revision: UInt64
+    public internal(set) var revision: UInt64
     /// Monotonic deadline in nanoseconds (`StoreClock`), or 0 for "never expires".
     /// Mutable only under the keyspace's owner; 0 also marks an entry that left the keyspace,
     /// which is how the expiry queue recognises stale items.
     var deadline: Int64
-    let keyCount: UInt32
-    let valueCount: UInt32
+    var keyCount: UInt32
+    var valueCount: UInt32
 }
 
 /// One key and its value in a single allocation: a header, the key bytes, then the value bytes.
 ///
 /// One allocation per key (instead of a dictionary slot plus two arrays) is what keeps
-/// kv-stored's memory per key near redis-server's. Key, value and revision never change after
-/// creation, so an entry may be read from any thread (a change event carries it to subscribers
-/// without copying the value); `deadline` is only touched by the keyspace's owner.
+/// kv-stored's memory per key near redis-server's. Key, value and revision never change while
+/// anything but the key table holds the entry, so an entry may be read from any thread (a
+/// change event carries it to subscribers without copying the value); `deadline` is only
+/// touched by the keyspace's owner. The one exception, `rewrite`, is for an entry the table
+/// alone holds, checked under the `Store` lock, where every other reference is taken.
 ///
-/// `@unchecked Sendable` holds because of that split: the immutable bytes are shared freely,
-/// and `deadline` is read and written only under the `Store` lock.
+/// `@unchecked Sendable` holds because of that split: the bytes are shared freely while they
+/// cannot change, and `deadline` is read and written only under the `Store` lock.
 public struct Entry: @unchecked Sendable {
     final class Storage: ManagedBuffer<EntryHeader, UInt8> {}
-    let storage: Storage
+    private(set) var storage: Storage
 
     /// Makes an entry holding copies of `key` and `value`.
     static func make(key: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer, revision: UInt64, deadline: Int64) -> Entry {
@@ -36,6 +38,27 @@ public struct Entry: @unchecked Sendable {
             }
         }
         return Entry(storage: storage)
+    }
+
+    /// True when nothing but this reference holds the entry. Meaningful under the `Store` lock:
+    /// every other reference to a table's entry is taken under it.
+    mutating func isOnlyReference() -> Bool { isKnownUniquelyReferenced(&storage) }
+
+    /// Bytes the allocation holds for key and value (at least what they took when it was made).
+    var byteCapacity: Int { storage.capacity }
+
+    /// Puts `value`, after the key, and `revision` and `deadline` into this allocation. Only for
+    /// an entry nothing else holds (`isOnlyReference`, under the lock) with room (`byteCapacity`).
+    func rewrite(value: UnsafeRawBufferPointer, revision: UInt64, deadline: Int64) {
+        let keyCount = self.keyCount
+        storage.withUnsafeMutablePointers { header, bytes in
+            header.pointee.revision = revision
+            header.pointee.deadline = deadline
+            header.pointee.valueCount = UInt32(value.count)
+            if let base = value.baseAddress {
+                (bytes + keyCount).update(from: base.assumingMemoryBound(to: UInt8.self), count: value.count)
+            }
+        }
     }
 
     /// True when both are the same entry (not merely equal bytes).

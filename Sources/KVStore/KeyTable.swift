@@ -94,6 +94,14 @@ struct KeyTable: Sendable {
         MemoryLayout<Entry?>.size == MemoryLayout<UInt>.size && MemoryLayout<Entry?>.stride == MemoryLayout<UInt>.stride
     }
 
+    /// The entry for `key` when the table holds the only reference to it, so that it may be
+    /// rewritten in place (`Entry.rewrite`); nil when absent or held elsewhere too.
+    mutating func soleEntry(_ key: UnsafeRawBufferPointer, hash: UInt32) -> Entry? {
+        let (i, found) = probe(key, hash: hash)
+        guard found, slots[i]?.isOnlyReference() == true else { return nil }
+        return slots[i]
+    }
+
     /// Inserts `entry`, replacing and returning the entry with the same key if there was one.
     @discardableResult
     mutating func upsert(_ entry: Entry) -> Entry? {

@@ -206,14 +206,18 @@ public struct Keyspace: Sendable {
     /// carries it over; `.after`/`.atUnixMilliseconds` set a new one. A deadline that has already
     /// passed (an `atUnixMilliseconds` in the past) makes the write an immediate expiry of the key.
     /// Every applied write is a change with a new revision, even when the value is equal.
+    ///
+    /// With `returningPrevious` false, an applied write's outcome carries no previous entry, and
+    /// an overwrite may put the new value into the old entry's allocation (`rewriteInPlace`).
     public mutating func set(
         _ key: UnsafeRawBufferPointer,
         value: UnsafeRawBufferPointer,
         expiry: Expiry = .none,
-        condition: SetCondition = .always
+        condition: SetCondition = .always,
+        returningPrevious: Bool = true
     ) -> SetOutcome {
         let hash = KeyTable.hash(key)
-        let previous = lookup(key, hash: hash)
+        var previous = lookup(key, hash: hash)
         guard condition.holds(for: previous) else { return SetOutcome(applied: false, previous: previous) }
         if let maxMemoryBytes {
             let growth = key.count + value.count - (previous.map { $0.keyCount + $0.valueCount } ?? 0)
@@ -241,12 +245,38 @@ public struct Keyspace: Sendable {
             deadline = Self.deadline(now: now, afterMilliseconds: delta)
         }
         let revision = nextRevision()
-        let entry = Entry.make(key: key, value: value, revision: revision, deadline: deadline)
-        if let old = table.upsert(entry, hash: hash) { forget(old) } else { entry.withKey { order.insert($0) } }
+        if !returningPrevious { previous = nil }  // this function's own reference would make the entry look shared
+        let entry = (returningPrevious ? nil : rewriteInPlace(key, hash: hash, value: value, revision: revision, deadline: deadline))
+            ?? insert(key, hash: hash, value: value, revision: revision, deadline: deadline)
         datasetBytes += entry.keyCount + entry.valueCount
         if deadline != 0 { expiries.add(entry) }
         notify(.set, revision: revision, entry: entry)
         return SetOutcome(applied: true, previous: previous)
+    }
+
+    /// Puts the new value of `key` into its current entry's allocation, when nothing but the
+    /// table holds that entry (no subscriber's queue, no reader between the lock and its reply,
+    /// no expiry queue) and the allocation fits the value within a quarter, so memory stays as
+    /// accounted; nil otherwise. Saves a malloc, and a free of an entry over 1 KiB, which glibc
+    /// sends through its general bins: under `-P 16` SETs of 1 KiB values, `_int_free` alone
+    /// was 16.5% of kv-stored's time.
+    private mutating func rewriteInPlace(_ key: UnsafeRawBufferPointer, hash: UInt32, value: UnsafeRawBufferPointer,
+                                         revision: UInt64, deadline: Int64) -> Entry? {
+        let needed = key.count + value.count
+        guard let old = table.soleEntry(key, hash: hash), needed <= old.byteCapacity, old.byteCapacity - needed <= needed / 4 + 64 else {
+            return nil
+        }
+        forget(old)
+        old.rewrite(value: value, revision: revision, deadline: deadline)
+        return old
+    }
+
+    /// Stores a new entry for `key`, replacing the one it had.
+    private mutating func insert(_ key: UnsafeRawBufferPointer, hash: UInt32, value: UnsafeRawBufferPointer,
+                                 revision: UInt64, deadline: Int64) -> Entry {
+        let entry = Entry.make(key: key, value: value, revision: revision, deadline: deadline)
+        if let old = table.upsert(entry, hash: hash) { forget(old) } else { entry.withKey { order.insert($0) } }
+        return entry
     }
 
     /// The monotonic deadline `milliseconds` after `now`, at most 100 years ahead (the front

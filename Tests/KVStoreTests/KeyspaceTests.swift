@@ -224,6 +224,59 @@ struct ChangeFeedTests {
     }
 }
 
+@Suite("Keyspace overwrites in place")
+struct KeyspaceRewriteTests {
+    // An entry replaced by a new one is still alive while the new one is allocated, so the
+    // same allocation after an overwrite means the old one took the new value.
+
+    @Test("an overwrite of an entry only the table holds reuses its allocation, with the new value, revision and TTL")
+    func reused() {
+        let clock = ManualClock()
+        var ks = Keyspace(clock: clock)
+        _ = ks.set("k", String(repeating: "a", count: 100), returningPrevious: false)
+        let first = ks.allocation("k")
+        let used = ks.usedMemoryBytes
+        _ = ks.set("k", String(repeating: "b", count: 90), returningPrevious: false)
+        let second = ks.allocation("k"), value = ks.get("k")
+        let revision = Array("k".utf8).withUnsafeBytes { ks.lookup($0) }?.revision
+        #expect(second == first && value == String(repeating: "b", count: 90) && revision == 2)
+        #expect(ks.usedMemoryBytes == used - 10 + (1 + 90 + 64), "the data at its new size, and the change in the history")
+        // Far smaller than the allocation: a new entry, so memory stays as accounted.
+        _ = ks.set("k", "c", expiry: .after(milliseconds: 10), returningPrevious: false)
+        let third = ks.allocation("k"), small = ks.get("k")
+        #expect(third != first && small == "c")
+        clock.advance(milliseconds: 11)
+        let expired = ks.get("k")
+        #expect(expired == nil, "the TTL of the write holds")
+    }
+
+    @Test("an entry held elsewhere is never written over: by a reader, a subscriber's queue, SET … GET, the expiry queue")
+    func heldElsewhere() {
+        var ks = Keyspace(clock: ManualClock())
+        _ = ks.set("k", "one", returningPrevious: false)
+        // A reader between the lock and its reply.
+        let held = Array("k".utf8).withUnsafeBytes { ks.lookup($0) }
+        _ = ks.set("k", "two", returningPrevious: false)
+        #expect(held.map { String(decoding: $0.valueBytes, as: UTF8.self) } == "one" && held?.revision == 1)
+        // A subscriber's queue.
+        let subscriber = RecordingSubscriber()
+        ks.subscribe("k", subscriber)
+        _ = ks.set("k", "333", returningPrevious: false)
+        _ = ks.set("k", "444", returningPrevious: false)
+        #expect(subscriber.summary == ["set k=333 @3", "set k=444 @4"])
+        // SET … GET keeps the previous entry for its reply.
+        _ = ks.set("k2", "old", returningPrevious: false)
+        let replaced = ks.set("k2", "new", returningPrevious: true)
+        #expect(replaced.previous.map { String(decoding: $0.valueBytes, as: UTF8.self) } == "old")
+        // The expiry queue.
+        _ = ks.set("k3", "ttl", expiry: .after(milliseconds: 1000), returningPrevious: false)
+        let timed = ks.allocation("k3")
+        _ = ks.set("k3", "now", returningPrevious: false)
+        let after = ks.allocation("k3"), value = ks.get("k3")
+        #expect(after != timed && value == "now")
+    }
+}
+
 @Suite("Keyspace change history")
 struct ChangeHistoryTests {
     func revisions(_ ks: Keyspace, _ key: String, after since: UInt64) -> [UInt64]? {

@@ -39,8 +39,16 @@ final class RecordingSubscriber: ChangeSubscriber, Sendable {
 }
 
 extension Keyspace {
-    mutating func set(_ key: String, _ value: String, expiry: Expiry = .none, condition: SetCondition = .always) -> SetOutcome {
-        Array(key.utf8).withUnsafeBytes { k in Array(value.utf8).withUnsafeBytes { v in set(k, value: v, expiry: expiry, condition: condition) } }
+    mutating func set(_ key: String, _ value: String, expiry: Expiry = .none, condition: SetCondition = .always,
+                      returningPrevious: Bool = true) -> SetOutcome {
+        Array(key.utf8).withUnsafeBytes { k in
+            Array(value.utf8).withUnsafeBytes { v in set(k, value: v, expiry: expiry, condition: condition, returningPrevious: returningPrevious) }
+        }
+    }
+
+    /// The identity of `key`'s entry allocation, without keeping a reference to it.
+    mutating func allocation(_ key: String) -> ObjectIdentifier? {
+        Array(key.utf8).withUnsafeBytes { lookup($0) }.map { ObjectIdentifier($0.storage) }
     }
 
     mutating func get(_ key: String) -> String? {
