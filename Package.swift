@@ -176,7 +176,9 @@ let package = Package(
         // CPU time of one access check on a large access file (bench/access.sh, docs/BENCHMARKS.md).
         .executableTarget(name: "kv-access-bench", dependencies: ["KVAccess"]),
         .testTarget(name: "KVFuzzTargetsTests", dependencies: ["KVFuzzTargets"]),
-        .testTarget(name: "KVCoreTests", dependencies: ["KVCore"]),
+        // What several test targets share (a seeded generator).
+        .target(name: "KVTestSupport", path: "Tests/KVTestSupport"),
+        .testTarget(name: "KVCoreTests", dependencies: ["KVCore", "KVTestSupport"]),
         .testTarget(name: "KVHTTPTests", dependencies: ["KVHTTP", "KVCore", "KVAccess"]),
         .testTarget(
             name: "KVAccessTests",
@@ -200,7 +202,7 @@ let package = Package(
         .testTarget(
             name: "RESPTests",
             dependencies: [
-                "RESP",
+                "RESP", "KVTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOTestUtils", package: "swift-nio"),
             ]

@@ -245,8 +245,9 @@ public struct Keyspace: Sendable {
             deadline = Self.deadline(now: now, afterMilliseconds: delta)
         }
         let revision = nextRevision()
-        if !returningPrevious { previous = nil }  // this function's own reference would make the entry look shared
-        let entry = (returningPrevious ? nil : rewriteInPlace(key, hash: hash, value: value, revision: revision, deadline: deadline))
+        let mayRewrite = previous != nil && !returningPrevious
+        if mayRewrite { previous = nil }  // this function's own reference would make the entry look shared
+        let entry = (mayRewrite ? rewriteInPlace(key, hash: hash, value: value, revision: revision, deadline: deadline) : nil)
             ?? insert(key, hash: hash, value: value, revision: revision, deadline: deadline)
         datasetBytes += entry.keyCount + entry.valueCount
         if deadline != 0 { expiries.add(entry) }
@@ -256,8 +257,8 @@ public struct Keyspace: Sendable {
 
     /// Puts the new value of `key` into its current entry's allocation, when nothing but the
     /// table holds that entry (no subscriber's queue, no reader between the lock and its reply,
-    /// no expiry queue) and the allocation fits the value within a quarter, so memory stays as
-    /// accounted; nil otherwise. Saves a malloc, and a free of an entry over 1 KiB, which glibc
+    /// no expiry queue) and the allocation is at most a quarter (plus 64 bytes) larger than key
+    /// and value, so memory stays as accounted; nil otherwise. Saves a malloc, and a free of an entry over 1 KiB, which glibc
     /// sends through its general bins: under `-P 16` SETs of 1 KiB values, `_int_free` alone
     /// was 16.5% of kv-stored's time.
     private mutating func rewriteInPlace(_ key: UnsafeRawBufferPointer, hash: UInt32, value: UnsafeRawBufferPointer,
@@ -271,7 +272,7 @@ public struct Keyspace: Sendable {
         return old
     }
 
-    /// Stores a new entry for `key`, replacing the one it had.
+    /// Stores a new entry for `key`, replacing the one it had, if any.
     private mutating func insert(_ key: UnsafeRawBufferPointer, hash: UInt32, value: UnsafeRawBufferPointer,
                                  revision: UInt64, deadline: Int64) -> Entry {
         let entry = Entry.make(key: key, value: value, revision: revision, deadline: deadline)

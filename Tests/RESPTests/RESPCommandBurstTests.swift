@@ -1,3 +1,4 @@
+import KVTestSupport
 import Testing
 @testable import RESP
 
@@ -9,18 +10,6 @@ private enum Seen: Equatable {
     case command([[UInt8]])
     case nothing
     case error(String)
-}
-
-/// A deterministic generator, so a failing stream can be replayed.
-private struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
 }
 
 /// Commands of every shape the parser takes: arrays of 1–12 bulks (CRLF inside them too),
@@ -96,7 +85,7 @@ private func read(_ bytes: [UInt8], chunks: [Int], burst capacity: Int?) -> [See
 struct RESPCommandBurstTests {
     @Test("commands taken from bursts are the parser's own, in order, whatever the reads' sizes and the burst's capacity, errors included")
     func sameAsParser() {
-        var rng = SplitMix64(state: 22)
+        var rng = SplitMix64(seed: 22)
         for round in 0..<200 {
             let bytes = stream(&rng, commands: Int.random(in: 1...60, using: &rng), broken: round % 3 == 0)
             var chunks: [Int] = []
