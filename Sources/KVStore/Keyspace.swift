@@ -195,7 +195,7 @@ public struct Keyspace: Sendable {
     /// Starts loading what looking up these keys will touch (`KeyTable.hash` of each), so a burst
     /// of pipelined commands waits for its cache misses together instead of one after another.
     /// A hint only: nothing is read or changed.
-    public func prefetch(hashes: some Collection<UInt32>) {
+    func prefetch(hashes: some Collection<UInt32>) {
         for hash in hashes { table.prefetchSlot(hash: hash) }
         for hash in hashes { table.prefetchEntry(hash: hash) }
     }

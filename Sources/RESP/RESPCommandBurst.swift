@@ -31,10 +31,7 @@ public struct RESPCommandBurst {
 
     /// Parses up to `capacity` whole commands at the start of `bytes`, replacing the burst.
     public mutating func fill(_ bytes: UnsafeRawBufferPointer, limits: RESPLimits, capacity: Int) {
-        commands.removeAll(keepingCapacity: true)
-        ranges.removeAll(keepingCapacity: true)
-        next = 0
-        taken = 0
+        clear()
         var offset = 0
         while commands.count < capacity, offset < bytes.count {
             let rest = UnsafeRawBufferPointer(rebasing: bytes[offset...])
