@@ -3,7 +3,8 @@
 # (bench/ws_load.py serve-baseline, picows) behind the same nginx, and for live updates nchan
 # (Debian's libnginx-mod-nchan: pub/sub inside nginx, in C; WebSocket subscribers, HTTP POST
 # publishing) in the same nginx:
-#   request/response: CONNS connections doing set+get round trips, against the baseline;
+#   request/response: CONNS connections doing round trips (a get each; RR_MIXES="get sets10
+#   sets50": no sets, a set before every 9th get, or before every get), against the baseline;
 #   fan-out: SUBS subscribers on one key, a writer at RATE sets/s for SECONDS;
 #   many keys: SUBS subscribers on distinct keys; expiry lag: KEYS keys with TTLs over 1 s.
 # Usage: bench/ws.sh  (after `make release`). Needs python3 with picows and uvloop (installed here).
@@ -12,7 +13,8 @@
 # (PROCS: subscriber processes of the fan-out and expiry scenarios), WS_ARGS (extra kv-ws options),
 # ONLY="rr fanout expiry" (the default: all three groups of scenarios; name fewer to run fewer),
 # EXPIRY_STORED="0 1000000" (other keys kv-stored holds during the expiry rows), EXPIRY_ROUNDS=1,
-# EXPIRY_SET_RATE=10000 (how fast the expiry rows set their keys).
+# EXPIRY_SET_RATE=10000 (how fast the expiry rows set their keys), BASELINE_VIA=tcp|unix (how
+# nginx reaches the baseline server), NGINX_SCHED=batch (nginx's workers as SCHED_BATCH).
 # The fan-out table is followed by the CPU each process took in each of its rows (from /proc).
 set -euo pipefail
 PATH=$PATH:/usr/sbin   # Debian keeps nginx there, off an ordinary user's PATH
@@ -23,12 +25,19 @@ python3 -c "import picows, uvloop" 2>/dev/null || python3 -m pip install -q pico
 ulimit -n 65536 2>/dev/null || true
 source bench/stack.sh
 
-baseline_port=$((port + 2))
+# BASELINE_VIA=tcp (the default: on a loopback port) or unix (on a Unix-domain socket, the
+# way nginx reaches kv-ws).
+case ${BASELINE_VIA:-tcp} in
+  tcp) baseline_at=$((port + 2)); baseline_upstream=127.0.0.1:$baseline_at ;;
+  unix) baseline_at=$dir/baseline.sock; baseline_upstream=unix:$baseline_at: ;;
+  *) echo "BASELINE_VIA is tcp or unix" >&2; exit 1 ;;
+esac
 # A fresh baseline server for each scenario: after an overload it is still busy writing to
 # clients that have gone, which would slow the next scenario's handshakes.
 restart_baseline() {
   [ -n "${baseline_pid:-}" ] && kill "$baseline_pid" 2>/dev/null && wait "$baseline_pid" 2>/dev/null || true
-  python3 bench/ws_load.py serve-baseline "$baseline_port" 2>/dev/null & baseline_pid=$!; pids+=($!)
+  rm -f "$dir/baseline.sock"
+  python3 bench/ws_load.py serve-baseline "$baseline_at" 2>/dev/null & baseline_pid=$!; pids+=($!)
   sleep 0.5
 }
 restart_baseline
@@ -36,7 +45,7 @@ nchan_so=/usr/lib/nginx/modules/ngx_nchan_module.so
 [ -f "$nchan_so" ] || { echo "needs libnginx-mod-nchan (scripts/install-deps.sh bench)" >&2; exit 1; }
 nginx_modules="load_module $nchan_so;"
 start_stack "    location = /ws {
-        proxy_pass http://127.0.0.1:$baseline_port;
+        proxy_pass http://$baseline_upstream;
         proxy_http_version 1.1;
         proxy_set_header Upgrade \$http_upgrade;
         proxy_set_header Connection \"upgrade\";
@@ -51,40 +60,62 @@ start_stack "    location = /ws {
         nchan_publisher http;
         nchan_channel_id \$1;
     }"
+# NGINX_SCHED=batch: nginx's workers as SCHED_BATCH (as root), which do not preempt the task
+# running where they wake (docs/BENCHMARKS.md: what the proxy hop costs kv-ws).
+if [ "${NGINX_SCHED:-}" = batch ]; then
+  for worker in $(pgrep -P "$(cat "$dir/nginx/nginx.pid")"); do chrt --batch --all-tasks --pid 0 "$worker"; done
+fi
 kv="ws://127.0.0.1:$port/ws"; base="ws://127.0.0.1:$bench_port/ws"; nchan="ws://127.0.0.1:$bench_port/nchan"
 
-echo "machine: $(nproc) cores; $(nginx -v 2>&1); kv-ws $build; client: python3 + picows + uvloop (rr: one process; fan-out and expiry: ${PROCS:-2} subscriber processes)"
+echo "machine: $(nproc) cores; $(nginx -v 2>&1); kv-ws $build; baseline server via ${BASELINE_VIA:-tcp}; nginx workers: ${NGINX_SCHED:-normal} scheduling; client: python3 + picows + uvloop (rr: one process; fan-out and expiry: ${PROCS:-2} subscriber processes)"
 echo
 only=${ONLY:-rr fanout expiry}
 want() { [[ " $only " == *" $1 "* ]]; }
-if want rr; then
-echo "| server | test | connections | throughput | p50 | p99 |"
-echo "| --- | --- | ---: | ---: | ---: | ---: |"
-# Alternating, three times each: the two servers share the machine's state (caches, CPU clocks).
-for _ in 1 2 3; do
-  echo -n "| baseline echo (picows) "; python3 bench/ws_load.py rr "$base" "$conns" "$seconds"
-  echo -n "| kv-ws "; python3 bench/ws_load.py rr "$kv" "$conns" "$seconds"
-done
-fi
-# Where the time goes in a fan-out row: CPU seconds of nginx's workers (nchan runs inside them),
+# Where the time goes in a row: CPU seconds of nginx's workers (nchan runs inside them),
 # kv-ws, kv-stored and the Python baseline server, and of everything else (the client
-# processes, mostly), from /proc, over the row; kept in $dir/cpu.txt for a table after.
+# processes, mostly), from /proc, over the row; and how often the row's server (kv-ws, the
+# baseline, or nginx's workers for nchan) was switched out while it could still run
+# (preempted) and while it waited for input (slept). Kept in $cpu_file for a table after.
 ticks() { local total=0 pid; for pid in "$@"; do total=$((total + $(awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null || echo 0))); done; echo $total; }
 busy() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 }' /proc/stat; }
+switches() {  # switches KIND PID…: the threads' nonvoluntary or voluntary context switches
+  local pid
+  for pid in "${@:2}"; do cat /proc/"$pid"/task/*/status 2>/dev/null; done | awk -v kind="$1" '$1 == kind "_ctxt_switches:" { n += $2 } END { print n + 0 }'
+}
 store_pid=$(pgrep -f "kv-stored --socket $dir/" | head -1)
 cpu_row() {  # cpu_row SERVER LOAD COMMAND…: runs the command (a row), records its CPU
   local server=$1 load=$2; shift 2
-  local workers hz b=() a=() wall
-  workers=$(pgrep -P "$(cat "$dir/nginx/nginx.pid")" | tr '\n' ' ')
+  local workers hz b=() a=() wall served
+  workers=$(pgrep -P "$(cat "$dir/nginx/nginx.pid")" | tr '
+' ' ')
+  case $server in kv-ws) served=$ws_pid ;; nchan) served=$workers ;; *) served=$baseline_pid ;; esac
   hz=$(getconf CLK_TCK)
-  b=("$(ticks $workers)" "$(ticks "$ws_pid")" "$(ticks "$store_pid")" "$(ticks "$baseline_pid")" "$(busy)"); wall=$(date +%s.%N)
+  b=("$(ticks $workers)" "$(ticks "$ws_pid")" "$(ticks "$store_pid")" "$(ticks "$baseline_pid")" "$(busy)" "$(switches nonvoluntary $served)" "$(switches voluntary $served)"); wall=$(date +%s.%N)
   "$@"
-  a=("$(ticks $workers)" "$(ticks "$ws_pid")" "$(ticks "$store_pid")" "$(ticks "$baseline_pid")" "$(busy)"); wall=$(awk -v s="$wall" -v e="$(date +%s.%N)" 'BEGIN { print e - s }')
+  a=("$(ticks $workers)" "$(ticks "$ws_pid")" "$(ticks "$store_pid")" "$(ticks "$baseline_pid")" "$(busy)" "$(switches nonvoluntary $served)" "$(switches voluntary $served)"); wall=$(awk -v s="$wall" -v e="$(date +%s.%N)" 'BEGIN { print e - s }')
   awk -v hz="$hz" -v server="$server" -v load="$load" -v wall="$wall" \
     -v n="$((a[0] - b[0]))" -v w="$((a[1] - b[1]))" -v st="$((a[2] - b[2]))" -v bl="$((a[3] - b[3]))" -v all="$((a[4] - b[4]))" \
-    'BEGIN { rest = all - n - w - st - bl; printf "| %s | %s | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f |\n", server, load, n / hz, w / hz, st / hz, bl / hz, rest / hz, all / hz, wall }' >> "$dir/cpu.txt"
+    -v pre="$((a[5] - b[5]))" -v slept="$((a[6] - b[6]))" \
+    'BEGIN { rest = all - n - w - st - bl; printf "| %s | %s | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.0f | %.0f |\n", server, load, n / hz, w / hz, st / hz, bl / hz, rest / hz, all / hz, wall, pre / wall, slept / wall }' >> "$cpu_file"
 }
+if want rr; then
+cpu_file=$dir/cpu-rr.txt
+echo "| server | test | connections | throughput | p50 | p99 |"
+echo "| --- | --- | ---: | ---: | ---: | ---: |"
+# Alternating, three times each: the two servers share the machine's state (caches, CPU clocks).
+for mix in ${RR_MIXES:-get sets10 sets50}; do
+  for _ in 1 2 3; do
+    echo -n "| baseline echo (picows) "; cpu_row "baseline echo (picows)" "$mix" python3 bench/ws_load.py rr "$base" "$conns" "$seconds" "$mix"
+    echo -n "| kv-ws "; cpu_row kv-ws "$mix" python3 bench/ws_load.py rr "$kv" "$conns" "$seconds" "$mix"
+  done
+done
+echo
+echo "| request/response row | mix | nginx workers s | kv-ws s | kv-stored s | baseline server s | clients and the rest s | all CPU s | wall s | server preempted /s | server slept /s |"
+echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+cat "$cpu_file"
+fi
 if want fanout; then
+cpu_file=$dir/cpu-fanout.txt
 echo
 echo "| server | test | load | deliveries/s | p50 | p99 | max | lost | out of order |"
 echo "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
@@ -100,9 +131,9 @@ echo -n "| baseline broadcast (picows) "; python3 bench/ws_load.py manykeys "$ba
 echo -n "| nchan "; python3 bench/ws_load.py nchan-manykeys "$nchan" "$subs" "$rate" "$fan_seconds"
 echo -n "| kv-ws "; python3 bench/ws_load.py manykeys "$kv" "$subs" "$rate" "$fan_seconds"
 echo
-echo "| fan-out row | load | nginx workers s | kv-ws s | kv-stored s | baseline server s | clients and the rest s | all CPU s | wall s |"
-echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
-cat "$dir/cpu.txt"
+echo "| fan-out row | load | nginx workers s | kv-ws s | kv-stored s | baseline server s | clients and the rest s | all CPU s | wall s | server preempted /s | server slept /s |"
+echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+cat "$cpu_file"
 fi
 if want expiry; then
 # EXPIRY_STORED: how many other keys kv-stored holds meanwhile, in increasing order (loaded

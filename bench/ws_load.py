@@ -16,7 +16,7 @@ Scenarios (each prints one markdown table row):
                                 to URL/sub/<key>, the writer POSTs each message to /pub/<key>
                                 over one kept-alive HTTP connection, the same JSON kv-ws sends
 """
-import asyncio, json, os, sys, time
+import asyncio, json, os, socket, sys, time
 import uvloop
 from picows import ws_connect, ws_create_server, WSListener, WSMsgType, WSUpgradeRequest
 
@@ -53,24 +53,33 @@ async def connect(url):
     _, client = await ws_connect(Client, url, max_frame_size=64 << 20)
     return client
 
-async def rr(url, conns, seconds):
+# The request/response mixes: a `get` per round trip, and a `set` (which has no reply) sent
+# just before it in every Nth round trip; ops count both.
+RR_MIXES = {"get": (0, "get only"), "sets10": (9, "10% sets"), "sets50": (1, "set+get round trips")}
+
+async def rr(url, conns, seconds, mix="sets50"):
+    set_every, label = RR_MIXES[mix]
     clients = [await connect(url) for _ in range(conns)]
     latencies, ops = [], 0
     deadline = time.monotonic() + seconds
     async def run(i, c):
         nonlocal ops
         n = 0
+        key = f"rr{RUN}-{i}"
+        c.send({"type": "set", "payload": {"key": key, "value": 0}})  # so every get finds a value
         while time.monotonic() < deadline:
             t = now_ns()
-            c.send({"type": "set", "payload": {"key": f"rr{RUN}-{i}", "value": n}})
-            await c.request({"type": "get", "payload": {"key": f"rr{RUN}-{i}"}})
+            if set_every and n % set_every == 0:
+                c.send({"type": "set", "payload": {"key": key, "value": n}})
+                ops += 1
+            await c.request({"type": "get", "payload": {"key": key}})
             latencies.append(now_ns() - t)
-            ops += 2
+            ops += 1
             n += 1
     start = time.monotonic()
     await asyncio.gather(*(run(i, c) for i, c in enumerate(clients)))
     elapsed = time.monotonic() - start
-    print(f"| set+get round trips | {conns} | {ops / elapsed:.0f} ops/s | {ms(pct(latencies, 50))} | {ms(pct(latencies, 99))} |", flush=True)
+    print(f"| {label} | {conns} | {ops / elapsed:.0f} ops/s | {ms(pct(latencies, 50))} | {ms(pct(latencies, 99))} |", flush=True)
 
 async def subscribe_all(clients, keys_of):
     for c in clients:
@@ -262,20 +271,37 @@ class Baseline(WSListener):
         for ts in Baseline.subscribers.values():
             if transport in ts: ts.remove(transport)
 
-async def serve_baseline(port):
-    server = await ws_create_server(lambda request: Baseline(), "127.0.0.1", port, max_frame_size=64 << 20)
+async def serve_baseline(where):
+    """Listens on a TCP port on 127.0.0.1, or on a Unix-domain socket (a path), as kv-ws does."""
+    if where.isdigit():
+        server = await ws_create_server(lambda request: Baseline(), "127.0.0.1", int(where), max_frame_size=64 << 20)
+    else:
+        # picows sets and reads TCP options on every connection, which a Unix-domain socket refuses.
+        import asyncio.trsock
+        sock_class = asyncio.trsock.TransportSocket
+        tcp_setsockopt, tcp_getsockopt = sock_class.setsockopt, sock_class.getsockopt
+        def setsockopt(self, level, *args):
+            if self.family != socket.AF_UNIX or level != socket.IPPROTO_TCP: tcp_setsockopt(self, level, *args)
+        def getsockopt(self, level, *args):
+            return 0 if self.family == socket.AF_UNIX and level == socket.IPPROTO_TCP else tcp_getsockopt(self, level, *args)
+        sock_class.setsockopt, sock_class.getsockopt = setsockopt, getsockopt
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(where)
+        os.chmod(where, 0o666)  # nginx's workers run as another user when the bench runs as root
+        sock.listen(1024)
+        server = await ws_create_server(lambda request: Baseline(), sock=sock, max_frame_size=64 << 20)
     await server.serve_forever()
 
 def main():
     uvloop.install()
     mode, args = sys.argv[1], sys.argv[2:]
-    if mode == "rr": asyncio.run(rr(args[0], int(args[1]), float(args[2])))
+    if mode == "rr": asyncio.run(rr(args[0], int(args[1]), float(args[2]), *args[3:4]))
     elif mode == "fanout": fanout(args[0], int(args[1]), int(args[2]), float(args[3]))
     elif mode == "manykeys": fanout(args[0], int(args[1]), int(args[2]), float(args[3]), distinct=True, label="many keys")
     elif mode == "nchan-fanout": fanout(args[0], int(args[1]), int(args[2]), float(args[3]), nchan=True)
     elif mode == "nchan-manykeys": fanout(args[0], int(args[1]), int(args[2]), float(args[3]), distinct=True, label="many keys", nchan=True)
     elif mode == "expiry": expiry(args[0], int(args[1]), int(args[2]))
-    elif mode == "serve-baseline": asyncio.run(serve_baseline(int(args[0])))
+    elif mode == "serve-baseline": asyncio.run(serve_baseline(args[0]))
     else: sys.exit(f"unknown mode {mode}")
 
 if __name__ == "__main__":
