@@ -137,21 +137,19 @@ struct SortedKeys: Sendable {
         let location = locate(key, in: chunk)
         let next = location.at
         let previous = location.previous
-        var rewritten: [UInt8] = []
-        let cut = next?.record.start ?? chunks[chunk].count
-        rewritten.reserveCapacity(chunks[chunk].count + key.count + 8)
-        rewritten += chunks[chunk][..<cut]
-        previous.withUnsafeBytesIfPresent { rewritten += Self.encoded(key, after: $0) }
+        // Only the records from `key`'s place to the end of the key after it change: they are
+        // replaced in place (the chunk's tail moves), not copied into a new chunk.
+        var records: [UInt8] = []
+        previous.withUnsafeBytesIfPresent { Self.append(key, after: $0, to: &records) }
+        var end = chunks[chunk].count
         if let next {
-            next.key.withUnsafeBytes { nextKey in
-                Self.append(nextKey, after: key, to: &rewritten)
-            }
-            rewritten += chunks[chunk][next.record.end...]
+            next.key.withUnsafeBytes { Self.append($0, after: key, to: &records) }
+            end = next.record.end
         }
+        rewrite(chunk, from: next?.record.start ?? end, to: end, with: records)
         if previous == nil { heads[chunk].first = Array(key) }
-        replace(chunk, with: rewritten)
         heads[chunk].records += 1
-        if rewritten.count > chunkBytes || heads[chunk].records > maxRecords { split(chunk) }
+        if chunks[chunk].count > chunkBytes || heads[chunk].records > maxRecords { split(chunk) }
     }
 
     /// Removes `key`, if present.
@@ -163,22 +161,24 @@ struct SortedKeys: Sendable {
         let previous = location.previous, next = location.following
         count -= 1
         heads[chunk].records -= 1
-        var rewritten: [UInt8] = Array(chunks[chunk][..<found.start])
+        // `key`'s record, and the next key's (re-encoded after the key before `key`), are
+        // replaced in place.
+        var records: [UInt8] = []
         if let next {
             if let previous {
-                previous.withUnsafeBytes { before in next.key.withUnsafeBytes { Self.append($0, after: before, to: &rewritten) } }
+                previous.withUnsafeBytes { before in next.key.withUnsafeBytes { Self.append($0, after: before, to: &records) } }
             } else {
-                next.key.withUnsafeBytes { Self.append($0, after: nil, to: &rewritten) }
+                next.key.withUnsafeBytes { Self.append($0, after: nil, to: &records) }
                 heads[chunk].first = next.key
             }
-            rewritten += chunks[chunk][next.record.end...]
         }
-        if rewritten.isEmpty {
+        let end = next?.record.end ?? found.end
+        if found.start == 0 && end == chunks[chunk].count && records.isEmpty {
             encodedBytes -= chunks[chunk].count
             chunks.remove(at: chunk)
             heads.remove(at: chunk)
         } else {
-            replace(chunk, with: rewritten)
+            rewrite(chunk, from: found.start, to: end, with: records)
         }
     }
 
@@ -297,6 +297,12 @@ struct SortedKeys: Sendable {
     private mutating func replace(_ chunk: Int, with bytes: [UInt8]) {
         encodedBytes += bytes.count - chunks[chunk].count
         chunks[chunk] = bytes
+    }
+
+    /// Replaces the bytes `start..<end` of `chunk` with `records`, in place.
+    private mutating func rewrite(_ chunk: Int, from start: Int, to end: Int, with records: [UInt8]) {
+        encodedBytes += records.count - (end - start)
+        chunks[chunk].replaceSubrange(start..<end, with: records)
     }
 
     /// Splits an over-long or over-full chunk at its middle record, by bytes or by keys,
