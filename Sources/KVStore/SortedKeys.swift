@@ -51,7 +51,7 @@ struct SortedKeys: Sendable {
     static let defaultChunkBytes = 1024
     /// Keys that share all but their last bytes (`key:000000000001`, `…002`) take 3 bytes each,
     /// so a 1 KiB chunk held 340 of them, and adding keys in order (a bulk load) read all 340
-    /// for each: 2.2 s for 1M new keys, against 0.67 s for 1M random ones.
+    /// for each: `locate` was a third of the time of loading 1M such keys.
     static let defaultMaxRecords = 64
 
     init(chunkBytes: Int = SortedKeys.defaultChunkBytes, maxRecords: Int = SortedKeys.defaultMaxRecords) {
