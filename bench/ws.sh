@@ -15,7 +15,8 @@
 # EXPIRY_STORED="0 1000000" (other keys kv-stored holds during the expiry rows), EXPIRY_ROUNDS=1,
 # EXPIRY_SET_RATE=10000 (how fast the expiry rows set their keys), BASELINE_VIA=tcp|unix (how
 # nginx reaches the baseline server), NGINX_SCHED=batch (nginx's workers as SCHED_BATCH).
-# The fan-out table is followed by the CPU each process took in each of its rows (from /proc).
+# The request/response and fan-out tables are each followed by the CPU each process took in
+# each of their rows, and how often the row's server was preempted and slept (from /proc).
 set -euo pipefail
 PATH=$PATH:/usr/sbin   # Debian keeps nginx there, off an ordinary user's PATH
 cd "$(dirname "$0")/.."
@@ -86,8 +87,7 @@ store_pid=$(pgrep -f "kv-stored --socket $dir/" | head -1)
 cpu_row() {  # cpu_row SERVER LOAD COMMAND…: runs the command (a row), records its CPU
   local server=$1 load=$2; shift 2
   local workers hz b=() a=() wall served
-  workers=$(pgrep -P "$(cat "$dir/nginx/nginx.pid")" | tr '
-' ' ')
+  workers=$(pgrep -P "$(cat "$dir/nginx/nginx.pid")" | tr '\n' ' ')
   case $server in kv-ws) served=$ws_pid ;; nchan) served=$workers ;; *) served=$baseline_pid ;; esac
   hz=$(getconf CLK_TCK)
   b=("$(ticks $workers)" "$(ticks "$ws_pid")" "$(ticks "$store_pid")" "$(ticks "$baseline_pid")" "$(busy)" "$(switches nonvoluntary $served)" "$(switches voluntary $served)"); wall=$(date +%s.%N)
