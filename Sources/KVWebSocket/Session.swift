@@ -5,11 +5,12 @@ import NIOCore
 
 /// One outgoing WebSocket message waiting in a session's queue. Change notifications carry
 /// their key (a newer one supersedes an older one when the client is slow); replies do not.
-/// The text is a ByteBuffer so one change fanned out to many sessions is one shared buffer.
+/// The message is its whole frame (`ServerFrame`), so one change fanned out to many sessions
+/// is one shared buffer, written as it is.
 struct Outgoing: Conflatable {
-    var text: ByteBuffer
+    var frame: ByteBuffer
     var conflationKey: [UInt8]?
-    var byteCost: Int { text.readableBytes + 32 }
+    var byteCost: Int { frame.readableBytes + 32 }
 }
 
 /// A WebSocket connection's outgoing side, shared by the threads that produce its messages:
@@ -63,15 +64,15 @@ public final class Session: Sendable {
 
     /// Queues a message; a change notification passes its key so it can be conflated.
     func send(_ message: ServerMessage, conflationKey: [UInt8]? = nil) {
-        send(text: message.encoded(), conflationKey: conflationKey)
+        send(frame: message.framed(), conflationKey: conflationKey)
     }
 
     /// Queues a message already encoded (a change sent to many sessions is encoded once).
-    func send(text: ByteBuffer, conflationKey: [UInt8]? = nil) {
+    func send(frame: ByteBuffer, conflationKey: [UInt8]? = nil) {
         let (result, drain, firstConflation, conflated) = state.withLockedValue { state -> (ConflatingQueue<Outgoing>.AppendResult, Bool, Int?, Int) in
             guard !state.finished, state.closing == nil else { return (.dropped, false, nil, 0) }
             let conflatedBefore = state.queue.conflatedCount
-            let result = state.queue.append(Outgoing(text: text, conflationKey: conflationKey))
+            let result = state.queue.append(Outgoing(frame: frame, conflationKey: conflationKey))
             let conflated = state.queue.conflatedCount - conflatedBefore
             if result == .overflow { state.closing = .outputLimit }
             let drain = result != .overflow && !state.drainDue

@@ -130,16 +130,16 @@ public final class SubscriptionHub: Sendable {
             guard var watcher = watches[topic]?.watchers[session.id], let held = watcher.held else { return }
             if let id = catchUp.id {
                 let ok: ServerMessage = topic.isPrefix ? .okPrefix(prefix: watchedBytes) : .ok(key: watchedBytes)
-                session.send(text: ok.encoded(.init(id: id, rev: reply.revision, epoch: reply.epoch)))
+                session.send(frame: ok.framed(.init(id: id, rev: reply.revision, epoch: reply.epoch)))
             }
             if topic.isPrefix, reply.mode == .reset {
-                session.send(text: ServerMessage.reset(prefix: watchedBytes).encoded(.init(rev: reply.revision, epoch: reply.epoch)))
+                session.send(frame: ServerMessage.reset(prefix: watchedBytes).framed(.init(rev: reply.revision, epoch: reply.epoch)))
             }
             for change in reply.changes {
                 let key = Array(change.key.readableBytesView)
                 guard !topic.isPrefix || session.mayWatch(key) else { continue }
                 let message = Self.message(key: key, set: change.kind == .set, value: change.value)
-                session.send(text: message.encoded(.init(rev: change.revision, reset: reply.mode == .reset, expired: change.kind == .expired)))
+                session.send(frame: message.framed(.init(rev: change.revision, reset: reply.mode == .reset, expired: change.kind == .expired)))
             }
             watcher.revision = reply.revision
             watcher.epoch = reply.epoch
@@ -147,7 +147,7 @@ public final class SubscriptionHub: Sendable {
             // state on the same connection, so that state already shows it.)
             for change in held where change.revision > watcher.revision {
                 if topic.isPrefix, !session.mayWatch(Array(change.key.readableBytesView)) { continue }
-                session.send(text: Self.message(for: change).encoded(.init(rev: change.revision, expired: change.kind == .expired)))
+                session.send(frame: Self.message(for: change).framed(.init(rev: change.revision, expired: change.kind == .expired)))
                 watcher.revision = change.revision
             }
             watcher.held = nil
@@ -204,8 +204,8 @@ public final class SubscriptionHub: Sendable {
                 let topic = change.topic
                 do {
                     guard let watch = watches[topic] else { return }
-                    // Encoded at most once per form, shared by every watcher of that form.
-                    var seedText: ByteBuffer?, versionedText: ByteBuffer?
+                    // Framed at most once per form, shared by every watcher of that form.
+                    var seedFrame: ByteBuffer?, versionedFrame: ByteBuffer?
                     let conflationKey = Array(change.key.readableBytesView)
                     // Through a prefix, each session sees only the keys its access rules let it watch.
                     for (id, watcher) in watch.watchers where !topic.isPrefix || watcher.session.mayWatch(conflationKey) {
@@ -217,19 +217,19 @@ public final class SubscriptionHub: Sendable {
                             // Revision 0: a change the store gives no revision (Redis's expiry);
                             // sent as it comes, without `rev`, and it moves no watcher's revision.
                             guard change.revision > watcher.revision || change.revision == 0 else { continue }
-                            let text = versionedText ?? Self.message(for: change).encoded(
+                            let frame = versionedFrame ?? Self.message(for: change).framed(
                                 .init(rev: change.revision == 0 ? nil : change.revision, expired: change.kind == .expired))
-                            versionedText = text
+                            versionedFrame = frame
                             // Never conflated: an exact subscriber that falls behind is closed and resumes.
-                            watcher.session.send(text: text)
+                            watcher.session.send(frame: frame)
                             guard change.revision > 0 else { continue }
                             var sent = watcher
                             sent.revision = change.revision
                             updates.append((id, sent))
                         } else {
-                            let text = seedText ?? Self.message(for: change).encoded()
-                            seedText = text
-                            watcher.session.send(text: text, conflationKey: conflationKey)
+                            let frame = seedFrame ?? Self.message(for: change).framed()
+                            seedFrame = frame
+                            watcher.session.send(frame: frame, conflationKey: conflationKey)
                         }
                     }
                 }

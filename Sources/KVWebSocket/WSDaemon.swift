@@ -64,7 +64,9 @@ public struct WSConfiguration: Sendable {
 /// swift-websocket wrap) rather than on their async message streams: each message there costs
 /// task switches between the event loop and Swift's cooperative pool, which profiling showed to
 /// be a third of kv-ws's time. Here a session lives on its channel's event loop together with
-/// that loop's kv-stored connection, so a request costs no thread hop at all.
+/// that loop's kv-stored connection, so a request costs no thread hop at all. NIOWebSocket
+/// decodes what clients send; kv-ws frames what it sends itself (`ServerFrame`), once per
+/// change however many sessions it goes to.
 public enum WSDaemon {
     public static func run(_ configuration: WSConfiguration, logger: Logger) async throws {
         try SocketFile.removeStale(at: configuration.socketPath)
@@ -210,6 +212,7 @@ struct WSServer: Service {
                     _ = operations.removeHandler(upgradeAccess)
                     let sessionAccess = WebSocketSessionHandler.Access(
                         control: access, refusals: refusals, credential: upgradeAccess.credential, identity: upgradeAccess.identity)
+                    try operations.addHandler(FrameOutlet(), position: .first)
                     try operations.addHandlers([
                         NIOWebSocketFrameAggregator(
                             minNonFinalFragmentSize: 0, maxAccumulatedFrameCount: 1 << 16, maxAccumulatedFrameSize: maxMessage),

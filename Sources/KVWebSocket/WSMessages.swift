@@ -232,10 +232,24 @@ public enum ServerMessage: Equatable, Sendable {
     /// it is byte for byte the seed protocol's message.
     public func encoded(_ envelope: Envelope = .none) -> ByteBuffer {
         var out = ByteBuffer()
+        writeJSON(envelope, into: &out)
+        return out
+    }
+
+    /// The message as a text frame for the socket: the JSON text written behind room for the
+    /// frame's header, so framing it copies nothing.
+    func framed(_ envelope: Envelope = .none) -> ByteBuffer {
+        var frame = ServerFrame.payloadBuffer()
+        writeJSON(envelope, into: &frame)
+        ServerFrame.frame(.text, &frame)
+        return frame
+    }
+
+    private func writeJSON(_ envelope: Envelope, into out: inout ByteBuffer) {
         switch self {
         case .value(let key, let value):
             let quotedKey = JSONText.quoted(String(decoding: key, as: UTF8.self))
-            out.reserveCapacity(quotedKey.count + value.count + 48)
+            out.reserveCapacity(minimumWritableBytes: quotedKey.count + value.count + 48)
             out.writeStaticString(#"{"type":"value""#)
             Self.write(envelope, into: &out)
             out.writeStaticString(#","payload":{"key":"#)
@@ -268,7 +282,7 @@ public enum ServerMessage: Equatable, Sendable {
             out.writeStaticString("}}")
         case .list(let listing, let values, let now):
             let payload = listing.json(values: values, now: now)
-            out.reserveCapacity(payload.count + 64)
+            out.reserveCapacity(minimumWritableBytes: payload.count + 64)
             out.writeStaticString(#"{"type":"list""#)
             Self.write(envelope, into: &out)
             out.writeStaticString(#","payload":"#)
@@ -281,7 +295,6 @@ public enum ServerMessage: Equatable, Sendable {
             out.writeBytes(JSONText.quoted(message))
             out.writeStaticString("}")
         }
-        return out
     }
 
     private static func write(_ envelope: Envelope, into out: inout ByteBuffer) {

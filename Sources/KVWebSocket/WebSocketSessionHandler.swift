@@ -50,8 +50,9 @@ extension SubscriptionHub: Subscriptions {}
 /// Everything here runs on the event loop: no locks, no thread hops on the request path.
 final class WebSocketSessionHandler: ChannelDuplexHandler {
     typealias InboundIn = WebSocketFrame
-    typealias OutboundIn = WebSocketFrame
-    typealias OutboundOut = WebSocketFrame
+    /// Whole frames (`ServerFrame`): kv-ws frames what it sends itself.
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
 
     struct Settings {
         var limits: Limits
@@ -93,6 +94,9 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
     private let logger: Logger
 
     private var context: ChannelHandlerContext?
+    /// Where frames are written: `FrameOutlet`'s context, past the pipeline's frame encoder
+    /// (this handler's own context in a pipeline without one).
+    private var outlet: ChannelHandlerContext?
     /// Which message goes next, and when to read (the ordering rules).
     private var ordering: SessionOrdering
     /// Pings, the close handshake, errors (the closing rules).
@@ -120,6 +124,7 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        outlet = (try? context.pipeline.syncOperations.context(handlerType: FrameOutlet.self)) ?? context
         session.watch(as: access.identity)
         logger.debug("websocket opened")
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
@@ -148,6 +153,7 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
             logger.debug("websocket closed")
         }
         self.context = nil
+        outlet = nil
         context.fireChannelInactive()
     }
 
@@ -175,7 +181,7 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
             pump()
         case .ping:
             if let pong = closing.pingReceived(frame.unmaskedData, writable: context.channel.isWritable) {
-                context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .pong, data: pong)), promise: nil)
+                (outlet ?? context).writeAndFlush(wrapOutboundOut(ServerFrame.frame(.pong, pong)), promise: nil)
             }
         case .pong:
             closing.pongReceived()
@@ -193,12 +199,12 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
         defer { pumping = false }
         while !closing.closing, let next = ordering.next(domain: { requests.orderingDomain(ofKey: $0.key) }) {
             switch next {
-            case .rejected(let message, let id, _): session.send(text: ServerMessage.error(message).encoded(.init(id: id)))
+            case .rejected(let message, let id, _): session.send(frame: ServerMessage.error(message).framed(.init(id: id)))
             case .message(let request, _):
                 if case .auth(let token) = request.message {
                     authenticate(Credential.token(token), id: request.id)
                 } else if let refusal = refusal(request) {
-                    session.send(text: refusal)
+                    session.send(frame: refusal)
                 } else {
                     request.isVersioned ? handleVersioned(request) : handle(request.message)
                 }
@@ -240,7 +246,7 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
         WSMetrics.refused(operation: name, status: status)
         access.refusals.refused(status: status, operation: name, identity: access.identity?.id ?? "none",
                                 key: String(decoding: key.prefix(200), as: UTF8.self), reason: message)
-        return ServerMessage.error(message).encoded(.init(id: request.id, code: status == 401 ? "unauthorized" : "forbidden"))
+        return ServerMessage.error(message).framed(.init(id: request.id, code: status == 401 ? "unauthorized" : "forbidden"))
     }
 
     /// An `auth` message: later messages wait until the token is checked. A refused token is
@@ -258,11 +264,11 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
             case .refused(let reason):
                 WSMetrics.refused(operation: "auth", status: 401)
                 self.access.refusals.refused(status: 401, operation: "auth", identity: "invalid-token", key: "-", reason: reason)
-                self.session.send(text: ServerMessage.error("unauthorized: \(reason)").encoded(.init(id: id, code: "unauthorized")))
+                self.session.send(frame: ServerMessage.error("unauthorized: \(reason)").framed(.init(id: id, code: "unauthorized")))
             case .identity(let identity):
                 self.access.credential = credential
                 self.become(identity)
-                self.session.send(text: ServerMessage.authenticated(identity: identity.id, expiresAt: identity.expiresAt).encoded(.init(id: id)))
+                self.session.send(frame: ServerMessage.authenticated(identity: identity.id, expiresAt: identity.expiresAt).framed(.init(id: id)))
                 // Checked under rules a reload has replaced meanwhile: checked again under the new.
                 if control.generation != generation { self.reauthorize() }
             }
@@ -339,8 +345,7 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
         logger.info("closing a websocket whose access was withdrawn", metadata: [
             "kv.identity": "\(access.identity?.id ?? "none")", "reason": "\(reason)", "close.code": "\(code)",
         ])
-        // A close frame's reason is at most 123 bytes.
-        sendClose(.unknown(code), reason: String(decoding: Array(reason.utf8).prefix(123), as: UTF8.self), because: .accessWithdrawn)
+        sendClose(.unknown(code), reason: reason, because: .accessWithdrawn)
     }
 
     private func handle(_ message: ClientMessage) {
@@ -380,9 +385,9 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
             switch reply {
             case .success(let page):
                 let shown = self.access.identity?.readable(page, under: query.prefix) ?? page.filtered { _ in false }
-                session.send(text: ServerMessage.list(shown, values: query.values, now: self.access.control.now()).encoded(.init(id: id)))
+                session.send(frame: ServerMessage.list(shown, values: query.values, now: self.access.control.now()).framed(.init(id: id)))
             case .failure(let error):
-                session.send(text: ServerMessage.error(error.message).encoded(.init(id: id)))
+                session.send(frame: ServerMessage.error(error.message).framed(.init(id: id)))
             }
         }
     }
@@ -392,12 +397,12 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
     private func subscribe(_ topic: Topic<[UInt8]>, catchUp: SubscriptionHub.CatchUp?, id: [UInt8]?) {
         guard subscriptions.contains(topic) || subscriptions.count < settings.maxSubscriptions else {
             let message = "subscription limit reached: this connection already watches \(subscriptions.count) keys and prefixes (the limit); unsubscribe from some first"
-            session.send(text: ServerMessage.error(message).encoded(.init(id: id)))
+            session.send(frame: ServerMessage.error(message).framed(.init(id: id)))
             return
         }
         guard !topic.isPrefix || subscriptions.contains(topic) || subscriptions.prefixCount < settings.maxPrefixSubscriptions else {
             let message = "prefix subscription limit reached: this connection already watches \(subscriptions.prefixCount) prefixes (the limit); unsubscribe from some first"
-            session.send(text: ServerMessage.error(message).encoded(.init(id: id)))
+            session.send(frame: ServerMessage.error(message).framed(.init(id: id)))
             return
         }
         ordering.wait(for: .subscription)
@@ -412,9 +417,9 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
             case .success where !Self.may(self.access.identity, watch: topic):
                 // The rules changed (a reload or an auth) while kv-stored was acknowledging.
                 self.hub.unsubscribe(topic, self.session)
-                self.session.send(text: ServerMessage.error("forbidden: no longer allowed to subscribe to this \(topic.isPrefix ? "prefix" : "key")").encoded(.init(id: id, code: "forbidden")))
+                self.session.send(frame: ServerMessage.error("forbidden: no longer allowed to subscribe to this \(topic.isPrefix ? "prefix" : "key")").framed(.init(id: id, code: "forbidden")))
             case .success: self.subscriptions.insert(topic)
-            case .failure(let error): self.session.send(text: ServerMessage.error(Self.message(error)).encoded(.init(id: id)))
+            case .failure(let error): self.session.send(frame: ServerMessage.error(Self.message(error)).framed(.init(id: id)))
             }
             self.pump()
         }
@@ -434,12 +439,12 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
                     let state = sync.changes.first
                     let envelope = ServerMessage.Envelope(id: id, rev: state?.revision)
                     if let state, state.kind == .set, let value = state.value {
-                        session.send(text: ServerMessage.value(key: key, value: Array(value.readableBytesView)).encoded(envelope))
+                        session.send(frame: ServerMessage.value(key: key, value: Array(value.readableBytesView)).framed(envelope))
                     } else {
-                        session.send(text: ServerMessage.noValue(key: key).encoded(envelope))
+                        session.send(frame: ServerMessage.noValue(key: key).framed(envelope))
                     }
                 case .failure(let error):
-                    session.send(text: ServerMessage.error(error.message).encoded(.init(id: id)))
+                    session.send(frame: ServerMessage.error(error.message).framed(.init(id: id)))
                 }
             }
         case .set(let key, let value, let ttl):
@@ -453,13 +458,13 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
         case .subscribe(let topic):
             guard !subscriptions.contains(topic) else {
                 // Already subscribed (and up to date): just acknowledged.
-                if let id { session.send(text: Self.ok(topic).encoded(.init(id: id, rev: hub.revision(of: topic, for: session)))) }
+                if let id { session.send(frame: Self.ok(topic).framed(.init(id: id, rev: hub.revision(of: topic, for: session)))) }
                 return
             }
             subscribe(topic, catchUp: SubscriptionHub.CatchUp(id: id, initial: request.initial, since: request.since, epoch: request.epoch), id: id)
         case .unsubscribe(let topic):
             let revision = subscriptions.remove(topic) != nil ? hub.unsubscribe(topic, session) : 0
-            if let id { session.send(text: Self.ok(topic).encoded(.init(id: id, rev: revision))) }
+            if let id { session.send(frame: Self.ok(topic).framed(.init(id: id, rev: revision))) }
         case .list(let query):
             list(query, id: id)
         case .auth:
@@ -478,15 +483,15 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
     private static func answerWrite(_ session: Session, key: [UInt8], request: ClientRequest, _ result: Result<WriteResult, KVError>) {
         switch result {
         case .success(.applied(let revision)):
-            if let id = request.id { session.send(text: ServerMessage.ok(key: key).encoded(.init(id: id, rev: revision))) }
+            if let id = request.id { session.send(frame: ServerMessage.ok(key: key).framed(.init(id: id, rev: revision))) }
         case .success(.conflict(let current)):
             let name = JSONText.quoted(String(decoding: key, as: UTF8.self))
             let expected = request.ifRev.map { $0 == 0 ? "absent" : "at revision \($0)" } ?? "as required"
             let found = current == 0 ? "absent" : "at revision \(current)"
             let message = "conflict: key \(String(decoding: name, as: UTF8.self)) is \(found), not \(expected); nothing was written"
-            session.send(text: ServerMessage.error(message).encoded(.init(id: request.id, rev: current, code: "conflict")))
+            session.send(frame: ServerMessage.error(message).framed(.init(id: request.id, rev: current, code: "conflict")))
         case .failure(let error):
-            session.send(text: ServerMessage.error(error.message).encoded(.init(id: request.id)))
+            session.send(frame: ServerMessage.error(error.message).framed(.init(id: request.id)))
         }
     }
 
@@ -521,17 +526,17 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
             let messages = session.take(maxBytes: 256 << 10)
             if messages.isEmpty { break }
             for message in messages {
-                context.write(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .text, data: message.text)), promise: nil)
+                (outlet ?? context).write(wrapOutboundOut(message.frame), promise: nil)
             }
             WSMetrics.messagesOut.increment(by: messages.count)
             wrote = true
         }
-        if wrote { context.flush() }
+        if wrote { (outlet ?? context).flush() }
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         if context.channel.isWritable, let pong = closing.writable() {
-            context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .pong, data: pong)), promise: nil)
+            (outlet ?? context).writeAndFlush(wrapOutboundOut(ServerFrame.frame(.pong, pong)), promise: nil)
         }
         if context.channel.isWritable { drain() }
         context.fireChannelWritabilityChanged()
@@ -545,7 +550,7 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
         case .none:
             break
         case .send:
-            context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .ping, data: ByteBuffer())), promise: nil)
+            (outlet ?? context).writeAndFlush(wrapOutboundOut(ServerFrame.frame(.ping, ByteBuffer())), promise: nil)
         case .cutOff:
             logger.info("closing a websocket whose client did not answer a ping")
             context.close(promise: nil)
@@ -573,10 +578,7 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
     private func writeClose(_ code: WebSocketErrorCode, reason: String) {
         guard let context else { return }
         session.finish()
-        var data = context.channel.allocator.buffer(capacity: 2 + reason.utf8.count)
-        data.write(webSocketErrorCode: code)
-        data.writeString(reason)
-        context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, data: data)), promise: nil)
+        (outlet ?? context).writeAndFlush(wrapOutboundOut(ServerFrame.close(code, reason: reason)), promise: nil)
         let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
         closeTimer = context.eventLoop.scheduleTask(in: settings.closeTimeout) { bound.value.close(promise: nil) }
     }
@@ -590,10 +592,8 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
         session.finish()
         var payload = frame.unmaskedData
         let code = payload.readWebSocketErrorCode() ?? .normalClosure
-        var data = context.channel.allocator.buffer(capacity: 2)
-        data.write(webSocketErrorCode: code)
         let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
-        context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, data: data))).whenComplete { _ in
+        (outlet ?? context).writeAndFlush(wrapOutboundOut(ServerFrame.close(code, reason: ""))).whenComplete { _ in
             bound.value.close(promise: nil)
         }
     }

@@ -78,6 +78,7 @@ struct Harness {
          access: WebSocketSessionHandler.Access? = nil) throws {
         hub = FakeHub(loop: channel.eventLoop)
         session = Session(id: 1, eventLoop: channel.eventLoop, limits: OutputLimits())
+        try channel.pipeline.syncOperations.addHandler(FrameOutlet())  // first after the socket, as kv-ws has it
         try channel.pipeline.syncOperations.addHandler(reads)
         try channel.pipeline.syncOperations.addHandler(
             WebSocketSessionHandler(session: session, requests: requests, hub: hub, settings: settings, access: access, logger: Logger(label: "test")))
@@ -95,8 +96,10 @@ struct Harness {
     func received() throws -> [(WebSocketOpcode, ByteBuffer)] {
         channel.embeddedEventLoop.run()
         var frames: [(WebSocketOpcode, ByteBuffer)] = []
-        while let frame = try channel.readOutbound(as: WebSocketFrame.self) {
-            frames.append((frame.opcode, frame.unmaskedData))
+        while let bytes = try channel.readOutbound(as: ByteBuffer.self) {
+            let written = try WireFrames.decode(bytes)
+            try #require(written.count == 1, "each write is one whole frame: \(written)")
+            frames += written.map { ($0.opcode, $0.unmaskedData) }
         }
         return frames
     }

@@ -77,8 +77,8 @@ struct SubscriptionHubTests {
 
     func session(_ id: Int) -> Session { Session(id: id, eventLoop: loop, limits: OutputLimits()) }
 
-    func messages(_ session: Session) -> [String] {
-        session.take(maxBytes: .max).map { String(buffer: $0.text) }
+    func messages(_ session: Session) throws -> [String] {
+        try session.take(maxBytes: .max).map { try WireFrames.text($0.frame) }
     }
 
     @Test("changes that arrive while a subscriber catches up are held: those at or below its revision dropped, the rest sent after, once each")
@@ -89,17 +89,17 @@ struct SubscriptionHubTests {
         #expect(feed.requests.map(\.command) == [["KVSYNC", "k", "INITIAL"]])
         feed.change("k", 5, "a")  // applied before KVSYNC ran: part of the state it reports
         feed.change("k", 7, "c")  // after it
-        #expect(messages(exact).isEmpty, "nothing before the catch-up")
+        #expect(try messages(exact).isEmpty, "nothing before the catch-up")
         feed.requests[0].promise.succeed(FakeFeed.sync("live", 6, [("set", 6, "b")]))
         try subscribed.wait()
-        #expect(messages(exact) == [
+        #expect(try messages(exact) == [
             #"{"type":"ok","id":1,"rev":6,"epoch":"e1","payload":{"key":"k"}}"#,
             #"{"type":"value","rev":6,"payload":{"key":"k","value":b}}"#,
             #"{"type":"value","rev":7,"payload":{"key":"k","value":c}}"#,
         ])
         feed.change("k", 7, "c")  // a late duplicate (pushed before the reply was read, say)
         feed.change("k", 8, nil)
-        #expect(messages(exact) == [#"{"type":"no-value","rev":8,"payload":{"key":"k"}}"#])
+        #expect(try messages(exact) == [#"{"type":"no-value","rev":8,"payload":{"key":"k"}}"#])
         #expect(hub.revision(of: Array("k".utf8), for: exact) == 8)
     }
 
@@ -126,22 +126,22 @@ struct SubscriptionHubTests {
                                                   .array([.array([.bulkString(ByteBuffer(string: "set")), .integer(8), .bulkString(ByteBuffer(string: "p/a")),
                                                                   .bulkString(ByteBuffer(string: "1"))])])]))
         try subscribed.wait()
-        #expect(messages(exact) == [
+        #expect(try messages(exact) == [
             #"{"type":"ok","id":1,"rev":8,"epoch":"e1","payload":{"prefix":"p/"}}"#,
             #"{"type":"reset","rev":8,"epoch":"e1","payload":{"prefix":"p/"}}"#,
             #"{"type":"value","rev":8,"reset":true,"payload":{"key":"p/a","value":1}}"#,
             #"{"type":"value","rev":9,"payload":{"key":"p/a","value":late}}"#,
         ])
-        #expect(messages(seed) == [#"{"type":"value","payload":{"key":"p/a","value":late}}"#])
+        #expect(try messages(seed) == [#"{"type":"value","payload":{"key":"p/a","value":late}}"#])
         prefixChange("p/secret/x", 10, "hidden")
         prefixChange("p/b", 11, nil)
-        #expect(messages(exact) == [#"{"type":"value","rev":10,"payload":{"key":"p/secret/x","value":hidden}}"#, #"{"type":"no-value","rev":11,"payload":{"key":"p/b"}}"#])
-        #expect(messages(seed) == [#"{"type":"no-value","payload":{"key":"p/b"}}"#], "p/secret is not the seed session's to watch")
+        #expect(try messages(exact) == [#"{"type":"value","rev":10,"payload":{"key":"p/secret/x","value":hidden}}"#, #"{"type":"no-value","rev":11,"payload":{"key":"p/b"}}"#])
+        #expect(try messages(seed) == [#"{"type":"no-value","payload":{"key":"p/b"}}"#], "p/secret is not the seed session's to watch")
         feed.onEvent?(.change(StoreChange(key: ByteBuffer(string: "p/t"), kind: .expired, revision: 12, value: nil, prefix: ByteBuffer(string: "p/"))))
-        #expect(messages(exact) == [#"{"type":"no-value","rev":12,"expired":true,"payload":{"key":"p/t"}}"#], "an exact subscriber is told it expired")
-        #expect(messages(seed) == [#"{"type":"no-value","payload":{"key":"p/t"}}"#], "a seed one gets the seed message")
+        #expect(try messages(exact) == [#"{"type":"no-value","rev":12,"expired":true,"payload":{"key":"p/t"}}"#], "an exact subscriber is told it expired")
+        #expect(try messages(seed) == [#"{"type":"no-value","payload":{"key":"p/t"}}"#], "a seed one gets the seed message")
         feed.change("p/b", 13, "a key's own change does not reach prefix watchers")
-        #expect(messages(exact).isEmpty && messages(seed).isEmpty)
+        #expect(try messages(exact).isEmpty && messages(seed).isEmpty)
         #expect(hub.revision(of: .prefix(Array("p/".utf8)), for: exact) == 12)
         hub.unsubscribe(.prefix(Array("p/".utf8)), exact)
         #expect(feed.requests.count == 2, "another session still watches the prefix")
@@ -158,25 +158,25 @@ struct SubscriptionHubTests {
         try subscribed.wait()
         try hub.subscribe(Array("k".utf8), seed, catchUp: nil).wait()
         feed.change("k", 5, "a")
-        #expect(messages(exact) == [#"{"type":"value","rev":5,"payload":{"key":"k","value":a}}"#])
-        #expect(messages(seed) == [#"{"type":"value","payload":{"key":"k","value":a}}"#])
+        #expect(try messages(exact) == [#"{"type":"value","rev":5,"payload":{"key":"k","value":a}}"#])
+        #expect(try messages(seed) == [#"{"type":"value","payload":{"key":"k","value":a}}"#])
 
         feed.onEvent?(.disconnected)
-        #expect(messages(exact).count == 1 && messages(seed).count == 1, "both told the connection is lost")
+        #expect(try messages(exact).count == 1 && messages(seed).count == 1, "both told the connection is lost")
         feed.change("k", 7, "c")  // arrives after the reconnection, before the catch-up
         feed.onEvent?(.restored(subscriptions: 1))
         #expect(feed.requests.last?.command == ["KVSYNC", "k", "SINCE", "5", "EPOCH", "e1"])
-        #expect(messages(exact).isEmpty, "held until the catch-up; not told it may have missed changes")
-        let seedMessages = messages(seed)
+        #expect(try messages(exact).isEmpty, "held until the catch-up; not told it may have missed changes")
+        let seedMessages = try messages(seed)
         #expect(seedMessages.count == 2 && seedMessages[0] == #"{"type":"value","payload":{"key":"k","value":c}}"#
                 && seedMessages[1].contains("may have been missed"), "\(seedMessages)")
         feed.requests.last?.promise.succeed(FakeFeed.sync("replay", 7, [("set", 6, "b"), ("set", 7, "c")]))
-        #expect(messages(exact) == [
+        #expect(try messages(exact) == [
             #"{"type":"value","rev":6,"payload":{"key":"k","value":b}}"#,
             #"{"type":"value","rev":7,"payload":{"key":"k","value":c}}"#,
         ], "the missed change 6 replayed, 7 once")
         feed.change("k", 8, "d")
-        #expect(messages(exact) == [#"{"type":"value","rev":8,"payload":{"key":"k","value":d}}"#])
+        #expect(try messages(exact) == [#"{"type":"value","rev":8,"payload":{"key":"k","value":d}}"#])
     }
 
     @Test("an interruption of some keys (a cluster master lost) holds and tells only their watchers; the others stay live")
@@ -191,23 +191,23 @@ struct SubscriptionHubTests {
         try hub.subscribe(Array("b".utf8), seedB, catchUp: nil).wait()
 
         feed.onEvent?(.interrupted(keys: [ByteBuffer(string: "a")]))
-        #expect(messages(onA).count == 1, "a's watcher is told")
-        #expect(messages(onB).isEmpty && messages(seedB).isEmpty, "b's watchers are not")
+        #expect(try messages(onA).count == 1, "a's watcher is told")
+        #expect(try messages(onB).isEmpty && messages(seedB).isEmpty, "b's watchers are not")
         feed.change("b", 5, "x")
-        #expect(messages(onB) == [#"{"type":"value","rev":5,"payload":{"key":"b","value":x}}"#], "b stays live")
-        #expect(messages(seedB) == [#"{"type":"value","payload":{"key":"b","value":x}}"#])
+        #expect(try messages(onB) == [#"{"type":"value","rev":5,"payload":{"key":"b","value":x}}"#], "b stays live")
+        #expect(try messages(seedB) == [#"{"type":"value","payload":{"key":"b","value":x}}"#])
         feed.change("a", 6, "y")
-        #expect(messages(onA).isEmpty, "a holds until it has caught up")
+        #expect(try messages(onA).isEmpty, "a holds until it has caught up")
         let syncs = feed.requests.count
         feed.onEvent?(.resumed(keys: [ByteBuffer(string: "a")]))
         #expect(feed.requests.count == syncs + 1 && feed.requests.last?.command == ["KVSYNC", "a", "SINCE", "4", "EPOCH", "e1"], "only a catches up")
         feed.requests.last?.promise.succeed(FakeFeed.sync("replay", 6, [("set", 6, "y")]))
-        #expect(messages(onA) == [#"{"type":"value","rev":6,"payload":{"key":"a","value":y}}"#])
-        #expect(messages(seedB).isEmpty, "b's seed watcher is not told of a's outage")
+        #expect(try messages(onA) == [#"{"type":"value","rev":6,"payload":{"key":"a","value":y}}"#])
+        #expect(try messages(seedB).isEmpty, "b's seed watcher is not told of a's outage")
     }
 
     @Test("a failed catch-up leaves no subscription behind")
-    func failedCatchUp() {
+    func failedCatchUp() throws {
         let exact = session(1)
         let subscribed = hub.subscribe(Array("k".utf8), exact, catchUp: SubscriptionHub.CatchUp(since: 3, epoch: "e0"))
         feed.subscriptions[0].promise.succeed(.push([]))
@@ -215,7 +215,7 @@ struct SubscriptionHubTests {
         feed.requests[0].promise.fail(KVError(.storageUnavailable, "storage unavailable: test"))
         #expect(throws: KVError.self) { try subscribed.wait() }
         feed.change("k", 4, "a")
-        #expect(messages(exact).isEmpty)
+        #expect(try messages(exact).isEmpty)
         #expect(hub.revision(of: Array("k".utf8), for: exact) == 0)
     }
 }
