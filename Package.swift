@@ -72,6 +72,8 @@ let package = Package(
         .target(name: "CRC32C"),
         // Cache prefetch hints for a pipelined burst's key lookups (see the header for why).
         .target(name: "CPrefetch"),
+        // glibc's malloc_trim, for giving back the memory a restart's scratch leaves behind.
+        .systemLibrary(name: "CMalloc"),
         .target(name: "FastCGI", dependencies: [
             "CFastCGI", "KVSystem", .product(name: "Logging", package: "swift-log"), .product(name: "CoreMetrics", package: "swift-metrics"),
         ]),
@@ -128,7 +130,7 @@ let package = Package(
         .target(
             name: "KVStore",
             dependencies: [
-                "CPrefetch", "CRC32C", "KVCore", "KVDaemon", "KVMetrics", "KVSystem", "RESP",
+                "CMalloc", "CPrefetch", "CRC32C", "KVCore", "KVDaemon", "KVMetrics", "KVSystem", "RESP",
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

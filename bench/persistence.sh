@@ -2,7 +2,8 @@
 # kv-stored's append-only log against redis-server's (appendonly yes), in one run, with the same
 # client (redis-benchmark) over unix sockets, both logging to the same disk:
 #   * SET throughput for each fsync policy (always, everysec, no), -c 50, -P 1 and -P 16;
-#   * startup: the time from launch to the first answered PING with KEYS keys in the log;
+#   * startup: the time from launch to the first answered PING with KEYS keys in the log, and
+#     the resident memory then;
 #   * compaction of that log while a client writes: the client's p99 and worst SET latency with
 #     and without a compaction (BGREWRITEAOF) running, for both servers, at two loads.
 #
@@ -86,6 +87,9 @@ echo "| startup with $keys keys in the log | kv-stored | redis-server | ratio |"
 echo "| --- | ---: | ---: | ---: |"
 echo "| launch to first PING answered | $kv_ms ms | $redis_ms ms | $(awk -v a="$kv_ms" -v b="$redis_ms" 'BEGIN { printf "%.2f", a / b }')× |"
 echo "| log size | $kv_log MiB | $redis_log MiB | |"
+rss_mib() { awk '$1 == "VmRSS:" { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
+kv_rss=$(rss_mib "$kv_pid"); redis_rss=$(rss_mib "$redis_pid")
+echo "| resident memory once loaded | $kv_rss MiB | $redis_rss MiB | $(awk -v a="$kv_rss" -v b="$redis_rss" 'BEGIN { printf "%.2f", a / b }')× |"
 
 # Compaction while a client writes: redis-benchmark's latency summary for SETs (-P 1, 100k
 # random keys), once without and once with a BGREWRITEAOF issued half a second in, against the

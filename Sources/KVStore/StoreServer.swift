@@ -1,3 +1,4 @@
+import CMalloc
 import KVCore
 import KVDaemon
 import KVSystem
@@ -138,6 +139,11 @@ public final class StoreServer: Service, Sendable {
         let report = try store.withKeyspace { keyspace in
             try LogRecovery.load(path: path, into: &keyspace, repair: persistence.repair, logger: logger)
         }
+        #if canImport(CMalloc)
+        // The restore's scratch (the key order's sort of every key) is freed by now, but glibc
+        // keeps freed memory at the top of its heap for reuse: hand it back to the system.
+        malloc_trim(0)
+        #endif
         let epoch: String
         if let kept = cleanStopEpoch, report.discardedBytes == 0 {
             epoch = kept

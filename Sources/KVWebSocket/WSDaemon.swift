@@ -169,9 +169,7 @@ struct WSServer: Service {
                     // as the upgrade always was.
                     checked = channel.eventLoop.makeSucceededFuture(known)
                 } else {
-                    let promise = channel.eventLoop.makePromise(of: Authentication.self)
-                    promise.completeWithTask { await access.authenticate(offer.credential) }
-                    checked = promise.futureResult
+                    checked = access.authenticate(offer.credential, on: channel.eventLoop)
                 }
                 return checked.flatMapThrowing { authentication -> HTTPHeaders? in
                     let operations = channel.pipeline.syncOperations
@@ -316,6 +314,17 @@ final class UpgradeAccess: ChannelInboundHandler, RemovableChannelHandler {
     init(credential: Credential, identity: Identity?) {
         self.credential = credential
         self.identity = identity
+    }
+}
+
+extension AccessControl {
+    /// `authenticate` as a future on `loop`: checking a token may wait for its issuer's keys
+    /// (a JWKS fetch), which must not hold up the loop. Completed on `loop`, never at once, so
+    /// its callbacks do not run inside the caller's.
+    func authenticate(_ credential: Credential, on loop: any EventLoop) -> EventLoopFuture<Authentication> {
+        let promise = loop.makePromise(of: Authentication.self)
+        promise.completeWithTask { await self.authenticate(credential) }
+        return promise.futureResult
     }
 }
 

@@ -255,10 +255,7 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
         ordering.wait(for: .authentication)
         let control = access.control
         let generation = control.generation
-        let loop = session.eventLoop
-        let promise = loop.makePromise(of: Authentication.self)
-        promise.completeWithTask { await control.authenticate(credential) }
-        promise.futureResult.assumeIsolated().whenSuccess { authentication in
+        control.authenticate(credential, on: session.eventLoop).assumeIsolated().whenSuccess { authentication in
             self.ordering.opened()
             switch authentication {
             case .refused(let reason):
@@ -283,9 +280,7 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
         guard context != nil, !closing.closing else { return }
         let control = access.control
         let credential = access.credential
-        let promise = session.eventLoop.makePromise(of: Authentication.self)
-        promise.completeWithTask { await control.authenticate(credential) }
-        promise.futureResult.assumeIsolated().whenSuccess { authentication in
+        control.authenticate(credential, on: session.eventLoop).assumeIsolated().whenSuccess { authentication in
             // An `auth` message changed the credentials meanwhile: look at those instead.
             guard self.access.credential == credential else {
                 self.reauthorize()

@@ -316,7 +316,7 @@ struct AppendLogTests {
     func writeThenRecover() throws {
         try withTemporaryDirectory { dir in
             let recording = try RecordingKeyspace(dir: dir, epoch: "feedfacefeedface", policy: .always)
-            let (path, clock, logs, log) = (recording.path, recording.clock, recording.logs, recording.log)
+            let (clock, log) = (recording.clock, recording.log)
             var first = recording.keyspace
             first.put("k", "\"v\"")
             first.put("t", "1", expiry: .after(milliseconds: 30_000))
@@ -381,7 +381,7 @@ struct AppendLogTests {
     func compaction() throws {
         try withTemporaryDirectory { dir in
             let recording = try RecordingKeyspace(dir: dir, epoch: "cafe", policy: .no)
-            let (path, clock, logs, log) = (recording.path, recording.clock, recording.logs, recording.log)
+            let log = recording.log
             var keyspace = recording.keyspace
             for round in 0..<50 {
                 for i in 0..<20 { keyspace.put("k\(i)", "\"round \(round)\"", expiry: i % 4 == 0 ? .after(milliseconds: 60_000) : .none) }
@@ -422,7 +422,7 @@ struct AppendLogTests {
         for seed in UInt64(1)...8 {
             try withTemporaryDirectory { dir in
                 let recording = try RecordingKeyspace(dir: dir, epoch: "f00d", policy: .no)
-                let (path, clock, logs, log) = (recording.path, recording.clock, recording.logs, recording.log)
+                let (clock, log) = (recording.clock, recording.log)
                 var random = Xorshift(seed: seed)
                 func key(_ random: inout Xorshift) -> String { "k\(random.below(400))" }  // some before the walk's cursor, some after
                 func expiry(_ random: inout Xorshift) -> Expiry {
@@ -469,7 +469,7 @@ struct AppendLogTests {
     func compactionWalkFails() throws {
         try withTemporaryDirectory { dir in
             let recording = try RecordingKeyspace(dir: dir, epoch: "dead", policy: .no)
-            let (path, clock, logs, log) = (recording.path, recording.clock, recording.logs, recording.log)
+            let (path, log) = (recording.path, recording.log)
             var keyspace = recording.keyspace
             for i in 0..<100 { keyspace.put("k\(i)", "\(i)") }
             try log.commit()
@@ -493,7 +493,7 @@ struct AppendLogTests {
     func persistAfterDeadlinePassed() throws {
         try withTemporaryDirectory { dir in
             let recording = try RecordingKeyspace(dir: dir, epoch: "beef", policy: .no)
-            let (path, clock, logs, log) = (recording.path, recording.clock, recording.logs, recording.log)
+            let (clock, log) = (recording.clock, recording.log)
             var keyspace = recording.keyspace
             keyspace.put("kept", "1", expiry: .after(milliseconds: 100))
             keyspace.put("gone", "2", expiry: .after(milliseconds: 100))
@@ -525,7 +525,7 @@ struct AppendLogTests {
     func spaceAhead() throws {
         try withTemporaryDirectory { dir in
             let recording = try RecordingKeyspace(dir: dir, epoch: "ab", policy: .always)
-            let (path, clock, logs, log) = (recording.path, recording.clock, recording.logs, recording.log)
+            let (path, logs, log) = (recording.path, recording.logs, recording.log)
             var keyspace = recording.keyspace
             for i in 0..<100 { keyspace.put("k\(i)", "\(i)") }
             try log.commit()
