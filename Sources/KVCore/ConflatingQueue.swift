@@ -58,7 +58,7 @@ public struct ConflatingQueue<Element: Conflatable>: Sendable {
     public var pendingBytes: Int { queuedBytes }
     @usableFromInline var queuedBytes = 0
     /// Changes dropped because a newer change of the same key superseded them.
-    public internal(set) var conflatedCount = 0
+    public private(set) var conflatedCount = 0
     public var overflowed: Bool { cutOff }
     @usableFromInline var cutOff = false
     /// Conflate again only once the queue has doubled since the last pass (amortised O(1)).
@@ -77,14 +77,14 @@ public struct ConflatingQueue<Element: Conflatable>: Sendable {
         let wasEmpty = isEmpty
         pending.append(element)
         queuedBytes += element.byteCost
-        if conflates && pendingBytes > nextConflation {
+        if conflates && queuedBytes > nextConflation {
             conflate()
-            nextConflation = max(limits.conflateBytes, pendingBytes * 2)
+            nextConflation = max(limits.conflateBytes, queuedBytes * 2)
         }
-        if conflates && pendingBytes > limits.maxBytes {
+        if conflates && queuedBytes > limits.maxBytes {
             conflate()  // always before giving up on a subscriber, whatever the doubling guard says
         }
-        if pendingBytes > limits.maxBytes && count > 1 {
+        if queuedBytes > limits.maxBytes && count > 1 {
             cutOff = true
             pending.removeAll()
             head = 0

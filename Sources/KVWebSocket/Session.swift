@@ -67,7 +67,8 @@ public final class Session: Sendable {
         send(frame: message.framed(), conflationKey: conflationKey)
     }
 
-    /// Queues a message already encoded (a change sent to many sessions is encoded once).
+    /// Queues a message already framed (`ServerMessage.framed`; a change sent to many sessions
+    /// is framed once).
     func send(frame: ByteBuffer, conflationKey: [UInt8]? = nil) {
         let (result, drain, firstConflation, conflated) = state.withLockedValue { state -> (ConflatingQueue<Outgoing>.AppendResult, Bool, Int?, Int) in
             guard !state.finished, state.closing == nil else { return (.dropped, false, nil, 0) }

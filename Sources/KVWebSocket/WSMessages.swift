@@ -228,16 +228,9 @@ public enum ServerMessage: Equatable, Sendable {
         public static let none = Envelope()
     }
 
-    /// The JSON text of the message, written straight into one buffer. With an empty envelope
-    /// it is byte for byte the seed protocol's message.
-    public func encoded(_ envelope: Envelope = .none) -> ByteBuffer {
-        var out = ByteBuffer()
-        writeJSON(envelope, into: &out)
-        return out
-    }
-
-    /// The message as a text frame for the socket: the JSON text written behind room for the
-    /// frame's header, so framing it copies nothing.
+    /// The message as a text frame for the socket: its JSON text, written straight into one
+    /// buffer behind room for the frame's header, so framing it copies nothing. With an empty
+    /// envelope the text is byte for byte the seed protocol's message.
     func framed(_ envelope: Envelope = .none) -> ByteBuffer {
         var frame = ServerFrame.payloadBuffer()
         writeJSON(envelope, into: &frame)

@@ -52,7 +52,7 @@ struct SessionStateTests {
             }
         }
         let page = KeyListing(revision: 3, next: Array("k\"".utf8), items: [KeyListing.Item(key: Array("k".utf8), value: Array("[1]".utf8), revision: 2, ttlMilliseconds: 10)])
-        #expect(String(buffer: ServerMessage.list(page, values: true, now: 100).encoded(.init(id: Array("9".utf8))))
+        #expect(try WireFrames.text(ServerMessage.list(page, values: true, now: 100).framed(.init(id: Array("9".utf8))))
                 == #"{"type":"list","id":9,"payload":{"items":[{"key":"k","value":[1],"rev":2,"expiresAt":110}],"next":"k\"","revision":3}}"#)
     }
 
