@@ -181,7 +181,7 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
             pump()
         case .ping:
             if let pong = closing.pingReceived(frame.unmaskedData, writable: context.channel.isWritable) {
-                (outlet ?? context).writeAndFlush(wrapOutboundOut(ServerFrame.frame(.pong, pong)), promise: nil)
+                writeFrame(ServerFrame.frame(.pong, pong))
             }
         case .pong:
             closing.pongReceived()
@@ -513,6 +513,17 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
 
     // MARK: - Writing
 
+    /// Writes a whole frame (`ServerFrame`) where frames go, `outlet`; `flush: false` leaves it
+    /// for a later flush.
+    private func writeFrame(_ frame: ByteBuffer, flush: Bool = true, promise: EventLoopPromise<Void>? = nil) {
+        guard let outlet else {
+            promise?.fail(ChannelError.ioOnClosedChannel)
+            return
+        }
+        outlet.write(wrapOutboundOut(frame), promise: promise)
+        if flush { outlet.flush() }
+    }
+
     /// Writes queued messages while the socket takes them, then flushes once.
     func drain() {
         guard let context, !closing.closing else { return }
@@ -521,17 +532,17 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
             let messages = session.take(maxBytes: 256 << 10)
             if messages.isEmpty { break }
             for message in messages {
-                (outlet ?? context).write(wrapOutboundOut(message.frame), promise: nil)
+                writeFrame(message.frame, flush: false)
             }
             WSMetrics.messagesOut.increment(by: messages.count)
             wrote = true
         }
-        if wrote { (outlet ?? context).flush() }
+        if wrote { outlet?.flush() }
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         if context.channel.isWritable, let pong = closing.writable() {
-            (outlet ?? context).writeAndFlush(wrapOutboundOut(ServerFrame.frame(.pong, pong)), promise: nil)
+            writeFrame(ServerFrame.frame(.pong, pong))
         }
         if context.channel.isWritable { drain() }
         context.fireChannelWritabilityChanged()
@@ -545,7 +556,7 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
         case .none:
             break
         case .send:
-            (outlet ?? context).writeAndFlush(wrapOutboundOut(ServerFrame.frame(.ping, ByteBuffer())), promise: nil)
+            writeFrame(ServerFrame.frame(.ping, ByteBuffer()))
         case .cutOff:
             logger.info("closing a websocket whose client did not answer a ping")
             context.close(promise: nil)
@@ -573,7 +584,7 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
     private func writeClose(_ code: WebSocketErrorCode, reason: String) {
         guard let context else { return }
         session.finish()
-        (outlet ?? context).writeAndFlush(wrapOutboundOut(ServerFrame.close(code, reason: reason)), promise: nil)
+        writeFrame(ServerFrame.close(code, reason: reason))
         let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
         closeTimer = context.eventLoop.scheduleTask(in: settings.closeTimeout) { bound.value.close(promise: nil) }
     }
@@ -588,9 +599,9 @@ final class WebSocketSessionHandler: ChannelDuplexHandler {
         var payload = frame.unmaskedData
         let code = payload.readWebSocketErrorCode() ?? .normalClosure
         let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
-        (outlet ?? context).writeAndFlush(wrapOutboundOut(ServerFrame.close(code, reason: ""))).whenComplete { _ in
-            bound.value.close(promise: nil)
-        }
+        let written = context.eventLoop.makePromise(of: Void.self)
+        writeFrame(ServerFrame.close(code, reason: ""), promise: written)
+        written.futureResult.whenComplete { _ in bound.value.close(promise: nil) }
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
