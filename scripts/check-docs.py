@@ -231,10 +231,7 @@ def check_nginx_snippets():
             conf = conf.replace(marker, marker + "\n" + snippet, 1)
             with open(f"{work}/kvserver.conf", "w") as f:
                 f.write(conf)
-            with open(f"{work}/nginx.conf", "w") as f:
-                f.write(f"pid {work}/nginx.pid;\nerror_log {work}/error.log;\nevents {{}}\n"
-                        f"http {{ include {work}/kvserver.conf; }}\n")
-            done = subprocess.run(["/usr/sbin/nginx", "-t", "-q", "-p", work, "-e", f"{work}/error.log", "-c", f"{work}/nginx.conf"],
+            done = subprocess.run([os.path.join(ROOT, "scripts/nginx-check-site.sh"), f"{work}/kvserver.conf"],
                                   capture_output=True, text=True)
             count += 1
             if done.returncode != 0:

@@ -84,14 +84,7 @@ for u in "$units"/*; do
                    -e 's|^Documentation=file://(.+)|\1|p' "$u")
 done
 
-mkdir -p "$root/nginx-check"
-cat > "$root/nginx-check/nginx.conf" <<CONF
-pid $root/nginx-check/nginx.pid;
-error_log $root/nginx-check/error.log;
-events {}
-http { include $root/etc/nginx/sites-available/kvserver; }
-CONF
-if ! out=$(/usr/sbin/nginx -t -p "$root/nginx-check" -e "$root/nginx-check/error.log" -c "$root/nginx-check/nginx.conf" 2>&1); then
+if ! out=$(scripts/nginx-check-site.sh "$root/etc/nginx/sites-available/kvserver" 2>&1); then
   fail "nginx -t on the installed site: $out"
 fi
 console=$(sed -nE 's/^ *root (.+)\/console;/\1\/console/p' "$root/etc/nginx/sites-available/kvserver")

@@ -196,7 +196,7 @@ public final class ClusterStoreConnection: EventLoopStore {
     private func unsubscribe(_ key: ByteBuffer, completion: @escaping (Result<RESPValue, KVError>) -> Void) {
         state.value.moving.remove(key)
         guard let node = state.value.subscribedAt.removeValue(forKey: key), let connection = state.value.nodes[node] else {
-            completion(.success(.push([])))  // held nowhere: done, as if acknowledged
+            completion(.success(.unsubscribedHere))
             return
         }
         connection.send(StoreCommand<ByteBuffer, RESPValue>(.unsubscribe(key: key)) { $0 }, completion: completion)

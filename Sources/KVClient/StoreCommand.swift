@@ -181,6 +181,12 @@ extension StoreCommand where Reply == Void {
     }
 }
 
+extension RESPValue {
+    /// The answer to an unsubscribe that no connection holds, given without asking a store: a
+    /// subscription held nowhere is already over, and a store acknowledges with a push.
+    static let unsubscribedHere = RESPValue.push([])
+}
+
 extension StoreCommand where Reply == Bool {
     /// Deletes `key`; whether it existed.
     public static func delete(_ key: A) -> Self {

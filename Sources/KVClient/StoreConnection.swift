@@ -111,9 +111,8 @@ public final class StoreConnection: EventLoopStore {
         }
         guard subscribing else {
             guard let channel = state.value.connection.unsubscribed(topic) else {
-                // No connection holds it, and the next one will not subscribe it: done, as
-                // if the store had acknowledged.
-                return completion(command.reply(.success(.push([]))))
+                // The next connection will not subscribe it either.
+                return completion(command.reply(.success(.unsubscribedHere)))
             }
             return write(command.operation, to: channel) { completion(command.reply($0)) }
         }
