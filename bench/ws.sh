@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # kv-ws under load through nginx, in one run, with a baseline WebSocket echo/broadcast server
-# (bench/ws_load.py serve-baseline, picows) behind the same nginx, and for live updates nchan
+# (bench/ws_load.py serve-baseline, picows) behind the same nginx, for live updates nchan
 # (Debian's libnginx-mod-nchan: pub/sub inside nginx, in C; WebSocket subscribers, HTTP POST
-# publishing) in the same nginx:
+# publishing) in the same nginx, and in the request/response and fan-out rows the floor of
+# kv-ws's place (bench/ws-floor.c: the least a server there can do, in C, built here):
 #   request/response: CONNS connections doing round trips (a get each; RR_MIXES="get sets10
 #   sets50": no sets, a set before every 9th get, or before every get), against the baseline;
 #   fan-out: SUBS subscribers on one key, a writer at RATE sets/s for SECONDS;
@@ -53,6 +54,14 @@ start_stack "    location = /ws {
         proxy_read_timeout 1h;
         proxy_buffering off;
     }
+    location = /floor {
+        proxy_pass http://unix:$dir/floor.sock:;
+        proxy_http_version 1.1;
+        proxy_set_header Upgrade \$http_upgrade;
+        proxy_set_header Connection \"upgrade\";
+        proxy_read_timeout 1h;
+        proxy_buffering off;
+    }
     location ~ ^/nchan/sub/(.+)\$ {
         nchan_subscriber websocket;
         nchan_channel_id \$1;
@@ -63,10 +72,18 @@ start_stack "    location = /ws {
     }"
 # NGINX_SCHED=batch: nginx's workers as SCHED_BATCH (as root), which do not preempt the task
 # running where they wake (docs/BENCHMARKS.md: what the proxy hop costs kv-ws).
+# The floor of kv-ws's place in the stack (bench/ws-floor.c): a server in C on a Unix-domain
+# socket behind the same nginx, doing the least kv-ws's work needs: a get goes to kv-stored and
+# back, a change is framed once and written to each subscriber (without waiting for the
+# store's change feed). What a row leaves above it, no server in kv-ws's place can take away.
+cc -O2 -o "$dir/ws-floor" bench/ws-floor.c -lcrypto
+"$dir/ws-floor" "$dir/floor.sock" "$store" & floor_pid=$!; pids+=($!)
+wait_socket "$dir/floor.sock"
 if [ "${NGINX_SCHED:-}" = batch ]; then
   for worker in $(pgrep -P "$(cat "$dir/nginx/nginx.pid")"); do chrt --batch --all-tasks --pid 0 "$worker"; done
 fi
 kv="ws://127.0.0.1:$port/ws"; base="ws://127.0.0.1:$bench_port/ws"; nchan="ws://127.0.0.1:$bench_port/nchan"
+floor="ws://127.0.0.1:$bench_port/floor"
 
 echo "machine: $(nproc) cores; $(nginx -v 2>&1); kv-ws $build; baseline server via ${BASELINE_VIA:-tcp}; nginx workers: ${NGINX_SCHED:-normal} scheduling; client: python3 + picows + uvloop (rr: one process; fan-out and expiry: ${PROCS:-2} subscriber processes)"
 echo
@@ -88,11 +105,11 @@ cpu_row() {  # cpu_row SERVER LOAD COMMAND…: runs the command (a row), records
   local server=$1 load=$2; shift 2
   local workers hz b=() a=() wall served
   workers=$(pgrep -P "$(cat "$dir/nginx/nginx.pid")" | tr '\n' ' ')
-  case $server in kv-ws) served=$ws_pid ;; nchan) served=$workers ;; *) served=$baseline_pid ;; esac
+  case $server in kv-ws) served=$ws_pid ;; nchan) served=$workers ;; "C floor"*) served=$floor_pid ;; *) served=$baseline_pid ;; esac
   hz=$(getconf CLK_TCK)
-  b=("$(ticks $workers)" "$(ticks "$ws_pid")" "$(ticks "$store_pid")" "$(ticks "$baseline_pid")" "$(busy)" "$(switches nonvoluntary $served)" "$(switches voluntary $served)"); wall=$(date +%s.%N)
+  b=("$(ticks $workers)" "$(ticks "$ws_pid")" "$(ticks "$store_pid")" "$(ticks "$baseline_pid" "$floor_pid")" "$(busy)" "$(switches nonvoluntary $served)" "$(switches voluntary $served)"); wall=$(date +%s.%N)
   "$@"
-  a=("$(ticks $workers)" "$(ticks "$ws_pid")" "$(ticks "$store_pid")" "$(ticks "$baseline_pid")" "$(busy)" "$(switches nonvoluntary $served)" "$(switches voluntary $served)"); wall=$(awk -v s="$wall" -v e="$(date +%s.%N)" 'BEGIN { print e - s }')
+  a=("$(ticks $workers)" "$(ticks "$ws_pid")" "$(ticks "$store_pid")" "$(ticks "$baseline_pid" "$floor_pid")" "$(busy)" "$(switches nonvoluntary $served)" "$(switches voluntary $served)"); wall=$(awk -v s="$wall" -v e="$(date +%s.%N)" 'BEGIN { print e - s }')
   awk -v hz="$hz" -v server="$server" -v load="$load" -v wall="$wall" \
     -v n="$((a[0] - b[0]))" -v w="$((a[1] - b[1]))" -v st="$((a[2] - b[2]))" -v bl="$((a[3] - b[3]))" -v all="$((a[4] - b[4]))" \
     -v pre="$((a[5] - b[5]))" -v slept="$((a[6] - b[6]))" \
@@ -107,6 +124,7 @@ for mix in ${RR_MIXES:-get sets10 sets50}; do
   for _ in 1 2 3; do
     echo -n "| baseline echo (picows) "; cpu_row "baseline echo (picows)" "$mix" python3 bench/ws_load.py rr "$base" "$conns" "$seconds" "$mix"
     echo -n "| kv-ws "; cpu_row kv-ws "$mix" python3 bench/ws_load.py rr "$kv" "$conns" "$seconds" "$mix"
+    echo -n "| C floor "; cpu_row "C floor" "$mix" python3 bench/ws_load.py rr "$floor" "$conns" "$seconds" "$mix"
   done
 done
 echo
@@ -125,6 +143,7 @@ for r in ${RATES:-$rate $((rate / 4)) $((rate / 10))}; do
   echo -n "| baseline broadcast (picows) "; cpu_row "baseline broadcast (picows)" "$load" python3 bench/ws_load.py fanout "$base" "$subs" "$r" "$fan_seconds"
   echo -n "| nchan "; cpu_row nchan "$load" python3 bench/ws_load.py nchan-fanout "$nchan" "$subs" "$r" "$fan_seconds"
   echo -n "| kv-ws "; cpu_row kv-ws "$load" python3 bench/ws_load.py fanout "$kv" "$subs" "$r" "$fan_seconds"
+  echo -n "| C floor "; cpu_row "C floor" "$load" python3 bench/ws_load.py fanout "$floor" "$subs" "$r" "$fan_seconds"
 done
 restart_baseline
 echo -n "| baseline broadcast (picows) "; python3 bench/ws_load.py manykeys "$base" "$subs" "$rate" "$fan_seconds"

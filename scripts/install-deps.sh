@@ -34,6 +34,7 @@ test=(
 bench=(
   wrk           # bench/http.sh and bench/access.sh drive the stack with it
   gcc           # bench/http.sh builds the C libfcgi responder it compares with
+  libssl-dev    # bench/ws.sh builds bench/ws-floor.c, whose WebSocket handshake uses SHA-1
   webdis        # bench/http.sh's peer: HTTP → redis-server, in C, behind the same nginx
   libnginx-mod-nchan  # bench/ws.sh's peer for live updates: pub/sub inside nginx, in C
 )
