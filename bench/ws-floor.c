@@ -268,26 +268,26 @@ int main(int argc, char **argv) {
     if ((ep = epoll_create1(0)) < 0) die("epoll_create1");
     struct epoll_event e = {.events = EPOLLIN, .data.ptr = NULL};
     epoll_ctl(ep, EPOLL_CTL_ADD, ls, &e);
-    static Conn storeconn;  // its address tells the store's events from a client's
+    static char storemark;  // its address tells the store's events from a client's
     if (argc == 3) {
         struct sockaddr_un sa = {.sun_family = AF_UNIX};
         snprintf(sa.sun_path, sizeof sa.sun_path, "%s", argv[2]);
         if ((store = socket(AF_UNIX, SOCK_STREAM, 0)) < 0 || connect(store, (struct sockaddr *)&sa, sizeof sa) < 0) die("store");
-        struct epoll_event se = {.events = EPOLLIN, .data.ptr = &storeconn};
+        struct epoll_event se = {.events = EPOLLIN, .data.ptr = &storemark};
         epoll_ctl(ep, EPOLL_CTL_ADD, store, &se);
     }
     struct epoll_event ev[512];
     for (;;) {
         int m = epoll_wait(ep, ev, 512, -1);
         for (int i = 0; i < m; i++) {
-            Conn *c = ev[i].data.ptr;
-            if (c == &storeconn) {
+            if (ev[i].data.ptr == &storemark) {
                 ssize_t r = read(store, storein + storeinlen, STOREBUF - storeinlen);
                 if (r <= 0) { fprintf(stderr, "ws-floor: the store went away\n"); exit(1); }
                 storeinlen += (size_t)r;
                 store_replies();
                 continue;
             }
+            Conn *c = ev[i].data.ptr;
             if (!c) {
                 int fd;
                 while ((fd = accept4(ls, NULL, NULL, SOCK_NONBLOCK)) >= 0) {

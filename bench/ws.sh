@@ -46,21 +46,19 @@ restart_baseline
 nchan_so=/usr/lib/nginx/modules/ngx_nchan_module.so
 [ -f "$nchan_so" ] || { echo "needs libnginx-mod-nchan (scripts/install-deps.sh bench)" >&2; exit 1; }
 nginx_modules="load_module $nchan_so;"
-start_stack "    location = /ws {
-        proxy_pass http://$baseline_upstream;
-        proxy_http_version 1.1;
+# The baseline's and the floor's WebSocket proxying: the relay settings of the shipped site's /ws.
+ws_proxy="proxy_http_version 1.1;
         proxy_set_header Upgrade \$http_upgrade;
         proxy_set_header Connection \"upgrade\";
         proxy_read_timeout 1h;
-        proxy_buffering off;
+        proxy_buffering off;"
+start_stack "    location = /ws {
+        proxy_pass http://$baseline_upstream;
+        $ws_proxy
     }
     location = /floor {
         proxy_pass http://unix:$dir/floor.sock:;
-        proxy_http_version 1.1;
-        proxy_set_header Upgrade \$http_upgrade;
-        proxy_set_header Connection \"upgrade\";
-        proxy_read_timeout 1h;
-        proxy_buffering off;
+        $ws_proxy
     }
     location ~ ^/nchan/sub/(.+)\$ {
         nchan_subscriber websocket;
@@ -70,8 +68,6 @@ start_stack "    location = /ws {
         nchan_publisher http;
         nchan_channel_id \$1;
     }"
-# NGINX_SCHED=batch: nginx's workers as SCHED_BATCH (as root), which do not preempt the task
-# running where they wake (docs/BENCHMARKS.md: what the proxy hop costs kv-ws).
 # The floor of kv-ws's place in the stack (bench/ws-floor.c): a server in C on a Unix-domain
 # socket behind the same nginx, doing the least kv-ws's work needs: a get goes to kv-stored and
 # back, a change is framed once and written to each subscriber (without waiting for the
@@ -79,6 +75,8 @@ start_stack "    location = /ws {
 cc -O2 -o "$dir/ws-floor" bench/ws-floor.c -lcrypto
 "$dir/ws-floor" "$dir/floor.sock" "$store" & floor_pid=$!; pids+=($!)
 wait_socket "$dir/floor.sock"
+# NGINX_SCHED=batch: nginx's workers as SCHED_BATCH (as root), which do not preempt the task
+# running where they wake (docs/BENCHMARKS.md: what the proxy hop costs kv-ws).
 if [ "${NGINX_SCHED:-}" = batch ]; then
   for worker in $(pgrep -P "$(cat "$dir/nginx/nginx.pid")"); do chrt --batch --all-tasks --pid 0 "$worker"; done
 fi
@@ -90,10 +88,11 @@ echo
 only=${ONLY:-rr fanout expiry}
 want() { [[ " $only " == *" $1 "* ]]; }
 # Where the time goes in a row: CPU seconds of nginx's workers (nchan runs inside them),
-# kv-ws, kv-stored and the Python baseline server, and of everything else (the client
-# processes, mostly), from /proc, over the row; and how often the row's server (kv-ws, the
-# baseline, or nginx's workers for nchan) was switched out while it could still run
-# (preempted) and while it waited for input (slept). Kept in $cpu_file for a table after.
+# kv-ws, kv-stored and the baseline server (the Python one, or the C floor), and of everything
+# else (the client processes, mostly), from /proc, over the row; and how often the row's
+# server (kv-ws, the baseline, the floor, or nginx's workers for nchan) was switched out while
+# it could still run (preempted) and while it waited for input (slept). Kept in $cpu_file for
+# a table after.
 ticks() { local total=0 pid; for pid in "$@"; do total=$((total + $(awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null || echo 0))); done; echo $total; }
 busy() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 }' /proc/stat; }
 switches() {  # switches KIND PID…: the threads' nonvoluntary or voluntary context switches
@@ -105,7 +104,7 @@ cpu_row() {  # cpu_row SERVER LOAD COMMAND…: runs the command (a row), records
   local server=$1 load=$2; shift 2
   local workers hz b=() a=() wall served
   workers=$(pgrep -P "$(cat "$dir/nginx/nginx.pid")" | tr '\n' ' ')
-  case $server in kv-ws) served=$ws_pid ;; nchan) served=$workers ;; "C floor"*) served=$floor_pid ;; *) served=$baseline_pid ;; esac
+  case $server in kv-ws) served=$ws_pid ;; nchan) served=$workers ;; "C floor") served=$floor_pid ;; *) served=$baseline_pid ;; esac
   hz=$(getconf CLK_TCK)
   b=("$(ticks $workers)" "$(ticks "$ws_pid")" "$(ticks "$store_pid")" "$(ticks "$baseline_pid" "$floor_pid")" "$(busy)" "$(switches nonvoluntary $served)" "$(switches voluntary $served)"); wall=$(date +%s.%N)
   "$@"
