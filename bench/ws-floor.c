@@ -6,11 +6,11 @@
 // with its own text. No JSON parser, no allocation on the way out.
 // With STORE_SOCKET (kv-stored's), `get` and `set` also take the store hop kv-ws takes: each
 // is sent to kv-stored as a RESP command, a tick's commands in one write, and a `get` is
-// answered with the `value` message made of the store's reply, in order.
+// answered with the `value` or `no-value` message made of the store's reply, in order.
 //
-// What it shows: what any server in kv-ws's place gets, since nginx's relay of each frame
-// (the hop nchan and the baseline echo do not have) and the store hop are the same for it as
-// for kv-ws. Bench-only: it trusts its clients (bench/ws_load.py's messages, in compact JSON)
+// What it shows: what any server in kv-ws's place gets, since nginx's relay of each frame over
+// a Unix socket (which nchan, inside nginx, does not need) and the store hop (which the
+// baseline echo does not take) are the same for it as for kv-ws. Bench-only: it trusts its clients (bench/ws_load.py's messages, in compact JSON)
 // and the store.
 // Usage: ws-floor SOCKET_PATH [STORE_SOCKET]     Build: cc -O2 -o ws-floor bench/ws-floor.c -lcrypto
 #define _GNU_SOURCE
@@ -26,7 +26,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-enum { INBUF = 1 << 16, MAXCONN = 1 << 16 };
+enum { INBUF = 1 << 16 };
 
 typedef struct Conn {
     int fd, upgraded, dead;
@@ -37,7 +37,6 @@ typedef struct Conn {
 
 typedef struct Subs { char *key; Conn **conns; size_t n, cap; } Subs;
 
-static Conn *conns[MAXCONN];
 static Subs *subs; static size_t nsubs;
 static int ep;
 
@@ -291,9 +290,8 @@ int main(int argc, char **argv) {
             if (!c) {
                 int fd;
                 while ((fd = accept4(ls, NULL, NULL, SOCK_NONBLOCK)) >= 0) {
-                    if (fd >= MAXCONN) { close(fd); continue; }
                     if (!(c = calloc(1, sizeof *c))) die("calloc");
-                    c->fd = fd; conns[fd] = c;
+                    c->fd = fd;
                     struct epoll_event ce = {.events = EPOLLIN, .data.ptr = c};
                     epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ce);
                 }
@@ -307,7 +305,7 @@ int main(int argc, char **argv) {
             }
             // A dead connection stays allocated (subscriber lists may still point at it) but
             // its socket is closed: the bench opens a bounded number of connections.
-            if (c->dead && c->fd >= 0) { epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL); conns[c->fd] = NULL; close(c->fd); c->fd = -1; }
+            if (c->dead && c->fd >= 0) { epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL); close(c->fd); c->fd = -1; }
         }
         // The tick's commands to kv-stored in one write (blocking: the store keeps up).
         for (size_t at = 0; at < storeoutlen;) {
