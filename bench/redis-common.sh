@@ -1,10 +1,9 @@
 # Shared by bench/store-vs-redis.sh and bench/persistence.sh (sourced): the release kv-stored,
 # a temp folder removed on exit with every process in `pids`, and `median`.
 # Set DIR_PARENT before sourcing to put the temp folder elsewhere than /tmp.
-bin=${BIN_DIR:-$(swift build -c release --show-bin-path)}/kv-stored  # BIN_DIR: another build (bench/compare-builds.sh)
-# What the tables name as the build measured: the checkout, or the binaries given.
-build=${BIN_DIR:-$(git rev-parse --short HEAD)}
-[ -x "$bin" ] || { echo "build first: make release" >&2; exit 1; }
+source bench/binaries.sh
+bin=$bin_dir/kv-stored
+[ -x "$bin" ] || { echo "no kv-stored in $bin_dir" >&2; exit 1; }
 command -v redis-server >/dev/null || { echo "needs redis-server and redis-tools (scripts/install-deps.sh bench)" >&2; exit 1; }
 
 dir=$(mktemp -d "${DIR_PARENT:-/tmp}/kvbench-XXXXXX")

@@ -1,12 +1,8 @@
 # Shared by the bench/ scripts (sourced): start release daemons and nginx with the shipped site
 # (local paths) in a temp folder, plus a bench-only `server` block, and stop everything on exit.
 # After `start_stack`: $dir, $port (the site), $bench_port (the bench-only server), $bin.
-bin=${BIN_DIR:-$(swift build -c release --show-bin-path)}  # BIN_DIR: another build (bench/compare-builds.sh)
-# What the tables name as the build measured: the checkout, or the binaries given.
-build=${BIN_DIR:-$(git rev-parse --short HEAD)}
-# The checkout's own binaries are built first (a few seconds when nothing changed): a figure
-# measured on a build older than the sources would be credited to code it does not contain.
-[ -n "${BIN_DIR:-}" ] || make -s release >&2
+source bench/binaries.sh
+bin=$bin_dir
 dir=$(mktemp -d /tmp/kvbench-XXXXXX)
 chmod 755 "$dir"
 port=$((20000 + RANDOM % 20000)); bench_port=$((port + 1))
